@@ -5,7 +5,11 @@
 //! single store watch. It keeps:
 //! - the current objects, so lists at resourceVersion "0" ("any") are served from memory;
 //! - a window of recent events, so a client that reconnects with its last resourceVersion resumes
-//!   without loss (older than the window, or compacted: [`WatchError::Expired`], i.e. 410 Gone);
+//!   without loss. Older than the window (e.g. a revision from before an API server restart), the
+//!   client gets its own store watch from that revision instead, which still works as long as the
+//!   store has not compacted it away; compacted: [`WatchError::Expired`], i.e. 410 Gone. (Upstream
+//!   answers 410 as soon as the revision is outside the window; serving it from the store spares the
+//!   client a full re-list after every restart.)
 //! - one bounded queue per client watch. Dispatch never waits: a client too slow to drain its queue is
 //!   closed with [`WatchError::TooSlow`] and re-lists, so it never blocks the others or grows memory.
 //!
@@ -105,6 +109,7 @@ impl State {
 /// The watch cache of one resource prefix.
 pub struct WatchCache {
     prefix: String,
+    store: Arc<dyn Store>,
     opts: WatchCacheOptions,
     state: Mutex<State>,
     /// Ok(()) once synced; Err(reason) while (re)initializing.
@@ -117,6 +122,7 @@ impl WatchCache {
     pub fn start(store: Arc<dyn Store>, prefix: &str, opts: WatchCacheOptions) -> Arc<Self> {
         let cache = Arc::new(Self {
             prefix: prefix.to_owned(),
+            store: store.clone(),
             opts,
             state: Mutex::new(State::default()),
             ready: watch::channel(Err("initializing".to_owned())).0,
@@ -168,6 +174,33 @@ impl WatchCache {
     /// watch without resourceVersion, or at "0", gets in Kubernetes).
     pub async fn watch(&self, prefix: &str, after: Option<Revision>, bookmarks: bool) -> Result<CacheWatch, WatchError> {
         self.wait_ready(Duration::from_secs(5)).await?;
+        // The lock is taken in a plain function so no guard can live across an await.
+        let (replay, start, rx, closed) = match self.register(prefix, after, bookmarks) {
+            Some(registered) => registered,
+            None => return self.watch_store(prefix, after.unwrap_or_default()).await,
+        };
+        let live = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .filter(move |ev| {
+                // Events already covered by `after` can still be in flight for a future `after`.
+                std::future::ready(match ev {
+                    CacheEvent::Event(e) => e.revision() > start,
+                    CacheEvent::Bookmark(_) => true,
+                })
+            })
+            .map(Ok);
+        let end = futures::stream::once(async move { closed.get().cloned() }).filter_map(|e| async move { e.map(Err) });
+        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live).chain(end)))
+    }
+
+    /// Registers a watcher and returns what it must replay first; `None` when `after` is older than
+    /// the window.
+    #[allow(clippy::type_complexity)]
+    fn register(
+        &self,
+        prefix: &str,
+        after: Option<Revision>,
+        bookmarks: bool,
+    ) -> Option<(Vec<CacheEvent>, Revision, mpsc::Receiver<CacheEvent>, Arc<OnceLock<WatchError>>)> {
         let mut state = self.lock();
         let (replay, start): (Vec<CacheEvent>, Revision) = match after {
             None => (
@@ -179,9 +212,7 @@ impl WatchCache {
                     .collect(),
                 state.revision,
             ),
-            Some(after) if after < state.floor => {
-                return Err(WatchError::Expired { requested: after, oldest: state.floor });
-            }
+            Some(after) if after < state.floor => return None,
             // A revision newer than the cache (written under another resource) is fine: everything
             // after it will arrive through the store watch; nothing at or before it is sent.
             Some(after) => (
@@ -199,19 +230,21 @@ impl WatchCache {
         let id = state.next_id;
         state.next_id += 1;
         state.watchers.insert(id, Watcher { prefix: prefix.to_owned(), bookmarks, tx, closed: closed.clone() });
-        drop(state);
+        Some((replay, start, rx, closed))
+    }
 
-        let live = tokio_stream::wrappers::ReceiverStream::new(rx)
-            .filter(move |ev| {
-                // Events already covered by `after` can still be in flight for a future `after`.
-                std::future::ready(match ev {
-                    CacheEvent::Event(e) => e.revision() > start,
-                    CacheEvent::Bookmark(_) => true,
-                })
-            })
-            .map(Ok);
-        let end = futures::stream::once(async move { closed.get().cloned() }).filter_map(|e| async move { e.map(Err) });
-        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live).chain(end)))
+    /// A watch served by a store watch of its own, for revisions older than the window.
+    async fn watch_store(&self, prefix: &str, after: Revision) -> Result<CacheWatch, WatchError> {
+        let events = self.store.watch(prefix, after).await.map_err(|e| match e {
+            StoreError::Compacted { compacted, .. } => WatchError::Expired { requested: after, oldest: compacted },
+            e => WatchError::NotReady(e.to_string()),
+        })?;
+        Ok(Box::pin(events.map(move |item| match item {
+            Ok(ev) => Ok(CacheEvent::Event(Arc::new(ev))),
+            Err(StoreError::Compacted { compacted, .. }) => Err(WatchError::Expired { requested: after, oldest: compacted }),
+            Err(StoreError::WatchLagged) => Err(WatchError::TooSlow),
+            Err(e) => Err(WatchError::Reinitialized(e.to_string())),
+        })))
     }
 
     /// Applies one store event and hands it to every interested watcher.
@@ -382,12 +415,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn resume_older_than_window_is_expired() {
+    async fn resume_older_than_window_reads_the_store_until_compacted() {
         let opts = WatchCacheOptions { window: 3, ..Default::default() };
         let (store, cache) = cache_with(opts).await;
         let start = cache.revision();
+        let mut revs = Vec::new();
         for i in 0..5 {
-            store.create(&format!("/r/cm/a/{i}"), b"v".to_vec()).await.expect("create");
+            revs.push(store.create(&format!("/r/cm/a/{i}"), b"v".to_vec()).await.expect("create").mod_revision);
         }
         tokio::time::timeout(T, async {
             while cache.revision() < start + 5 {
@@ -396,6 +430,12 @@ mod tests {
         })
         .await
         .expect("cache caught up");
+        // Outside the window but not compacted: served from the store, complete.
+        let mut w = cache.watch("/r/cm/", Some(start), false).await.expect("watch from the store");
+        for r in &revs {
+            assert_eq!(rev_of(next(&mut w).await), *r);
+        }
+        store.compact(start + 2).await.expect("compact");
         let err = cache.watch("/r/cm/", Some(start), false).await.err().expect("expired");
         assert!(matches!(err, WatchError::Expired { .. }), "got {err:?}");
         assert!(cache.watch("/r/cm/", Some(start + 2), false).await.is_ok(), "inside the window");

@@ -107,6 +107,18 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // The writer thread assumes it is the only writer (it hands out revisions from memory), so a
+        // second process on the same file must be refused, not merely serialized by SQLite's locks.
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| internal(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!("{} is in use by another process", path.display()))
+        })?;
         let conn = Connection::open(path).map_err(|e| internal(format!("cannot open {}: {e}", path.display())))?;
         let describe = |e: rusqlite::Error| internal(format!("{}: {e}", path.display()));
         conn.pragma_update(None, "journal_mode", "WAL").map_err(describe)?;
@@ -135,7 +147,11 @@ impl SqliteStore {
         let max_batch = opts.max_batch;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer { conn, shared: writer_shared, revision }.run(rx, max_batch))
+            .spawn(move || {
+                Writer { conn, shared: writer_shared, revision }.run(rx, max_batch);
+                // Released only when the writer is gone: no second writer can overlap this one.
+                drop(lock);
+            })
             .map_err(internal)?;
         let store = Arc::new(Self { shared, writer: tx });
         // Periodic compaction needs a runtime; a store opened outside one compacts only on request.

@@ -1,0 +1,87 @@
+//! WATCH of a collection: a chunked 200 response with one JSON watch event per line, served from the
+//! watch cache (upstream's `cacher` + `watch_server`).
+//!
+//! resourceVersion unset or "0" starts with an ADDED event per existing object; N resumes after N.
+//! A revision older than the cache's window is answered, as upstream does, with a 200 stream holding
+//! one ERROR event whose Status is 410 Expired, so clients re-list.
+
+use std::time::Duration;
+
+use axum::{
+    body::{Body, Bytes},
+    http::header,
+    response::Response,
+};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{ListQuery, Scope};
+use crate::{
+    server::{ApiServer, object, registry::ResourceInfo, status::ApiError},
+    storage::EventKind,
+    watch_cache::{CacheEvent, WatchError},
+};
+
+/// Upstream picks a timeout between `--min-request-timeout` (30 min) and twice that.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Starts a watch of the scope's collection.
+pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Response, ApiError> {
+    let prefix = scope.prefix();
+    let after = match q.revision()? {
+        None | Some(0) => None,
+        Some(rev) => Some(rev),
+    };
+    let bookmarks = matches!(q.allow_watch_bookmarks.as_deref(), Some("true" | "1"));
+    let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let info = scope.info;
+    let events = match api.caches[info.resource].watch(&prefix, after, bookmarks).await {
+        Ok(w) => w,
+        Err(e @ WatchError::Expired { .. }) => {
+            let line = line(&json!({ "type": "ERROR", "object": ApiError::from_watch(e).to_status() }));
+            return Ok(stream_response(Body::from(line)));
+        }
+        Err(e) => return Err(ApiError::from_watch(e)),
+    };
+    let lines = events
+        .map(move |item| {
+            let event = match item {
+                Ok(CacheEvent::Event(ev)) => {
+                    let (kind, obj) = match ev.kind {
+                        EventKind::Create => ("ADDED", object::decode(&ev.kv)),
+                        EventKind::Update => ("MODIFIED", object::decode(&ev.kv)),
+                        // A deleted object is shown as it was, at the revision of its deletion.
+                        EventKind::Delete => {
+                            let prev = ev.prev.as_ref().map_or(&[][..], |p| p.value.as_slice());
+                            ("DELETED", object::decode_at(prev, ev.revision()))
+                        }
+                    };
+                    json!({ "type": kind, "object": obj })
+                }
+                Ok(CacheEvent::Bookmark(rev)) => json!({ "type": "BOOKMARK", "object": bookmark(info, rev) }),
+                Err(e) => json!({ "type": "ERROR", "object": ApiError::from_watch(e).to_status() }),
+            };
+            Ok::<_, std::convert::Infallible>(Bytes::from(line(&event)))
+        })
+        .take_until(tokio::time::sleep(timeout));
+    Ok(stream_response(Body::from_stream(lines)))
+}
+
+fn bookmark(info: &ResourceInfo, rev: i64) -> Value {
+    json!({ "kind": info.kind, "apiVersion": info.api_version, "metadata": { "resourceVersion": rev.to_string() } })
+}
+
+fn line(event: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(event).expect("a Value always serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn stream_response(body: Body) -> Response {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .expect("static headers are valid")
+}

@@ -1,0 +1,112 @@
+//! The HTTP surface of the API server: health, version, and the Kubernetes REST paths of the kinds in
+//! [`registry`], on top of the [`Store`](crate::storage::Store) and one
+//! [`WatchCache`](crate::watch_cache::WatchCache) per resource.
+//!
+//! A request goes: router → [`handlers`] (one verb per file) → registry strategy (defaults,
+//! validation) → store; every error leaves through [`status::ApiError`] as a Kubernetes `Status`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    response::IntoResponse,
+    routing::get,
+};
+use serde_json::json;
+
+use crate::{
+    storage::Store,
+    watch_cache::{WatchCache, WatchCacheOptions},
+};
+
+pub mod handlers;
+pub mod object;
+pub mod registry;
+pub mod serve;
+pub mod status;
+pub mod tls;
+
+/// The Kubernetes minor whose API we serve (k8s-openapi's `v1_36` types; reported by `/version`).
+pub const KUBERNETES_MINOR: &str = "36";
+
+/// Largest request body accepted (upstream's limit is 3 MiB too); larger gets 413.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What every handler shares.
+pub struct ApiServer {
+    /// The store under everything.
+    pub store: Arc<dyn Store>,
+    /// One watch cache per resource, keyed by plural name.
+    pub caches: HashMap<&'static str, Arc<WatchCache>>,
+}
+
+impl ApiServer {
+    /// Builds the server state, starting a watch cache for every served resource.
+    pub fn new(store: Arc<dyn Store>, cache_opts: WatchCacheOptions) -> Arc<Self> {
+        let caches = registry::RESOURCES
+            .iter()
+            .map(|r| (r.resource, WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone())))
+            .collect();
+        Arc::new(Self { store, caches })
+    }
+
+    /// Creates the namespaces every cluster has (upstream's apiserver does this in its
+    /// `bootstrap-controller`), leaving existing ones alone.
+    pub async fn bootstrap(&self) -> Result<(), status::ApiError> {
+        let scope = handlers::Scope::parse("/api/v1/namespaces")?;
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+            match handlers::create::create(self, &scope, obj).await {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The router serving every path.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/livez", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/version", get(version))
+            .route(
+                "/api/v1/{*path}",
+                get(handlers::get).post(handlers::post).put(handlers::put).delete(handlers::delete),
+            )
+            .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
+            // Bodies are read with our own limit so an oversized one gets a 413 Status, not plain text.
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self.clone())
+    }
+}
+
+/// Ready once the store answers and every watch cache has synced.
+async fn readyz(State(api): State<Arc<ApiServer>>) -> impl IntoResponse {
+    if let Err(e) = api.store.current_revision().await {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
+    }
+    for (resource, cache) in &api.caches {
+        if let Err(e) = cache.wait_ready(std::time::Duration::ZERO).await {
+            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("watch cache {resource}: {e}\n"));
+        }
+    }
+    (axum::http::StatusCode::OK, "ok".to_owned())
+}
+
+async fn version() -> impl IntoResponse {
+    Json(json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-skiff.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    }))
+}

@@ -1,0 +1,107 @@
+//! Helpers over objects held as JSON: metadata access, server-set fields, name rules.
+//!
+//! The server keeps objects as `serde_json::Value` so every kind (and unknown fields clients rely on
+//! being preserved) round-trips unchanged; typed checks live in each kind's strategy.
+
+use serde_json::{Value, json};
+
+use crate::storage::{KeyValue, Revision};
+
+/// `metadata.<field>` as a string, if present.
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// A mutable `metadata` map, created if missing.
+pub fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"].as_object_mut().expect("metadata is an object")
+}
+
+/// The object stored under `kv`, with `metadata.resourceVersion` set to the revision it was read at
+/// (stored values never carry it: the store's mod revision is the truth).
+pub fn decode(kv: &KeyValue) -> Value {
+    decode_at(&kv.value, kv.mod_revision)
+}
+
+/// Decodes stored bytes and stamps `resourceVersion` = `revision`.
+pub fn decode_at(bytes: &[u8], revision: Revision) -> Value {
+    let mut obj: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        // Only the server writes the store, so this means outside tampering; show it, don't crash.
+        json!({ "metadata": {}, "skiffDecodeError": e.to_string() })
+    });
+    meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    obj
+}
+
+/// The bytes to store: the object without `resourceVersion`.
+pub fn encode(obj: &Value) -> Vec<u8> {
+    let mut obj = obj.clone();
+    meta_mut(&mut obj).remove("resourceVersion");
+    serde_json::to_vec(&obj).expect("a Value always serializes")
+}
+
+/// Which DNS-1123 rule a kind's names follow.
+#[derive(Clone, Copy)]
+pub enum NameRule {
+    /// A DNS label: at most 63 characters of `[a-z0-9-]`, alphanumeric at both ends (namespaces).
+    Label,
+    /// A DNS subdomain: at most 253 characters, dot-separated labels (most kinds).
+    Subdomain,
+}
+
+/// Field errors for `metadata.name` under `rule`.
+pub fn validate_name(obj: &Value, rule: NameRule) -> Vec<(String, String, String)> {
+    let name = meta_str(obj, "name").unwrap_or("");
+    if name.is_empty() {
+        return vec![("metadata.name".into(), "FieldValueRequired".into(), "Required value: name or generateName is required".into())];
+    }
+    let label_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let (ok, what, regex, example) = match rule {
+        NameRule::Label => (
+            label_ok(name),
+            "RFC 1123 label",
+            "[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+            "'my-name',  or '123-abc'",
+        ),
+        NameRule::Subdomain => (
+            name.len() <= 253 && name.split('.').all(label_ok),
+            "RFC 1123 subdomain",
+            "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+            "'example.com'",
+        ),
+    };
+    if ok {
+        return Vec::new();
+    }
+    vec![(
+        "metadata.name".into(),
+        "FieldValueInvalid".into(),
+        format!(
+            "Invalid value: {name:?}: a lowercase {what} must consist of lower case alphanumeric characters, '-' or '.', \
+             and must start and end with an alphanumeric character (e.g. {example}, regex used for validation is '{regex}')"
+        ),
+    )]
+}
+
+/// A name from `generateName`: the prefix plus five random characters, as upstream's
+/// `names.SimpleNameGenerator` (consonants and digits that cannot spell words).
+pub fn generate_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let suffix: String = bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    format!("{prefix}{suffix}")
+}
+
+/// Now, as Kubernetes prints timestamps (RFC 3339, seconds, UTC).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

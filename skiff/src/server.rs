@@ -1,0 +1,126 @@
+//! `skiff server`: the control plane in one process (for now the API server over its store).
+//!
+//! Start-up order, each step failing with a one-line error that names what is wrong: data dir →
+//! store (embedded SQLite, or etcd with `--datastore-endpoint`) → PKI and admin kubeconfig → listen →
+//! bootstrap namespaces → serve until SIGTERM/SIGINT.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use skiff_apiserver::{
+    server::{ApiServer, serve, tls},
+    storage::{
+        Store,
+        sqlite::{SqliteOptions, SqliteStore},
+    },
+    watch_cache::WatchCacheOptions,
+};
+use tokio::net::TcpListener;
+
+/// Flags of `skiff server`, named like k3s's.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Where the server keeps its state: the SQLite store, TLS material, the admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// etcd endpoints (`http://host:2379[,http://host2:2379]`); unset = embedded SQLite.
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: String,
+    /// Port of the API server's HTTPS listener.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Also write the admin kubeconfig to this path.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let bind: std::net::IpAddr = args
+        .bind_address
+        .parse()
+        .with_context(|| format!("--bind-address {:?} is not an IP address", args.bind_address))?;
+    let server_dir = args.data_dir.join("server");
+    std::fs::create_dir_all(&server_dir)
+        .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
+
+    let store = open_store(&args).await?;
+    tracing::info!(backend = store.backend(), "store ready");
+
+    let mut sans: Vec<String> = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1"]
+        .map(str::to_owned)
+        .into();
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        sans.push(host.trim().to_owned());
+    }
+    if !bind.is_unspecified() {
+        sans.push(bind.to_string());
+    }
+    sans.extend(args.tls_san.iter().cloned());
+    let pki = tls::load_or_create(&server_dir.join("tls"), &sans).context("cannot set up TLS")?;
+
+    let addr = SocketAddr::new(bind, args.https_listen_port);
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let port = listener.local_addr()?.port();
+    let host = if bind.is_unspecified() { "127.0.0.1".to_owned() } else { bind.to_string() };
+    let url = if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") };
+    let kubeconfig = args.data_dir.join("kubeconfig.yaml");
+    for path in std::iter::once(&kubeconfig).chain(args.write_kubeconfig.as_ref()) {
+        tls::write_kubeconfig(path, &url, &pki.ca_pem, &pki.admin_token)
+            .with_context(|| format!("cannot write kubeconfig {}", path.display()))?;
+    }
+
+    let api = ApiServer::new(store, WatchCacheOptions::default());
+    api.bootstrap().await.context("cannot create the bootstrap namespaces")?;
+    let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
+    println!("skiff server listening on {url} (store: {})", api.store.backend());
+    println!("  kubeconfig: {}", kubeconfig.display());
+    println!("  try:        KUBECONFIG={} kubectl get --raw /version", kubeconfig.display());
+    serve::serve_tls(listener, pki.server_config, router, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match &args.datastore_endpoint {
+        None => {
+            let path = args.data_dir.join("server/db/state.db");
+            let store = SqliteStore::open(&path, SqliteOptions::default())
+                .with_context(|| format!("cannot open the embedded store {}", path.display()))?;
+            Ok(store)
+        }
+        Some(endpoint) => open_etcd(endpoint).await,
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn open_etcd(endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
+    use skiff_apiserver::storage::etcd::{EtcdStore, parse_endpoints};
+    let endpoints = parse_endpoints(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint {endpoint:?}: {e}"))?;
+    let store = EtcdStore::connect(&endpoints).await.with_context(|| format!("cannot use etcd at {endpoint}"))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(_endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
+    anyhow::bail!("this skiff was built without the etcd feature; rebuild with `--features etcd`")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still dies on SIGTERM, just not gracefully.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
