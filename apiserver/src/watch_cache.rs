@@ -295,7 +295,8 @@ impl WatchCache {
                         state.floor = revision;
                         state.window.clear();
                     }
-                    let _ = cache.ready.send(Ok(()));
+                    // send_replace, not send: send drops the value when nobody is waiting right now.
+                    let _previous = cache.ready.send_replace(Ok(()));
                     backoff = Duration::from_millis(100);
                     drop(cache);
                     loop {
@@ -312,7 +313,7 @@ impl WatchCache {
             };
             let Some(cache) = this.upgrade() else { return };
             tracing::warn!(prefix = %cache.prefix, %reason, "watch cache re-syncing");
-            let _ = cache.ready.send(Err(reason.clone()));
+            let _previous = cache.ready.send_replace(Err(reason.clone()));
             cache.lock().close_all(&WatchError::Reinitialized(reason));
             drop(cache);
             tokio::time::sleep(backoff).await;

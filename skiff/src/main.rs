@@ -1,2 +1,57 @@
-//! The `skiff` binary.
-fn main() {}
+//! The `skiff` binary: `skiff server` runs the control plane; `skiff bench` prints figures.
+//! Errors leave as one line naming the problem, with a non-zero exit status.
+
+mod bench;
+mod server;
+
+use clap::{Parser, Subcommand};
+
+/// skiff: a Kubernetes-style control plane in miniature.
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane: API server over the embedded SQLite store (or etcd).
+    Server(server::ServerArgs),
+    /// Benchmarks that print figures (side by side with what they sit on).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Store writes, reads and watch latency: SQLite and the etcd backend beside raw etcd.
+    Store(bench::StoreBenchArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Server(args) => server::run(args).await,
+                    Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
+                }
+            })
+        });
+    if let Err(e) = result {
+        // `{:#}` prints the whole context chain on one line: "cannot listen on …: Address in use".
+        eprintln!("skiff: {e:#}");
+        std::process::exit(1);
+    }
+}

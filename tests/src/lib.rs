@@ -1,1 +1,156 @@
-//! End-to-end harness.
+//! End-to-end harness: runs the real `skiff` binary and talks to it with the real kube-rs client.
+//!
+//! [`Server::start`] launches `skiff server` on a free loopback port with a temporary data dir and
+//! waits until `/readyz` answers; the process is killed (and the data dir removed) when the handle is
+//! dropped, so a failing test leaves nothing behind. The binary is the one cargo built next to the
+//! test executable (`target/<profile>/skiff`), or `$SKIFF_BIN`: run `cargo build -p skiff` first
+//! (the README's test command does).
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// The `skiff` binary under test.
+pub fn skiff_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SKIFF_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/<test> → target/<profile>/skiff
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("skiff");
+    assert!(bin.exists(), "{} not found: run `cargo build -p skiff` before the end-to-end tests", bin.display());
+    bin
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running `skiff server`.
+pub struct Server {
+    child: Option<Child>,
+    /// The data dir (kept across restarts; removed on drop).
+    pub data_dir: tempfile::TempDir,
+    /// The HTTPS port.
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts `skiff server` with `extra` flags and waits until it is ready.
+    pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let data_dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+        let mut server =
+            Self { child: None, data_dir, port: free_port(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("server.log"))?;
+        let child = Command::new(skiff_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .args(["--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn skiff server")?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    /// Polls `/readyz` until it answers 200 (TLS is not checked here: only readiness matters).
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = String::new();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("skiff server exited with {status}; log:\n{}", self.log());
+                }
+            }
+            if self.kubeconfig().exists() {
+                match self.client().await {
+                    Ok(client) => match client.request_text(http_get("/readyz")).await {
+                        Ok(text) if text.trim() == "ok" => return Ok(()),
+                        Ok(text) => last_error = text,
+                        Err(e) => last_error = e.to_string(),
+                    },
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("skiff server not ready after {timeout:?} ({last_error}); log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("kubeconfig.yaml")
+    }
+
+    /// A kube-rs client from the server's admin kubeconfig.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// SIGKILL: the server dies mid-whatever, as on a power cut of the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Starts the server again on the same data dir and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A GET request for `client.request*`.
+pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
+    http::Request::get(path).body(Vec::new()).expect("valid request")
+}
+
