@@ -154,3 +154,32 @@ pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
     http::Request::get(path).body(Vec::new()).expect("valid request")
 }
 
+
+/// Runs the real kubectl against `server` (its own cache dir, so discovery is never stale) and returns
+/// (success, stdout, stderr). Every call is bounded by `timeout 60`.
+pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let cache = server.data_dir.path().join("kubectl-cache");
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args)
+        .env("HOME", server.data_dir.path())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

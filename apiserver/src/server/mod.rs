@@ -20,11 +20,17 @@ use crate::{
     watch_cache::{WatchCache, WatchCacheOptions},
 };
 
+pub mod decode;
+pub mod defaults;
+pub mod discovery;
 pub mod handlers;
 pub mod object;
+pub mod openapi;
 pub mod registry;
+pub mod selector;
 pub mod serve;
 pub mod status;
+pub mod table;
 pub mod tls;
 
 /// The Kubernetes minor whose API we serve (k8s-openapi's `v1_36` types; reported by `/version`).
@@ -57,7 +63,7 @@ impl ApiServer {
         let scope = handlers::Scope::parse("/api/v1/namespaces")?;
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
-            match handlers::create::create(self, &scope, obj).await {
+            match handlers::create::create(self, &scope, obj, &handlers::WriteQuery::default()).await {
                 Ok(_) => {}
                 Err(e) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(e),
@@ -73,10 +79,29 @@ impl ApiServer {
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/version", get(version))
+            .route("/api", get(discovery::core))
+            .route("/apis", get(discovery::groups))
+            .route("/api/v1", get(discovery::core_resources))
+            .route("/apis/{group}", get(discovery::group_resources))
+            .route("/apis/{group}/{version}", get(discovery::group_resources))
             .route(
                 "/api/v1/{*path}",
-                get(handlers::get).post(handlers::post).put(handlers::put).delete(handlers::delete),
+                get(handlers::get)
+                    .post(handlers::post)
+                    .put(handlers::put)
+                    .patch(handlers::patch)
+                    .delete(handlers::delete),
             )
+            .route(
+                "/apis/{group}/{version}/{*path}",
+                get(handlers::get)
+                    .post(handlers::post)
+                    .put(handlers::put)
+                    .patch(handlers::patch)
+                    .delete(handlers::delete),
+            )
+            .route("/openapi/v3", get(openapi::index))
+            .route("/openapi/v3/{*gv}", get(openapi::group_version))
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
             // Bodies are read with our own limit so an oversized one gets a 413 Status, not plain text.
             .layer(DefaultBodyLimit::disable())

@@ -87,6 +87,24 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"))
     }
 
+    /// 415 for a PATCH whose Content-Type is not a patch type we apply.
+    pub fn unsupported_patch(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json \
+                 (got {content_type:?})"
+            ),
+        )
+    }
+
+    /// 422 for a patch that cannot be applied to the object (upstream answers these with 422 too).
+    pub fn invalid_patch(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
     /// 422 Invalid with one cause per field, formatted as upstream's field errors.
     pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String, String)>) -> Self {
         let summary: Vec<String> = causes.iter().map(|(field, _, msg)| format!("{field}: {msg}")).collect();

@@ -3,16 +3,18 @@
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{Scope, json_response};
+use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
-    server::{ApiServer, object, status::ApiError},
+    server::{ApiServer, decode, object, registry::Subresource, status::ApiError},
     storage::StoreError,
 };
 
 /// Creates `obj` in the scope's collection; 201 with the stored object.
-pub async fn create(api: &ApiServer, scope: &Scope, mut obj: Value) -> Result<Response, ApiError> {
+pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery) -> Result<Response, ApiError> {
     let info = scope.info;
     check_type(info, &obj)?;
+    let dry_run = wq.dry_run()?;
+    let (mut obj, warnings) = decode::decode(info, &obj, wq.validation()?)?;
     let meta = object::meta_mut(&mut obj);
     // The path decides the namespace; a body that names another one is an error (as upstream).
     if let Some(ns) = &scope.namespace {
@@ -42,9 +44,19 @@ pub async fn create(api: &ApiServer, scope: &Scope, mut obj: Value) -> Result<Re
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    (info.prepare_for_create)(&mut obj);
+    if info.has(Subresource::Status) {
+        // Status is written through /status only; what a create may carry is reset, as upstream's
+        // PrepareForCreate does (the defaults below fill its initial value where there is one).
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    if info.tracks_generation() {
+        object::meta_mut(&mut obj).insert("generation".into(), Value::from(1));
+    }
+    (info.default)(&mut obj);
     obj["kind"] = Value::String(info.kind.to_owned());
-    obj["apiVersion"] = Value::String(info.api_version.to_owned());
+    obj["apiVersion"] = Value::String(info.api_version());
 
     let name = object::meta_str(&obj, "name").unwrap_or("").to_owned();
     let errs = (info.validate)(&obj);
@@ -54,22 +66,26 @@ pub async fn create(api: &ApiServer, scope: &Scope, mut obj: Value) -> Result<Re
     if let Some(ns) = &scope.namespace {
         ensure_namespace(api, ns).await?;
     }
+    if dry_run {
+        return Ok(with_warnings(json_response(201, &obj), &warnings));
+    }
     let key = info.key(scope.namespace.as_deref(), &name);
     let kv = api.store.create(&key, object::encode(&obj)).await.map_err(|e| match e {
-        StoreError::AlreadyExists { .. } => ApiError::already_exists(info.resource, &name),
-        e => ApiError::from_store(e, info.resource, &name),
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(&info.qualified(), &name),
+        e => ApiError::from_store(e, &info.qualified(), &name),
     })?;
-    Ok(json_response(201, &object::decode(&kv)))
+    Ok(with_warnings(json_response(201, &object::decode(&kv)), &warnings))
 }
 
 /// A body's kind/apiVersion, when given, must be the resource's.
 pub fn check_type(info: &crate::server::registry::ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let expected = info.api_version();
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or(info.kind);
-    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or(info.api_version);
-    if kind != info.kind || api_version != info.api_version {
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or(&expected);
+    if kind != info.kind || api_version != expected {
         return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({}) or kind {kind} is not {}",
-            info.api_version, info.kind
+            "the API version in the data ({api_version}) does not match the expected API version ({expected}) or kind {kind} is not {}",
+            info.kind
         )));
     }
     Ok(())

@@ -12,9 +12,9 @@ use axum::response::Response;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 
-use super::{ListQuery, Scope, json_response};
+use super::{Filter, ListQuery, Scope, json_response};
 use crate::{
-    server::{ApiServer, object, status::ApiError},
+    server::{ApiServer, object, status::ApiError, table},
     storage::{KeyValue, ListOptions, Revision, StoreError},
 };
 
@@ -44,6 +44,7 @@ fn encode_continue(rv: Revision, last_key: &str, prefix: &str) -> String {
 /// Lists the scope's collection.
 pub async fn list(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Response, ApiError> {
     let prefix = scope.prefix();
+    Filter::new(scope.info, q)?;
     let limit = q.limit.filter(|l| *l > 0).map_or(0, |l| l as usize);
     let exact = q.resource_version_match.as_deref() == Some("Exact");
     if let Some(m) = q.resource_version_match.as_deref().filter(|m| !m.is_empty() && *m != "Exact" && *m != "NotOlderThan") {
@@ -56,65 +57,98 @@ pub async fn list(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Respo
 
     if let Some(token) = q.continue_token.as_deref().filter(|t| !t.is_empty()) {
         let (rev, start_after) = decode_continue(token, &prefix)?;
-        return from_store(api, scope, &prefix, ListOptions { start_after: Some(start_after), revision: rev, limit }, true).await;
+        return from_store(api, scope, q, &prefix, ListOptions { start_after: Some(start_after), revision: rev, limit }, true).await;
     }
     let cache = &api.caches[scope.info.resource];
     match rv {
         Some(0) => {
             let (items, rev) = cache.list(&prefix, 0).await.map_err(ApiError::from_watch)?.expect("min 0 always served");
-            Ok(respond(scope, &items, rev, None))
+            Ok(respond(scope, q, &items, rev, None))
         }
         Some(rev) if exact || limit > 0 => {
-            from_store(api, scope, &prefix, ListOptions { start_after: None, revision: rev, limit }, false).await
+            from_store(api, scope, q, &prefix, ListOptions { start_after: None, revision: rev, limit }, false).await
         }
         Some(rev) => match cache.list(&prefix, rev).await.map_err(ApiError::from_watch)? {
-            Some((items, at)) => Ok(respond(scope, &items, at, None)),
+            Some((items, at)) => Ok(respond(scope, q, &items, at, None)),
             None => {
-                let current = api.store.current_revision().await.map_err(|e| ApiError::from_store(e, scope.info.resource, ""))?;
+                let current = api.store.current_revision().await.map_err(|e| ApiError::from_store(e, &scope.info.qualified(), ""))?;
                 if rev > current {
-                    return Err(ApiError::from_store(StoreError::FutureRevision { requested: rev, current }, scope.info.resource, ""));
+                    return Err(ApiError::from_store(StoreError::FutureRevision { requested: rev, current }, &scope.info.qualified(), ""));
                 }
-                from_store(api, scope, &prefix, ListOptions { start_after: None, revision: 0, limit }, false).await
+                from_store(api, scope, q, &prefix, ListOptions { start_after: None, revision: 0, limit }, false).await
             }
         },
-        None => from_store(api, scope, &prefix, ListOptions { start_after: None, revision: 0, limit }, false).await,
+        None => from_store(api, scope, q, &prefix, ListOptions { start_after: None, revision: 0, limit }, false).await,
     }
 }
 
 async fn from_store(
     api: &ApiServer,
     scope: &Scope,
+    q: &ListQuery,
     prefix: &str,
-    opts: ListOptions,
+    mut opts: ListOptions,
     continuing: bool,
 ) -> Result<Response, ApiError> {
-    let page = api.store.list(prefix, opts).await.map_err(|e| match e {
-        StoreError::Compacted { .. } if continuing => ApiError::expired(
-            "The provided continue parameter is too old to display a consistent list result. You can start a new list \
-             without the continue parameter, or use the continue token in this response to retrieve the remainder of \
-             the results. Continuing with the provided token results in an inconsistent list - objects that were \
-             created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-        ),
-        e => ApiError::from_store(e, scope.info.resource, ""),
-    })?;
-    let token = match (page.more, page.kvs.last()) {
-        (true, Some(last)) => Some(encode_continue(page.revision, &last.key, prefix)),
+    let filter = Filter::new(scope.info, q)?;
+    let limit = opts.limit;
+    let mut kvs = Vec::new();
+    // With selectors a page of the store may hold fewer matches than the limit: keep reading (at the
+    // same revision) until the page is full or the prefix is exhausted, as upstream does.
+    let (revision, more) = loop {
+        let page = api.store.list(prefix, opts.clone()).await.map_err(|e| match e {
+            StoreError::Compacted { .. } if continuing => ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list \
+                 without the continue parameter, or use the continue token in this response to retrieve the remainder of \
+                 the results. Continuing with the provided token results in an inconsistent list - objects that were \
+                 created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+            ),
+            e => ApiError::from_store(e, &scope.info.qualified(), ""),
+        })?;
+        opts.revision = page.revision;
+        opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
+        let mut stopped_early = false;
+        let count = page.kvs.len();
+        for (i, kv) in page.kvs.into_iter().enumerate() {
+            if filter.is_everything() || filter.matches(&object::decode(&kv)) {
+                kvs.push(kv);
+            }
+            if limit > 0 && kvs.len() == limit {
+                stopped_early = i + 1 < count;
+                break;
+            }
+        }
+        let full = limit > 0 && kvs.len() == limit;
+        if full || !page.more {
+            break (page.revision, stopped_early || page.more);
+        }
+    };
+    let token = match (more, kvs.last()) {
+        (true, Some(last)) => Some(encode_continue(revision, &last.key, prefix)),
         _ => None,
     };
-    Ok(respond(scope, &page.kvs, page.revision, token))
+    Ok(respond(scope, q, &kvs, revision, token))
 }
 
-fn respond(scope: &Scope, items: &[KeyValue], revision: Revision, token: Option<String>) -> Response {
+fn respond(scope: &Scope, q: &ListQuery, items: &[KeyValue], revision: Revision, token: Option<String>) -> Response {
     let mut metadata = json!({ "resourceVersion": revision.to_string() });
     if let Some(token) = token {
         metadata["continue"] = Value::String(token);
     }
-    let items: Vec<Value> = items.iter().map(object::decode).collect();
+    let filter = Filter::new(scope.info, q).ok();
+    let items: Vec<Value> = items
+        .iter()
+        .map(object::decode)
+        .filter(|obj| filter.as_ref().is_none_or(|f| f.matches(obj)))
+        .collect();
+    if let Some(include) = q.table {
+        return json_response(200, &table::table(scope.info, &items, metadata, include, true));
+    }
     json_response(
         200,
         &json!({
             "kind": scope.info.list_kind(),
-            "apiVersion": scope.info.api_version,
+            "apiVersion": scope.info.api_version(),
             "metadata": metadata,
             "items": items,
         }),

@@ -12,16 +12,22 @@ use axum::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ApiServer, MAX_BODY, registry, registry::ResourceInfo, status::ApiError};
+use super::{
+    ApiServer, MAX_BODY, registry,
+    registry::ResourceInfo,
+    selector::{FieldSelector, LabelSelector},
+    status::ApiError,
+};
 
 pub mod create;
 pub mod delete;
 pub mod get;
 pub mod list;
+pub mod patch;
 pub mod update;
 pub mod watch;
 
-/// What a `/api/v1/...` path names: a resource, maybe a namespace, maybe one object.
+/// What a resource path names: a resource, maybe a namespace, maybe one object, maybe a subresource.
 #[derive(Debug)]
 pub struct Scope {
     /// The resource.
@@ -30,26 +36,53 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// The object's name (None: the collection).
     pub name: Option<String>,
+    /// `status`, `scale`, … (only with a name).
+    pub subresource: Option<String>,
 }
 
 impl Scope {
-    /// Parses the segments after `/api/v1/`.
+    /// Parses `/api/v1/...` and `/apis/<group>/<version>/...` resource paths.
     pub fn parse(path: &str) -> Result<Self, ApiError> {
-        let rest = path.strip_prefix("/api/v1/").unwrap_or(path);
-        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-        let (namespace, resource, name) = match segs.as_slice() {
-            [r] => (None, *r, None),
-            ["namespaces", ns, r] => (Some(*ns), *r, None),
-            ["namespaces", ns, r, name] => (Some(*ns), *r, Some(*name)),
-            [r, name] => (None, *r, Some(*name)),
-            _ => return Err(ApiError::no_route(path)),
+        let no_route = || ApiError::no_route(path);
+        let (group, version, rest) = if let Some(rest) = path.strip_prefix("/api/v1/") {
+            ("", "v1", rest)
+        } else if let Some(rest) = path.strip_prefix("/apis/") {
+            let mut parts = rest.splitn(3, '/');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(g), Some(v), Some(rest)) => (g, v, rest),
+                _ => return Err(no_route()),
+            }
+        } else {
+            return Err(no_route());
         };
-        let info = registry::find(resource).ok_or_else(|| ApiError::no_route(path))?;
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let find = |r: &str| registry::find(group, version, r);
+        // `namespaces/<ns>/<resource>…` names a namespaced resource, unless <resource> is not one
+        // (then it is the cluster-scoped `namespaces/<name>/<subresource>`).
+        let (namespace, info, name, sub) = match segs.as_slice() {
+            ["namespaces", ns, r, rest @ ..] if rest.len() <= 2 && find(r).is_some_and(|i| i.namespaced) => {
+                (Some(*ns), find(r), rest.first().copied(), rest.get(1).copied())
+            }
+            [r, rest @ ..] if rest.len() <= 2 => (None, find(r), rest.first().copied(), rest.get(1).copied()),
+            _ => return Err(no_route()),
+        };
+        let info = info.ok_or_else(no_route)?;
         // A namespaced object needs its namespace; a cluster-scoped resource has none.
-        if (info.namespaced && name.is_some() && namespace.is_none()) || (!info.namespaced && namespace.is_some()) {
-            return Err(ApiError::no_route(path));
+        if info.namespaced && name.is_some() && namespace.is_none() {
+            return Err(no_route());
         }
-        Ok(Self { info, namespace: namespace.map(str::to_owned), name: name.map(str::to_owned) })
+        let subresource = match sub {
+            None => None,
+            Some("status") if info.has(registry::Subresource::Status) => Some("status".to_owned()),
+            Some("scale") if info.has(registry::Subresource::Scale) => Some("scale".to_owned()),
+            Some(_) => return Err(no_route()),
+        };
+        Ok(Self {
+            info,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+            subresource,
+        })
     }
 
     /// The storage key of the named object.
@@ -62,7 +95,8 @@ impl Scope {
         self.info.prefix(self.namespace.as_deref())
     }
 
-    fn name(&self) -> &str {
+    /// The object's name ("" for a collection).
+    pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or_default()
     }
 }
@@ -94,6 +128,15 @@ pub struct ListQuery {
     pub allow_watch_bookmarks: Option<String>,
     /// Server-side watch timeout.
     pub timeout_seconds: Option<u64>,
+    /// `labelSelector=app=web,tier!=db`.
+    pub label_selector: Option<String>,
+    /// `fieldSelector=status.phase=Running`.
+    pub field_selector: Option<String>,
+    /// What Table rows carry: `Object`, `Metadata` or `None`.
+    pub include_object: Option<String>,
+    /// Set from the Accept header (not a query parameter): render a Table, with these row objects.
+    #[serde(skip)]
+    pub table: Option<crate::server::table::IncludeObject>,
 }
 
 impl ListQuery {
@@ -114,6 +157,82 @@ impl ListQuery {
                 .ok_or_else(|| ApiError::bad_request(format!("invalid resource version {rv:?}"))),
         }
     }
+}
+
+/// The label and field selectors of a list or watch, checked against one kind.
+pub struct Filter {
+    info: &'static ResourceInfo,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    /// Parses the selectors of `q`; 400 for a malformed one or a field the kind cannot select on.
+    pub fn new(info: &'static ResourceInfo, q: &ListQuery) -> Result<Self, ApiError> {
+        let labels = LabelSelector::parse(q.label_selector.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(q.field_selector.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let supported = info.selectable_fields();
+        if let Some(field) = fields.unsupported_field(supported) {
+            // Upstream words this by kind: kinds with their own field list name the field only.
+            return Err(ApiError::bad_request(if supported.len() > 2 {
+                format!("field label not supported: {field}")
+            } else {
+                format!("\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
+            }));
+        }
+        Ok(Self { info, labels, fields })
+    }
+
+    /// True when no selector is set.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    /// Whether `obj` is selected.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(|f| self.info.field_value(obj, f))
+    }
+}
+
+/// Query parameters of writes (POST, PUT, PATCH, DELETE).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteQuery {
+    /// `All`: validate and answer, store nothing.
+    pub dry_run: Option<String>,
+    /// `Strict`, `Warn` (default) or `Ignore` for unknown fields.
+    pub field_validation: Option<String>,
+    /// Who is writing (recorded by server-side apply).
+    pub field_manager: Option<String>,
+}
+
+impl WriteQuery {
+    /// Whether this is a dry run; 400 for values other than `All`.
+    pub fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\""))),
+        }
+    }
+
+    /// The field validation level.
+    pub fn validation(&self) -> Result<crate::server::decode::FieldValidation, ApiError> {
+        crate::server::decode::FieldValidation::parse(self.field_validation.as_deref())
+    }
+}
+
+/// Adds one `Warning` header per message (RFC 7234 warn-code 299, as upstream sends them).
+pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
 }
 
 /// Reads a JSON object body, refusing bodies over [`MAX_BODY`] with 413.
@@ -139,7 +258,16 @@ pub async fn read_object(headers: &HeaderMap, body: Body) -> Result<Value, ApiEr
 type Api = State<Arc<ApiServer>>;
 
 /// GET: one object, a list, or a watch.
-pub async fn get(State(api): Api, scope: Scope, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(api): Api,
+    scope: Scope,
+    headers: HeaderMap,
+    Query(mut q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok());
+    if crate::server::table::wanted(accept) && scope.subresource.is_none() {
+        q.table = Some(crate::server::table::IncludeObject::parse(q.include_object.as_deref()));
+    }
     match (&scope.name, q.is_watch()) {
         (Some(_), _) => get::get(&api, &scope, &q).await,
         (None, true) => watch::watch(&api, &scope, &q).await,
@@ -148,27 +276,56 @@ pub async fn get(State(api): Api, scope: Scope, Query(q): Query<ListQuery>) -> R
 }
 
 /// POST: create in a collection.
-pub async fn post(State(api): Api, scope: Scope, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn post(
+    State(api): Api,
+    scope: Scope,
+    Query(wq): Query<WriteQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if scope.name.is_some() {
-        return Err(ApiError::method_not_allowed("create", scope.info.resource));
+        return Err(ApiError::method_not_allowed("create", &scope.info.qualified()));
     }
     let obj = read_object(&headers, body).await?;
-    create::create(&api, &scope, obj).await
+    create::create(&api, &scope, obj, &wq).await
 }
 
 /// PUT: replace one object.
-pub async fn put(State(api): Api, scope: Scope, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    State(api): Api,
+    scope: Scope,
+    Query(wq): Query<WriteQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if scope.name.is_none() {
-        return Err(ApiError::method_not_allowed("update", scope.info.resource));
+        return Err(ApiError::method_not_allowed("update", &scope.info.qualified()));
     }
     let obj = read_object(&headers, body).await?;
-    update::update(&api, &scope, obj).await
+    update::update(&api, &scope, obj, &wq).await
+}
+
+/// PATCH: one object or subresource.
+pub async fn patch(
+    State(api): Api,
+    scope: Scope,
+    Query(wq): Query<WriteQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if scope.name.is_none() {
+        return Err(ApiError::method_not_allowed("patch", &scope.info.qualified()));
+    }
+    patch::patch(&api, &scope, &headers, body, &wq).await
 }
 
 /// DELETE: one object (with optional DeleteOptions body).
-pub async fn delete(State(api): Api, scope: Scope, body: Body) -> Result<Response, ApiError> {
+pub async fn delete(State(api): Api, scope: Scope, Query(wq): Query<WriteQuery>, body: Body) -> Result<Response, ApiError> {
     if scope.name.is_none() {
-        return Err(ApiError::method_not_allowed("deletecollection", scope.info.resource));
+        return Err(ApiError::method_not_allowed("deletecollection", &scope.info.qualified()));
+    }
+    if let Some(sub) = &scope.subresource {
+        return Err(ApiError::method_not_allowed("delete", &format!("{}/{sub}", scope.info.qualified())));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
     let options = if bytes.is_empty() {
@@ -176,7 +333,7 @@ pub async fn delete(State(api): Api, scope: Scope, body: Body) -> Result<Respons
     } else {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    delete::delete(&api, &scope, &options).await
+    delete::delete(&api, &scope, &options, wq.dry_run()? || options["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"))).await
 }
 
 /// A JSON response with a status code.

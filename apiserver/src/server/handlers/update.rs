@@ -1,59 +1,167 @@
-//! PUT: replace an object. With `metadata.resourceVersion` the write is guarded by it (a stale one
-//! gets 409 Conflict); without, it is an unconditional update, as upstream allows for these kinds.
+//! PUT: replace an object, its status (`/status`) or its replica count (`/scale`).
+//!
+//! With `metadata.resourceVersion` the write is guarded by it (a stale one gets 409 Conflict);
+//! without, it is an unconditional update, as upstream allows for the built-in kinds. PATCH ends here
+//! too ([`write`]) once it has computed the new object.
 
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{Scope, create::check_type, json_response};
+use super::{Scope, WriteQuery, create::check_type, json_response, with_warnings};
 use crate::{
-    server::{ApiServer, object, status::ApiError},
-    storage::StoreError,
+    server::{ApiServer, decode, object, registry::Subresource, status::ApiError},
+    storage::{KeyValue, Revision, StoreError},
 };
 
-/// Replaces the named object with `obj`; 200 with the stored object.
-pub async fn update(api: &ApiServer, scope: &Scope, mut obj: Value) -> Result<Response, ApiError> {
+/// Replaces the named object (or subresource) with `body`.
+pub async fn update(api: &ApiServer, scope: &Scope, body: Value, wq: &WriteQuery) -> Result<Response, ApiError> {
+    let current = read_current(api, scope).await?;
+    let expected = requested_revision(scope, &body)?.unwrap_or(current.mod_revision);
+    write(api, scope, &current, body, expected, wq).await
+}
+
+/// The object as stored now; 404 if absent.
+pub async fn read_current(api: &ApiServer, scope: &Scope) -> Result<KeyValue, ApiError> {
+    let (current, _) =
+        api.store.get(&scope.key(), 0).await.map_err(|e| ApiError::from_store(e, &scope.info.qualified(), scope.name()))?;
+    current.ok_or_else(|| ApiError::not_found(&scope.info.qualified(), scope.name()))
+}
+
+/// `metadata.resourceVersion` of a body, when set: the precondition of the write.
+pub fn requested_revision(scope: &Scope, body: &Value) -> Result<Option<Revision>, ApiError> {
+    match object::meta_str(body, "resourceVersion") {
+        None | Some("") => Ok(None),
+        Some(rv) => rv.parse::<Revision>().map(Some).map_err(|_| {
+            ApiError::invalid(scope.info.kind, scope.name(), vec![(
+                "metadata.resourceVersion".into(),
+                "FieldValueInvalid".into(),
+                format!("Invalid value: {rv:?}: must be a number"),
+            )])
+        }),
+    }
+}
+
+/// Stores `body` as the new state of `current` if its revision is still `expected`.
+pub async fn write(
+    api: &ApiServer,
+    scope: &Scope,
+    current: &KeyValue,
+    body: Value,
+    expected: Revision,
+    wq: &WriteQuery,
+) -> Result<Response, ApiError> {
     let info = scope.info;
     let name = scope.name().to_owned();
-    check_type(info, &obj)?;
-    let body_name = object::meta_str(&obj, "name").unwrap_or("");
+    let dry_run = wq.dry_run()?;
+    let old = object::decode(current);
+    let (body, warnings) = match scope.subresource.as_deref() {
+        // A Scale body is not the kind's type; scale_update reads the one field it needs.
+        Some("scale") => (body, Vec::new()),
+        _ => {
+            check_type(info, &body)?;
+            decode::decode(info, &body, wq.validation()?)?
+        }
+    };
+    let new = match scope.subresource.as_deref() {
+        None => prepare_update(scope, &old, body)?,
+        Some("status") => {
+            let mut new = old.clone();
+            new["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+            new
+        }
+        Some("scale") => scale_update(scope, &old, &body)?,
+        Some(other) => return Err(ApiError::no_route(other)),
+    };
+    let errs = (info.validate)(&new);
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(info.kind, &name, errs));
+    }
+    if dry_run {
+        let preview = if scope.subresource.as_deref() == Some("scale") { scale_of(&new) } else { new };
+        return Ok(with_warnings(json_response(200, &preview), &warnings));
+    }
+    let kv = api.store.update(&scope.key(), object::encode(&new), expected).await.map_err(|e| match e {
+        StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
+        e => ApiError::from_store(e, &info.qualified(), &name),
+    })?;
+    let stored = object::decode(&kv);
+    if scope.subresource.as_deref() == Some("scale") {
+        return Ok(json_response(200, &scale_of(&stored)));
+    }
+    Ok(with_warnings(json_response(200, &stored), &warnings))
+}
+
+/// The main resource: server-owned fields come from the stored object, status too when it has its
+/// own subresource, and the generation counts spec changes.
+fn prepare_update(scope: &Scope, old: &Value, mut new: Value) -> Result<Value, ApiError> {
+    let info = scope.info;
+    let name = scope.name();
+    let body_name = object::meta_str(&new, "name").unwrap_or("");
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let expected = match object::meta_str(&obj, "resourceVersion") {
-        None | Some("") => None,
-        Some(rv) => Some(rv.parse::<i64>().map_err(|_| {
-            ApiError::invalid(info.kind, &name, vec![(
-                "metadata.resourceVersion".into(),
-                "FieldValueInvalid".into(),
-                format!("Invalid value: {rv:?}: must be a number"),
-            )])
-        })?),
-    };
-    let key = scope.key();
-    let (current, _) = api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, info.resource, &name))?;
-    let current = current.ok_or_else(|| ApiError::not_found(info.resource, &name))?;
-    let old = object::decode(&current);
-    let expected = expected.unwrap_or(current.mod_revision);
-
-    // Fields the client cannot change through an update.
-    let meta = object::meta_mut(&mut obj);
-    for field in ["uid", "creationTimestamp", "namespace"] {
+    let meta = object::meta_mut(&mut new);
+    for field in ["uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp"] {
         match old["metadata"].get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
         };
     }
-    obj["kind"] = Value::String(info.kind.to_owned());
-    obj["apiVersion"] = Value::String(info.api_version.to_owned());
-    let errs = (info.validate)(&obj);
-    if !errs.is_empty() {
-        return Err(ApiError::invalid(info.kind, &name, errs));
+    new["kind"] = Value::String(info.kind.to_owned());
+    new["apiVersion"] = Value::String(info.api_version());
+    if info.has(Subresource::Status) {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
     }
-    let kv = api.store.update(&key, object::encode(&obj), expected).await.map_err(|e| match e {
-        StoreError::Conflict { .. } => ApiError::conflict(info.resource, &name),
-        e => ApiError::from_store(e, info.resource, &name),
+    (info.default)(&mut new);
+    if info.tracks_generation() && new.get("spec") != old.get("spec") {
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        object::meta_mut(&mut new).insert("generation".into(), Value::from(generation));
+    }
+    Ok(new)
+}
+
+/// A Scale write changes `spec.replicas` only.
+fn scale_update(scope: &Scope, old: &Value, body: &Value) -> Result<Value, ApiError> {
+    let replicas = body["spec"]["replicas"].as_i64().filter(|r| *r >= 0).ok_or_else(|| {
+        ApiError::invalid("Scale", scope.name(), vec![(
+            "spec.replicas".into(),
+            "FieldValueInvalid".into(),
+            "Invalid value: must be greater than or equal to 0".into(),
+        )])
     })?;
-    Ok(json_response(200, &object::decode(&kv)))
+    let mut new = old.clone();
+    if new["spec"]["replicas"].as_i64() != Some(replicas) {
+        new["spec"]["replicas"] = Value::from(replicas);
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        object::meta_mut(&mut new).insert("generation".into(), Value::from(generation));
+    }
+    Ok(new)
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+pub fn scale_of(obj: &Value) -> Value {
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": { "replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0) },
+        "status": { "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector },
+    })
 }

@@ -15,10 +15,10 @@ use axum::{
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{ListQuery, Scope};
+use super::{Filter, ListQuery, Scope};
 use crate::{
-    server::{ApiServer, object, registry::ResourceInfo, status::ApiError},
-    storage::EventKind,
+    server::{ApiServer, object, registry::ResourceInfo, status::ApiError, table},
+    storage::{Event, EventKind},
     watch_cache::{CacheEvent, WatchError},
 };
 
@@ -35,6 +35,8 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
     let bookmarks = matches!(q.allow_watch_bookmarks.as_deref(), Some("true" | "1"));
     let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let info = scope.info;
+    let table = q.table;
+    let filter = Filter::new(info, q)?;
     let events = match api.caches[info.resource].watch(&prefix, after, bookmarks).await {
         Ok(w) => w,
         Err(e @ WatchError::Expired { .. }) => {
@@ -47,28 +49,48 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
         .map(move |item| {
             let event = match item {
                 Ok(CacheEvent::Event(ev)) => {
-                    let (kind, obj) = match ev.kind {
-                        EventKind::Create => ("ADDED", object::decode(&ev.kv)),
-                        EventKind::Update => ("MODIFIED", object::decode(&ev.kv)),
-                        // A deleted object is shown as it was, at the revision of its deletion.
-                        EventKind::Delete => {
-                            let prev = ev.prev.as_ref().map_or(&[][..], |p| p.value.as_slice());
-                            ("DELETED", object::decode_at(prev, ev.revision()))
-                        }
+                    let (kind, obj) = match select(&filter, &ev) {
+                        Some(selected) => selected,
+                        None => return None,
+                    };
+                    let obj = match table {
+                        Some(include) => table::table(info, &[obj.clone()], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include, true),
+                        None => obj,
                     };
                     json!({ "type": kind, "object": obj })
                 }
                 Ok(CacheEvent::Bookmark(rev)) => json!({ "type": "BOOKMARK", "object": bookmark(info, rev) }),
                 Err(e) => json!({ "type": "ERROR", "object": ApiError::from_watch(e).to_status() }),
             };
-            Ok::<_, std::convert::Infallible>(Bytes::from(line(&event)))
+            Some(Ok::<_, std::convert::Infallible>(Bytes::from(line(&event))))
         })
+        .filter_map(std::future::ready)
         .take_until(tokio::time::sleep(timeout));
     Ok(stream_response(Body::from_stream(lines)))
 }
 
+/// The watch event a store event becomes for a client with selectors: an object that starts matching
+/// is ADDED, one that stops matching is DELETED (upstream's filtered watch), others are skipped.
+fn select(filter: &Filter, ev: &Event) -> Option<(&'static str, Value)> {
+    let new = (ev.kind != EventKind::Delete).then(|| object::decode(&ev.kv));
+    // A deleted object is shown as it was, at the revision of its deletion.
+    let old = ev.prev.as_ref().map(|p| object::decode_at(&p.value, if ev.kind == EventKind::Delete { ev.revision() } else { p.mod_revision }));
+    let everything = filter.is_everything();
+    let new_matches = new.as_ref().is_some_and(|o| everything || filter.matches(o));
+    let old_matches = old.as_ref().is_some_and(|o| everything || filter.matches(o));
+    match (ev.kind, old_matches, new_matches) {
+        (EventKind::Delete, true, _) => old.map(|o| ("DELETED", o)),
+        (EventKind::Create, _, true) => new.map(|o| ("ADDED", o)),
+        (EventKind::Update, true, true) => new.map(|o| ("MODIFIED", o)),
+        (EventKind::Update, false, true) => new.map(|o| ("ADDED", o)),
+        // It stopped matching: for this client it is gone, shown in its new state.
+        (EventKind::Update, true, false) => new.map(|o| ("DELETED", o)),
+        _ => None,
+    }
+}
+
 fn bookmark(info: &ResourceInfo, rev: i64) -> Value {
-    json!({ "kind": info.kind, "apiVersion": info.api_version, "metadata": { "resourceVersion": rev.to_string() } })
+    json!({ "kind": info.kind, "apiVersion": info.api_version(), "metadata": { "resourceVersion": rev.to_string() } })
 }
 
 fn line(event: &Value) -> Vec<u8> {

@@ -1,0 +1,103 @@
+//! The real kubectl against `skiff server`: discovery, apply (create, unchanged, configured with a
+//! removed field), get tables, scale through /scale, the three patch types, label/annotate, dry runs,
+//! strict field validation and delete.
+
+use skiff_tests::{Server, kubectl};
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: demo
+data:
+  a: "1"
+  b: "2"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: { app: web }
+spec:
+  replicas: 2
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        env: [{ name: A, value: "1" }, { name: B, value: "2" }]
+      - name: sidecar
+        image: busybox:1.36
+"#;
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(server, args, None);
+    assert!(success, "kubectl {args:?} failed: {err}\n{out}");
+    out
+}
+
+fn apply(server: &Server, manifest: &str) -> String {
+    let (success, out, err) = kubectl(server, &["apply", "-f", "-"], Some(manifest));
+    assert!(success, "apply failed: {err}\n{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_scale_patch_delete() {
+    let server = Server::start(&[]).await.expect("start server");
+    let resources = ok(&server, &["api-resources"]);
+    assert!(resources.contains("deployments") && resources.contains("deploy") && resources.contains("apps/v1"), "{resources}");
+
+    let out = apply(&server, MANIFEST);
+    assert!(out.contains("configmap/demo created") && out.contains("deployment.apps/web created"), "{out}");
+    let out = apply(&server, MANIFEST);
+    assert!(out.contains("configmap/demo unchanged") && out.contains("deployment.apps/web unchanged"), "{out}");
+
+    // Changed image, env B removed, key b removed: kubectl sends a strategic merge patch.
+    let changed = MANIFEST.replace(", { name: B, value: \"2\" }", "").replace("  b: \"2\"\n", "").replacen("busybox:1.36", "busybox:1.37", 1);
+    let out = apply(&server, &changed);
+    assert!(out.contains("configmap/demo configured") && out.contains("deployment.apps/web configured"), "{out}");
+    let env = ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[1].name} {.metadata.generation}"]);
+    assert_eq!(env, "A busybox:1.37 sidecar 2");
+    let data = ok(&server, &["get", "cm", "demo", "-o", "jsonpath={.data}"]);
+    assert_eq!(data, r#"{"a":"1"}"#);
+
+    // Server-side tables, with the wide columns.
+    let table = ok(&server, &["get", "deployments", "-o", "wide"]);
+    let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+    assert!(table.contains("0/2") && table.contains("web,sidecar") && table.contains("app=web"), "{table}");
+    let names = ok(&server, &["get", "cm,deploy", "-o", "name"]);
+    assert!(names.contains("configmap/demo") && names.contains("deployment.apps/web"), "{names}");
+
+    ok(&server, &["scale", "deployment", "web", "--replicas=5"]);
+    assert_eq!(ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "5");
+
+    ok(&server, &["patch", "cm", "demo", "-p", r#"{"data":{"c":"3"}}"#]);
+    ok(&server, &["patch", "cm", "demo", "--type=merge", "-p", r#"{"data":{"a":null}}"#]);
+    ok(&server, &["patch", "cm", "demo", "--type=json", "-p", r#"[{"op":"add","path":"/data/d","value":"4"}]"#]);
+    assert_eq!(ok(&server, &["get", "cm", "demo", "-o", "jsonpath={.data}"]), r#"{"c":"3","d":"4"}"#);
+    let (success, _, err) = kubectl(&server, &["patch", "cm", "demo", "--type=json", "-p", r#"[{"op":"test","path":"/data/c","value":"9"}]"#], None);
+    assert!(!success && err.contains("The request is invalid") && err.contains("test failed"), "{err}");
+
+    ok(&server, &["label", "cm", "demo", "tier=web"]);
+    ok(&server, &["annotate", "cm", "demo", "note=hello"]);
+    assert_eq!(ok(&server, &["get", "cm", "demo", "-o", "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}"]), "web hello");
+
+    // Dry runs store nothing; unknown fields are refused under kubectl's default strict validation.
+    let ghost = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ghost\ndata:\n  a: b\n";
+    let (success, out, err) = kubectl(&server, &["apply", "-f", "-", "--dry-run=server"], Some(ghost));
+    assert!(success && out.contains("configmap/ghost created (server dry run)"), "{out}{err}");
+    let (success, _, _) = kubectl(&server, &["get", "cm", "ghost"], None);
+    assert!(!success, "a dry run must not store");
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndatta:\n  a: b\n";
+    let (success, _, err) = kubectl(&server, &["create", "-f", "-"], Some(bad));
+    assert!(!success && err.contains("unknown field \"datta\""), "{err}");
+
+    let out = ok(&server, &["delete", "cm", "demo"]);
+    assert!(out.contains("configmap \"demo\" deleted"), "{out}");
+    let (success, _, err) = kubectl(&server, &["get", "cm", "demo"], None);
+    assert!(!success && err.contains("NotFound") && err.contains("configmaps \"demo\" not found"), "{err}");
+}
