@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use skiff_apiserver::{
-    server::{ApiServer, serve, tls},
+    server::{ApiServer, allocator, serve, tls},
     storage::{
         Store,
         sqlite::{SqliteOptions, SqliteStore},
@@ -35,6 +35,12 @@ pub struct ServerArgs {
     /// Also write the admin kubeconfig to this path.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// The range Service ClusterIPs are allocated from (the first address is the `kubernetes` Service's).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cidr: String,
+    /// The range NodePorts are allocated from.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
     /// Extra names and addresses for the serving certificate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -46,6 +52,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .bind_address
         .parse()
         .with_context(|| format!("--bind-address {:?} is not an IP address", args.bind_address))?;
+    let mut ranges = allocator::Ranges::with_service_cidr(&args.service_cidr)
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    ranges.node_ports = args
+        .service_node_port_range
+        .split_once('-')
+        .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)))
+        .filter(|(lo, hi): &(u16, u16)| lo < hi)
+        .ok_or_else(|| anyhow::anyhow!("--service-node-port-range {:?} is not a range like 30000-32767", args.service_node_port_range))?;
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
@@ -53,9 +67,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     tracing::info!(backend = store.backend(), "store ready");
 
-    let mut sans: Vec<String> = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1"]
+    let mut sans: Vec<String> = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
         .map(str::to_owned)
         .into();
+    sans.push(ranges.kubernetes_ip().to_string());
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         sans.push(host.trim().to_owned());
     }
@@ -76,8 +91,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write kubeconfig {}", path.display()))?;
     }
 
-    let api = ApiServer::new(store, WatchCacheOptions::default());
-    api.bootstrap().await.context("cannot create the bootstrap namespaces")?;
+    let api = ApiServer::with_ranges(store, WatchCacheOptions::default(), ranges);
+    api.bootstrap(port).await.context("cannot create the bootstrap objects")?;
     let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());

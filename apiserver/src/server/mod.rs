@@ -20,6 +20,7 @@ use crate::{
     watch_cache::{WatchCache, WatchCacheOptions},
 };
 
+pub mod allocator;
 pub mod decode;
 pub mod defaults;
 pub mod discovery;
@@ -45,31 +46,50 @@ pub struct ApiServer {
     pub store: Arc<dyn Store>,
     /// One watch cache per resource, keyed by plural name.
     pub caches: HashMap<&'static str, Arc<WatchCache>>,
+    /// Where Service ClusterIPs and NodePorts come from.
+    pub ranges: allocator::Ranges,
 }
 
 impl ApiServer {
     /// Builds the server state, starting a watch cache for every served resource.
     pub fn new(store: Arc<dyn Store>, cache_opts: WatchCacheOptions) -> Arc<Self> {
+        Self::with_ranges(store, cache_opts, allocator::Ranges::default())
+    }
+
+    /// As [`ApiServer::new`], with the service CIDR and NodePort range to allocate from.
+    pub fn with_ranges(store: Arc<dyn Store>, cache_opts: WatchCacheOptions, ranges: allocator::Ranges) -> Arc<Self> {
         let caches = registry::RESOURCES
             .iter()
             .map(|r| (r.resource, WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone())))
             .collect();
-        Arc::new(Self { store, caches })
+        Arc::new(Self { store, caches, ranges })
     }
 
-    /// Creates the namespaces every cluster has (upstream's apiserver does this in its
-    /// `bootstrap-controller`), leaving existing ones alone.
-    pub async fn bootstrap(&self) -> Result<(), status::ApiError> {
-        let scope = handlers::Scope::parse("/api/v1/namespaces")?;
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let obj = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
+    /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of
+    /// the service CIDR (upstream's apiserver does this in its `bootstrap-controller`), leaving
+    /// existing ones alone. `https_port` is the port the API server listens on.
+    pub async fn bootstrap(&self, https_port: u16) -> Result<(), status::ApiError> {
+        let create = |path: &'static str, obj: serde_json::Value| async move {
+            let scope = handlers::Scope::parse(path)?;
             match handlers::create::create(self, &scope, obj, &handlers::WriteQuery::default()).await {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => return Err(e),
+                Ok(_) => Ok(()),
+                Err(e) if e.reason == "AlreadyExists" => Ok(()),
+                Err(e) => Err(e),
             }
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            create("/api/v1/namespaces", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } })).await?;
         }
-        Ok(())
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
+            "spec": {
+                "clusterIP": self.ranges.kubernetes_ip().to_string(),
+                "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port }],
+                "sessionAffinity": "None", "type": "ClusterIP",
+            },
+        });
+        create("/api/v1/namespaces/default/services", service).await
     }
 
     /// The router serving every path.

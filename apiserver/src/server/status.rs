@@ -39,6 +39,11 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
     /// 404 NotFound for `resource` "name".
     pub fn not_found(resource: &str, name: &str) -> Self {
         Self::new(404, "NotFound", format!("{resource} \"{name}\" not found")).with_details(resource, name)

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
-    server::{ApiServer, decode, object, registry::Subresource, status::ApiError},
+    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
     storage::StoreError,
 };
 
@@ -70,10 +70,24 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
         return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let key = info.key(scope.namespace.as_deref(), &name);
-    let kv = api.store.create(&key, object::encode(&obj)).await.map_err(|e| match e {
-        StoreError::AlreadyExists { .. } => ApiError::already_exists(&info.qualified(), &name),
-        e => ApiError::from_store(e, &info.qualified(), &name),
-    })?;
+    if api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?.0.is_some() {
+        // Checked before allocating, so a duplicate create does not touch the allocators.
+        return Err(ApiError::already_exists(&info.qualified(), &name));
+    }
+    let held = match info.kind {
+        "Service" => allocator::allocate(api.store.as_ref(), &api.ranges, &mut obj, None).await?,
+        _ => allocator::Held::default(),
+    };
+    let kv = match api.store.create(&key, object::encode(&obj)).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            allocator::release(api.store.as_ref(), &held).await;
+            return Err(match e {
+                StoreError::AlreadyExists { .. } => ApiError::already_exists(&info.qualified(), &name),
+                e => ApiError::from_store(e, &info.qualified(), &name),
+            });
+        }
+    };
     Ok(with_warnings(json_response(201, &object::decode(&kv)), &warnings))
 }
 
@@ -95,7 +109,15 @@ pub fn check_type(info: &crate::server::registry::ResourceInfo, obj: &Value) -> 
 async fn ensure_namespace(api: &ApiServer, ns: &str) -> Result<(), ApiError> {
     let key = format!("/registry/namespaces/{ns}");
     match api.store.get(&key, 0).await {
-        Ok((Some(_), _)) => Ok(()),
+        Ok((Some(kv), _)) => {
+            let obj = object::decode(&kv);
+            if obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
+                return Err(ApiError::forbidden(format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                )));
+            }
+            Ok(())
+        }
         Ok((None, _)) => Err(ApiError::not_found("namespaces", ns)),
         Err(e) => Err(ApiError::from_store(e, "namespaces", ns)),
     }

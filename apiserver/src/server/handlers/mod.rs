@@ -319,21 +319,39 @@ pub async fn patch(
     patch::patch(&api, &scope, &headers, body, &wq).await
 }
 
-/// DELETE: one object (with optional DeleteOptions body).
-pub async fn delete(State(api): Api, scope: Scope, Query(wq): Query<WriteQuery>, body: Body) -> Result<Response, ApiError> {
-    if scope.name.is_none() {
-        return Err(ApiError::method_not_allowed("deletecollection", &scope.info.qualified()));
-    }
+/// Query parameters DELETE can carry besides the body's DeleteOptions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteQuery {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation_policy: Option<String>,
+}
+
+/// DELETE: one object, or every object of a collection that the selectors match.
+pub async fn delete(
+    State(api): Api,
+    scope: Scope,
+    Query(wq): Query<WriteQuery>,
+    Query(dq): Query<DeleteQuery>,
+    Query(lq): Query<ListQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
     if let Some(sub) = &scope.subresource {
         return Err(ApiError::method_not_allowed("delete", &format!("{}/{sub}", scope.info.qualified())));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
-    let options = if bytes.is_empty() {
+    let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    delete::delete(&api, &scope, &options, wq.dry_run()? || options["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"))).await
+    let opts = delete::DeleteOptions::parse(&body, dq.grace_period_seconds, dq.propagation_policy, wq.dry_run()?)?;
+    match scope.name {
+        Some(_) => delete::delete(&api, &scope, &opts).await,
+        None => delete::delete_collection(&api, &scope, &lq, &opts).await,
+    }
 }
 
 /// A JSON response with a status code.

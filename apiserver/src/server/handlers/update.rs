@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Scope, WriteQuery, create::check_type, json_response, with_warnings};
 use crate::{
-    server::{ApiServer, decode, object, registry::Subresource, status::ApiError},
+    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
     storage::{KeyValue, Revision, StoreError},
 };
 
@@ -62,7 +62,7 @@ pub async fn write(
             decode::decode(info, &body, wq.validation()?)?
         }
     };
-    let new = match scope.subresource.as_deref() {
+    let mut new = match scope.subresource.as_deref() {
         None => prepare_update(scope, &old, body)?,
         Some("status") => {
             let mut new = old.clone();
@@ -80,15 +80,60 @@ pub async fn write(
         let preview = if scope.subresource.as_deref() == Some("scale") { scale_of(&new) } else { new };
         return Ok(with_warnings(json_response(200, &preview), &warnings));
     }
-    let kv = api.store.update(&scope.key(), object::encode(&new), expected).await.map_err(|e| match e {
-        StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
-        e => ApiError::from_store(e, &info.qualified(), &name),
-    })?;
+    if finishes_deletion(info.kind, &new) {
+        // The last finalizer of an object being deleted is gone: the update completes the delete.
+        let (_, revision) = api.store.delete(&scope.key(), Some(expected)).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
+            e => ApiError::from_store(e, &info.qualified(), &name),
+        })?;
+        if info.kind == "Service" {
+            allocator::release(api.store.as_ref(), &allocator::Held::of(&old)).await;
+        }
+        let mut gone = new;
+        object::meta_mut(&mut gone).insert("resourceVersion".into(), Value::String(revision.to_string()));
+        return Ok(with_warnings(json_response(200, &gone), &warnings));
+    }
+    let reserved = match (info.kind, scope.subresource.as_deref()) {
+        ("Service", None) => allocator::allocate(api.store.as_ref(), &api.ranges, &mut new, Some(&old)).await?,
+        _ => allocator::Held::default(),
+    };
+    let kv = match api.store.update(&scope.key(), object::encode(&new), expected).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            allocator::release(api.store.as_ref(), &reserved).await;
+            return Err(match e {
+                StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
+                e => ApiError::from_store(e, &info.qualified(), &name),
+            });
+        }
+    };
+    if info.kind == "Service" {
+        // NodePorts the new spec no longer uses go back to the pool.
+        let (was, now) = (allocator::Held::of(&old), allocator::Held::of(&new));
+        let dropped = allocator::Held {
+            ip: was.ip.filter(|ip| now.ip != Some(*ip)),
+            ports: was.ports.into_iter().filter(|p| !now.ports.contains(p)).collect(),
+        };
+        allocator::release(api.store.as_ref(), &dropped).await;
+    }
     let stored = object::decode(&kv);
     if scope.subresource.as_deref() == Some("scale") {
         return Ok(json_response(200, &scale_of(&stored)));
     }
     Ok(with_warnings(json_response(200, &stored), &warnings))
+}
+
+/// An object marked for deletion whose finalizers are all gone. Pods wait for their kubelet's final
+/// delete and namespaces for their own spec finalizers (the namespace controller), as upstream.
+fn finishes_deletion(kind: &str, obj: &Value) -> bool {
+    let marked = obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null());
+    let finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let waits = match kind {
+        "Pod" => obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0,
+        "Namespace" => obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()),
+        _ => false,
+    };
+    marked && !finalizers && !waits
 }
 
 /// The main resource: server-owned fields come from the stored object, status too when it has its
@@ -103,7 +148,7 @@ fn prepare_update(scope: &Scope, old: &Value, mut new: Value) -> Result<Value, A
         )));
     }
     let meta = object::meta_mut(&mut new);
-    for field in ["uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp"] {
+    for field in ["uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         match old["metadata"].get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
