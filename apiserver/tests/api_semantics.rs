@@ -205,3 +205,22 @@ async fn discovery_lists_every_served_resource() {
     let (_, groups) = call(&r, Method::GET, "/apis", None).await;
     assert!(groups["groups"].as_array().expect("groups").iter().any(|g| g["name"] == "apps"));
 }
+
+#[tokio::test]
+async fn metrics_count_requests_watches_and_store_operations() {
+    let (_api, r) = server().await;
+    call(&r, Method::POST, "/api/v1/namespaces/default/configmaps", Some(json!({ "metadata": { "name": "m" } }))).await;
+    call(&r, Method::GET, "/api/v1/namespaces/default/configmaps/nope", None).await;
+    let _ = watch_lines(&r, "/api/v1/namespaces/default/configmaps?watch=1", 1).await;
+    let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).expect("request");
+    let resp = tower::ServiceExt::oneshot(r.clone(), req).await.expect("infallible");
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec()).expect("utf8");
+    for want in [
+        r#"apiserver_request_total{verb="POST",resource="configmaps",code="201"} 1"#,
+        r#"apiserver_request_total{verb="GET",resource="configmaps",code="404"} 1"#,
+        r#"apiserver_watch_events_total 1"#,
+        r#"apiserver_storage_operation_duration_seconds_count{operation="create"}"#,
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
+}

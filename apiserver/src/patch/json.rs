@@ -19,7 +19,10 @@ pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 pub fn apply_json_patch(target: &Value, patch: &[u8]) -> Result<Value, PatchError> {
     let ops = decode_operations(patch)?;
     if ops.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(PatchError::TooManyOperations { max: MAX_JSON_PATCH_OPERATIONS, got: ops.len() });
+        return Err(PatchError::TooManyOperations {
+            max: MAX_JSON_PATCH_OPERATIONS,
+            got: ops.len(),
+        });
     }
     // We patch a copy and drop it on failure, so the crate's undo log (whose failure path panics)
     // is not needed: `patch_unsafe` is the all-or-nothing `patch` without it.
@@ -33,9 +36,13 @@ fn decode_operations(patch: &[u8]) -> Result<Vec<PatchOperation>, PatchError> {
     let value = decode(patch)?;
     // Checked first so the common mistake (sending an object) gets a plain message.
     if !value.is_array() {
-        return Err(PatchError::Decode("a JSON patch must be a JSON array of operations".into()));
+        return Err(PatchError::Decode(
+            "a JSON patch must be a JSON array of operations".into(),
+        ));
     }
-    serde_json::from_value::<Patch>(value).map(|p| p.0).map_err(|e| PatchError::Decode(e.to_string()))
+    serde_json::from_value::<Patch>(value)
+        .map(|p| p.0)
+        .map_err(|e| PatchError::Decode(e.to_string()))
 }
 
 /// The 422 for an operation that did not apply.
@@ -128,18 +135,43 @@ mod tests {
     #[test]
     fn bad_paths_are_422_naming_the_operation() {
         let err = apply(json!({"a": 1}), json!([{"op": "remove", "path": "/b"}])).unwrap_err();
-        assert!(matches!(err, PatchError::JsonPatchFailed { index: 0, op: "remove", .. }), "{err:?}");
-        assert!(err.to_string().contains("(remove \"/b\") failed: the path does not exist"), "{err}");
-        let err =
-            apply(json!({"a": [1]}), json!([{"op": "add", "path": "/a/7", "value": 1}])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PatchError::JsonPatchFailed {
+                    index: 0,
+                    op: "remove",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("(remove \"/b\") failed: the path does not exist"),
+            "{err}"
+        );
+        let err = apply(
+            json!({"a": [1]}),
+            json!([{"op": "add", "path": "/a/7", "value": 1}]),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), 422);
         let err = apply(json!({}), json!([{"op": "move", "from": "/x", "path": "/y"}])).unwrap_err();
-        assert!(err.to_string().ends_with("\"from\" path \"/x\" does not exist"), "{err}");
+        assert!(
+            err.to_string().ends_with("\"from\" path \"/x\" does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bodies_that_are_not_operation_lists_are_400() {
-        for body in [&b"{}"[..], b"not json", b"[{\"op\":\"frobnicate\",\"path\":\"/a\"}]", b"[{\"op\":\"add\"}]"] {
+        for body in [
+            &b"{}"[..],
+            b"not json",
+            b"[{\"op\":\"frobnicate\",\"path\":\"/a\"}]",
+            b"[{\"op\":\"add\"}]",
+        ] {
             let err = apply_json_patch(&json!({}), body).unwrap_err();
             assert_eq!(err.code(), 400, "{err}");
             assert!(err.to_string().starts_with("error decoding patch: "), "{err}");
@@ -151,6 +183,9 @@ mod tests {
         let ops = vec![json!({"op": "test", "path": "", "value": {}}); MAX_JSON_PATCH_OPERATIONS + 1];
         let err = apply(json!({}), Value::Array(ops)).unwrap_err();
         assert_eq!(err.code(), 413);
-        assert_eq!(err.to_string(), "The allowed maximum operations in a JSON patch is 10000, got 10001");
+        assert_eq!(
+            err.to_string(),
+            "The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
     }
 }

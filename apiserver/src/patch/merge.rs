@@ -52,6 +52,9 @@ mod tests {
             assert_eq!(err.code(), 400, "{err}");
         }
         let err = apply_merge_patch(&json!({}), b"[1]").unwrap_err();
-        assert_eq!(err.to_string(), "error decoding patch: a merge patch must be a JSON object, not an array");
+        assert_eq!(
+            err.to_string(),
+            "error decoding patch: a merge patch must be a JSON object, not an array"
+        );
     }
 }

@@ -21,6 +21,8 @@ pub mod strategic;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod conformance_tmp;
 
 use serde_json::Value;
 
@@ -159,7 +161,10 @@ fn decode(patch: &[u8]) -> Result<Value, PatchError> {
 fn decode_object(patch: &[u8], what: &str) -> Result<serde_json::Map<String, Value>, PatchError> {
     match decode(patch)? {
         Value::Object(map) => Ok(map),
-        other => Err(PatchError::Decode(format!("{what} must be a JSON object, not {}", json_type(&other)))),
+        other => Err(PatchError::Decode(format!(
+            "{what} must be a JSON object, not {}",
+            json_type(&other)
+        ))),
     }
 }
 

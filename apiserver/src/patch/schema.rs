@@ -57,22 +57,42 @@ pub struct Field {
 impl Field {
     /// A map-valued field that merges by default but has interesting fields inside.
     pub const fn object(name: &'static str, schema: SchemaRef) -> Self {
-        Self { name, strategy: PatchStrategy::Default, retain_keys: false, schema }
+        Self {
+            name,
+            strategy: PatchStrategy::Default,
+            retain_keys: false,
+            schema,
+        }
     }
 
     /// A list of objects merged element-wise by `key`.
     pub const fn merge_by(name: &'static str, key: &'static str, schema: SchemaRef) -> Self {
-        Self { name, strategy: PatchStrategy::Merge { key: Some(key) }, retain_keys: false, schema }
+        Self {
+            name,
+            strategy: PatchStrategy::Merge { key: Some(key) },
+            retain_keys: false,
+            schema,
+        }
     }
 
     /// A list of scalars merged as a set (union, de-duplicated).
     pub const fn merge_set(name: &'static str) -> Self {
-        Self { name, strategy: PatchStrategy::Merge { key: None }, retain_keys: false, schema: SchemaRef::ANY }
+        Self {
+            name,
+            strategy: PatchStrategy::Merge { key: None },
+            retain_keys: false,
+            schema: SchemaRef::ANY,
+        }
     }
 
     /// A field the patch replaces wholesale.
     pub const fn replace(name: &'static str) -> Self {
-        Self { name, strategy: PatchStrategy::Replace, retain_keys: false, schema: SchemaRef::ANY }
+        Self {
+            name,
+            strategy: PatchStrategy::Replace,
+            retain_keys: false,
+            schema: SchemaRef::ANY,
+        }
     }
 
     /// The same field with `retainKeys` added to its strategy.
@@ -108,8 +128,11 @@ pub struct FieldMeta {
 
 impl FieldMeta {
     /// The metadata of a field nothing is known about.
-    pub const DEFAULT: Self =
-        Self { strategy: PatchStrategy::Default, retain_keys: false, schema: SchemaRef::ANY };
+    pub const DEFAULT: Self = Self {
+        strategy: PatchStrategy::Default,
+        retain_keys: false,
+        schema: SchemaRef::ANY,
+    };
 
     /// The merge key, when the field is a keyed merge list.
     pub fn merge_key(&self) -> Option<&'static str> {
@@ -136,12 +159,17 @@ impl SchemaRef {
 
     /// How the field `name` of this type patches.
     pub fn field(&self, name: &str) -> FieldMeta {
-        let Some(desc) = self.0 else { return FieldMeta::DEFAULT };
-        desc.fields.iter().find(|f| f.name == name).map_or(FieldMeta::DEFAULT, |f| FieldMeta {
-            strategy: f.strategy,
-            retain_keys: f.retain_keys,
-            schema: f.schema,
-        })
+        let Some(desc) = self.0 else {
+            return FieldMeta::DEFAULT;
+        };
+        desc.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(FieldMeta::DEFAULT, |f| FieldMeta {
+                strategy: f.strategy,
+                retain_keys: f.retain_keys,
+                schema: f.schema,
+            })
     }
 }
 
@@ -175,9 +203,24 @@ pub fn schema_for(kind: &str) -> SchemaRef {
         "PodDisruptionBudget" => &POD_DISRUPTION_BUDGET,
         "HorizontalPodAutoscaler" => &HORIZONTAL_POD_AUTOSCALER,
         // Kinds whose only merge lists are in ObjectMeta (ownerReferences, finalizers).
-        "ConfigMap" | "Secret" | "Endpoints" | "EndpointSlice" | "Event" | "Lease" | "ControllerRevision"
-        | "PersistentVolume" | "LimitRange" | "ResourceQuota" | "Ingress" | "NetworkPolicy" | "Role"
-        | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "PriorityClass" | "StorageClass"
+        "ConfigMap"
+        | "Secret"
+        | "Endpoints"
+        | "EndpointSlice"
+        | "Event"
+        | "Lease"
+        | "ControllerRevision"
+        | "PersistentVolume"
+        | "LimitRange"
+        | "ResourceQuota"
+        | "Ingress"
+        | "NetworkPolicy"
+        | "Role"
+        | "ClusterRole"
+        | "RoleBinding"
+        | "ClusterRoleBinding"
+        | "PriorityClass"
+        | "StorageClass"
         | "CustomResourceDefinition" => &METADATA_ONLY,
         _ => return SchemaRef::ANY,
     };
@@ -188,16 +231,24 @@ pub fn schema_for(kind: &str) -> SchemaRef {
 
 static OBJECT_META: TypeDesc = TypeDesc {
     name: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-    fields: &[Field::merge_by("ownerReferences", "uid", SchemaRef::ANY), Field::merge_set("finalizers")],
+    fields: &[
+        Field::merge_by("ownerReferences", "uid", SchemaRef::ANY),
+        Field::merge_set("finalizers"),
+    ],
 };
 
 const META: Field = Field::object("metadata", SchemaRef::of(&OBJECT_META));
 
-static METADATA_ONLY: TypeDesc = TypeDesc { name: "object", fields: &[META] };
+static METADATA_ONLY: TypeDesc = TypeDesc {
+    name: "object",
+    fields: &[META],
+};
 
 /// `status` of every kind whose status has only a `conditions` list keyed by `type`.
-static CONDITIONS_STATUS: TypeDesc =
-    TypeDesc { name: "status", fields: &[Field::merge_by("conditions", "type", SchemaRef::ANY)] };
+static CONDITIONS_STATUS: TypeDesc = TypeDesc {
+    name: "status",
+    fields: &[Field::merge_by("conditions", "type", SchemaRef::ANY)],
+};
 
 const CONDITIONS: Field = Field::object("status", SchemaRef::of(&CONDITIONS_STATUS));
 
@@ -255,16 +306,26 @@ static POD_TEMPLATE_SPEC: TypeDesc = TypeDesc {
 
 const TEMPLATE: Field = Field::object("template", SchemaRef::of(&POD_TEMPLATE_SPEC));
 
-static POD_TEMPLATE: TypeDesc = TypeDesc { name: "io.k8s.api.core.v1.PodTemplate", fields: &[META, TEMPLATE] };
+static POD_TEMPLATE: TypeDesc = TypeDesc {
+    name: "io.k8s.api.core.v1.PodTemplate",
+    fields: &[META, TEMPLATE],
+};
 
 // ---- workloads ----------------------------------------------------------------------------------
 
 /// The spec of ReplicaSet, StatefulSet, DaemonSet, Job and ReplicationController: only the pod
 /// template matters for patching.
-static TEMPLATED_SPEC: TypeDesc = TypeDesc { name: "spec", fields: &[TEMPLATE] };
+static TEMPLATED_SPEC: TypeDesc = TypeDesc {
+    name: "spec",
+    fields: &[TEMPLATE],
+};
 
 /// The fields of workloads whose spec holds a pod template and whose status holds conditions.
-const TEMPLATED_WORKLOAD: &[Field] = &[META, Field::object("spec", SchemaRef::of(&TEMPLATED_SPEC)), CONDITIONS];
+const TEMPLATED_WORKLOAD: &[Field] = &[
+    META,
+    Field::object("spec", SchemaRef::of(&TEMPLATED_SPEC)),
+    CONDITIONS,
+];
 
 static DEPLOYMENT_SPEC: TypeDesc = TypeDesc {
     name: "io.k8s.api.apps.v1.DeploymentSpec",
@@ -275,15 +336,33 @@ static DEPLOYMENT_SPEC: TypeDesc = TypeDesc {
 
 static DEPLOYMENT: TypeDesc = TypeDesc {
     name: "io.k8s.api.apps.v1.Deployment",
-    fields: &[META, Field::object("spec", SchemaRef::of(&DEPLOYMENT_SPEC)), CONDITIONS],
+    fields: &[
+        META,
+        Field::object("spec", SchemaRef::of(&DEPLOYMENT_SPEC)),
+        CONDITIONS,
+    ],
 };
 
-static REPLICA_SET: TypeDesc = TypeDesc { name: "io.k8s.api.apps.v1.ReplicaSet", fields: TEMPLATED_WORKLOAD };
-static STATEFUL_SET: TypeDesc = TypeDesc { name: "io.k8s.api.apps.v1.StatefulSet", fields: TEMPLATED_WORKLOAD };
-static DAEMON_SET: TypeDesc = TypeDesc { name: "io.k8s.api.apps.v1.DaemonSet", fields: TEMPLATED_WORKLOAD };
-static JOB: TypeDesc = TypeDesc { name: "io.k8s.api.batch.v1.Job", fields: TEMPLATED_WORKLOAD };
-static REPLICATION_CONTROLLER: TypeDesc =
-    TypeDesc { name: "io.k8s.api.core.v1.ReplicationController", fields: TEMPLATED_WORKLOAD };
+static REPLICA_SET: TypeDesc = TypeDesc {
+    name: "io.k8s.api.apps.v1.ReplicaSet",
+    fields: TEMPLATED_WORKLOAD,
+};
+static STATEFUL_SET: TypeDesc = TypeDesc {
+    name: "io.k8s.api.apps.v1.StatefulSet",
+    fields: TEMPLATED_WORKLOAD,
+};
+static DAEMON_SET: TypeDesc = TypeDesc {
+    name: "io.k8s.api.apps.v1.DaemonSet",
+    fields: TEMPLATED_WORKLOAD,
+};
+static JOB: TypeDesc = TypeDesc {
+    name: "io.k8s.api.batch.v1.Job",
+    fields: TEMPLATED_WORKLOAD,
+};
+static REPLICATION_CONTROLLER: TypeDesc = TypeDesc {
+    name: "io.k8s.api.core.v1.ReplicationController",
+    fields: TEMPLATED_WORKLOAD,
+};
 
 static JOB_TEMPLATE_SPEC: TypeDesc = TypeDesc {
     name: "io.k8s.api.batch.v1.JobTemplateSpec",
@@ -309,13 +388,22 @@ static SERVICE_SPEC: TypeDesc = TypeDesc {
 
 static SERVICE: TypeDesc = TypeDesc {
     name: "io.k8s.api.core.v1.Service",
-    fields: &[META, Field::object("spec", SchemaRef::of(&SERVICE_SPEC)), CONDITIONS],
+    fields: &[
+        META,
+        Field::object("spec", SchemaRef::of(&SERVICE_SPEC)),
+        CONDITIONS,
+    ],
 };
 
-static NAMESPACE: TypeDesc = TypeDesc { name: "io.k8s.api.core.v1.Namespace", fields: &[META, CONDITIONS] };
+static NAMESPACE: TypeDesc = TypeDesc {
+    name: "io.k8s.api.core.v1.Namespace",
+    fields: &[META, CONDITIONS],
+};
 
-static NODE_SPEC: TypeDesc =
-    TypeDesc { name: "io.k8s.api.core.v1.NodeSpec", fields: &[Field::merge_set("podCIDRs")] };
+static NODE_SPEC: TypeDesc = TypeDesc {
+    name: "io.k8s.api.core.v1.NodeSpec",
+    fields: &[Field::merge_set("podCIDRs")],
+};
 
 static NODE_STATUS: TypeDesc = TypeDesc {
     name: "io.k8s.api.core.v1.NodeStatus",
@@ -340,19 +428,25 @@ static SERVICE_ACCOUNT: TypeDesc = TypeDesc {
     fields: &[META, Field::merge_by("secrets", "name", SchemaRef::ANY)],
 };
 
-static PERSISTENT_VOLUME_CLAIM: TypeDesc =
-    TypeDesc { name: "io.k8s.api.core.v1.PersistentVolumeClaim", fields: &[META, CONDITIONS] };
+static PERSISTENT_VOLUME_CLAIM: TypeDesc = TypeDesc {
+    name: "io.k8s.api.core.v1.PersistentVolumeClaim",
+    fields: &[META, CONDITIONS],
+};
 
-static PDB_SPEC: TypeDesc =
-    TypeDesc { name: "io.k8s.api.policy.v1.PodDisruptionBudgetSpec", fields: &[Field::replace("selector")] };
+static PDB_SPEC: TypeDesc = TypeDesc {
+    name: "io.k8s.api.policy.v1.PodDisruptionBudgetSpec",
+    fields: &[Field::replace("selector")],
+};
 
 static POD_DISRUPTION_BUDGET: TypeDesc = TypeDesc {
     name: "io.k8s.api.policy.v1.PodDisruptionBudget",
     fields: &[META, Field::object("spec", SchemaRef::of(&PDB_SPEC)), CONDITIONS],
 };
 
-static HORIZONTAL_POD_AUTOSCALER: TypeDesc =
-    TypeDesc { name: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler", fields: &[META, CONDITIONS] };
+static HORIZONTAL_POD_AUTOSCALER: TypeDesc = TypeDesc {
+    name: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
+    fields: &[META, CONDITIONS],
+};
 
 #[cfg(test)]
 mod tests {
@@ -390,7 +484,11 @@ mod tests {
             ("DaemonSet", "spec.template.spec.containers", "name"),
             ("ReplicaSet", "status.conditions", "type"),
             ("Job", "spec.template.spec.initContainers", "name"),
-            ("CronJob", "spec.jobTemplate.spec.template.spec.containers", "name"),
+            (
+                "CronJob",
+                "spec.jobTemplate.spec.template.spec.containers",
+                "name",
+            ),
             ("Service", "spec.ports", "port"),
             ("Node", "status.addresses", "type"),
             ("Node", "status.conditions", "type"),
@@ -401,11 +499,18 @@ mod tests {
         for (kind, path, key) in keyed {
             assert_eq!(meta_at(kind, path).merge_key(), Some(key), "{kind} {path}");
         }
-        let container = schema_for("Deployment").field("spec").schema.field("template").schema;
+        let container = schema_for("Deployment")
+            .field("spec")
+            .schema
+            .field("template")
+            .schema;
         let container = container.field("spec").schema.field("containers").schema;
-        for (field, key) in
-            [("ports", "containerPort"), ("env", "name"), ("volumeMounts", "mountPath"), ("volumeDevices", "devicePath")]
-        {
+        for (field, key) in [
+            ("ports", "containerPort"),
+            ("env", "name"),
+            ("volumeMounts", "mountPath"),
+            ("volumeDevices", "devicePath"),
+        ] {
             assert_eq!(container.field(field).merge_key(), Some(key), "{field}");
         }
     }
@@ -422,9 +527,16 @@ mod tests {
             ("Endpoints", "subsets"),
             ("ServiceAccount", "imagePullSecrets"),
         ] {
-            assert_eq!(meta_at(kind, path).strategy, PatchStrategy::Default, "{kind} {path}");
+            assert_eq!(
+                meta_at(kind, path).strategy,
+                PatchStrategy::Default,
+                "{kind} {path}"
+            );
         }
-        assert_eq!(meta_at("PodDisruptionBudget", "spec.selector").strategy, PatchStrategy::Replace);
+        assert_eq!(
+            meta_at("PodDisruptionBudget", "spec.selector").strategy,
+            PatchStrategy::Replace
+        );
         assert!(meta_at("Deployment", "spec.strategy").retain_keys);
         assert!(meta_at("Pod", "spec.volumes").retain_keys);
     }
@@ -434,7 +546,13 @@ mod tests {
         let any = schema_for("Widget");
         assert_eq!(any.name(), "any");
         assert_eq!(any.field("spec").strategy, PatchStrategy::Default);
-        assert_eq!(meta_at("Pod", "spec.nodeSelector").strategy, PatchStrategy::Default);
-        assert_eq!(format!("{:?}", schema_for("Pod")), "SchemaRef(io.k8s.api.core.v1.Pod)");
+        assert_eq!(
+            meta_at("Pod", "spec.nodeSelector").strategy,
+            PatchStrategy::Default
+        );
+        assert_eq!(
+            format!("{:?}", schema_for("Pod")),
+            "SchemaRef(io.k8s.api.core.v1.Pod)"
+        );
     }
 }

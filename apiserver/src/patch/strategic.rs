@@ -64,7 +64,10 @@ pub fn apply_strategic_merge_patch(
 ) -> Result<Value, PatchError> {
     let patch = decode_object(patch, "a strategic merge patch")?;
     let Value::Object(original) = target else {
-        return Err(PatchError::Invalid(format!("expected a map, but received {}", json_type(target))));
+        return Err(PatchError::Invalid(format!(
+            "expected a map, but received {}",
+            json_type(target)
+        )));
     };
     merge_map(original.clone(), &patch, *kind).map(Value::Object)
 }
@@ -73,7 +76,9 @@ pub fn apply_strategic_merge_patch(
 
 /// Merges a patch map into an original map (upstream `mergeMap`), honouring a `$patch` directive.
 fn merge_map(original: Object, patch: &Object, schema: SchemaRef) -> Result<Object, PatchError> {
-    let Some(directive) = patch.get(DIRECTIVE_MARKER) else { return merge_fields(original, patch, schema) };
+    let Some(directive) = patch.get(DIRECTIVE_MARKER) else {
+        return merge_fields(original, patch, schema);
+    };
     match directive.as_str() {
         // The map becomes the patch's other keys, as if merged into nothing.
         Some("replace") => merge_fields(Object::new(), patch, schema),
@@ -112,7 +117,8 @@ impl<'a> MapPatch<'a> {
                 let field = parallel_list_field(key, SET_ELEMENT_ORDER_PREFIX, ERR_BAD_SET_ELEMENT_ORDER)?;
                 parsed.set_element_order.push((field, value));
             } else if key.starts_with(DELETE_FROM_PRIMITIVE_LIST_PREFIX) {
-                let field = parallel_list_field(key, DELETE_FROM_PRIMITIVE_LIST_PREFIX, ERR_BAD_PRIMITIVE_LIST)?;
+                let field =
+                    parallel_list_field(key, DELETE_FROM_PRIMITIVE_LIST_PREFIX, ERR_BAD_PRIMITIVE_LIST)?;
                 parsed.delete_from_primitive_list.push((field, value));
             } else if key.starts_with('$') && key.contains('/') {
                 // Shaped like a parallel-list directive but not one we know: a typo or a newer
@@ -194,9 +200,14 @@ fn apply_retain_keys(
     retain: &Value,
     fields: &[(&str, &Value)],
 ) -> Result<(), PatchError> {
-    let Value::Array(list) = retain else { return Err(PatchError::BadRequest(ERR_BAD_RETAIN_KEYS.into())) };
+    let Value::Array(list) = retain else {
+        return Err(PatchError::BadRequest(ERR_BAD_RETAIN_KEYS.into()));
+    };
     let keep: HashSet<&str> = list.iter().filter_map(Value::as_str).collect();
-    if fields.iter().any(|(key, value)| !value.is_null() && !keep.contains(key)) {
+    if fields
+        .iter()
+        .any(|(key, value)| !value.is_null() && !keep.contains(key))
+    {
         return Err(PatchError::BadRequest(ERR_BAD_RETAIN_KEYS.into()));
     }
     original.retain(|key, _| keep.contains(key.as_str()));
@@ -205,7 +216,9 @@ fn apply_retain_keys(
 
 /// `$deleteFromPrimitiveList/<field>`: remove these scalars from the list, if there is one.
 fn delete_from_primitive_list(original: &mut Object, field: &str, values: &Value) -> Result<(), PatchError> {
-    let Value::Array(values) = values else { return Err(PatchError::BadRequest(ERR_BAD_PRIMITIVE_LIST.into())) };
+    let Value::Array(values) = values else {
+        return Err(PatchError::BadRequest(ERR_BAD_PRIMITIVE_LIST.into()));
+    };
     if values.iter().any(|v| v.is_object() || v.is_array()) {
         return Err(PatchError::BadRequest(ERR_BAD_PRIMITIVE_LIST.into()));
     }
@@ -230,7 +243,10 @@ fn merge_list(original: Vec<Value>, patch: &[Value], meta: FieldMeta) -> Result<
 /// An atomic list is the patch list; its elements are cleaned like any fresh value, and directive
 /// elements (`{"$patch": ...}`) have nothing to act on, so they are dropped.
 fn atomic_list(patch: &[Value], schema: SchemaRef) -> Result<Vec<Value>, PatchError> {
-    let element = FieldMeta { schema, ..FieldMeta::DEFAULT };
+    let element = FieldMeta {
+        schema,
+        ..FieldMeta::DEFAULT
+    };
     let mut out = Vec::with_capacity(patch.len());
     for item in patch {
         match item {
@@ -267,7 +283,9 @@ fn element_kind(original: &[Value], patch: &[Value]) -> Result<Option<ElementKin
         match kind {
             Some(previous) if previous != this => {
                 let lists = format!("[{} {}]", go_fmt_list(original), go_fmt_list(patch));
-                return Err(PatchError::Invalid(format!("list element types are not identical: {lists}")));
+                return Err(PatchError::Invalid(format!(
+                    "list element types are not identical: {lists}"
+                )));
             }
             _ => kind = Some(this),
         }
@@ -285,9 +303,10 @@ fn merge_merging_list(
     match (element_kind(&original, patch)?, key) {
         (None, _) => Ok(original),
         (Some(ElementKind::Object), Some(key)) => merge_keyed_list(original, patch, key, schema),
-        (Some(ElementKind::Object), None) => {
-            Err(PatchError::Invalid(format!("cannot merge lists without merge key for {}", schema.name())))
-        }
+        (Some(ElementKind::Object), None) => Err(PatchError::Invalid(format!(
+            "cannot merge lists without merge key for {}",
+            schema.name()
+        ))),
         (Some(_), _) => Ok(merge_scalar_list(original, patch)),
     }
 }
@@ -303,7 +322,12 @@ fn merge_scalar_list(original: Vec<Value>, patch: &[Value]) -> Vec<Value> {
         if !seen.insert(id.clone()) {
             continue;
         }
-        (if patch_order.contains(&id) { &mut in_patch } else { &mut server_only }).push((id, value));
+        (if patch_order.contains(&id) {
+            &mut in_patch
+        } else {
+            &mut server_only
+        })
+        .push((id, value));
     }
     normalize_order(in_patch, server_only, &patch_order, &server_order)
 }
@@ -318,7 +342,11 @@ fn merge_keyed_list(
 ) -> Result<Vec<Value>, PatchError> {
     let special = SpecialElements::collect(patch, key)?;
     if special.replace {
-        return special.plain.into_iter().map(|m| merge_map(Object::new(), m, schema).map(Value::Object)).collect();
+        return special
+            .plain
+            .into_iter()
+            .map(|m| merge_map(Object::new(), m, schema).map(Value::Object))
+            .collect();
     }
     let mut current = original;
     current.retain(|item| key_identity(item, key).is_none_or(|id| !special.deletions.contains(&id)));
@@ -351,9 +379,19 @@ fn merge_keyed_list(
     let (mut in_patch, mut server_only) = (Vec::new(), Vec::new());
     for item in current {
         let id = list_identity(&item, Some(key))?;
-        (if patch_order.contains(&id) { &mut in_patch } else { &mut server_only }).push((id, item));
+        (if patch_order.contains(&id) {
+            &mut in_patch
+        } else {
+            &mut server_only
+        })
+        .push((id, item));
     }
-    Ok(normalize_order(in_patch, server_only, &patch_order, &server_order))
+    Ok(normalize_order(
+        in_patch,
+        server_only,
+        &patch_order,
+        &server_order,
+    ))
 }
 
 /// The elements of a keyed patch list, with the `$patch` directive elements taken out.
@@ -368,10 +406,17 @@ struct SpecialElements<'a> {
 
 impl<'a> SpecialElements<'a> {
     fn collect(patch: &'a [Value], key: &str) -> Result<Self, PatchError> {
-        let mut out = Self { plain: Vec::new(), deletions: HashSet::new(), replace: false };
+        let mut out = Self {
+            plain: Vec::new(),
+            deletions: HashSet::new(),
+            replace: false,
+        };
         for item in patch {
             let Value::Object(element) = item else {
-                return Err(PatchError::Invalid(format!("expected a map, but received {}", json_type(item))));
+                return Err(PatchError::Invalid(format!(
+                    "expected a map, but received {}",
+                    json_type(item)
+                )));
             };
             let Some(directive) = element.get(DIRECTIVE_MARKER) else {
                 out.plain.push(element);
@@ -401,7 +446,9 @@ fn set_element_order(
     patch_list: Option<&Value>,
     meta: FieldMeta,
 ) -> Result<(), PatchError> {
-    let Value::Array(order) = order else { return Err(PatchError::BadRequest(ERR_BAD_SET_ELEMENT_ORDER.into())) };
+    let Value::Array(order) = order else {
+        return Err(PatchError::BadRequest(ERR_BAD_SET_ELEMENT_ORDER.into()));
+    };
     let key = meta.merge_key();
     let patch_list = match patch_list {
         None => None,
@@ -427,20 +474,37 @@ fn set_element_order(
         (Some(list), Some(patch)) => merge_list(list, patch, meta)?,
         (None, None) => return Ok(()),
     };
-    let wanted = Order::new(order.iter().map(|item| list_identity(item, key)).collect::<Result<Vec<_>, _>>()?);
+    let wanted = Order::new(
+        order
+            .iter()
+            .map(|item| list_identity(item, key))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
     let (mut in_order, mut server_only) = (Vec::new(), Vec::new());
     for item in merged {
         let id = list_identity(&item, key)?;
-        (if wanted.contains(&id) { &mut in_order } else { &mut server_only }).push((id, item));
+        (if wanted.contains(&id) {
+            &mut in_order
+        } else {
+            &mut server_only
+        })
+        .push((id, item));
     }
     let server_order = match (meta.strategy, patch_list) {
         (PatchStrategy::Merge { key: Some(key) }, Some(patch)) => {
-            let merged_ids: HashSet<&str> = in_order.iter().chain(&server_only).map(|(id, _)| id.as_str()).collect();
+            let merged_ids: HashSet<&str> = in_order
+                .iter()
+                .chain(&server_only)
+                .map(|(id, _)| id.as_str())
+                .collect();
             server_order_seen_by_upstream(original_ids, &merged_ids, patch, key)
         }
         _ => Order::new(original_ids),
     };
-    original.insert(field.to_owned(), Value::Array(normalize_order(in_order, server_only, &wanted, &server_order)));
+    original.insert(
+        field.to_owned(),
+        Value::Array(normalize_order(in_order, server_only, &wanted, &server_order)),
+    );
     Ok(())
 }
 
@@ -456,12 +520,17 @@ fn server_order_seen_by_upstream(
     patch: &[Value],
     key: &str,
 ) -> Order {
-    let replaced = patch.iter().any(|item| item.get(DIRECTIVE_MARKER).and_then(Value::as_str) == Some("replace"));
+    let replaced = patch
+        .iter()
+        .any(|item| item.get(DIRECTIVE_MARKER).and_then(Value::as_str) == Some("replace"));
     if replaced {
         return Order::new(original_ids); // upstream merges into a fresh slice: no aliasing
     }
     let visible = original_ids.len();
-    let kept: Vec<String> = original_ids.into_iter().filter(|id| merged_ids.contains(id.as_str())).collect();
+    let kept: Vec<String> = original_ids
+        .into_iter()
+        .filter(|id| merged_ids.contains(id.as_str()))
+        .collect();
     let mut seen: HashSet<String> = kept.iter().cloned().collect();
     let appended = patch
         .iter()
@@ -477,7 +546,10 @@ fn validate_patch_order(patch: &[Value], order: &[Value], key: Option<&str>) -> 
     if patch.is_empty() || order.is_empty() {
         return Ok(());
     }
-    let order_ids = order.iter().map(|item| list_identity(item, key)).collect::<Result<Vec<_>, _>>()?;
+    let order_ids = order
+        .iter()
+        .map(|item| list_identity(item, key))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut next = order_ids.iter();
     for item in patch {
         if item.as_object().is_some_and(|m| m.contains_key(DIRECTIVE_MARKER)) {
@@ -584,19 +656,29 @@ fn list_identity(item: &Value, key: Option<&str>) -> Result<String, PatchError> 
     match (key, item) {
         (None, _) => Ok(identity(item)),
         (Some(key), Value::Object(m)) => merge_key_of(m, key),
-        (Some(_), other) => Err(PatchError::Invalid(format!("expected a map, but received {}", json_type(other)))),
+        (Some(_), other) => Err(PatchError::Invalid(format!(
+            "expected a map, but received {}",
+            json_type(other)
+        ))),
     }
 }
 
 /// The merge-key identity of a patch element, which must have the key.
 fn merge_key_of(element: &Object, key: &str) -> Result<String, PatchError> {
     element.get(key).map(identity).ok_or_else(|| {
-        PatchError::Invalid(format!("map: {} does not contain declared merge key: {key}", go_fmt_map(element)))
+        PatchError::Invalid(format!(
+            "map: {} does not contain declared merge key: {key}",
+            go_fmt_map(element)
+        ))
     })
 }
 
 fn unknown_patch_type(directive: &Value, map: &Object) -> PatchError {
-    PatchError::Invalid(format!("unknown patch type: {} in map: {}", go_fmt(directive), go_fmt_map(map)))
+    PatchError::Invalid(format!(
+        "unknown patch type: {} in map: {}",
+        go_fmt(directive),
+        go_fmt_map(map)
+    ))
 }
 
 /// A value printed as Go's `%v` prints decoded JSON (`map[k:v]`, `[a b]`), so messages read like

@@ -26,7 +26,10 @@ static MERGE_ITEM: TypeDesc = TypeDesc {
 
 static RETAIN_KEYS_MERGE_ITEM: TypeDesc = TypeDesc {
     name: "retainKeysMergeItem",
-    fields: &[Field::merge_set("mergingIntList"), Field::merge_by("mergingList", "name", SchemaRef::of(&MERGE_ITEM))],
+    fields: &[
+        Field::merge_set("mergingIntList"),
+        Field::merge_by("mergingList", "name", SchemaRef::of(&MERGE_ITEM)),
+    ],
 };
 
 fn merge_item() -> SchemaRef {
@@ -41,10 +44,14 @@ fn smp(original: &Value, patch: &Value, schema: SchemaRef) -> Result<Value, Patc
 fn check(schema: SchemaRef, cases: &[(&str, Value, Value, Value)]) {
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|(description, original, patch, expected)| match smp(original, patch, schema) {
-            Ok(got) if got == *expected => None,
-            got => Some(format!("{description}:\n  expected {expected}\n  got      {got:?}")),
-        })
+        .filter_map(
+            |(description, original, patch, expected)| match smp(original, patch, schema) {
+                Ok(got) if got == *expected => None,
+                got => Some(format!(
+                    "{description}:\n  expected {expected}\n  got      {got:?}"
+                )),
+            },
+        )
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -56,26 +63,73 @@ fn maps_and_map_directives() {
     check(
         merge_item(),
         &[
-            ("add and change fields", json!({"name": 1, "value": 1}), json!({"value": 2, "other": "a"}),
-                json!({"name": 1, "value": 2, "other": "a"})),
-            ("null deletes a field", json!({"name": 1, "value": 1}), json!({"value": null}), json!({"name": 1})),
-            ("null for an absent field is dropped", json!({"name": 1}), json!({"value": null}), json!({"name": 1})),
-            ("delete map from nested map", json!({"simpleMap": {"key1": 1, "key2": 1}}),
-                json!({"simpleMap": {"$patch": "delete"}}), json!({"simpleMap": {}})),
-            ("delete all keys from map", json!({"name": 1, "value": 1}), json!({"$patch": "replace"}), json!({})),
-            ("add key and delete all keys from map", json!({"name": 1, "value": 1}),
-                json!({"other": "a", "$patch": "replace"}), json!({"other": "a"})),
-            ("$patch: merge is the default merge", json!({"simpleMap": {"a": 1}}),
-                json!({"simpleMap": {"$patch": "merge", "b": 2}}), json!({"simpleMap": {"a": 1, "b": 2}})),
-            ("a value of another type replaces", json!({"simpleMap": {"a": 1}}), json!({"simpleMap": "x"}),
-                json!({"simpleMap": "x"})),
-            ("replace strategy replaces a map", json!({"replacingItem": {"a": 1, "b": 2}}),
-                json!({"replacingItem": {"c": 3}}), json!({"replacingItem": {"c": 3}})),
+            (
+                "add and change fields",
+                json!({"name": 1, "value": 1}),
+                json!({"value": 2, "other": "a"}),
+                json!({"name": 1, "value": 2, "other": "a"}),
+            ),
+            (
+                "null deletes a field",
+                json!({"name": 1, "value": 1}),
+                json!({"value": null}),
+                json!({"name": 1}),
+            ),
+            (
+                "null for an absent field is dropped",
+                json!({"name": 1}),
+                json!({"value": null}),
+                json!({"name": 1}),
+            ),
+            (
+                "delete map from nested map",
+                json!({"simpleMap": {"key1": 1, "key2": 1}}),
+                json!({"simpleMap": {"$patch": "delete"}}),
+                json!({"simpleMap": {}}),
+            ),
+            (
+                "delete all keys from map",
+                json!({"name": 1, "value": 1}),
+                json!({"$patch": "replace"}),
+                json!({}),
+            ),
+            (
+                "add key and delete all keys from map",
+                json!({"name": 1, "value": 1}),
+                json!({"other": "a", "$patch": "replace"}),
+                json!({"other": "a"}),
+            ),
+            (
+                "$patch: merge is the default merge",
+                json!({"simpleMap": {"a": 1}}),
+                json!({"simpleMap": {"$patch": "merge", "b": 2}}),
+                json!({"simpleMap": {"a": 1, "b": 2}}),
+            ),
+            (
+                "a value of another type replaces",
+                json!({"simpleMap": {"a": 1}}),
+                json!({"simpleMap": "x"}),
+                json!({"simpleMap": "x"}),
+            ),
+            (
+                "replace strategy replaces a map",
+                json!({"replacingItem": {"a": 1, "b": 2}}),
+                json!({"replacingItem": {"c": 3}}),
+                json!({"replacingItem": {"c": 3}}),
+            ),
             // TestUnknownField: nulls inside a new value are discarded, the value is kept.
-            ("discard nulls in nested and adds not nulls", json!({"name": "foo"}),
+            (
+                "discard nulls in nested and adds not nulls",
+                json!({"name": "foo"}),
                 json!({"complex": {"key": {"keynotnull": "value", "keynull": null}}}),
-                json!({"name": "foo", "complex": {"key": {"keynotnull": "value"}}})),
-            ("discard if modified all nulls", json!({}), json!({"complex": {"nested": null}}), json!({"complex": {}})),
+                json!({"name": "foo", "complex": {"key": {"keynotnull": "value"}}}),
+            ),
+            (
+                "discard if modified all nulls",
+                json!({}),
+                json!({"complex": {"nested": null}}),
+                json!({"complex": {}}),
+            ),
         ],
     );
 }
@@ -85,44 +139,79 @@ fn merging_lists_of_maps() {
     check(
         merge_item(),
         &[
-            ("merge by key, add new elements",
+            (
+                "merge by key, add new elements",
                 json!({"mergingList": [{"name": 1, "value": 1}, {"name": 2, "value": 2}]}),
                 json!({"mergingList": [{"name": 2, "other": "b"}, {"name": 3}]}),
-                json!({"mergingList": [{"name": 1, "value": 1}, {"name": 2, "value": 2, "other": "b"}, {"name": 3}]})),
-            ("delete all items from merging list", json!({"mergingList": [{"name": 1}, {"name": 2}]}),
-                json!({"mergingList": [{"$patch": "replace"}]}), json!({"mergingList": []})),
-            ("replace the list with the other elements", json!({"mergingList": [{"name": 1}, {"name": 2}]}),
+                json!({"mergingList": [{"name": 1, "value": 1}, {"name": 2, "value": 2, "other": "b"}, {"name": 3}]}),
+            ),
+            (
+                "delete all items from merging list",
+                json!({"mergingList": [{"name": 1}, {"name": 2}]}),
+                json!({"mergingList": [{"$patch": "replace"}]}),
+                json!({"mergingList": []}),
+            ),
+            (
+                "replace the list with the other elements",
+                json!({"mergingList": [{"name": 1}, {"name": 2}]}),
                 json!({"mergingList": [{"name": 3, "x": null}, {"$patch": "replace"}]}),
-                json!({"mergingList": [{"name": 3}]})),
-            ("merge empty merging lists", json!({"mergingList": []}), json!({"mergingList": []}),
-                json!({"mergingList": []})),
-            ("delete all duplicate entries in a merging list",
+                json!({"mergingList": [{"name": 3}]}),
+            ),
+            (
+                "merge empty merging lists",
+                json!({"mergingList": []}),
+                json!({"mergingList": []}),
+                json!({"mergingList": []}),
+            ),
+            (
+                "delete all duplicate entries in a merging list",
                 json!({"mergingList": [{"name": 1}, {"name": 1}, {"name": 2, "value": "a"}, {"name": 3}, {"name": 3}]}),
                 json!({"mergingList": [{"name": 1, "$patch": "delete"}, {"name": 3, "$patch": "delete"}]}),
-                json!({"mergingList": [{"name": 2, "value": "a"}]})),
-            ("delete missing map from merging list", json!({"mergingList": [{"name": 1}]}),
-                json!({"mergingList": [{"name": 2, "$patch": "delete"}]}), json!({"mergingList": [{"name": 1}]})),
-            ("delete field from map in merging list", json!({"mergingList": [{"name": 1, "value": 1}, {"name": 2}]}),
-                json!({"mergingList": [{"name": 1, "value": null}]}), json!({"mergingList": [{"name": 1}, {"name": 2}]})),
-            ("non-merging list nested in merging list is replaced",
+                json!({"mergingList": [{"name": 2, "value": "a"}]}),
+            ),
+            (
+                "delete missing map from merging list",
+                json!({"mergingList": [{"name": 1}]}),
+                json!({"mergingList": [{"name": 2, "$patch": "delete"}]}),
+                json!({"mergingList": [{"name": 1}]}),
+            ),
+            (
+                "delete field from map in merging list",
+                json!({"mergingList": [{"name": 1, "value": 1}, {"name": 2}]}),
+                json!({"mergingList": [{"name": 1, "value": null}]}),
+                json!({"mergingList": [{"name": 1}, {"name": 2}]}),
+            ),
+            (
+                "non-merging list nested in merging list is replaced",
                 json!({"mergingList": [{"name": 1, "nonMergingList": [{"name": 1}, {"name": 2}]}]}),
                 json!({"mergingList": [{"name": 1, "nonMergingList": [{"name": 3}]}]}),
-                json!({"mergingList": [{"name": 1, "nonMergingList": [{"name": 3}]}]})),
-            ("merging list nested in merging list merges",
+                json!({"mergingList": [{"name": 1, "nonMergingList": [{"name": 3}]}]}),
+            ),
+            (
+                "merging list nested in merging list merges",
                 json!({"mergingList": [{"name": 1, "mergingList": [{"name": 1, "value": 1}]}]}),
                 json!({"mergingList": [{"name": 1, "mergingList": [{"name": 1, "other": 2}, {"name": 2}]}]}),
-                json!({"mergingList": [{"name": 1, "mergingList": [{"name": 1, "value": 1, "other": 2}, {"name": 2}]}]})),
-            ("preserve the order from the patch",
+                json!({"mergingList": [{"name": 1, "mergingList": [{"name": 1, "value": 1, "other": 2}, {"name": 2}]}]}),
+            ),
+            (
+                "preserve the order from the patch",
                 json!({"mergingList": [{"name": 1}, {"name": 2, "value": "b"}, {"name": 3}]}),
                 json!({"mergingList": [{"name": 3, "value": "c"}, {"name": 1, "value": "a"}, {"name": 2, "other": "x"}]}),
                 json!({"mergingList": [{"name": 3, "value": "c"}, {"name": 1, "value": "a"},
-                    {"name": 2, "value": "b", "other": "x"}]})),
-            ("server-only elements keep their place before later patch elements",
+                    {"name": 2, "value": "b", "other": "x"}]}),
+            ),
+            (
+                "server-only elements keep their place before later patch elements",
                 json!({"mergingList": [{"name": 1}, {"name": 2, "value": "b"}, {"name": 3}]}),
                 json!({"mergingList": [{"name": 3, "value": "c"}, {"name": 1, "value": "a"}]}),
-                json!({"mergingList": [{"name": 2, "value": "b"}, {"name": 3, "value": "c"}, {"name": 1, "value": "a"}]})),
-            ("a non-merging list is replaced", json!({"nonMergingList": [{"name": 1, "value": "a"}]}),
-                json!({"nonMergingList": [{"name": 2}]}), json!({"nonMergingList": [{"name": 2}]})),
+                json!({"mergingList": [{"name": 2, "value": "b"}, {"name": 3, "value": "c"}, {"name": 1, "value": "a"}]}),
+            ),
+            (
+                "a non-merging list is replaced",
+                json!({"nonMergingList": [{"name": 1, "value": "a"}]}),
+                json!({"nonMergingList": [{"name": 2}]}),
+                json!({"nonMergingList": [{"name": 2}]}),
+            ),
         ],
     );
 }
@@ -132,27 +221,66 @@ fn merging_lists_of_scalars() {
     check(
         merge_item(),
         &[
-            ("unique scalars when merging lists", json!({"mergingIntList": [1, 2]}), json!({"mergingIntList": [2, 3]}),
-                json!({"mergingIntList": [1, 2, 3]})),
-            ("preserve the order from the patch in a merging int list", json!({"mergingIntList": [1, 2, 3]}),
-                json!({"mergingIntList": [3, 1]}), json!({"mergingIntList": [2, 3, 1]})),
-            ("1.0 and 1 are one element", json!({"mergingIntList": [1]}), json!({"mergingIntList": [1.0, 2]}),
-                json!({"mergingIntList": [1, 2]})),
-            ("a non-merging int list is replaced", json!({"nonMergingIntList": [1, 2]}),
-                json!({"nonMergingIntList": [3]}), json!({"nonMergingIntList": [3]})),
-            ("$deleteFromPrimitiveList deletes from a merging list", json!({"mergingIntList": [1, 2, 3]}),
-                json!({"$deleteFromPrimitiveList/mergingIntList": [2]}), json!({"mergingIntList": [1, 3]})),
-            ("$deleteFromPrimitiveList deletes from a non-merging list too", json!({"nonMergingIntList": [1, 2, 3]}),
-                json!({"$deleteFromPrimitiveList/nonMergingIntList": [2]}), json!({"nonMergingIntList": [1, 3]})),
-            ("$deleteFromPrimitiveList of a nonexistent item", json!({"mergingIntList": [1, 2]}),
-                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}), json!({"mergingIntList": [1, 2]})),
-            ("$deleteFromPrimitiveList on a null list", json!({"mergingIntList": null}),
-                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}), json!({"mergingIntList": null})),
-            ("$deleteFromPrimitiveList on a nonexistent list adds no list", json!({"foo": ["bar"]}),
-                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}), json!({"foo": ["bar"]})),
-            ("add and delete in one patch", json!({"mergingIntList": [1, 2]}),
+            (
+                "unique scalars when merging lists",
+                json!({"mergingIntList": [1, 2]}),
+                json!({"mergingIntList": [2, 3]}),
+                json!({"mergingIntList": [1, 2, 3]}),
+            ),
+            (
+                "preserve the order from the patch in a merging int list",
+                json!({"mergingIntList": [1, 2, 3]}),
+                json!({"mergingIntList": [3, 1]}),
+                json!({"mergingIntList": [2, 3, 1]}),
+            ),
+            (
+                "1.0 and 1 are one element",
+                json!({"mergingIntList": [1]}),
+                json!({"mergingIntList": [1.0, 2]}),
+                json!({"mergingIntList": [1, 2]}),
+            ),
+            (
+                "a non-merging int list is replaced",
+                json!({"nonMergingIntList": [1, 2]}),
+                json!({"nonMergingIntList": [3]}),
+                json!({"nonMergingIntList": [3]}),
+            ),
+            (
+                "$deleteFromPrimitiveList deletes from a merging list",
+                json!({"mergingIntList": [1, 2, 3]}),
+                json!({"$deleteFromPrimitiveList/mergingIntList": [2]}),
+                json!({"mergingIntList": [1, 3]}),
+            ),
+            (
+                "$deleteFromPrimitiveList deletes from a non-merging list too",
+                json!({"nonMergingIntList": [1, 2, 3]}),
+                json!({"$deleteFromPrimitiveList/nonMergingIntList": [2]}),
+                json!({"nonMergingIntList": [1, 3]}),
+            ),
+            (
+                "$deleteFromPrimitiveList of a nonexistent item",
+                json!({"mergingIntList": [1, 2]}),
+                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}),
+                json!({"mergingIntList": [1, 2]}),
+            ),
+            (
+                "$deleteFromPrimitiveList on a null list",
+                json!({"mergingIntList": null}),
+                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}),
+                json!({"mergingIntList": null}),
+            ),
+            (
+                "$deleteFromPrimitiveList on a nonexistent list adds no list",
+                json!({"foo": ["bar"]}),
+                json!({"$deleteFromPrimitiveList/mergingIntList": [3]}),
+                json!({"foo": ["bar"]}),
+            ),
+            (
+                "add and delete in one patch",
+                json!({"mergingIntList": [1, 2]}),
                 json!({"mergingIntList": [3], "$deleteFromPrimitiveList/mergingIntList": [1]}),
-                json!({"mergingIntList": [3, 2]})),
+                json!({"mergingIntList": [3, 2]}),
+            ),
         ],
     );
 }
@@ -162,45 +290,67 @@ fn set_element_order() {
     check(
         merge_item(),
         &[
-            ("add an item in a list and preserve order",
+            (
+                "add an item in a list and preserve order",
                 json!({"mergingList": [{"name": 1, "other": "a"}, {"name": 2, "value": 2, "other": "b"}]}),
                 json!({"$setElementOrder/mergingList": [{"name": 3}, {"name": 1}, {"name": 2}],
                     "mergingList": [{"name": 3, "value": 3}]}),
                 json!({"mergingList": [{"name": 3, "value": 3}, {"name": 1, "other": "a"},
-                    {"name": 2, "value": 2, "other": "b"}]})),
-            ("reorder without changing contents", json!({"mergingList": [{"name": 1}, {"name": 2}, {"name": 3}]}),
+                    {"name": 2, "value": 2, "other": "b"}]}),
+            ),
+            (
+                "reorder without changing contents",
+                json!({"mergingList": [{"name": 1}, {"name": 2}, {"name": 3}]}),
                 json!({"$setElementOrder/mergingList": [{"name": 3}, {"name": 1}, {"name": 2}]}),
-                json!({"mergingList": [{"name": 3}, {"name": 1}, {"name": 2}]})),
-            ("items named in the order but absent are ignored", json!({"mergingList": [{"name": 1}, {"name": 3}]}),
+                json!({"mergingList": [{"name": 3}, {"name": 1}, {"name": 2}]}),
+            ),
+            (
+                "items named in the order but absent are ignored",
+                json!({"mergingList": [{"name": 1}, {"name": 3}]}),
                 json!({"$setElementOrder/mergingList": [{"name": 3}, {"name": 2}, {"name": 1}],
                     "mergingList": [{"name": 3, "value": 3}, {"name": 1, "value": 1}]}),
-                json!({"mergingList": [{"name": 3, "value": 3}, {"name": 1, "value": 1}]})),
-            ("int list", json!({"mergingIntList": [1, 3]}), json!({"$setElementOrder/mergingIntList": [3, 2, 1]}),
-                json!({"mergingIntList": [3, 1]})),
-            ("duplicates sort together", json!({"mergingList": [{"name": 1}, {"name": 2, "value": "dup1"}, {"name": 3},
+                json!({"mergingList": [{"name": 3, "value": 3}, {"name": 1, "value": 1}]}),
+            ),
+            (
+                "int list",
+                json!({"mergingIntList": [1, 3]}),
+                json!({"$setElementOrder/mergingIntList": [3, 2, 1]}),
+                json!({"mergingIntList": [3, 1]}),
+            ),
+            (
+                "duplicates sort together",
+                json!({"mergingList": [{"name": 1}, {"name": 2, "value": "dup1"}, {"name": 3},
                     {"name": 2, "value": "dup2"}, {"name": 4}]}),
                 json!({"$setElementOrder/mergingList": [{"name": 2}, {"name": 1}, {"name": 4}, {"name": 3}, {"name": 2}]}),
                 json!({"mergingList": [{"name": 2, "value": "dup1"}, {"name": 2, "value": "dup2"}, {"name": 1},
-                    {"name": 4}, {"name": 3}]})),
-            ("delete and reorder in one list, reorder in another",
+                    {"name": 4}, {"name": 3}]}),
+            ),
+            (
+                "delete and reorder in one list, reorder in another",
                 json!({"mergingList": [{"name": "a", "value": "a"}, {"name": "b", "value": "b"}],
                     "retainKeysMergingList": [{"name": "c", "value": "c"}, {"name": "d", "value": "d"}]}),
                 json!({"$setElementOrder/mergingList": [{"name": "b"}],
                     "$setElementOrder/retainKeysMergingList": [{"name": "d"}, {"name": "c"}],
                     "mergingList": [{"$patch": "delete", "name": "a"}]}),
                 json!({"mergingList": [{"name": "b", "value": "b"}],
-                    "retainKeysMergingList": [{"name": "d", "value": "d"}, {"name": "c", "value": "c"}]})),
+                    "retainKeysMergingList": [{"name": "d", "value": "d"}, {"name": "c", "value": "c"}]}),
+            ),
             // Upstream places the added element after the server-only one here (its live-order view
             // shows appended elements in the slots deleted ones left).
-            ("add map and delete map from merging list",
+            (
+                "add map and delete map from merging list",
                 json!({"mergingList": [{"name": 1}, {"name": 2, "other": "b"}, {"name": 4, "other": "c"}]}),
                 json!({"$setElementOrder/mergingList": [{"name": 2}, {"name": 3}],
                     "mergingList": [{"name": 3}, {"name": 1, "$patch": "delete"}]}),
-                json!({"mergingList": [{"name": 2, "other": "b"}, {"name": 4, "other": "c"}, {"name": 3}]})),
-            ("a list created by the patch", json!({}),
+                json!({"mergingList": [{"name": 2, "other": "b"}, {"name": 4, "other": "c"}, {"name": 3}]}),
+            ),
+            (
+                "a list created by the patch",
+                json!({}),
                 json!({"$setElementOrder/mergingList": [{"name": 2}, {"name": 1}],
                     "mergingList": [{"name": 2}, {"name": 1}]}),
-                json!({"mergingList": [{"name": 2}, {"name": 1}]})),
+                json!({"mergingList": [{"name": 2}, {"name": 1}]}),
+            ),
         ],
     );
 }
@@ -210,25 +360,37 @@ fn retain_keys() {
     check(
         merge_item(),
         &[
-            ("retainKeys map clears unlisted fields",
+            (
+                "retainKeys map clears unlisted fields",
                 json!({"retainKeysMap": {"name": "foo", "value": "a", "other": "b"}}),
                 json!({"retainKeysMap": {"$retainKeys": ["name", "value"], "value": "c"}}),
-                json!({"retainKeysMap": {"name": "foo", "value": "c"}})),
-            ("retainKeys map can delete a listed field",
+                json!({"retainKeysMap": {"name": "foo", "value": "c"}}),
+            ),
+            (
+                "retainKeys map can delete a listed field",
                 json!({"retainKeysMap": {"name": "foo", "value": "a"}}),
                 json!({"retainKeysMap": {"$retainKeys": ["name"], "value": null}}),
-                json!({"retainKeysMap": {"name": "foo"}})),
-            ("without the directive a retainKeys map merges", json!({"retainKeysMap": {"name": "foo"}}),
-                json!({"retainKeysMap": {"value": "bar"}}), json!({"retainKeysMap": {"name": "foo", "value": "bar"}})),
-            ("retainKeys in merging list elements",
+                json!({"retainKeysMap": {"name": "foo"}}),
+            ),
+            (
+                "without the directive a retainKeys map merges",
+                json!({"retainKeysMap": {"name": "foo"}}),
+                json!({"retainKeysMap": {"value": "bar"}}),
+                json!({"retainKeysMap": {"name": "foo", "value": "bar"}}),
+            ),
+            (
+                "retainKeys in merging list elements",
                 json!({"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "a", "other": "b"}]}),
                 json!({"retainKeysMergingList": [{"name": "foo", "$retainKeys": ["name", "value"], "value": "a"}]}),
-                json!({"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "a"}]})),
-            ("parallel lists do not need to be listed",
+                json!({"retainKeysMergingList": [{"name": "bar"}, {"name": "foo", "value": "a"}]}),
+            ),
+            (
+                "parallel lists do not need to be listed",
                 json!({"retainKeysMap": {"mergingIntList": [1, 2], "other": "x"}}),
                 json!({"retainKeysMap": {"$retainKeys": ["mergingIntList"],
                     "$deleteFromPrimitiveList/mergingIntList": [1]}}),
-                json!({"retainKeysMap": {"mergingIntList": [2]}})),
+                json!({"retainKeysMap": {"mergingIntList": [2]}}),
+            ),
         ],
     );
 }
@@ -252,45 +414,142 @@ fn malformed_patches_are_rejected_with_upstream_messages() {
     check_errors(
         merge_item(),
         &[
-            ("missing merge key", list.clone(), r#"{"mergingList":[{"value":"b"}]}"#, 422,
-                "map: map[value:b] does not contain declared merge key: name"),
-            ("missing merge key in a delete", list.clone(), r#"{"mergingList":[{"$patch":"delete"}]}"#, 422,
-                "map: map[$patch:delete] does not contain declared merge key: name"),
-            ("unknown $patch in a map", list.clone(), r#"{"$patch":"frobnicate"}"#, 422,
-                "unknown patch type: frobnicate in map: map[$patch:frobnicate]"),
-            ("unknown $patch in a list", list.clone(), r#"{"mergingList":[{"name":1,"$patch":"x"}]}"#, 422,
-                "unknown patch type: x in map: map[$patch:x name:1]"),
-            ("merge directive in a list", list.clone(), r#"{"mergingList":[{"$patch":"merge"}]}"#, 422,
-                "merging lists cannot yet be specified in the patch"),
-            ("order mismatch", json!({"mergingList": [{"name": 1}, {"name": 3}, {"name": 2}]}),
+            (
+                "missing merge key",
+                list.clone(),
+                r#"{"mergingList":[{"value":"b"}]}"#,
+                422,
+                "map: map[value:b] does not contain declared merge key: name",
+            ),
+            (
+                "missing merge key in a delete",
+                list.clone(),
+                r#"{"mergingList":[{"$patch":"delete"}]}"#,
+                422,
+                "map: map[$patch:delete] does not contain declared merge key: name",
+            ),
+            (
+                "unknown $patch in a map",
+                list.clone(),
+                r#"{"$patch":"frobnicate"}"#,
+                422,
+                "unknown patch type: frobnicate in map: map[$patch:frobnicate]",
+            ),
+            (
+                "unknown $patch in a list",
+                list.clone(),
+                r#"{"mergingList":[{"name":1,"$patch":"x"}]}"#,
+                422,
+                "unknown patch type: x in map: map[$patch:x name:1]",
+            ),
+            (
+                "merge directive in a list",
+                list.clone(),
+                r#"{"mergingList":[{"$patch":"merge"}]}"#,
+                422,
+                "merging lists cannot yet be specified in the patch",
+            ),
+            (
+                "order mismatch",
+                json!({"mergingList": [{"name": 1}, {"name": 3}, {"name": 2}]}),
                 r#"{"$setElementOrder/mergingList":[{"name":1},{"name":2},{"name":3}],
-                    "mergingList":[{"name":3,"value":3},{"name":1,"value":1}]}"#, 422,
+                    "mergingList":[{"name":3,"value":3},{"name":1,"value":1}]}"#,
+                422,
                 "The order in patch list:\n[map[name:3 value:3] map[name:1 value:1]]\n doesn't match \
-                 $setElementOrder list:\n[map[name:1] map[name:2] map[name:3]]\n"),
-            ("order list without merge keys", list.clone(), r#"{"$setElementOrder/mergingList":[{"value":1}]}"#, 422,
-                "does not contain declared merge key: name"),
-            ("unknown parallel-list directive", list.clone(), r#"{"$frobnicate/mergingList":[1]}"#, 400,
-                "unknown patch directive \"$frobnicate/mergingList\""),
-            ("$setElementOrder without a field", list.clone(), r#"{"$setElementOrder":[1]}"#, 400,
-                "invalid patch format of setElementOrder list"),
-            ("$setElementOrder not a list", list.clone(), r#"{"$setElementOrder/mergingList":{}}"#, 400,
-                "invalid patch format of setElementOrder list"),
-            ("$deleteFromPrimitiveList not a list", list.clone(), r#"{"$deleteFromPrimitiveList/mergingIntList":3}"#,
-                400, "invalid patch format of primitive list"),
-            ("$deleteFromPrimitiveList/ without a field", list.clone(), r#"{"$deleteFromPrimitiveList/":[1]}"#, 400,
-                "invalid patch format of primitive list"),
-            ("$retainKeys not a list", list.clone(), r#"{"$retainKeys":"name"}"#, 400,
-                "invalid patch format of retainKeys"),
-            ("patch field missing from $retainKeys", list.clone(), r#"{"$retainKeys":["name"],"value":"x"}"#, 400,
-                "invalid patch format of retainKeys"),
-            ("list of lists", list.clone(), r#"{"mergingIntList":[[1]]}"#, 422, "lists of lists are not supported"),
-            ("mixed element types", list.clone(), r#"{"mergingIntList":["a"]}"#, 422,
-                "list element types are not identical: [[1] [a]]"),
-            ("objects in a keyless merge list", json!({"mergingIntList": [{"a": 1}]}),
-                r#"{"mergingIntList":[{"a":2}]}"#, 422, "cannot merge lists without merge key"),
+                 $setElementOrder list:\n[map[name:1] map[name:2] map[name:3]]\n",
+            ),
+            (
+                "order list without merge keys",
+                list.clone(),
+                r#"{"$setElementOrder/mergingList":[{"value":1}]}"#,
+                422,
+                "does not contain declared merge key: name",
+            ),
+            (
+                "unknown parallel-list directive",
+                list.clone(),
+                r#"{"$frobnicate/mergingList":[1]}"#,
+                400,
+                "unknown patch directive \"$frobnicate/mergingList\"",
+            ),
+            (
+                "$setElementOrder without a field",
+                list.clone(),
+                r#"{"$setElementOrder":[1]}"#,
+                400,
+                "invalid patch format of setElementOrder list",
+            ),
+            (
+                "$setElementOrder not a list",
+                list.clone(),
+                r#"{"$setElementOrder/mergingList":{}}"#,
+                400,
+                "invalid patch format of setElementOrder list",
+            ),
+            (
+                "$deleteFromPrimitiveList not a list",
+                list.clone(),
+                r#"{"$deleteFromPrimitiveList/mergingIntList":3}"#,
+                400,
+                "invalid patch format of primitive list",
+            ),
+            (
+                "$deleteFromPrimitiveList/ without a field",
+                list.clone(),
+                r#"{"$deleteFromPrimitiveList/":[1]}"#,
+                400,
+                "invalid patch format of primitive list",
+            ),
+            (
+                "$retainKeys not a list",
+                list.clone(),
+                r#"{"$retainKeys":"name"}"#,
+                400,
+                "invalid patch format of retainKeys",
+            ),
+            (
+                "patch field missing from $retainKeys",
+                list.clone(),
+                r#"{"$retainKeys":["name"],"value":"x"}"#,
+                400,
+                "invalid patch format of retainKeys",
+            ),
+            (
+                "list of lists",
+                list.clone(),
+                r#"{"mergingIntList":[[1]]}"#,
+                422,
+                "lists of lists are not supported",
+            ),
+            (
+                "mixed element types",
+                list.clone(),
+                r#"{"mergingIntList":["a"]}"#,
+                422,
+                "list element types are not identical: [[1] [a]]",
+            ),
+            (
+                "objects in a keyless merge list",
+                json!({"mergingIntList": [{"a": 1}]}),
+                r#"{"mergingIntList":[{"a":2}]}"#,
+                422,
+                "cannot merge lists without merge key",
+            ),
             ("not JSON", list.clone(), "{", 400, "error decoding patch: "),
-            ("not an object", list.clone(), "[]", 400, "a strategic merge patch must be a JSON object, not an array"),
-            ("target not an object", json!([1]), "{}", 422, "expected a map, but received an array"),
+            (
+                "not an object",
+                list.clone(),
+                "[]",
+                400,
+                "a strategic merge patch must be a JSON object, not an array",
+            ),
+            (
+                "target not an object",
+                json!([1]),
+                "{}",
+                422,
+                "expected a map, but received an array",
+            ),
         ],
     );
 }
@@ -332,43 +591,102 @@ fn deployments_patch_like_kubernetes() {
     let schema = schema_for("Deployment");
     let c0 = "/spec/template/spec/containers/0";
     let cases = [
-        ("one container's image changes, the other container stays", live.clone(),
+        (
+            "one container's image changes, the other container stays",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.26"}]}}}}),
-            with(&live, &format!("{c0}/image"), json!("nginx:1.26"))),
-        ("$patch: delete removes a container", live.clone(),
+            with(&live, &format!("{c0}/image"), json!("nginx:1.26")),
+        ),
+        (
+            "$patch: delete removes a container",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}}),
-            with(&live, "/spec/template/spec/containers", json!([containers()[0].clone()]))),
-        ("a new container is added", live.clone(),
+            with(
+                &live,
+                "/spec/template/spec/containers",
+                json!([containers()[0].clone()]),
+            ),
+        ),
+        (
+            "a new container is added",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "init", "image": "busybox"}]}}}}),
-            with(&live, "/spec/template/spec/containers",
-                json!([{"name": "init", "image": "busybox"}, containers()[0].clone(), containers()[1].clone()]))),
-        ("null deletes a label, labels merge", live.clone(),
+            with(
+                &live,
+                "/spec/template/spec/containers",
+                json!([{"name": "init", "image": "busybox"}, containers()[0].clone(), containers()[1].clone()]),
+            ),
+        ),
+        (
+            "null deletes a label, labels merge",
+            live.clone(),
             json!({"metadata": {"labels": {"tier": null, "env": "prod"}}}),
-            with(&live, "/metadata/labels", json!({"app": "web", "env": "prod"}))),
-        ("$setElementOrder reorders containers", live.clone(),
+            with(&live, "/metadata/labels", json!({"app": "web", "env": "prod"})),
+        ),
+        (
+            "$setElementOrder reorders containers",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "sidecar"}, {"name": "nginx"}]}}}}),
-            with(&live, "/spec/template/spec/containers", json!([containers()[1].clone(), containers()[0].clone()]))),
-        ("$retainKeys drops rollingUpdate when switching to Recreate", live.clone(),
+            with(
+                &live,
+                "/spec/template/spec/containers",
+                json!([containers()[1].clone(), containers()[0].clone()]),
+            ),
+        ),
+        (
+            "$retainKeys drops rollingUpdate when switching to Recreate",
+            live.clone(),
             json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
-            with(&live, "/spec/strategy", json!({"type": "Recreate"}))),
-        ("finalizers merge as a set", live.clone(),
+            with(&live, "/spec/strategy", json!({"type": "Recreate"})),
+        ),
+        (
+            "finalizers merge as a set",
+            live.clone(),
             json!({"metadata": {"finalizers": ["b.example/y", "c.example/z"]}}),
-            with(&live, "/metadata/finalizers", json!(["a.example/x", "b.example/y", "c.example/z"]))),
-        ("$deleteFromPrimitiveList/finalizers", live.clone(),
+            with(
+                &live,
+                "/metadata/finalizers",
+                json!(["a.example/x", "b.example/y", "c.example/z"]),
+            ),
+        ),
+        (
+            "$deleteFromPrimitiveList/finalizers",
+            live.clone(),
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a.example/x"]}}),
-            with(&live, "/metadata/finalizers", json!(["b.example/y"]))),
-        ("env merges by name", live.clone(),
+            with(&live, "/metadata/finalizers", json!(["b.example/y"])),
+        ),
+        (
+            "env merges by name",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "env": [{"name": "B", "value": "3"}]}]}}}}),
-            with(&live, &format!("{c0}/env/1/value"), json!("3"))),
-        ("ports merge by containerPort", live.clone(),
+            with(&live, &format!("{c0}/env/1/value"), json!("3")),
+        ),
+        (
+            "ports merge by containerPort",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx", "ports": [{"containerPort": 80, "name": "http"}]}]}}}}),
-            with(&live, &format!("{c0}/ports/0"), json!({"containerPort": 80, "protocol": "TCP", "name": "http"}))),
-        ("args are atomic", live.clone(),
+            with(
+                &live,
+                &format!("{c0}/ports/0"),
+                json!({"containerPort": 80, "protocol": "TCP", "name": "http"}),
+            ),
+        ),
+        (
+            "args are atomic",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "args": ["--y"]}]}}}}),
-            with(&live, "/spec/template/spec/containers/1/args", json!(["--y"]))),
-        ("tolerations are atomic", live.clone(),
+            with(&live, "/spec/template/spec/containers/1/args", json!(["--y"])),
+        ),
+        (
+            "tolerations are atomic",
+            live.clone(),
             json!({"spec": {"template": {"spec": {"tolerations": [{"key": "b", "operator": "Exists"}]}}}}),
-            with(&live, "/spec/template/spec/tolerations", json!([{"key": "b", "operator": "Exists"}]))),
+            with(
+                &live,
+                "/spec/template/spec/tolerations",
+                json!([{"key": "b", "operator": "Exists"}]),
+            ),
+        ),
     ];
     check(schema, &cases);
 }
@@ -383,40 +701,70 @@ fn other_kinds_merge_by_their_keys() {
     check(
         schema_for("Pod"),
         &[
-            ("status conditions merge by type", pod.clone(),
+            (
+                "status conditions merge by type",
+                pod.clone(),
                 json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-                with(&pod, "/status/conditions/0/status", json!("True"))),
-            ("ownerReferences merge by uid", pod.clone(),
+                with(&pod, "/status/conditions/0/status", json!("True")),
+            ),
+            (
+                "ownerReferences merge by uid",
+                pod.clone(),
                 json!({"metadata": {"ownerReferences": [{"uid": "u1", "controller": true}]}}),
-                with(&pod, "/metadata/ownerReferences/0", json!({"uid": "u1", "name": "rs", "controller": true}))),
-            ("a volume's source is switched with $retainKeys", pod.clone(),
+                with(
+                    &pod,
+                    "/metadata/ownerReferences/0",
+                    json!({"uid": "u1", "name": "rs", "controller": true}),
+                ),
+            ),
+            (
+                "a volume's source is switched with $retainKeys",
+                pod.clone(),
                 json!({"spec": {"volumes": [{"name": "data", "$retainKeys": ["name", "hostPath"],
                     "hostPath": {"path": "/srv"}}]}}),
-                with(&pod, "/spec/volumes/0", json!({"name": "data", "hostPath": {"path": "/srv"}}))),
-            ("volumeMounts merge by mountPath", pod.clone(),
+                with(
+                    &pod,
+                    "/spec/volumes/0",
+                    json!({"name": "data", "hostPath": {"path": "/srv"}}),
+                ),
+            ),
+            (
+                "volumeMounts merge by mountPath",
+                pod.clone(),
                 json!({"spec": {"containers": [{"name": "c", "volumeMounts": [{"mountPath": "/data", "readOnly": true}]}]}}),
-                with(&pod, "/spec/containers/0/volumeMounts/0", json!({"mountPath": "/data", "name": "data", "readOnly": true}))),
+                with(
+                    &pod,
+                    "/spec/containers/0/volumeMounts/0",
+                    json!({"mountPath": "/data", "name": "data", "readOnly": true}),
+                ),
+            ),
         ],
     );
     let service = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}], "selector": {"app": "a"}}});
     check(
         schema_for("Service"),
-        &[("service ports merge by port, selector merges", service.clone(),
+        &[(
+            "service ports merge by port, selector merges",
+            service.clone(),
             json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}], "selector": {"tier": "b"}}}),
             json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}, {"port": 443}],
-                "selector": {"app": "a", "tier": "b"}}}))],
+                "selector": {"app": "a", "tier": "b"}}}),
+        )],
     );
     let node = json!({"spec": {"podCIDRs": ["10.0.0.0/24"], "taints": [{"key": "a", "effect": "NoSchedule"}]},
         "status": {"addresses": [{"type": "InternalIP", "address": "1.2.3.4"}]}});
     check(
         schema_for("Node"),
-        &[("taints are atomic, podCIDRs a set, addresses by type", node.clone(),
+        &[(
+            "taints are atomic, podCIDRs a set, addresses by type",
+            node.clone(),
             json!({"spec": {"podCIDRs": ["10.0.1.0/24"], "taints": [{"key": "b", "effect": "NoExecute"}]},
                 "status": {"addresses": [{"type": "Hostname", "address": "n1"}]}}),
             // New elements the server did not have come before server-only ones (upstream order).
             json!({"spec": {"podCIDRs": ["10.0.1.0/24", "10.0.0.0/24"], "taints": [{"key": "b", "effect": "NoExecute"}]},
                 "status": {"addresses": [{"type": "Hostname", "address": "n1"},
-                    {"type": "InternalIP", "address": "1.2.3.4"}]}}))],
+                    {"type": "InternalIP", "address": "1.2.3.4"}]}}),
+        )],
     );
 }
 
@@ -426,7 +774,10 @@ fn unknown_kinds_merge_maps_and_replace_lists() {
     let patch = json!({"spec": {"items": [{"name": "b"}], "map": {"a": null, "c": 3}}, "metadata": {"finalizers": ["y"]}});
     let expected = json!({"spec": {"items": [{"name": "b"}], "map": {"b": 2, "c": 3}}, "metadata": {"finalizers": ["y"]}});
     assert_eq!(smp(&live, &patch, schema_for("Widget")).unwrap(), expected);
-    assert_eq!(apply_merge_patch(&live, patch.to_string().as_bytes()).unwrap(), expected);
+    assert_eq!(
+        apply_merge_patch(&live, patch.to_string().as_bytes()).unwrap(),
+        expected
+    );
 }
 
 // ---- kubectl apply, as sent on the wire (kubectl-compat §2.2–2.4) --------------------------------
@@ -464,11 +815,28 @@ fn kubectl_apply_changed_image_and_removed_env_var() {
             "containers": [{"$setElementOrder/env": [{"name": "A"}], "env": [{"$patch": "delete", "name": "B"}],
                 "image": "nginx:1.26", "name": "nginx"}]}}}});
     let live = applied_deployment();
-    let patched = apply_patch(PatchType::Strategic, &live, body.to_string().as_bytes(), &schema_for("Deployment"))
-        .unwrap();
-    let mut expected = with(&live, "/metadata/annotations", json!({LAST_APPLIED: "{...new manifest...}\n"}));
-    expected = with(&expected, "/spec/template/spec/containers/0/image", json!("nginx:1.26"));
-    expected = with(&expected, "/spec/template/spec/containers/0/env", json!([{"name": "A", "value": "1"}]));
+    let patched = apply_patch(
+        PatchType::Strategic,
+        &live,
+        body.to_string().as_bytes(),
+        &schema_for("Deployment"),
+    )
+    .unwrap();
+    let mut expected = with(
+        &live,
+        "/metadata/annotations",
+        json!({LAST_APPLIED: "{...new manifest...}\n"}),
+    );
+    expected = with(
+        &expected,
+        "/spec/template/spec/containers/0/image",
+        json!("nginx:1.26"),
+    );
+    expected = with(
+        &expected,
+        "/spec/template/spec/containers/0/env",
+        json!([{"name": "A", "value": "1"}]),
+    );
     assert_eq!(patched, expected);
 }
 
@@ -479,17 +847,24 @@ fn kubectl_apply_removed_fields_and_container() {
     // removed list element (CreateThreeWayMergePatch). The injected mesh-proxy is not in
     // last-applied, so it is not deleted and stays where it was.
     let mut live = applied_deployment();
-    let containers = live.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut).unwrap();
+    let containers = live
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+        .unwrap();
     containers.insert(1, json!({"name": "old-helper", "image": "helper:1"}));
     let body = json!({"metadata": {"annotations": {LAST_APPLIED: "{...v3...}\n"}, "labels": {"tier": null}},
         "spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "nginx"}],
             "containers": [{"args": null, "name": "nginx"}, {"$patch": "delete", "name": "old-helper"}]}}}});
-    let patched = apply_strategic_merge_patch(&live, body.to_string().as_bytes(), &schema_for("Deployment")).unwrap();
+    let patched =
+        apply_strategic_merge_patch(&live, body.to_string().as_bytes(), &schema_for("Deployment")).unwrap();
 
     let nginx = &patched["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(nginx["name"], "nginx");
     assert!(nginx.get("args").is_none(), "{nginx}");
-    assert_eq!(nginx["imagePullPolicy"], "IfNotPresent", "server defaults survive");
+    assert_eq!(
+        nginx["imagePullPolicy"], "IfNotPresent",
+        "server defaults survive"
+    );
     let names: Vec<&str> = patched["spec"]["template"]["spec"]["containers"]
         .as_array()
         .unwrap()
@@ -509,16 +884,31 @@ fn patch_types_from_content_types() {
     let cases = [
         ("application/json-patch+json", Some(PatchType::Json)),
         ("application/merge-patch+json", Some(PatchType::Merge)),
-        ("application/strategic-merge-patch+json", Some(PatchType::Strategic)),
+        (
+            "application/strategic-merge-patch+json",
+            Some(PatchType::Strategic),
+        ),
         ("application/apply-patch+yaml", Some(PatchType::Apply)),
-        ("Application/Merge-Patch+JSON; charset=utf-8", Some(PatchType::Merge)),
+        (
+            "Application/Merge-Patch+JSON; charset=utf-8",
+            Some(PatchType::Merge),
+        ),
         ("application/json", None),
         ("", None),
     ];
     for (content_type, expected) in cases {
-        assert_eq!(PatchType::from_content_type(content_type), expected, "{content_type}");
+        assert_eq!(
+            PatchType::from_content_type(content_type),
+            expected,
+            "{content_type}"
+        );
     }
-    for t in [PatchType::Json, PatchType::Merge, PatchType::Strategic, PatchType::Apply] {
+    for t in [
+        PatchType::Json,
+        PatchType::Merge,
+        PatchType::Strategic,
+        PatchType::Apply,
+    ] {
         assert_eq!(PatchType::from_content_type(t.content_type()), Some(t));
     }
 }
@@ -529,10 +919,16 @@ fn apply_patch_dispatches_and_rejects_server_side_apply() {
     let any = SchemaRef::ANY;
     let json_patch = br#"[{"op":"add","path":"/metadata/labels/b","value":"2"}]"#;
     let merged = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
-    assert_eq!(apply_patch(PatchType::Json, &live, json_patch, &any).unwrap(), merged);
+    assert_eq!(
+        apply_patch(PatchType::Json, &live, json_patch, &any).unwrap(),
+        merged
+    );
     let body = br#"{"metadata":{"labels":{"b":"2"}}}"#;
     assert_eq!(apply_patch(PatchType::Merge, &live, body, &any).unwrap(), merged);
-    assert_eq!(apply_patch(PatchType::Strategic, &live, body, &any).unwrap(), merged);
+    assert_eq!(
+        apply_patch(PatchType::Strategic, &live, body, &any).unwrap(),
+        merged
+    );
     let err = apply_patch(PatchType::Apply, &live, body, &any).unwrap_err();
     assert_eq!((err.code(), err.reason()), (415, "UnsupportedMediaType"));
 }
@@ -541,16 +937,59 @@ fn apply_patch_dispatches_and_rejects_server_side_apply() {
 
 /// Field names that hit the schemas' interesting paths, plus every directive spelling.
 const KEYS: &[&str] = &[
-    "name", "value", "uid", "type", "port", "containerPort", "mountPath", "metadata", "spec", "status",
-    "template", "containers", "initContainers", "env", "ports", "volumes", "finalizers", "ownerReferences",
-    "labels", "strategy", "conditions", "mergingList", "mergingIntList", "nonMergingList", "retainKeysMap",
-    "retainKeysMergingList", "replacingItem", "$patch", "$retainKeys", "$setElementOrder/containers",
-    "$setElementOrder/mergingList", "$setElementOrder/mergingIntList", "$setElementOrder/finalizers",
-    "$setElementOrder/env", "$deleteFromPrimitiveList/finalizers", "$deleteFromPrimitiveList/mergingIntList",
-    "$setElementOrder", "$deleteFromPrimitiveList/", "$x/y",
+    "name",
+    "value",
+    "uid",
+    "type",
+    "port",
+    "containerPort",
+    "mountPath",
+    "metadata",
+    "spec",
+    "status",
+    "template",
+    "containers",
+    "initContainers",
+    "env",
+    "ports",
+    "volumes",
+    "finalizers",
+    "ownerReferences",
+    "labels",
+    "strategy",
+    "conditions",
+    "mergingList",
+    "mergingIntList",
+    "nonMergingList",
+    "retainKeysMap",
+    "retainKeysMergingList",
+    "replacingItem",
+    "$patch",
+    "$retainKeys",
+    "$setElementOrder/containers",
+    "$setElementOrder/mergingList",
+    "$setElementOrder/mergingIntList",
+    "$setElementOrder/finalizers",
+    "$setElementOrder/env",
+    "$deleteFromPrimitiveList/finalizers",
+    "$deleteFromPrimitiveList/mergingIntList",
+    "$setElementOrder",
+    "$deleteFromPrimitiveList/",
+    "$x/y",
 ];
 
-const STRINGS: &[&str] = &["replace", "delete", "merge", "name", "a", "b", "nginx", "containers", "/spec", ""];
+const STRINGS: &[&str] = &[
+    "replace",
+    "delete",
+    "merge",
+    "name",
+    "a",
+    "b",
+    "nginx",
+    "containers",
+    "/spec",
+    "",
+];
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -574,25 +1013,53 @@ fn any_json() -> impl Strategy<Value = Value> {
 }
 
 fn any_object() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(prop::sample::select(KEYS).prop_map(String::from), any_json(), 0..6)
-        .prop_map(|m| Value::Object(m.into_iter().collect()))
+    prop::collection::btree_map(
+        prop::sample::select(KEYS).prop_map(String::from),
+        any_json(),
+        0..6,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()))
 }
 
 /// JSON patch operations over a small set of paths, so many of them apply.
 fn json_patch_ops() -> impl Strategy<Value = Value> {
-    let pointer = prop::sample::select(&["", "/a", "/a/0", "/a/-", "/name", "/spec/containers/0", "/~1", "/a/b/c"][..]);
-    let op = (prop::sample::select(&["add", "remove", "replace", "move", "copy", "test", "nope"][..]), pointer.clone(),
-        pointer, any_json())
+    let pointer = prop::sample::select(
+        &[
+            "",
+            "/a",
+            "/a/0",
+            "/a/-",
+            "/name",
+            "/spec/containers/0",
+            "/~1",
+            "/a/b/c",
+        ][..],
+    );
+    let op = (
+        prop::sample::select(&["add", "remove", "replace", "move", "copy", "test", "nope"][..]),
+        pointer.clone(),
+        pointer,
+        any_json(),
+    )
         .prop_map(|(op, path, from, value)| json!({"op": op, "path": path, "from": from, "value": value}));
     prop::collection::vec(op, 0..6).prop_map(Value::Array)
 }
 
 fn schemas() -> [SchemaRef; 5] {
-    [schema_for("Deployment"), schema_for("Pod"), schema_for("Node"), merge_item(), SchemaRef::ANY]
+    [
+        schema_for("Deployment"),
+        schema_for("Pod"),
+        schema_for("Node"),
+        merge_item(),
+        SchemaRef::ANY,
+    ]
 }
 
 /// A merge patch taking `from` to `to` (neither holding lists or nulls).
-fn diff(from: &serde_json::Map<String, Value>, to: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+fn diff(
+    from: &serde_json::Map<String, Value>,
+    to: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
     let mut patch = serde_json::Map::new();
     for key in from.keys().filter(|k| !to.contains_key(*k)) {
         patch.insert(key.clone(), Value::Null);
@@ -613,13 +1080,21 @@ fn diff(from: &serde_json::Map<String, Value>, to: &serde_json::Map<String, Valu
 
 /// Objects without lists or nulls, over field names that exist in the built-in schemas.
 fn listless_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
-    let key = prop::sample::select(&["metadata", "labels", "spec", "template", "strategy", "name", "a", "b"][..])
-        .prop_map(String::from);
-    let leaf = prop_oneof![any::<bool>().prop_map(Value::Bool), (0i64..3).prop_map(Value::from),
-        prop::sample::select(&["x", "y"][..]).prop_map(Value::from)];
+    let key = prop::sample::select(
+        &[
+            "metadata", "labels", "spec", "template", "strategy", "name", "a", "b",
+        ][..],
+    )
+    .prop_map(String::from);
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        (0i64..3).prop_map(Value::from),
+        prop::sample::select(&["x", "y"][..]).prop_map(Value::from)
+    ];
     let value = leaf.prop_recursive(3, 24, 4, move |inner| {
         prop::collection::btree_map(
-            prop::sample::select(&["metadata", "labels", "spec", "name", "a", "b"][..]).prop_map(String::from),
+            prop::sample::select(&["metadata", "labels", "spec", "name", "a", "b"][..])
+                .prop_map(String::from),
             inner,
             0..4,
         )
@@ -629,7 +1104,7 @@ fn listless_object() -> impl Strategy<Value = serde_json::Map<String, Value>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 30000, ..ProptestConfig::default() })]
 
     #[test]
     fn strategic_merge_equals_merge_patch_without_lists(from in listless_object(), to in listless_object()) {

@@ -25,6 +25,7 @@ pub mod decode;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;
+pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod registry;
@@ -48,6 +49,8 @@ pub struct ApiServer {
     pub caches: HashMap<&'static str, Arc<WatchCache>>,
     /// Where Service ClusterIPs and NodePorts come from.
     pub ranges: allocator::Ranges,
+    /// `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl ApiServer {
@@ -58,11 +61,13 @@ impl ApiServer {
 
     /// As [`ApiServer::new`], with the service CIDR and NodePort range to allocate from.
     pub fn with_ranges(store: Arc<dyn Store>, cache_opts: WatchCacheOptions, ranges: allocator::Ranges) -> Arc<Self> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store: Arc<dyn Store> = metrics::InstrumentedStore::new(store, metrics.clone());
         let caches = registry::RESOURCES
             .iter()
             .map(|r| (r.resource, WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone())))
             .collect();
-        Arc::new(Self { store, caches, ranges })
+        Arc::new(Self { store, caches, ranges, metrics })
     }
 
     /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of
@@ -99,6 +104,7 @@ impl ApiServer {
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/version", get(version))
+            .route("/metrics", get(metrics::serve).with_state(self.metrics.clone()))
             .route("/api", get(discovery::core))
             .route("/apis", get(discovery::groups))
             .route("/api/v1", get(discovery::core_resources))
@@ -125,6 +131,7 @@ impl ApiServer {
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
             // Bodies are read with our own limit so an oversized one gets a 413 Status, not plain text.
             .layer(DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track))
             .with_state(self.clone())
     }
 }

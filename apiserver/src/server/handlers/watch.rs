@@ -37,6 +37,9 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
     let info = scope.info;
     let table = q.table;
     let filter = Filter::new(info, q)?;
+    let metrics = api.metrics.clone();
+    // Counts this watch as open for as long as the response stream lives.
+    let open = api.metrics.watch_opened();
     let events = match api.caches[info.resource].watch(&prefix, after, bookmarks).await {
         Ok(w) => w,
         Err(e @ WatchError::Expired { .. }) => {
@@ -62,6 +65,8 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
                 Ok(CacheEvent::Bookmark(rev)) => json!({ "type": "BOOKMARK", "object": bookmark(info, rev) }),
                 Err(e) => json!({ "type": "ERROR", "object": ApiError::from_watch(e).to_status() }),
             };
+            let _ = &open;
+            metrics.watch_event();
             Some(Ok::<_, std::convert::Infallible>(Bytes::from(line(&event))))
         })
         .filter_map(std::future::ready)
