@@ -101,3 +101,66 @@ async fn apply_get_scale_patch_delete() {
     let (success, _, err) = kubectl(&server, &["get", "cm", "demo"], None);
     assert!(!success && err.contains("NotFound") && err.contains("configmaps \"demo\" not found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_wait_diff_replace_describe() {
+    let server = Server::start(&[]).await.expect("start server");
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: web }\nspec:\n  replicas: 2\n  selector: { matchLabels: { app: web } }\n  template:\n    metadata: { labels: { app: web } }\n    spec: { containers: [{ name: web, image: \"busybox:1.36\" }] }\n---\napiVersion: v1\nkind: Service\nmetadata: { name: web }\nspec: { selector: { app: web }, ports: [{ port: 80 }] }\n";
+    apply(&server, deploy);
+
+    // `get -w` on a list prints the table, then a row per change.
+    let watcher = {
+        let kubeconfig = server.kubeconfig();
+        let cache = server.data_dir.path().join("kubectl-cache-w");
+        std::process::Command::new("timeout")
+            .args(["5", "kubectl", "--cache-dir"])
+            .arg(&cache)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "deploy", "web", "-w"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl get -w")
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    ok(&server, &["scale", "deploy", "web", "--replicas=1"]);
+    let out = watcher.wait_with_output().expect("watch output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0/2") && text.contains("0/1"), "the initial row and the change: {text}");
+
+    // diff shows the change a re-apply would make and exits 1; replace applies it.
+    let changed = deploy.replace("replicas: 2", "replicas: 3");
+    let (success, diff, _) = kubectl(&server, &["diff", "-f", "-"], Some(&changed));
+    assert!(!success && diff.contains("-  replicas: 1") && diff.contains("+  replicas: 3"), "{diff}");
+    let (success, out, err) = kubectl(&server, &["replace", "-f", "-"], Some(&changed));
+    assert!(success && out.contains("deployment.apps/web replaced"), "{out}{err}");
+
+    let described = ok(&server, &["describe", "service", "web"]);
+    assert!(described.contains("Type:                     ClusterIP") && described.contains("IP:                       10."), "{described}");
+    let described = ok(&server, &["describe", "deployment", "web"]);
+    assert!(described.contains("Replicas:               3 desired") && described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
+
+    // wait --for=delete returns once the object is gone.
+    let waiter = std::thread::spawn({
+        let kubeconfig = server.kubeconfig();
+        let cache = server.data_dir.path().join("kubectl-cache-wait");
+        move || {
+            std::process::Command::new("timeout")
+                .args(["20", "kubectl", "--cache-dir"])
+                .arg(&cache)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["wait", "--for=delete", "service/web", "--timeout=15s"])
+                .output()
+                .expect("kubectl wait")
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    ok(&server, &["delete", "service", "web"]);
+    let waited = waiter.join().expect("wait thread");
+    assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
+
+    // Foreground deletion is recorded for the garbage collector.
+    ok(&server, &["delete", "deploy", "web", "--cascade=foreground", "--wait=false"]);
+    assert_eq!(ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.metadata.finalizers}"]), r#"["foregroundDeletion"]"#);
+}
