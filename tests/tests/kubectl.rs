@@ -50,6 +50,9 @@ async fn apply_get_scale_patch_delete() {
     let resources = ok(&server, &["api-resources"]);
     assert!(resources.contains("deployments") && resources.contains("deploy") && resources.contains("apps/v1"), "{resources}");
 
+    let explained = ok(&server, &["explain", "deployment.spec.replicas"]);
+    assert!(explained.contains("FIELD: replicas <integer>") && explained.contains("Number of desired pods"), "{explained}");
+
     let out = apply(&server, MANIFEST);
     assert!(out.contains("configmap/demo created") && out.contains("deployment.apps/web created"), "{out}");
     let out = apply(&server, MANIFEST);

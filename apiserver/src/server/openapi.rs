@@ -4,14 +4,17 @@
 //! `fieldValidation` parameter; when it does, kubectl leaves validation to the server (which rejects
 //! unknown fields under Strict). So each served resource lists its item path with a PATCH operation
 //! carrying that parameter and its group/version/kind (kubectl-compat.md §2.1). Component schemas
-//! (what `kubectl explain` reads) are not served yet; without them kubectl builds strategic merge
-//! patches from its compiled-in types, which is what it does for every built-in kind anyway.
+//! come from k8s-openapi's generated schemas (the same OpenAPI Kubernetes publishes), each top-level
+//! kind tagged with `x-kubernetes-group-version-kind`, which is what `kubectl explain` looks for. The
+//! PATCH operations deliberately declare no request body: kubectl then builds strategic merge patches
+//! from its compiled-in types, as for every built-in kind (kubectl-compat.md §2.3).
 
 use axum::{
     extract::Path,
     http::header,
     response::{IntoResponse, Response},
 };
+use k8s_openapi::schemars;
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -45,6 +48,21 @@ pub async fn group_version(Path(gv): Path<String>) -> Response {
         return ApiError::no_route(&format!("/openapi/v3/{gv}")).into_response();
     }
     let mut paths = Map::new();
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut tagged = Vec::new();
+    for r in &resources {
+        let schema_ref = crate::with_kind_type!(r.kind, T => generator.subschema_for::<T>());
+        if let Some(name) = schema_ref.as_ref().and_then(|s| s.get("$ref")).and_then(Value::as_str) {
+            let name = name.rsplit('/').next().unwrap_or(name).to_owned();
+            tagged.push((name, json!([{ "group": r.group, "version": r.version, "kind": r.kind }])));
+        }
+    }
+    let mut schemas: Map<String, Value> = generator.take_definitions(true);
+    for (name, gvk) in tagged {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            schema.insert("x-kubernetes-group-version-kind".into(), gvk);
+        }
+    }
     for r in resources {
         let item = if r.namespaced {
             format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", r.resource)
@@ -57,7 +75,7 @@ pub async fn group_version(Path(gv): Path<String>) -> Response {
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": format!("v1.{KUBERNETES_MINOR}.0") },
         "paths": paths,
-        "components": { "schemas": {} },
+        "components": { "schemas": schemas },
     });
     ([(header::CACHE_CONTROL, "public, immutable")], axum::Json(doc)).into_response()
 }
