@@ -4,6 +4,7 @@
 //! - [`watch_cache`]: one store watch per resource fanned out to every client watch (upstream's cacher);
 //! - [`server`]: the HTTP surface (health, version, and the REST paths served so far).
 
+pub mod fieldmanager;
 pub mod patch;
 pub mod server;
 pub mod storage;

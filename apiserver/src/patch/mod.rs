@@ -11,7 +11,7 @@
 //! - [`schema`]: which list fields merge, and by which key, for the built-in kinds.
 //!
 //! Server-side apply (`application/apply-patch+yaml`) is recognised by [`PatchType`] but not
-//! implemented: [`apply_patch`] answers it with 415, as the brief for this module asks.
+//! implemented (it needs managedFields and field ownership): [`apply_patch`] answers it with 415.
 //! Every function here is total: any input bytes give a value or a [`PatchError`], never a panic.
 
 pub mod json;
@@ -21,8 +21,6 @@ pub mod strategic;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod conformance_tmp;
 
 use serde_json::Value;
 
@@ -103,7 +101,7 @@ pub enum PatchError {
     #[error("{0}")]
     BadRequest(String),
     /// A strategic merge patch that cannot be applied to this object (422 Invalid), e.g.
-    /// "map: map[image:nginx] does not contain declared merge key: name".
+    /// `map: map[image:nginx] does not contain declared merge key: name`.
     #[error("{0}")]
     Invalid(String),
     /// The patch format is not served for this resource (415 UnsupportedMediaType).

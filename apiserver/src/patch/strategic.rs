@@ -316,19 +316,14 @@ fn merge_scalar_list(original: Vec<Value>, patch: &[Value]) -> Vec<Value> {
     let server_order = Order::new(original.iter().map(identity));
     let patch_order = Order::new(patch.iter().map(identity));
     let mut seen = HashSet::new();
-    let (mut in_patch, mut server_only) = (Vec::new(), Vec::new());
-    for value in original.into_iter().chain(patch.iter().cloned()) {
-        let id = identity(&value);
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        (if patch_order.contains(&id) {
-            &mut in_patch
-        } else {
-            &mut server_only
-        })
-        .push((id, value));
-    }
+    let unique = original
+        .into_iter()
+        .chain(patch.iter().cloned())
+        .filter_map(|value| {
+            let id = identity(&value);
+            seen.insert(id.clone()).then_some((id, value))
+        });
+    let (in_patch, server_only) = unique.partition(|(id, _)| patch_order.contains(id));
     normalize_order(in_patch, server_only, &patch_order, &server_order)
 }
 
@@ -376,16 +371,7 @@ fn merge_keyed_list(
     }
 
     let patch_order = Order::new(patch_ids);
-    let (mut in_patch, mut server_only) = (Vec::new(), Vec::new());
-    for item in current {
-        let id = list_identity(&item, Some(key))?;
-        (if patch_order.contains(&id) {
-            &mut in_patch
-        } else {
-            &mut server_only
-        })
-        .push((id, item));
-    }
+    let (in_patch, server_only) = partition(current, Some(key), &patch_order)?;
     Ok(normalize_order(
         in_patch,
         server_only,
@@ -480,16 +466,7 @@ fn set_element_order(
             .map(|item| list_identity(item, key))
             .collect::<Result<Vec<_>, _>>()?,
     );
-    let (mut in_order, mut server_only) = (Vec::new(), Vec::new());
-    for item in merged {
-        let id = list_identity(&item, key)?;
-        (if wanted.contains(&id) {
-            &mut in_order
-        } else {
-            &mut server_only
-        })
-        .push((id, item));
-    }
+    let (in_order, server_only) = partition(merged, key, &wanted)?;
     let server_order = match (meta.strategy, patch_list) {
         (PatchStrategy::Merge { key: Some(key) }, Some(patch)) => {
             let merged_ids: HashSet<&str> = in_order
@@ -571,6 +548,27 @@ fn validate_patch_order(patch: &[Value], order: &[Value], key: Option<&str>) -> 
 
 // ---- ordering -----------------------------------------------------------------------------------
 
+/// A list element with its identity (merge-key value, or the scalar itself).
+type Tagged = (String, Value);
+
+/// Splits list elements into those `order` names and the rest (the server-only ones).
+fn partition(
+    items: Vec<Value>,
+    key: Option<&str>,
+    order: &Order,
+) -> Result<(Vec<Tagged>, Vec<Tagged>), PatchError> {
+    let (mut named, mut rest) = (Vec::new(), Vec::new());
+    for item in items {
+        let id = list_identity(&item, key)?;
+        if order.contains(&id) {
+            named.push((id, item))
+        } else {
+            rest.push((id, item))
+        }
+    }
+    Ok((named, rest))
+}
+
 /// Positions of element identities in a list (first occurrence wins, like upstream's `index`).
 struct Order(HashMap<String, usize>);
 
@@ -595,8 +593,8 @@ impl Order {
 /// Upstream `normalizeElementOrder`: sort the patch's elements by the patch order and the
 /// server-only ones by their old order, then interleave them (`mergeSortedSlice`).
 fn normalize_order(
-    mut in_patch: Vec<(String, Value)>,
-    mut server_only: Vec<(String, Value)>,
+    mut in_patch: Vec<Tagged>,
+    mut server_only: Vec<Tagged>,
     patch_order: &Order,
     server_order: &Order,
 ) -> Vec<Value> {
@@ -610,7 +608,7 @@ fn normalize_order(
 /// order. A server-only element goes first only when both it and the next patch element were in
 /// the server list and it came earlier there; so new patch elements come before the server-only
 /// elements that follow them, exactly as upstream places them.
-fn merge_sorted(left: Vec<(String, Value)>, right: Vec<(String, Value)>, server_order: &Order) -> Vec<Value> {
+fn merge_sorted(left: Vec<Tagged>, right: Vec<Tagged>, server_order: &Order) -> Vec<Value> {
     let mut out = Vec::with_capacity(left.len() + right.len());
     let mut left = left.into_iter().peekable();
     let mut right = right.into_iter().peekable();

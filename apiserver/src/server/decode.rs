@@ -38,15 +38,18 @@ impl FieldValidation {
     }
 }
 
-/// Runs `$body` with `$t` bound to the Rust type of `$kind` (one of the kinds in the registry):
+/// Runs `$body` with `$t` bound to the Rust type of the resource `$info` (one of the kinds in the registry):
 /// `Some(result)`, or `None` for a kind without a compiled-in type. The one place kinds meet types.
 #[macro_export]
 macro_rules! with_kind_type {
-    ($kind:expr, $t:ident => $body:expr) => {{
+    ($info:expr, $t:ident => $body:expr) => {{
         use k8s_openapi::api::{
             apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
         };
-        match $kind {
+        let info: &$crate::server::registry::ResourceInfo = $info;
+        match (info.group, info.kind) {
+            ("events.k8s.io", "Event") => { type $t = k8s_openapi::api::events::v1::Event; Some($body) }
+            (_, kind) => match kind {
             "Namespace" => { type $t = core::Namespace; Some($body) }
             "ConfigMap" => { type $t = core::ConfigMap; Some($body) }
             "Secret" => { type $t = core::Secret; Some($body) }
@@ -64,6 +67,7 @@ macro_rules! with_kind_type {
             "EndpointSlice" => { type $t = discovery::EndpointSlice; Some($body) }
             "Lease" => { type $t = coordination::Lease; Some($body) }
             _ => None,
+            },
         }
     }};
 }
@@ -71,7 +75,7 @@ macro_rules! with_kind_type {
 /// Decodes `obj` as `info`'s kind. Returns the object as the type sees it and the unknown fields
 /// (as warnings under Warn; under Strict they are the error).
 pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
-    let typed = crate::with_kind_type!(info.kind, T => roundtrip::<T>(obj)).unwrap_or_else(|| Ok(obj.clone()));
+    let typed = crate::with_kind_type!(info, T => roundtrip::<T>(obj)).unwrap_or_else(|| Ok(obj.clone()));
     let cannot = |detail: String| {
         ApiError::bad_request(format!(
             "{kind} in version \"{version}\" cannot be handled as a {kind}: {detail}",

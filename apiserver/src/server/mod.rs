@@ -21,6 +21,7 @@ use crate::{
 };
 
 pub mod allocator;
+pub mod conversion;
 pub mod decode;
 pub mod defaults;
 pub mod discovery;
@@ -63,10 +64,13 @@ impl ApiServer {
     pub fn with_ranges(store: Arc<dyn Store>, cache_opts: WatchCacheOptions, ranges: allocator::Ranges) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = metrics::InstrumentedStore::new(store, metrics.clone());
-        let caches = registry::RESOURCES
-            .iter()
-            .map(|r| (r.resource, WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone())))
-            .collect();
+        // One cache per storage prefix: a kind served in two groups (events) shares it.
+        let mut caches = HashMap::new();
+        for r in registry::RESOURCES {
+            caches
+                .entry(r.resource)
+                .or_insert_with(|| WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone()));
+        }
         Arc::new(Self { store, caches, ranges, metrics })
     }
 

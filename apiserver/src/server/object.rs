@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use super::{conversion, registry::ResourceInfo};
 use crate::storage::{KeyValue, Revision};
 
 /// `metadata.<field>` as a string, if present.
@@ -20,14 +21,19 @@ pub fn meta_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
     obj["metadata"].as_object_mut().expect("metadata is an object")
 }
 
-/// The object stored under `kv`, with `metadata.resourceVersion` set to the revision it was read at
-/// (stored values never carry it: the store's mod revision is the truth).
-pub fn decode(kv: &KeyValue) -> Value {
-    decode_at(&kv.value, kv.mod_revision)
+/// The object stored under `kv`, in `info`'s version, with `metadata.resourceVersion` set to the
+/// revision it was read at (stored values never carry it: the store's mod revision is the truth).
+pub fn decode(info: &ResourceInfo, kv: &KeyValue) -> Value {
+    decode_at(info, &kv.value, kv.mod_revision)
 }
 
-/// Decodes stored bytes and stamps `resourceVersion` = `revision`.
-pub fn decode_at(bytes: &[u8], revision: Revision) -> Value {
+/// Decodes stored bytes into `info`'s version and stamps `resourceVersion` = `revision`.
+pub fn decode_at(info: &ResourceInfo, bytes: &[u8], revision: Revision) -> Value {
+    conversion::from_storage(info, decode_raw(bytes, revision))
+}
+
+/// Decodes stored bytes as stored (no version conversion).
+pub fn decode_raw(bytes: &[u8], revision: Revision) -> Value {
     let mut obj: Value = serde_json::from_slice(bytes).unwrap_or_else(|e| {
         // Only the server writes the store, so this means outside tampering; show it, don't crash.
         json!({ "metadata": {}, "skiffDecodeError": e.to_string() })
@@ -36,9 +42,10 @@ pub fn decode_at(bytes: &[u8], revision: Revision) -> Value {
     obj
 }
 
-/// The bytes to store: the object without `resourceVersion`.
-pub fn encode(obj: &Value) -> Vec<u8> {
-    let mut obj = obj.clone();
+/// The bytes to store: the object, in `info`'s version, converted to the stored shape and without
+/// `resourceVersion`.
+pub fn encode(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    let mut obj = conversion::to_storage(info, obj.clone());
     meta_mut(&mut obj).remove("resourceVersion");
     serde_json::to_vec(&obj).expect("a Value always serializes")
 }

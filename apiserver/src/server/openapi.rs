@@ -51,7 +51,7 @@ pub async fn group_version(Path(gv): Path<String>) -> Response {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut tagged = Vec::new();
     for r in &resources {
-        let schema_ref = crate::with_kind_type!(r.kind, T => generator.subschema_for::<T>());
+        let schema_ref = crate::with_kind_type!(r, T => generator.subschema_for::<T>());
         if let Some(name) = schema_ref.as_ref().and_then(|s| s.get("$ref")).and_then(Value::as_str) {
             let name = name.rsplit('/').next().unwrap_or(name).to_owned();
             tagged.push((name, json!([{ "group": r.group, "version": r.version, "kind": r.kind }])));

@@ -181,6 +181,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
         ..BASE
     },
     ResourceInfo { group: "coordination.k8s.io", resource: "leases", singular: "lease", kind: "Lease", ..BASE },
+    // The same objects as core events, in the newer shape (see conversion.rs).
+    ResourceInfo { group: "events.k8s.io", resource: "events", singular: "event", kind: "Event", ..BASE },
 ];
 
 /// Looks up a resource by group, version and plural name.

@@ -105,9 +105,9 @@ impl ApiError {
         )
     }
 
-    /// 422 for a patch that cannot be applied to the object (upstream answers these with 422 too).
-    pub fn invalid_patch(message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", message)
+    /// A patch that could not be decoded (400), is too large (413) or cannot be applied (422).
+    pub fn patch_failed(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(code, reason, message)
     }
 
     /// 422 Invalid with one cause per field, formatted as upstream's field errors.

@@ -78,7 +78,7 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
         "Service" => allocator::allocate(api.store.as_ref(), &api.ranges, &mut obj, None).await?,
         _ => allocator::Held::default(),
     };
-    let kv = match api.store.create(&key, object::encode(&obj)).await {
+    let kv = match api.store.create(&key, object::encode(scope.info, &obj)).await {
         Ok(kv) => kv,
         Err(e) => {
             allocator::release(api.store.as_ref(), &held).await;
@@ -88,7 +88,7 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
             });
         }
     };
-    Ok(with_warnings(json_response(201, &object::decode(&kv)), &warnings))
+    Ok(with_warnings(json_response(201, &object::decode(scope.info, &kv)), &warnings))
 }
 
 /// A body's kind/apiVersion, when given, must be the resource's.
@@ -110,7 +110,7 @@ async fn ensure_namespace(api: &ApiServer, ns: &str) -> Result<(), ApiError> {
     let key = format!("/registry/namespaces/{ns}");
     match api.store.get(&key, 0).await {
         Ok((Some(kv), _)) => {
-            let obj = object::decode(&kv);
+            let obj = object::decode_raw(&kv.value, kv.mod_revision);
             if obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
                 return Err(ApiError::forbidden(format!(
                     "unable to create new content in namespace {ns} because it is being terminated"

@@ -88,7 +88,7 @@ pub async fn delete_collection(api: &ApiServer, scope: &Scope, q: &ListQuery, op
         .map_err(|e| ApiError::from_store(e, &scope.info.qualified(), ""))?;
     let mut items = Vec::new();
     for kv in page.kvs {
-        let obj = object::decode(&kv);
+        let obj = object::decode(scope.info, &kv);
         if !filter.matches(&obj) {
             continue;
         }
@@ -115,7 +115,7 @@ pub async fn delete_collection(api: &ApiServer, scope: &Scope, q: &ListQuery, op
 async fn delete_one(api: &ApiServer, scope: &Scope, current: &KeyValue, opts: &DeleteOptions) -> Result<(u16, Value), ApiError> {
     let info = scope.info;
     let name = scope.name().to_owned();
-    let mut obj = object::decode(current);
+    let mut obj = object::decode(scope.info, current);
     let uid = object::meta_str(&obj, "uid").unwrap_or("").to_owned();
     if let Some(want) = opts.uid.as_deref().filter(|w| *w != uid) {
         return Err(precondition_failed(&info.qualified(), &name, &format!("UID in precondition: {want}, UID in object meta: {uid}")));
@@ -135,11 +135,11 @@ async fn delete_one(api: &ApiServer, scope: &Scope, current: &KeyValue, opts: &D
             return Ok((200, obj));
         }
         // Guarded on what we read: a concurrent change makes this a 409 the client retries.
-        let kv = api.store.update(&scope.key(), object::encode(&obj), current.mod_revision).await.map_err(|e| match e {
+        let kv = api.store.update(&scope.key(), object::encode(scope.info, &obj), current.mod_revision).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
             e => ApiError::from_store(e, &info.qualified(), &name),
         })?;
-        return Ok((200, object::decode(&kv)));
+        return Ok((200, object::decode(scope.info, &kv)));
     }
     if opts.dry_run {
         return Ok((200, status::deleted(&info.qualified(), &name, &uid)));
@@ -154,7 +154,7 @@ async fn delete_one(api: &ApiServer, scope: &Scope, current: &KeyValue, opts: &D
     // Pods answer with the object as it was deleted (upstream's ReturnDeletedObject); others with a
     // Success status.
     if info.kind == "Pod" {
-        return Ok((200, object::decode_at(&deleted.value, revision)));
+        return Ok((200, object::decode_at(scope.info, &deleted.value, revision)));
     }
     Ok((200, status::deleted(&info.qualified(), &name, &uid)))
 }

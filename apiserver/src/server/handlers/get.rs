@@ -25,7 +25,7 @@ pub async fn get(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Respon
         None => api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, &scope.info.qualified(), name))?.0,
     };
     let kv = kv.ok_or_else(|| ApiError::not_found(&scope.info.qualified(), name))?;
-    let obj = object::decode(&kv);
+    let obj = object::decode(scope.info, &kv);
     if scope.subresource.as_deref() == Some("scale") {
         return Ok(json_response(200, &super::update::scale_of(&obj)));
     }

@@ -110,7 +110,7 @@ async fn from_store(
         let mut stopped_early = false;
         let count = page.kvs.len();
         for (i, kv) in page.kvs.into_iter().enumerate() {
-            if filter.is_everything() || filter.matches(&object::decode(&kv)) {
+            if filter.is_everything() || filter.matches(&object::decode(scope.info, &kv)) {
                 kvs.push(kv);
             }
             if limit > 0 && kvs.len() == limit {
@@ -138,7 +138,7 @@ fn respond(scope: &Scope, q: &ListQuery, items: &[KeyValue], revision: Revision,
     let filter = Filter::new(scope.info, q).ok();
     let items: Vec<Value> = items
         .iter()
-        .map(object::decode)
+        .map(|kv| object::decode(scope.info, kv))
         .filter(|obj| filter.as_ref().is_none_or(|f| f.matches(obj)))
         .collect();
     if let Some(include) = q.table {

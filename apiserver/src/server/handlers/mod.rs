@@ -161,7 +161,8 @@ impl ListQuery {
 
 /// The label and field selectors of a list or watch, checked against one kind.
 pub struct Filter {
-    info: &'static ResourceInfo,
+    /// The kind filtered.
+    pub info: &'static ResourceInfo,
     labels: LabelSelector,
     fields: FieldSelector,
 }

@@ -36,7 +36,7 @@ pub async fn patch(
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
     for attempt in 0.. {
         let current = update::read_current(api, scope).await?;
-        let mut target = object::decode(&current);
+        let mut target = object::decode(scope.info, &current);
         if scope.subresource.as_deref() == Some("scale") {
             target = update::scale_of(&target);
         }
@@ -48,7 +48,7 @@ pub async fn patch(
             }
             PatchType::Apply => unreachable!("refused above"),
         }
-        .map_err(|e| ApiError::invalid_patch(e.to_string()))?;
+        .map_err(|e| ApiError::patch_failed(e.code(), e.reason(), e.to_string()))?;
         let precondition = update::requested_revision(scope, &patched)?;
         let expected = precondition.unwrap_or(current.mod_revision);
         match update::write(api, scope, &current, patched, expected, wq).await {

@@ -53,7 +53,7 @@ pub async fn write(
     let info = scope.info;
     let name = scope.name().to_owned();
     let dry_run = wq.dry_run()?;
-    let old = object::decode(current);
+    let old = object::decode(scope.info, current);
     let (body, warnings) = match scope.subresource.as_deref() {
         // A Scale body is not the kind's type; scale_update reads the one field it needs.
         Some("scale") => (body, Vec::new()),
@@ -97,7 +97,7 @@ pub async fn write(
         ("Service", None) => allocator::allocate(api.store.as_ref(), &api.ranges, &mut new, Some(&old)).await?,
         _ => allocator::Held::default(),
     };
-    let kv = match api.store.update(&scope.key(), object::encode(&new), expected).await {
+    let kv = match api.store.update(&scope.key(), object::encode(scope.info, &new), expected).await {
         Ok(kv) => kv,
         Err(e) => {
             allocator::release(api.store.as_ref(), &reserved).await;
@@ -116,7 +116,7 @@ pub async fn write(
         };
         allocator::release(api.store.as_ref(), &dropped).await;
     }
-    let stored = object::decode(&kv);
+    let stored = object::decode(scope.info, &kv);
     if scope.subresource.as_deref() == Some("scale") {
         return Ok(json_response(200, &scale_of(&stored)));
     }

@@ -77,9 +77,9 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
 /// The watch event a store event becomes for a client with selectors: an object that starts matching
 /// is ADDED, one that stops matching is DELETED (upstream's filtered watch), others are skipped.
 fn select(filter: &Filter, ev: &Event) -> Option<(&'static str, Value)> {
-    let new = (ev.kind != EventKind::Delete).then(|| object::decode(&ev.kv));
+    let new = (ev.kind != EventKind::Delete).then(|| object::decode(filter.info, &ev.kv));
     // A deleted object is shown as it was, at the revision of its deletion.
-    let old = ev.prev.as_ref().map(|p| object::decode_at(&p.value, if ev.kind == EventKind::Delete { ev.revision() } else { p.mod_revision }));
+    let old = ev.prev.as_ref().map(|p| object::decode_at(filter.info, &p.value, if ev.kind == EventKind::Delete { ev.revision() } else { p.mod_revision }));
     let everything = filter.is_everything();
     let new_matches = new.as_ref().is_some_and(|o| everything || filter.matches(o));
     let old_matches = old.as_ref().is_some_and(|o| everything || filter.matches(o));

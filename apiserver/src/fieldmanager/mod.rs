@@ -1,0 +1,1 @@
+//! Server-side apply and managedFields (being written).
