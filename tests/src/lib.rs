@@ -183,3 +183,54 @@ pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, St
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// An API server in this process over an embedded SQLite store, for tests that need to reach under
+/// the API (compact the store, shrink the watch cache). Stops when dropped.
+pub struct InProcess {
+    /// The store the server sits on.
+    pub store: std::sync::Arc<dyn skiff_apiserver::storage::Store>,
+    /// A kube-rs client for it (admin).
+    pub client: kube::Client,
+    /// The server itself (its metrics, caches).
+    pub api: std::sync::Arc<skiff_apiserver::server::ApiServer>,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl InProcess {
+    /// Starts the server on 127.0.0.1:0 with `cache` options.
+    pub async fn start(cache: skiff_apiserver::watch_cache::WatchCacheOptions) -> anyhow::Result<Self> {
+        use skiff_apiserver::{
+            server::{ApiServer, serve, tls},
+            storage::sqlite::{SqliteOptions, SqliteStore},
+        };
+        let dir = tempfile::tempdir()?;
+        let store: std::sync::Arc<dyn skiff_apiserver::storage::Store> = SqliteStore::open(
+            &dir.path().join("state.db"),
+            SqliteOptions { compact_interval: None, ..Default::default() },
+        )?;
+        let pki = tls::load_or_create(&dir.path().join("tls"), &["127.0.0.1".to_owned()])?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        tls::write_kubeconfig(&kubeconfig, &format!("https://127.0.0.1:{port}"), &pki.ca_pem, &pki.admin_token)?;
+        let api = ApiServer::new(store.clone(), cache);
+        api.bootstrap(port).await?;
+        let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
+        let handle = api.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve::serve_tls(listener, pki.server_config, router, async move {
+            let _ = stopped.await;
+        }));
+        let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig)?, &Default::default()).await?;
+        Ok(Self { store, client: kube::Client::try_from(config)?, api: handle, _dir: dir, stop: Some(stop) })
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
