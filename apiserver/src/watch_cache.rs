@@ -51,6 +51,8 @@ pub enum CacheEvent {
     Event(Arc<Event>),
     /// "Nothing under your prefix changed up to this revision."
     Bookmark(Revision),
+    /// The synthetic events of the current state are over (the `sendInitialEvents` bookmark).
+    InitialEventsEnd(Revision),
 }
 
 /// Why a client watch cannot start or cannot go on.
@@ -184,7 +186,7 @@ impl WatchCache {
                 // Events already covered by `after` can still be in flight for a future `after`.
                 std::future::ready(match ev {
                     CacheEvent::Event(e) => e.revision() > start,
-                    CacheEvent::Bookmark(_) => true,
+                    CacheEvent::Bookmark(_) | CacheEvent::InitialEventsEnd(_) => true,
                 })
             })
             .map(Ok);
@@ -203,15 +205,19 @@ impl WatchCache {
     ) -> Option<(Vec<CacheEvent>, Revision, mpsc::Receiver<CacheEvent>, Arc<OnceLock<WatchError>>)> {
         let mut state = self.lock();
         let (replay, start): (Vec<CacheEvent>, Revision) = match after {
-            None => (
-                state
+            None => {
+                let mut initial: Vec<CacheEvent> = state
                     .objects
                     .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(prefix))
                     .map(|(_, kv)| CacheEvent::Event(Arc::new(Event { kind: EventKind::Create, kv: kv.clone(), prev: None })))
-                    .collect(),
-                state.revision,
-            ),
+                    .collect();
+                // Watchers that take bookmarks learn where the initial state ends.
+                if bookmarks {
+                    initial.push(CacheEvent::InitialEventsEnd(state.revision));
+                }
+                (initial, state.revision)
+            }
             Some(after) if after < state.floor => return None,
             // A revision newer than the cache (written under another resource) is fine: everything
             // after it will arrive through the store watch; nothing at or before it is sent.

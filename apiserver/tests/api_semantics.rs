@@ -224,3 +224,15 @@ async fn metrics_count_requests_watches_and_store_operations() {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn send_initial_events_streams_state_then_an_end_bookmark() {
+    let (_api, r) = server().await;
+    call(&r, Method::POST, "/api/v1/namespaces/default/configmaps", Some(json!({ "metadata": { "name": "one" } }))).await;
+    let events = watch_lines(&r, "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", 2).await;
+    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("one")));
+    assert_eq!(events[1]["type"], "BOOKMARK");
+    assert_eq!(events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    let (code, _) = call(&r, Method::GET, "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true", None).await;
+    assert_eq!(code, 400, "needs resourceVersionMatch=NotOlderThan");
+}

@@ -41,6 +41,11 @@ pub struct ServerArgs {
     /// The range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
+    /// Run the control plane only, without the embedded agent (kubelet and proxy). The agent does not
+    /// exist yet (issue 5), so today every server runs without one; the flag is accepted so scripts
+    /// and tests written for the finished server work unchanged.
+    #[arg(long)]
+    pub disable_agent: bool,
     /// Extra names and addresses for the serving certificate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,

@@ -128,6 +128,8 @@ pub struct ListQuery {
     pub allow_watch_bookmarks: Option<String>,
     /// Server-side watch timeout.
     pub timeout_seconds: Option<u64>,
+    /// A watch that starts with the current state, then an `initial-events-end` bookmark.
+    pub send_initial_events: Option<String>,
     /// `labelSelector=app=web,tier!=db`.
     pub label_selector: Option<String>,
     /// `fieldSelector=status.phase=Running`.

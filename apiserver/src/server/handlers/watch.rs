@@ -28,11 +28,27 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Starts a watch of the scope's collection.
 pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Response, ApiError> {
     let prefix = scope.prefix();
+    let send_initial_events = matches!(q.send_initial_events.as_deref(), Some("true" | "1"));
     let after = match q.revision()? {
         None | Some(0) => None,
+        // With sendInitialEvents, a revision means "a state not older than it", then live events.
+        Some(_) if send_initial_events => None,
         Some(rev) => Some(rev),
     };
     let bookmarks = matches!(q.allow_watch_bookmarks.as_deref(), Some("true" | "1"));
+    if send_initial_events {
+        // Upstream's rules for streaming lists: NotOlderThan, and bookmarks to carry the end marker.
+        if q.resource_version_match.as_deref() != Some("NotOlderThan") {
+            return Err(ApiError::bad_request(
+                "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+            ));
+        }
+        if !bookmarks {
+            return Err(ApiError::bad_request(
+                "allowWatchBookmarks: Required value: allowWatchBookmarks must be set to true when sendInitialEvents is true",
+            ));
+        }
+    }
     let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let info = scope.info;
     let table = q.table;
@@ -63,6 +79,15 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
                     json!({ "type": kind, "object": obj })
                 }
                 Ok(CacheEvent::Bookmark(rev)) => json!({ "type": "BOOKMARK", "object": bookmark(info, rev) }),
+                Ok(CacheEvent::InitialEventsEnd(rev)) => {
+                    // Only a client that asked for sendInitialEvents is told; to others it is an
+                    // ordinary bookmark, which a client that allows bookmarks accepts.
+                    let mut object = bookmark(info, rev);
+                    if send_initial_events {
+                        object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+                    }
+                    json!({ "type": "BOOKMARK", "object": object })
+                }
                 Err(e) => json!({ "type": "ERROR", "object": ApiError::from_watch(e).to_status() }),
             };
             let _ = &open;
