@@ -167,3 +167,38 @@ async fn watch_wait_diff_replace_describe() {
     ok(&server, &["delete", "deploy", "web", "--cascade=foreground", "--wait=false"]);
     assert_eq!(ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.metadata.finalizers}"]), r#"["foregroundDeletion"]"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_chunks_namespaces_conditions() {
+    let server = Server::start(&[]).await.expect("start server");
+    let cm = |name: &str, tier: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{ tier: {tier} }}\n");
+    let cms = [cm("a1", "web"), cm("a2", "db"), cm("a3", "web")].join("---\n");
+    apply(&server, &cms);
+    apply(&server, "apiVersion: v1\nkind: Namespace\nmetadata: { name: other }\n");
+    apply(&server, "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: far, namespace: other }\n");
+
+    assert_eq!(ok(&server, &["get", "cm", "-l", "tier=web", "-o", "name"]), "configmap/a1\nconfigmap/a3\n");
+    assert_eq!(ok(&server, &["get", "cm", "-l", "tier notin (web)", "-o", "name"]), "configmap/a2\n");
+    assert_eq!(ok(&server, &["get", "cm", "--field-selector", "metadata.name=a2", "-o", "name"]), "configmap/a2\n");
+    let (success, _, err) = kubectl(&server, &["get", "pods", "--field-selector", "spec.bogus=x"], None);
+    assert!(!success && err.contains("field label not supported: spec.bogus"), "{err}");
+    let chunked = ok(&server, &["get", "cm", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(chunked, "configmap/a1\nconfigmap/a2\nconfigmap/a3\n", "every page, in order");
+    let all = ok(&server, &["get", "cm", "-A"]);
+    let header: Vec<&str> = all.lines().next().expect("header").split_whitespace().collect();
+    assert_eq!(header, ["NAMESPACE", "NAME", "DATA", "AGE"]);
+    assert!(all.lines().any(|l| l.starts_with("other") && l.contains("far")), "{all}");
+
+    // A condition set through /status satisfies `kubectl wait --for=condition`.
+    apply(&server, "apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: web }\nspec:\n  selector: { matchLabels: { app: web } }\n  template:\n    metadata: { labels: { app: web } }\n    spec: { containers: [{ name: web, image: \"busybox:1.36\" }] }\n");
+    ok(&server, &["patch", "deploy", "web", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable","message":"ok"}]}}"#]);
+    let waited = ok(&server, &["wait", "--for=condition=Available", "deployment/web", "--timeout=10s"]);
+    assert!(waited.contains("deployment.apps/web condition met"), "{waited}");
+
+    // delete waits for the object to be gone; namespace deletion leaves it Terminating.
+    let out = ok(&server, &["delete", "cm", "a1", "--wait=true"]);
+    assert!(out.contains("configmap \"a1\" deleted"), "{out}");
+    ok(&server, &["delete", "namespace", "other", "--wait=false"]);
+    assert_eq!(ok(&server, &["get", "ns", "other", "-o", "jsonpath={.status.phase}"]), "Terminating");
+}
