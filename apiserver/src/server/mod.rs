@@ -34,6 +34,7 @@ pub mod selector;
 pub mod serve;
 pub mod status;
 pub mod table;
+pub mod validation;
 pub mod tls;
 
 /// The Kubernetes minor whose API we serve (k8s-openapi's `v1_36` types; reported by `/version`).

@@ -238,22 +238,35 @@ pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
-/// Reads a JSON object body, refusing bodies over [`MAX_BODY`] with 413.
+/// Reads a JSON or YAML object body, refusing bodies over [`MAX_BODY`] with 413.
 pub async fn read_object(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    if !content_type.starts_with("application/json") && !content_type.starts_with("*/*") {
-        return Err(ApiError::unsupported_media_type(content_type));
-    }
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let yaml = match media.as_str() {
+        // A missing or wildcard type is JSON (the scale client sends PUTs without one).
+        "application/json" | "" | "*/*" => false,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => true,
+        _ => return Err(ApiError::unsupported_media_type(content_type)),
+    };
     if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
         if len > MAX_BODY {
             return Err(ApiError::too_large(MAX_BODY));
         }
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}")))?;
+    parse_object(&bytes, yaml)
+}
+
+/// Parses a request body as a JSON object (or YAML, which upstream also accepts).
+pub fn parse_object(bytes: &[u8], yaml: bool) -> Result<Value, ApiError> {
+    let value: Value = if yaml {
+        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding request body as YAML: {e}")))?
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}")))?
+    };
     if !value.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request("the request body must be an object"));
     }
     Ok(value)
 }
