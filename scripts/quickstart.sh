@@ -43,22 +43,29 @@ TOKEN="$(cat "$DATA_DIR/server/tls/admin.token")"
 api() { curl -sS --cacert "$CA" -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "$@"; }
 URL="https://127.0.0.1:$PORT"
 
+export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
 echo
-echo "== the demo page, stored as a ConfigMap (manifests/demo-page.json)"
-api -X PUT "$URL/api/v1/namespaces/default/configmaps/demo-page" -d @manifests/demo-page.json -o /dev/null -w '%{http_code}\n' |
-  grep -q '^200$' || api -X POST "$URL/api/v1/namespaces/default/configmaps" -d @manifests/demo-page.json -o /dev/null
-api "$URL/api/v1/namespaces/default/configmaps/demo-page"
-echo
-echo "== namespaces (resourceVersion is the store revision)"
-api "$URL/api/v1/namespaces" | grep -o '"name":"[^"]*","resourceVersion":"[0-9]*"'
+if command -v kubectl >/dev/null; then
+  echo "== kubectl apply -f manifests/demo-page.json"
+  kubectl apply -f manifests/demo-page.json
+  echo "== kubectl get configmaps,services,namespaces"
+  kubectl get configmaps,services,namespaces
+else
+  echo "== the demo page, stored as a ConfigMap (manifests/demo-page.json; kubectl not found, using curl)"
+  api -X PUT "$URL/api/v1/namespaces/default/configmaps/demo-page" -d @manifests/demo-page.json -o /dev/null -w '%{http_code}\n' |
+    grep -q '^200$' || api -X POST "$URL/api/v1/namespaces/default/configmaps" -d @manifests/demo-page.json -o /dev/null
+  api "$URL/api/v1/namespaces/default/configmaps/demo-page"
+  echo
+fi
 echo
 cat <<MSG
 skiff server is running (pid $(cat "$PIDFILE")), data in $DATA_DIR, log in $DATA_DIR/server.log.
 Try:
   export KUBECONFIG=$DATA_DIR/kubeconfig.yaml
-  kubectl get --raw /version
-  kubectl get --raw '/api/v1/namespaces/default/configmaps?watch=true'      # then change it from another shell
-  kubectl create --raw /api/v1/namespaces/default/configmaps -f manifests/demo-page.json   # 409 AlreadyExists
+  kubectl get configmaps -w                                   # then change one from another shell:
+  kubectl patch configmap demo-page -p '{"data":{"extra":"1"}}'
+  kubectl explain deployment.spec.strategy
+  kubectl get --raw /metrics | grep apiserver_request_total
   sqlite3 $DATA_DIR/server/db/state.db 'select revision, key from log'      # the store underneath
 Stop it with: scripts/quickstart.sh stop
 MSG
