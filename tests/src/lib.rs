@@ -155,24 +155,30 @@ pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
 }
 
 
-/// Runs the real kubectl against `server` (its own cache dir, so discovery is never stale) and returns
-/// (success, stdout, stderr). Every call is bounded by `timeout 60`.
-pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write;
-    let cache = server.data_dir.path().join("kubectl-cache");
+/// The real kubectl against `server`, bounded by `timeout <secs>`, with its own discovery cache (so
+/// it is never stale) and HOME.
+pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
     let mut cmd = Command::new("timeout");
-    cmd.arg("60")
+    cmd.arg(secs.to_string())
         .arg("kubectl")
         .arg("--kubeconfig")
         .arg(server.kubeconfig())
         .arg("--cache-dir")
-        .arg(&cache)
+        .arg(server.data_dir.path().join(format!("kubectl-cache-{}", free_port())))
         .args(args)
-        .env("HOME", server.data_dir.path())
+        .env("HOME", server.data_dir.path());
+    cmd
+}
+
+/// Runs kubectl (60 s at most) with `stdin`, returning (success, stdout, stderr).
+pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = kubectl_command(server, 60, args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl runs");
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
     if let Some(input) = stdin {
         child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }

@@ -2,7 +2,7 @@
 //! removed field), get tables, scale through /scale, the three patch types, label/annotate, dry runs,
 //! strict field validation and delete.
 
-use skiff_tests::{Server, kubectl};
+use skiff_tests::{Server, kubectl, kubectl_command};
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -112,19 +112,10 @@ async fn watch_wait_diff_replace_describe() {
     apply(&server, deploy);
 
     // `get -w` on a list prints the table, then a row per change.
-    let watcher = {
-        let kubeconfig = server.kubeconfig();
-        let cache = server.data_dir.path().join("kubectl-cache-w");
-        std::process::Command::new("timeout")
-            .args(["5", "kubectl", "--cache-dir"])
-            .arg(&cache)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["get", "deploy", "web", "-w"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl get -w")
-    };
+    let watcher = kubectl_command(&server, 5, &["get", "deploy", "web", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     ok(&server, &["scale", "deploy", "web", "--replicas=1"]);
     let out = watcher.wait_with_output().expect("watch output");
@@ -144,20 +135,8 @@ async fn watch_wait_diff_replace_describe() {
     assert!(described.contains("Replicas:               3 desired") && described.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"), "{described}");
 
     // wait --for=delete returns once the object is gone.
-    let waiter = std::thread::spawn({
-        let kubeconfig = server.kubeconfig();
-        let cache = server.data_dir.path().join("kubectl-cache-wait");
-        move || {
-            std::process::Command::new("timeout")
-                .args(["20", "kubectl", "--cache-dir"])
-                .arg(&cache)
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(["wait", "--for=delete", "service/web", "--timeout=15s"])
-                .output()
-                .expect("kubectl wait")
-        }
-    });
+    let mut wait = kubectl_command(&server, 20, &["wait", "--for=delete", "service/web", "--timeout=15s"]);
+    let waiter = std::thread::spawn(move || wait.output().expect("kubectl wait"));
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     ok(&server, &["delete", "service", "web"]);
     let waited = waiter.join().expect("wait thread");
