@@ -465,7 +465,7 @@ mod tests {
         let end = loop {
             match next(&mut slow).await {
                 Ok(CacheEvent::Event(e)) => got.push(e.revision()),
-                Ok(CacheEvent::Bookmark(_)) => {}
+                Ok(CacheEvent::Bookmark(_) | CacheEvent::InitialEventsEnd(_)) => {}
                 Err(e) => break e,
             }
         };

@@ -181,3 +181,32 @@ async fn selectors_chunks_namespaces_conditions() {
     ok(&server, &["delete", "namespace", "other", "--wait=false"]);
     assert_eq!(ok(&server, &["get", "ns", "other", "-o", "jsonpath={.status.phase}"]), "Terminating");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_conflicts_and_force() {
+    let server = Server::start(&[]).await.expect("start server");
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: { team: a }\nspec:\n  replicas: 2\n  selector: { matchLabels: { app: web } }\n  template:\n    metadata: { labels: { app: web } }\n    spec: { containers: [{ name: web, image: \"busybox:1.36\" }] }\n";
+    let ssa = |m: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "--server-side", "-f", "-"];
+        args.extend_from_slice(extra);
+        kubectl(&server, &args, Some(m))
+    };
+    let (success, out, err) = ssa(manifest, &[]);
+    assert!(success && out.contains("deployment.apps/web serverside-applied"), "{out}{err}");
+    let rv = ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let (success, _, _) = ssa(manifest, &[]);
+    assert!(success);
+    assert_eq!(ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.metadata.resourceVersion}"]), rv, "an unchanged apply writes nothing");
+
+    // Another manager (kubectl scale, through /scale) owns spec.replicas now: a different value conflicts.
+    ok(&server, &["scale", "deploy", "web", "--replicas=5"]);
+    let changed = manifest.replace("replicas: 2", "replicas: 3").replace("labels: { team: a }", "labels: {}");
+    let (success, _, err) = ssa(&changed, &[]);
+    assert!(!success && err.contains("Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas"), "{err}");
+    let (success, _, err) = ssa(&changed, &["--force-conflicts"]);
+    assert!(success, "{err}");
+    // Forced: the value is ours, and the label this manager stopped applying is gone.
+    assert_eq!(ok(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.labels.team}"]), "3 ");
+    let managers = ok(&server, &["get", "deploy", "web", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert!(managers.contains("kubectl"), "{managers}");
+}

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
+    fieldmanager,
     server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
     storage::StoreError,
 };
@@ -58,6 +59,9 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
     obj["kind"] = Value::String(info.kind.to_owned());
     obj["apiVersion"] = Value::String(info.api_version());
 
+    if !wq.applied {
+        obj = fieldmanager::update(None, &obj, &wq.manager(), None, &object::now_rfc3339());
+    }
     let name = object::meta_str(&obj, "name").unwrap_or("").to_owned();
     let errs = (info.validate)(&obj);
     if !errs.is_empty() {

@@ -200,15 +200,23 @@ impl Filter {
 }
 
 /// Query parameters of writes (POST, PUT, PATCH, DELETE).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WriteQuery {
     /// `All`: validate and answer, store nothing.
     pub dry_run: Option<String>,
     /// `Strict`, `Warn` (default) or `Ignore` for unknown fields.
     pub field_validation: Option<String>,
-    /// Who is writing (recorded by server-side apply).
+    /// Who is writing (recorded in managedFields).
     pub field_manager: Option<String>,
+    /// `force=true`: a server-side apply takes over conflicting fields.
+    pub force: Option<String>,
+    /// The client's User-Agent, the manager's name when `fieldManager` is not given.
+    #[serde(skip)]
+    pub user_agent: Option<String>,
+    /// Set by server-side apply, which records ownership itself.
+    #[serde(skip)]
+    pub applied: bool,
 }
 
 impl WriteQuery {
@@ -219,6 +227,16 @@ impl WriteQuery {
             Some("All") => Ok(true),
             Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\""))),
         }
+    }
+
+    /// The field manager of this write: `fieldManager`, else the User-Agent's program name (as
+    /// upstream: `kubectl/v1.32.4 (linux/amd64) …` → `kubectl`), else `unknown`.
+    pub fn manager(&self) -> String {
+        self.field_manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| self.user_agent.as_deref().and_then(|ua| ua.split('/').next()).filter(|m| !m.is_empty()).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".to_owned())
     }
 
     /// The field validation level.
@@ -295,10 +313,11 @@ pub async fn get(
 pub async fn post(
     State(api): Api,
     scope: Scope,
-    Query(wq): Query<WriteQuery>,
+    Query(mut wq): Query<WriteQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if scope.name.is_some() {
         return Err(ApiError::method_not_allowed("create", &scope.info.qualified()));
     }
@@ -310,10 +329,11 @@ pub async fn post(
 pub async fn put(
     State(api): Api,
     scope: Scope,
-    Query(wq): Query<WriteQuery>,
+    Query(mut wq): Query<WriteQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if scope.name.is_none() {
         return Err(ApiError::method_not_allowed("update", &scope.info.qualified()));
     }
@@ -325,10 +345,11 @@ pub async fn put(
 pub async fn patch(
     State(api): Api,
     scope: Scope,
-    Query(wq): Query<WriteQuery>,
+    Query(mut wq): Query<WriteQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if scope.name.is_none() {
         return Err(ApiError::method_not_allowed("patch", &scope.info.qualified()));
     }

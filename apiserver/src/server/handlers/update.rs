@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Scope, WriteQuery, create::check_type, json_response, with_warnings};
 use crate::{
+    fieldmanager,
     server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
     storage::{KeyValue, Revision, StoreError},
 };
@@ -72,6 +73,10 @@ pub async fn write(
         Some("scale") => scale_update(scope, &old, &body)?,
         Some(other) => return Err(ApiError::no_route(other)),
     };
+    if !wq.applied {
+        // Every write records who changed which fields (upstream's field manager on Update).
+        new = fieldmanager::update(Some(&old), &new, &wq.manager(), scope.subresource.as_deref(), &object::now_rfc3339());
+    }
     let errs = (info.validate)(&new);
     if !errs.is_empty() {
         return Err(ApiError::invalid(info.kind, &name, errs));
@@ -79,6 +84,12 @@ pub async fn write(
     if dry_run {
         let preview = if scope.subresource.as_deref() == Some("scale") { scale_of(&new) } else { new };
         return Ok(with_warnings(json_response(200, &preview), &warnings));
+    }
+    if expected == current.mod_revision && unchanged(&old, &new) {
+        // Upstream skips a write that changes nothing: same object, same resourceVersion. (A stale
+        // precondition is still a conflict, checked first as upstream does.)
+        let view = if scope.subresource.as_deref() == Some("scale") { scale_of(&old) } else { old };
+        return Ok(with_warnings(json_response(200, &view), &warnings));
     }
     if finishes_deletion(info.kind, &new) {
         // The last finalizer of an object being deleted is gone: the update completes the delete.
@@ -121,6 +132,16 @@ pub async fn write(
         return Ok(json_response(200, &scale_of(&stored)));
     }
     Ok(with_warnings(json_response(200, &stored), &warnings))
+}
+
+/// Whether `new` is `old` again (the resourceVersion aside).
+fn unchanged(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        object::meta_mut(&mut v).remove("resourceVersion");
+        v
+    };
+    strip(old) == strip(new)
 }
 
 /// An object marked for deletion whose finalizers are all gone. Pods wait for their kubelet's final
