@@ -236,3 +236,25 @@ async fn send_initial_events_streams_state_then_an_end_bookmark() {
     let (code, _) = call(&r, Method::GET, "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true", None).await;
     assert_eq!(code, 400, "needs resourceVersionMatch=NotOlderThan");
 }
+
+#[tokio::test]
+async fn invalid_objects_get_one_cause_per_field() {
+    let (_api, r) = server().await;
+    let mut bad = deployment("bad");
+    bad["spec"]["template"]["metadata"]["labels"] = json!({ "app": "other" });
+    bad["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+    let (code, s) = call(&r, Method::POST, "/apis/apps/v1/namespaces/default/deployments", Some(bad)).await;
+    assert_eq!((code, s["reason"].as_str(), s["details"]["kind"].as_str()), (422, Some("Invalid"), Some("Deployment")), "{s}");
+    let fields: Vec<&str> = s["details"]["causes"].as_array().expect("causes").iter().filter_map(|c| c["field"].as_str()).collect();
+    assert!(fields.contains(&"spec.template.metadata.labels"), "{fields:?}");
+    assert!(fields.contains(&"spec.template.spec.containers[0].image"), "{fields:?}");
+
+    // The selector is immutable once created.
+    call(&r, Method::POST, "/apis/apps/v1/namespaces/default/deployments", Some(deployment("web"))).await;
+    let (_, mut d) = call(&r, Method::GET, "/apis/apps/v1/namespaces/default/deployments/web", None).await;
+    d["spec"]["selector"] = json!({ "matchLabels": { "app": "web", "x": "y" } });
+    d["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+    let (code, s) = call(&r, Method::PUT, "/apis/apps/v1/namespaces/default/deployments/web", Some(d)).await;
+    assert_eq!(code, 422, "{s}");
+    assert!(s["message"].as_str().expect("message").contains("field is immutable"), "{s}");
+}

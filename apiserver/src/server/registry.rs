@@ -1,10 +1,11 @@
 //! The kinds served and what differs between them: group/version, names, scope, subresources,
 //! defaults and validation (upstream's `pkg/registry/<group>/<kind>/strategy.go`, in miniature).
-//! Adding a kind is one entry in [`RESOURCES`] (plus its strategy functions in [`super::defaults`]).
+//! Adding a kind is one entry in [`RESOURCES`] (plus its defaults in [`super::defaults`] and its
+//! rules in [`super::validation`]).
 
 use serde_json::Value;
 
-use super::{defaults, object};
+use super::defaults;
 
 /// A field error: (field path, reason, message), as in a 422's `details.causes`.
 pub type FieldError = (String, String, String);
@@ -41,8 +42,6 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
     /// Fills defaults on create and update (upstream's defaulting functions).
     pub default: fn(&mut Value),
-    /// Field errors of an object about to be stored.
-    pub validate: fn(&Value) -> Vec<FieldError>,
 }
 
 const BASE: ResourceInfo = ResourceInfo {
@@ -56,7 +55,6 @@ const BASE: ResourceInfo = ResourceInfo {
     categories: &[],
     subresources: &[],
     default: |_| {},
-    validate: subdomain_name,
 };
 
 use Subresource::{Scale, Status};
@@ -71,7 +69,6 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ns"],
         subresources: &[Status],
         default: defaults::namespace,
-        validate: |obj| object::validate_name(obj, object::NameRule::Label),
         ..BASE
     },
     ResourceInfo {
@@ -79,7 +76,6 @@ pub static RESOURCES: &[ResourceInfo] = &[
         singular: "configmap",
         kind: "ConfigMap",
         short_names: &["cm"],
-        validate: configmap_validate,
         ..BASE
     },
     ResourceInfo { resource: "secrets", singular: "secret", kind: "Secret", default: defaults::secret, ..BASE },
@@ -108,7 +104,6 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         subresources: &[Status],
         default: defaults::service,
-        validate: |obj| object::validate_name(obj, object::NameRule::Label),
         ..BASE
     },
     ResourceInfo { resource: "endpoints", singular: "endpoints", kind: "Endpoints", short_names: &["ep"], ..BASE },
@@ -280,36 +275,3 @@ impl ResourceInfo {
         self.group == "apps" && self.kind != "ControllerRevision"
     }
 }
-
-fn subdomain_name(obj: &Value) -> Vec<FieldError> {
-    object::validate_name(obj, object::NameRule::Subdomain)
-}
-
-/// ConfigMap keys must be valid config keys and data must fit the 1 MiB object limit.
-fn configmap_validate(obj: &Value) -> Vec<FieldError> {
-    let mut errs = subdomain_name(obj);
-    let mut total = 0usize;
-    for field in ["data", "binaryData"] {
-        let Some(map) = obj.get(field).and_then(Value::as_object) else { continue };
-        for (key, value) in map {
-            total += key.len() + value.as_str().map_or(0, str::len);
-            let ok = !key.is_empty()
-                && key.len() <= 253
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !ok {
-                errs.push((
-                    format!("{field}[{key}]"),
-                    "FieldValueInvalid".into(),
-                    format!(
-                        "Invalid value: {key:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
-                    ),
-                ));
-            }
-        }
-    }
-    if total > 1024 * 1024 {
-        errs.push(("data".into(), "FieldValueTooLong".into(), "Too long: must have at most 1048576 bytes".into()));
-    }
-    errs
-}
-

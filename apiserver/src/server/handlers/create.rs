@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
     fieldmanager,
-    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
+    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError, validation},
     storage::StoreError,
 };
 
@@ -63,7 +63,7 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
         obj = fieldmanager::update(None, &obj, &wq.manager(), None, &object::now_rfc3339());
     }
     let name = object::meta_str(&obj, "name").unwrap_or("").to_owned();
-    let errs = (info.validate)(&obj);
+    let errs = validation::validate_create(info.kind, &obj);
     if !errs.is_empty() {
         return Err(ApiError::invalid(info.kind, &name, errs));
     }

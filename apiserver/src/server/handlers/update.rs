@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Scope, WriteQuery, create::check_type, json_response, with_warnings};
 use crate::{
     fieldmanager,
-    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError},
+    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError, validation},
     storage::{KeyValue, Revision, StoreError},
 };
 
@@ -77,7 +77,7 @@ pub async fn write(
         // Every write records who changed which fields (upstream's field manager on Update).
         new = fieldmanager::update(Some(&old), &new, &wq.manager(), scope.subresource.as_deref(), &object::now_rfc3339());
     }
-    let errs = (info.validate)(&new);
+    let errs = validation::validate_update(info.kind, &old, &new);
     if !errs.is_empty() {
         return Err(ApiError::invalid(info.kind, &name, errs));
     }

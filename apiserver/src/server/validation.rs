@@ -1,1 +1,0 @@
-//! Validation of the built-in kinds (being written).
