@@ -27,6 +27,8 @@ enum Command {
 enum BenchCommand {
     /// Store writes, reads and watch latency: SQLite and the etcd backend beside raw etcd.
     Store(bench::StoreBenchArgs),
+    /// API server creates, gets, lists and watch fan-out beside the raw Store; `skiff server` start-up and memory.
+    Api(bench::api::ApiBenchArgs),
 }
 
 fn main() {
@@ -46,6 +48,7 @@ fn main() {
                 match cli.command {
                     Command::Server(args) => server::run(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
+                    Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                 }
             })
         });

@@ -20,10 +20,6 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
     ("reportingController", "reportingComponent"),
 ];
 
-fn is_events_group(info: &ResourceInfo) -> bool {
-    info.group == "events.k8s.io"
-}
-
 fn rename(obj: Value, from_left: bool, api_version: &str) -> Value {
     let Value::Object(map) = obj else { return obj };
     let mut out = Map::new();
@@ -40,12 +36,12 @@ fn rename(obj: Value, from_left: bool, api_version: &str) -> Value {
 
 /// The stored (core) shape of an object sent in `info`'s version.
 pub fn to_storage(info: &ResourceInfo, obj: Value) -> Value {
-    if is_events_group(info) { rename(obj, true, "v1") } else { obj }
+    if info.converts() { rename(obj, true, "v1") } else { obj }
 }
 
 /// An object of `info`'s version from its stored (core) shape.
 pub fn from_storage(info: &ResourceInfo, obj: Value) -> Value {
-    if is_events_group(info) { rename(obj, false, "events.k8s.io/v1") } else { obj }
+    if info.converts() { rename(obj, false, "events.k8s.io/v1") } else { obj }
 }
 
 #[cfg(test)]

@@ -42,6 +42,58 @@ pub fn decode_raw(bytes: &[u8], revision: Revision) -> Value {
     obj
 }
 
+/// Stored bytes with `"resourceVersion":"<revision>"` spliced into the top-level `metadata`, without
+/// parsing the object into a tree. `None` if the bytes are not a JSON object with an object-valued
+/// top-level `metadata` (the server never stores such a thing).
+pub fn with_resource_version(bytes: &[u8], revision: Revision) -> Option<Vec<u8>> {
+    let open = top_level_metadata(bytes)?;
+    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let empty = bytes.get(open + 1) == Some(&b'}');
+    let mut out = Vec::with_capacity(bytes.len() + field.len() + 1);
+    out.extend_from_slice(&bytes[..=open]);
+    out.extend_from_slice(field.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&bytes[open + 1..]);
+    Some(out)
+}
+
+/// The index of the `{` that opens the value of the top-level key `metadata`, found by a scan that
+/// tracks strings and nesting depth (so a `"metadata"` inside another field never matches).
+fn top_level_metadata(bytes: &[u8]) -> Option<usize> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && &bytes[start..=i.min(bytes.len() - 1)] == b"\"metadata\"" {
+                    let mut j = i + 1;
+                    while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                        j += 1;
+                    }
+                    if bytes.get(j) == Some(&b':') {
+                        j += 1;
+                        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                            j += 1;
+                        }
+                        return (bytes.get(j) == Some(&b'{')).then_some(j);
+                    }
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The bytes to store: the object, in `info`'s version, converted to the stored shape and without
 /// `resourceVersion`.
 pub fn encode(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
@@ -111,4 +163,24 @@ pub fn generate_name(prefix: &str) -> String {
 /// Now, as Kubernetes prints timestamps (RFC 3339, seconds, UTC).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splicing_the_resource_version_matches_decoding() {
+        for stored in [
+            json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "metadata": "{\"metadata\":{}" }, "metadata": { "name": "a" } }),
+            json!({ "a": [{ "metadata": { "x": 1 } }], "metadata": {}, "z": "\\\"" }),
+        ] {
+            let bytes = serde_json::to_vec(&stored).expect("json");
+            let spliced = with_resource_version(&bytes, 42).expect("spliced");
+            let parsed: Value = serde_json::from_slice(&spliced).expect("still JSON");
+            assert_eq!(parsed, decode_raw(&bytes, 42));
+        }
+        assert_eq!(with_resource_version(b"[1]", 1), None);
+        assert_eq!(with_resource_version(b"{\"metadata\":1}", 1), None);
+    }
 }

@@ -270,6 +270,11 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether objects are converted between the stored shape and this version (see conversion.rs).
+    pub fn converts(&self) -> bool {
+        self.group == "events.k8s.io"
+    }
+
     /// Whether `metadata.generation` counts spec changes (the workloads controllers roll out).
     pub fn tracks_generation(&self) -> bool {
         self.group == "apps" && self.kind != "ControllerRevision"

@@ -38,6 +38,7 @@ use skiff_apiserver::storage::{
 };
 use tokio::sync::oneshot;
 
+pub mod api;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod report;

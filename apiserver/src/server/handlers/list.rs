@@ -136,6 +136,9 @@ fn respond(scope: &Scope, q: &ListQuery, items: &[KeyValue], revision: Revision,
         metadata["continue"] = Value::String(token);
     }
     let filter = Filter::new(scope.info, q).ok();
+    if q.table.is_none() && filter.as_ref().is_none_or(Filter::is_everything) && !scope.info.converts() {
+        return raw_list(scope, items, metadata);
+    }
     let items: Vec<Value> = items
         .iter()
         .map(|kv| object::decode(scope.info, kv))
@@ -144,13 +147,39 @@ fn respond(scope: &Scope, q: &ListQuery, items: &[KeyValue], revision: Revision,
     if let Some(include) = q.table {
         return json_response(200, &table::table(scope.info, &items, metadata, include, true));
     }
-    json_response(
-        200,
-        &json!({
-            "kind": scope.info.list_kind(),
-            "apiVersion": scope.info.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }),
-    )
+    let mut list = json!({ "kind": scope.info.list_kind(), "apiVersion": scope.info.api_version(), "metadata": metadata });
+    list["items"] = Value::Array(items);
+    json_response(200, &list)
+}
+
+/// The common case, a plain list: the stored bytes go out as they are, with the resourceVersion
+/// spliced in, instead of a JSON tree per object built, copied, printed and freed (for 10,000 pods that
+/// is the difference between milliseconds and seconds).
+fn raw_list(scope: &Scope, items: &[KeyValue], metadata: Value) -> Response {
+    let mut body = Vec::with_capacity(items.iter().map(|kv| kv.value.len() + 32).sum::<usize>() + 256);
+    body.extend_from_slice(
+        format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{},\"items\":[",
+            Value::from(scope.info.list_kind()),
+            Value::from(scope.info.api_version()),
+            metadata
+        )
+        .as_bytes(),
+    );
+    for (i, kv) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        match object::with_resource_version(&kv.value, kv.mod_revision) {
+            Some(bytes) => body.extend_from_slice(&bytes),
+            // Not the shape the server writes (never expected): take the slow, sure path.
+            None => body.extend_from_slice(&serde_json::to_vec(&object::decode(scope.info, kv)).unwrap_or_default()),
+        }
+    }
+    body.extend_from_slice(b"]}");
+    axum::response::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("static headers are valid")
 }
