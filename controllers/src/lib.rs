@@ -1,5 +1,85 @@
 //! The controller-manager of skiff, the counterpart of kube-controller-manager.
 //!
-//! One module per controller will live here (replicaset, deployment, endpointslice, garbage collector,
-//! namespace, node lifecycle, node IPAM), each a pure `plan()` beside thin side effects, all talking to the
-//! API server through kube-rs only. Nothing is implemented yet: see issue 4.
+//! Controllers are level-triggered reconcilers built on kube-runtime's `Controller`: they watch the
+//! API server (and nothing else), keep caches of what they watch, and each sync turns the current
+//! object into actions through a pure `plan()` with thin side effects around it. Issue 4 lists the
+//! controllers to come; so far:
+//!
+//! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
+//!
+//! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
+//! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
+//! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`backoff`] (the
+//! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
+
+pub mod backoff;
+pub mod events;
+pub mod expectations;
+pub mod pod_control;
+pub mod pod_util;
+pub mod ranking;
+pub mod replicaset;
+pub mod slow_start;
+
+use std::future::Future;
+
+use kube::Client;
+
+use crate::events::EventSink;
+
+/// Errors of a controller sync; a failed sync is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// A pod template without labels could never be matched back to its controller.
+    #[error("unable to create pods, no labels")]
+    NoLabels,
+    /// The controller's label selector cannot be parsed.
+    #[error("invalid label selector: {0}")]
+    InvalidSelector(String),
+    /// The pod cache is gone (its watch ended).
+    #[error("the pod cache is gone")]
+    CacheGone,
+    /// An object from the cache has no UID (it never came from the API server).
+    #[error("object without a uid")]
+    MissingUid,
+    /// Orphans cannot be adopted: the controller is being deleted or was replaced.
+    #[error("cannot adopt pods: {0}")]
+    CannotAdopt(String),
+    /// The cache the plan was made from turned out stale; the sync is retried.
+    #[error("stale cache: {0}")]
+    StaleCache(String),
+    /// Creating or deleting pods failed (also reported as the `ReplicaFailure` condition).
+    #[error(transparent)]
+    Manage(#[from] replicaset::ManageError),
+    /// A status could not be encoded.
+    #[error("encoding: {0}")]
+    Encode(String),
+}
+
+/// Runs every controller of skiff until shutdown. Only the ReplicaSet controller exists so far; the
+/// others of issue 4 join it here.
+#[derive(Clone)]
+pub struct ControllerManager {
+    client: Client,
+}
+
+impl ControllerManager {
+    /// A controller manager talking to the API server through `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Runs all controllers until `shutdown` completes; syncs in progress then finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        run_replicaset(self.client, shutdown).await;
+    }
+}
+
+/// Runs the ReplicaSet controller until `shutdown` completes.
+pub async fn run_replicaset(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), replicaset::CONTROLLER_NAME);
+    replicaset::run(client, events, shutdown).await;
+}

@@ -1,0 +1,380 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching each ReplicaSet, as
+//! upstream's pkg/controller/replicaset/replica_set.go does, on kube-runtime's `Controller`.
+//!
+//! One pod watch feeds, in order: the [expectations](crate::expectations) (what earlier writes are
+//! still unseen), the pod cache the plans are made from, and the controller's triggers (a pod wakes
+//! its controller, or for an orphan every ReplicaSet whose selector matches it, as upstream's
+//! `addPod`/`updatePod`/`deletePod` do). Each sync is [`plan::plan`] over the cache, then the thin
+//! side effects below: adopt/release, create/delete, and the status written through `/status`.
+
+mod plan;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::HashSet, future::Future, sync::Arc, time::Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::{apps::v1::ReplicaSet, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::SelectorExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{Action, Config},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+
+pub use self::{
+    plan::{BURST_REPLICAS, Input, Manage, Plan, plan, related_pods},
+    status::{ManageError, REPLICA_FAILURE, calculate_status},
+};
+use crate::{
+    Error,
+    backoff::Backoff,
+    events::EventSink,
+    expectations::ControllerExpectations,
+    pod_control::{self, PodControl, reasons},
+    pod_util,
+    slow_start::{INITIAL_BATCH_SIZE, slow_start_batch},
+};
+
+/// The name events are reported under (upstream's component name).
+pub const CONTROLLER_NAME: &str = "replicaset-controller";
+/// ReplicaSets synced at once (upstream's `--concurrent-replicaset-syncs` default).
+pub const CONCURRENT_SYNCS: u16 = 5;
+
+/// What every sync shares.
+struct Context {
+    client: Client,
+    pods: Store<Pod>,
+    replicasets: Store<ReplicaSet>,
+    expectations: Arc<ControllerExpectations>,
+    pod_control: PodControl,
+    backoff: Backoff,
+}
+
+/// Runs the ReplicaSet controller until `shutdown` completes, then lets running syncs finish.
+pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output = ()>) {
+    let expectations = Arc::new(ControllerExpectations::new());
+    let (pod_cache, pod_writer) = reflector::store::<Pod>();
+    let pods = pod_watch(&client, pod_cache.clone(), pod_writer, expectations.clone());
+
+    let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
+        .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
+    let replicasets = controller.store();
+    let mapper_cache = replicasets.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let context = Arc::new(Context {
+        pod_control: PodControl::new(client.clone(), events),
+        client,
+        pods: pod_cache,
+        replicasets,
+        expectations,
+        backoff: Backoff::new(),
+    });
+    let running = controller
+        .watches_stream(pods, move |pod| replica_sets_for_pod(&mapper_cache, &pod))
+        .graceful_shutdown_on(async move {
+            let _ = stopped.await;
+        })
+        .run(reconcile, error_policy, context)
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "replicaset controller");
+            }
+            std::future::ready(())
+        });
+    tokio::pin!(running);
+    tokio::select! {
+        () = &mut running => return,
+        () = shutdown => {}
+    }
+    let _ = stop.send(());
+    running.await;
+}
+
+/// The pod watch: expectations see each event before the cache applies it (so they can tell a new
+/// pod from an update), then the cache, then the controller's triggers (deletes included).
+fn pod_watch(
+    client: &Client,
+    cache: Store<Pod>,
+    writer: reflector::store::Writer<Pod>,
+    expectations: Arc<ControllerExpectations>,
+) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
+    watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        // The controller never reads managed fields; dropping them keeps the cache smaller.
+        .modify(|pod| pod.managed_fields_mut().clear())
+        .inspect_ok(move |event| {
+            expectations.observe(event, |pod| {
+                cache
+                    .get(&ObjectRef::from_obj(pod))
+                    .is_some_and(|cached| cached.metadata.uid == pod.metadata.uid)
+            })
+        })
+        .reflect(writer)
+        .touched_objects()
+}
+
+/// Which ReplicaSets a pod event concerns: its controller if that is a ReplicaSet; for an orphan,
+/// every ReplicaSet of its namespace whose (non-empty) selector matches, as one may adopt it.
+fn replica_sets_for_pod(replicasets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    if let Some(owner) = pod_util::controller_of(&pod.metadata) {
+        let is_rs = owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/");
+        return if is_rs {
+            vec![ObjectRef::new(&owner.name).within(&namespace)]
+        } else {
+            vec![]
+        };
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    replicasets
+        .state_filter(|rs| {
+            rs.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && matches!(plan::selector(rs), Ok(Some(s)) if !s.selects_all() && s.matches(&labels))
+        })
+        .iter()
+        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+        .collect()
+}
+
+/// One sync (upstream's `syncReplicaSet`): plan over the cache, claim, manage, write the status.
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheGone)?;
+    let key = rs.metadata.uid.clone().ok_or(Error::MissingUid)?;
+    let namespace = rs.namespace().unwrap_or_default();
+    let pods = ctx
+        .pods
+        .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    let live: HashSet<&str> = pods
+        .iter()
+        .filter(|p| !pod_util::is_terminating(p))
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
+    ctx.expectations.settle_deletions(&key, |uid| live.contains(uid));
+    let satisfied = ctx.expectations.satisfied(&key, Instant::now());
+    let siblings = siblings(&rs, &ctx.replicasets);
+    let now = Timestamp::now();
+    let input = Input {
+        rs: &rs,
+        pods: &pods,
+        siblings: &siblings,
+        expectations_satisfied: satisfied,
+        now,
+    };
+    let plan = match plan::plan(&input) {
+        Ok(plan) => plan,
+        Err(e) => {
+            // As upstream: a ReplicaSet whose selector cannot be parsed is left alone until it changes.
+            tracing::warn!(replicaset = %rs.name_any(), error = %e, "not syncing");
+            return Ok(Action::await_change());
+        }
+    };
+
+    claim(&rs, &plan, &ctx).await?;
+    let manage_error = manage(&rs, &key, &plan.manage, &ctx).await;
+    let new_status = status::calculate_status(&rs, &plan.claimed, manage_error.as_ref(), now);
+    if status::needs_update(&rs, &new_status) {
+        update_status(&rs, &new_status, &ctx.client).await?;
+    }
+    if let Some(e) = manage_error {
+        return Err(Error::Manage(e));
+    }
+    ctx.backoff.forget(&key);
+
+    // Look again when unseen writes expire or a ready pod becomes available, whichever is first.
+    let wake = [
+        ctx.expectations.expires_in(&key, Instant::now()),
+        status::next_availability_check(&rs, &plan.claimed, now),
+    ];
+    Ok(wake
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// After a failed sync, retry with a per-ReplicaSet exponential backoff (upstream's rate-limited
+/// requeue).
+fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx
+        .backoff
+        .next_delay(rs.metadata.uid.as_deref().unwrap_or_default());
+    tracing::debug!(replicaset = %rs.name_any(), %error, ?delay, "sync failed, retrying");
+    Action::requeue(delay)
+}
+
+/// The ReplicaSets with the same controller as `rs` (none when it has no controller, as upstream).
+fn siblings(rs: &ReplicaSet, replicasets: &Store<ReplicaSet>) -> Vec<Arc<ReplicaSet>> {
+    let Some(controller) = pod_util::controller_of(&rs.metadata) else {
+        return vec![];
+    };
+    replicasets.state_filter(|other| {
+        other.metadata.namespace == rs.metadata.namespace
+            && pod_util::controller_of(&other.metadata).is_some_and(|c| c.uid == controller.uid)
+    })
+}
+
+/// The owner reference the ReplicaSet's pods carry.
+fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+        ..rs.owner_ref(&()).unwrap_or_default()
+    }
+}
+
+/// Adopts and releases as planned. An adoption first re-reads the ReplicaSet from the API server
+/// (upstream's `RecheckDeletionTimestamp`): a cached ReplicaSet may already be deleted or replaced.
+/// A pod that vanished meanwhile makes the plan stale, so the sync is retried from a fresh cache.
+async fn claim(rs: &ReplicaSet, plan: &Plan, ctx: &Context) -> Result<(), Error> {
+    if !plan.adopt.is_empty() {
+        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+        let fresh = api.get(&rs.name_any()).await?;
+        if fresh.metadata.uid != rs.metadata.uid || fresh.metadata.deletion_timestamp.is_some() {
+            return Err(Error::CannotAdopt(format!(
+                "replicaset {} is gone or being deleted",
+                rs.name_any()
+            )));
+        }
+    }
+    let owner = controller_ref(rs);
+    let adoptions = plan
+        .adopt
+        .iter()
+        .map(|pod| ctx.pod_control.adopt_pod(pod, &owner));
+    for result in futures::future::join_all(adoptions).await {
+        match result {
+            Err(e) if pod_control::is_gone(&e) => {
+                return Err(Error::StaleCache("an adopted pod is gone".into()));
+            }
+            other => other?,
+        }
+    }
+    let releases = plan
+        .release
+        .iter()
+        .map(|pod| ctx.pod_control.release_pod(pod, &owner.uid));
+    for result in futures::future::join_all(releases).await {
+        match result {
+            // Gone, or no longer ours (422): either way not ours to count.
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 422 => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Creates or deletes as planned (upstream's `manageReplicas`), recording expectations first so
+/// that syncs triggered by the resulting events wait until all of them are seen.
+async fn manage(rs: &ReplicaSet, key: &str, manage: &Manage, ctx: &Context) -> Option<ManageError> {
+    let owner = rs.object_ref(&());
+    match manage {
+        Manage::Nothing | Manage::AwaitExpectations => None,
+        Manage::Create(count) => {
+            tracing::debug!(replicaset = %rs.name_any(), count, "too few replicas, creating");
+            ctx.expectations.expect_creations(key, *count, Instant::now());
+            let namespace = rs.namespace().unwrap_or_default();
+            let template = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.clone())
+                .unwrap_or_default();
+            let prefix = pod_control::pods_prefix(&rs.name_any());
+            let controller_ref = controller_ref(rs);
+            let (created, error) = slow_start_batch(*count, INITIAL_BATCH_SIZE, || async {
+                match ctx
+                    .pod_control
+                    .create_pod(&namespace, &template, &prefix, &owner, controller_ref.clone())
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Every create fails in a terminating namespace; that is not the ReplicaSet's failure.
+                    Err(Error::Api(e)) if pod_control::is_namespace_terminating(&e) => {
+                        ctx.expectations.creation_observed(key);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+            // Creates that failed or were never tried will not be observed.
+            for _ in created..*count {
+                ctx.expectations.creation_observed(key);
+            }
+            error.map(|e| ManageError {
+                reason: reasons::FAILED_CREATE,
+                message: create_error_message(&e),
+            })
+        }
+        Manage::Delete(victims) => {
+            tracing::debug!(replicaset = %rs.name_any(), count = victims.len(), "too many replicas, deleting");
+            let uids = victims.iter().filter_map(|p| p.metadata.uid.clone());
+            ctx.expectations.expect_deletions(key, uids, Instant::now());
+            let deletes = victims.iter().map(|pod| async {
+                let result = ctx.pod_control.delete_pod(pod, &owner).await;
+                if result.is_err() {
+                    // A failed delete will not be observed.
+                    ctx.expectations
+                        .deletion_observed(key, pod.metadata.uid.as_deref().unwrap_or_default());
+                }
+                result
+            });
+            let results = futures::future::join_all(deletes).await;
+            results
+                .into_iter()
+                .filter_map(Result::err)
+                .find(|e| !pod_control::is_gone(e))
+                .map(|e| ManageError {
+                    reason: reasons::FAILED_DELETE,
+                    message: pod_control::error_message(&e),
+                })
+        }
+    }
+}
+
+fn create_error_message(e: &Error) -> String {
+    match e {
+        Error::Api(e) => pod_control::error_message(e),
+        other => other.to_string(),
+    }
+}
+
+/// Writes the status through the `/status` subresource. A JSON merge patch carries no
+/// resourceVersion, so a concurrent spec change cannot make it conflict; `observedGeneration` says
+/// which generation the counts were computed for.
+async fn update_status(
+    rs: &ReplicaSet,
+    status: &k8s_openapi::api::apps::v1::ReplicaSetStatus,
+    client: &Client,
+) -> Result<(), Error> {
+    let mut body = serde_json::to_value(status).map_err(|e| Error::Encode(e.to_string()))?;
+    // A merge patch only removes the conditions list when told to with null.
+    if status.conditions.is_none() {
+        body["conditions"] = serde_json::Value::Null;
+    }
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &rs.namespace().unwrap_or_default());
+    match api
+        .patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": body })),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: there is no status left to write.
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
