@@ -112,15 +112,37 @@ async fn watch_wait_diff_replace_describe() {
     apply(&server, deploy);
 
     // `get -w` on a list prints the table, then a row per change.
-    let watcher = kubectl_command(&server, 5, &["get", "deploy", "web", "-w"])
+    let mut watcher = kubectl_command(&server, 60, &["get", "deploy", "web", "-w"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("kubectl get -w");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Lines arrive on a thread; the test waits for the initial row before changing anything, so a
+    // slow kubectl start cannot make it miss the change.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!("kubectl get -w never printed {needle}"),
+            }
+        }
+    };
+    wait_for("0/2");
     ok(&server, &["scale", "deploy", "web", "--replicas=1"]);
-    let out = watcher.wait_with_output().expect("watch output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("0/2") && text.contains("0/1"), "the initial row and the change: {text}");
+    wait_for("0/1");
+    // SIGTERM, which `timeout` passes on to kubectl (a SIGKILL would orphan kubectl).
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(watcher.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = watcher.wait();
 
     // diff shows the change a re-apply would make and exits 1; replace applies it.
     let changed = deploy.replace("replicas: 2", "replicas: 3");
