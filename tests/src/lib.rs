@@ -240,3 +240,43 @@ impl Drop for InProcess {
         }
     }
 }
+
+/// A component (controller, scheduler, hollow node…) running as a task of this test, stopped when
+/// dropped: its shutdown future completes and the task is aborted if it has not finished, so a failing
+/// test leaves nothing running.
+pub struct Component {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Component {
+    /// Spawns `run(shutdown)`; `shutdown` completes when the component is stopped or dropped.
+    pub fn spawn<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(run(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        Self { stop: Some(stop), handle }
+    }
+
+    /// Stops the component and waits (at most 10 s) for it to finish its work in progress.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.abort();
+    }
+}
