@@ -1,4 +1,9 @@
-//! The scheduler of skiff, the counterpart of kube-scheduler.
+//! The scheduler of skiff, the counterpart of kube-scheduler (pkg/scheduler).
 //!
-//! It will hold the scheduling framework: filter and score plugins over a snapshot of nodes and pods,
-//! and binding through the `pods/binding` subresource. Nothing is implemented yet: see issue 4.
+//! A scheduling framework of filter and score plugins over a snapshot of nodes and the pods placed on
+//! them (`framework`, `plugins`), and the pure resource accounting they share (`resources`).
+
+pub mod framework;
+pub mod plugins;
+pub mod quantity;
+pub mod resources;
