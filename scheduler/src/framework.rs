@@ -103,6 +103,11 @@ pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
     /// The reasons the pod does not fit, or None.
     fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult;
+    /// Whether evicting pods could make a failing node fit (upstream's Unschedulable, as opposed to
+    /// UnschedulableAndUnresolvable); only NodePorts and NodeResourcesFit say yes.
+    fn preemption_may_help(&self) -> bool {
+        false
+    }
 }
 
 /// A Score plugin (upstream's ScorePlugin with ScoreExtensions::NormalizeScore).
@@ -131,12 +136,18 @@ pub struct Diagnosis {
     pub reasons: BTreeMap<String, usize>,
     /// Number of nodes considered.
     pub num_nodes: usize,
+    /// Nodes that failed a filter which preemption could resolve.
+    pub resolvable_nodes: usize,
 }
 
 impl Diagnosis {
     /// Upstream's FitError.Error(): "0/N nodes are available: <count> <reason>, ... ." with reasons
     /// sorted, followed by the preemption summary (we do not preempt, so "not helpful" for all).
     pub fn message(&self) -> String {
+        if self.num_nodes == 0 {
+            // upstream's ErrNoNodesAvailable
+            return "no nodes available to schedule pods".into();
+        }
         let mut parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
         parts.sort();
         let mut msg = format!("0/{} nodes are available", self.num_nodes);
@@ -145,9 +156,24 @@ impl Diagnosis {
             msg.push_str(&parts.join(", "));
         }
         msg.push('.');
+        // skiff does not preempt: nodes preemption could help report no victims (as upstream does when
+        // no lower-priority pods exist), the rest are "not helpful".
+        let mut pre = Vec::new();
+        let unresolvable = self.num_nodes - self.resolvable_nodes;
+        if unresolvable > 0 {
+            pre.push(format!("{unresolvable} Preemption is not helpful for scheduling"));
+        }
+        if self.resolvable_nodes > 0 {
+            pre.push(format!(
+                "{} No preemption victims found for incoming pod",
+                self.resolvable_nodes
+            ));
+        }
+        pre.sort();
         msg.push_str(&format!(
-            " preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling.",
-            n = self.num_nodes
+            " preemption: 0/{} nodes are available: {}.",
+            self.num_nodes,
+            pre.join(", ")
         ));
         msg
     }
@@ -184,10 +210,7 @@ impl Framework {
         next_start: &mut usize,
     ) -> Result<usize, Diagnosis> {
         if nodes.is_empty() {
-            return Err(Diagnosis {
-                reasons: BTreeMap::new(),
-                num_nodes: 0,
-            });
+            return Err(Diagnosis::default());
         }
         let state = CycleState::build(pod, nodes);
         let to_find = num_feasible_nodes_to_find(nodes.len());
@@ -204,7 +227,7 @@ impl Framework {
             match self
                 .filters
                 .iter()
-                .find_map(|f| f.filter(&state, pod, &nodes[idx]))
+                .find_map(|f| f.filter(&state, pod, &nodes[idx]).map(|r| (f, r)))
             {
                 None => {
                     feasible.push(idx);
@@ -212,7 +235,10 @@ impl Framework {
                         break;
                     }
                 }
-                Some(reasons) => {
+                Some((plugin, reasons)) => {
+                    if plugin.preemption_may_help() {
+                        diag.resolvable_nodes += 1;
+                    }
                     for r in reasons {
                         *diag.reasons.entry(r).or_default() += 1;
                     }
@@ -333,7 +359,8 @@ mod tests {
         assert_eq!(
             err.message(),
             "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
-             2 Insufficient cpu. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+             2 Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful for \
+             scheduling, 2 No preemption victims found for incoming pod."
         );
     }
 
@@ -365,9 +392,6 @@ mod tests {
         let err = default_framework()
             .schedule(&pod("p", json!({})), &[], &mut 0)
             .unwrap_err();
-        assert_eq!(
-            err.message(),
-            "0/0 nodes are available. preemption: 0/0 nodes are available: 0 Preemption is not helpful for scheduling."
-        );
+        assert_eq!(err.message(), "no nodes available to schedule pods");
     }
 }

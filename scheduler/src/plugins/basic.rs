@@ -65,6 +65,9 @@ impl FilterPlugin for NodePorts {
     fn name(&self) -> &'static str {
         "NodePorts"
     }
+    fn preemption_may_help(&self) -> bool {
+        true
+    }
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult {
         let conflict = host_ports(pod).into_iter().any(|(proto, ip, port)| {
             node.used_ports.iter().any(|(p2, ip2, port2)| {

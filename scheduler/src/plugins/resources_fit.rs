@@ -16,6 +16,9 @@ impl FilterPlugin for NodeResourcesFit {
     fn name(&self) -> &'static str {
         "NodeResourcesFit"
     }
+    fn preemption_may_help(&self) -> bool {
+        true
+    }
     fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult {
         let req = pod_requests(pod);
         let (a, r) = (&node.allocatable, &node.requested);
