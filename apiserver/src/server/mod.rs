@@ -20,6 +20,7 @@ use crate::{
     watch_cache::{WatchCache, WatchCacheOptions},
 };
 
+pub mod admission;
 pub mod allocator;
 pub mod conversion;
 pub mod decode;
@@ -34,8 +35,8 @@ pub mod selector;
 pub mod serve;
 pub mod status;
 pub mod table;
-pub mod validation;
 pub mod tls;
+pub mod validation;
 
 /// The Kubernetes minor whose API we serve (k8s-openapi's `v1_36` types; reported by `/version`).
 pub const KUBERNETES_MINOR: &str = "36";
@@ -62,7 +63,11 @@ impl ApiServer {
     }
 
     /// As [`ApiServer::new`], with the service CIDR and NodePort range to allocate from.
-    pub fn with_ranges(store: Arc<dyn Store>, cache_opts: WatchCacheOptions, ranges: allocator::Ranges) -> Arc<Self> {
+    pub fn with_ranges(
+        store: Arc<dyn Store>,
+        cache_opts: WatchCacheOptions,
+        ranges: allocator::Ranges,
+    ) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = metrics::InstrumentedStore::new(store, metrics.clone());
         // One cache per storage prefix: a kind served in two groups (events) shares it.
@@ -72,7 +77,12 @@ impl ApiServer {
                 .entry(r.resource)
                 .or_insert_with(|| WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone()));
         }
-        Arc::new(Self { store, caches, ranges, metrics })
+        Arc::new(Self {
+            store,
+            caches,
+            ranges,
+            metrics,
+        })
     }
 
     /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of
@@ -88,7 +98,11 @@ impl ApiServer {
             }
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            create("/api/v1/namespaces", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } })).await?;
+            create(
+                "/api/v1/namespaces",
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+            )
+            .await?;
         }
         let service = json!({
             "apiVersion": "v1", "kind": "Service",
@@ -136,7 +150,10 @@ impl ApiServer {
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
             // Bodies are read with our own limit so an oversized one gets a 413 Status, not plain text.
             .layer(DefaultBodyLimit::disable())
-            .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track))
+            .layer(axum::middleware::from_fn_with_state(
+                self.metrics.clone(),
+                metrics::track,
+            ))
             .with_state(self.clone())
     }
 }
@@ -144,11 +161,17 @@ impl ApiServer {
 /// Ready once the store answers and every watch cache has synced.
 async fn readyz(State(api): State<Arc<ApiServer>>) -> impl IntoResponse {
     if let Err(e) = api.store.current_revision().await {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("store: {e}\n"),
+        );
     }
     for (resource, cache) in &api.caches {
         if let Err(e) = cache.wait_ready(std::time::Duration::ZERO).await {
-            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("watch cache {resource}: {e}\n"));
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("watch cache {resource}: {e}\n"),
+            );
         }
     }
     (axum::http::StatusCode::OK, "ok".to_owned())

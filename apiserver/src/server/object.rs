@@ -115,12 +115,17 @@ pub enum NameRule {
 pub fn validate_name(obj: &Value, rule: NameRule) -> Vec<(String, String, String)> {
     let name = meta_str(obj, "name").unwrap_or("");
     if name.is_empty() {
-        return vec![("metadata.name".into(), "FieldValueRequired".into(), "Required value: name or generateName is required".into())];
+        return vec![(
+            "metadata.name".into(),
+            "FieldValueRequired".into(),
+            "Required value: name or generateName is required".into(),
+        )];
     }
     let label_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     };
@@ -156,7 +161,10 @@ pub fn validate_name(obj: &Value, rule: NameRule) -> Vec<(String, String, String
 pub fn generate_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    let suffix: String = bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let suffix: String = bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -183,4 +191,11 @@ mod tests {
         assert_eq!(with_resource_version(b"[1]", 1), None);
         assert_eq!(with_resource_version(b"{\"metadata\":1}", 1), None);
     }
+}
+
+/// The metadata-only view of an object (meta.k8s.io/v1 PartialObjectMetadata), which clients ask for
+/// with `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (kube's
+/// `metadata_watcher`, the garbage collector) and Table rows carry.
+pub fn partial_metadata(obj: &Value) -> Value {
+    serde_json::json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"] })
 }

@@ -6,12 +6,19 @@ use serde_json::Value;
 use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
     fieldmanager,
-    server::{ApiServer, allocator, decode, object, registry::Subresource, status::ApiError, validation},
+    server::{
+        ApiServer, admission, allocator, decode, object, registry::Subresource, status::ApiError, validation,
+    },
     storage::StoreError,
 };
 
 /// Creates `obj` in the scope's collection; 201 with the stored object.
-pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery) -> Result<Response, ApiError> {
+pub async fn create(
+    api: &ApiServer,
+    scope: &Scope,
+    obj: Value,
+    wq: &WriteQuery,
+) -> Result<Response, ApiError> {
     let info = scope.info;
     check_type(info, &obj)?;
     let dry_run = wq.dry_run()?;
@@ -34,7 +41,11 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
     }
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
     if name.is_empty() {
-        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
             let generated = object::generate_name(prefix);
             meta.insert("name".into(), Value::String(generated));
         }
@@ -56,6 +67,7 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
         object::meta_mut(&mut obj).insert("generation".into(), Value::from(1));
     }
     (info.default)(&mut obj);
+    admission::admit_create(info.kind, &mut obj);
     obj["kind"] = Value::String(info.kind.to_owned());
     obj["apiVersion"] = Value::String(info.api_version());
 
@@ -74,7 +86,14 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
         return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let key = info.key(scope.namespace.as_deref(), &name);
-    if api.store.get(&key, 0).await.map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?.0.is_some() {
+    if api
+        .store
+        .get(&key, 0)
+        .await
+        .map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?
+        .0
+        .is_some()
+    {
         // Checked before allocating, so a duplicate create does not touch the allocators.
         return Err(ApiError::already_exists(&info.qualified(), &name));
     }
@@ -92,7 +111,10 @@ pub async fn create(api: &ApiServer, scope: &Scope, obj: Value, wq: &WriteQuery)
             });
         }
     };
-    Ok(with_warnings(json_response(201, &object::decode(scope.info, &kv)), &warnings))
+    Ok(with_warnings(
+        json_response(201, &object::decode(scope.info, &kv)),
+        &warnings,
+    ))
 }
 
 /// A body's kind/apiVersion, when given, must be the resource's.
@@ -115,7 +137,10 @@ async fn ensure_namespace(api: &ApiServer, ns: &str) -> Result<(), ApiError> {
     match api.store.get(&key, 0).await {
         Ok((Some(kv), _)) => {
             let obj = object::decode_raw(&kv.value, kv.mod_revision);
-            if obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null()) {
+            if obj["metadata"]
+                .get("deletionTimestamp")
+                .is_some_and(|t| !t.is_null())
+            {
                 return Err(ApiError::forbidden(format!(
                     "unable to create new content in namespace {ns} because it is being terminated"
                 )));
