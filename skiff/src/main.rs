@@ -2,6 +2,7 @@
 //! Errors leave as one line naming the problem, with a non-zero exit status.
 
 mod bench;
+mod components;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,10 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server over the embedded SQLite store (or etcd).
     Server(server::ServerArgs),
+    /// Run the controller manager alone against an API server.
+    ControllerManager(components::ControllerManagerArgs),
+    /// Run the scheduler alone against an API server.
+    Scheduler(components::SchedulerArgs),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -47,6 +52,8 @@ fn main() {
             rt.block_on(async {
                 match cli.command {
                     Command::Server(args) => server::run(args).await,
+                    Command::ControllerManager(args) => components::controller_manager(args).await,
+                    Command::Scheduler(args) => components::scheduler(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                     Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                 }

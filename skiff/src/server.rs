@@ -1,8 +1,10 @@
-//! `skiff server`: the control plane in one process (for now the API server over its store).
+//! `skiff server`: the control plane in one process: the API server over its store, and beside it the
+//! controller manager and the scheduler, which reach it as any client does (HTTPS, admin kubeconfig).
 //!
 //! Start-up order, each step failing with a one-line error that names what is wrong: data dir →
 //! store (embedded SQLite, or etcd with `--datastore-endpoint`) → PKI and admin kubeconfig → listen →
-//! bootstrap namespaces → serve until SIGTERM/SIGINT.
+//! bootstrap namespaces → serve, start the controllers and the scheduler → on SIGTERM/SIGINT stop them
+//! all, letting work in progress finish.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -16,6 +18,8 @@ use skiff_apiserver::{
     watch_cache::WatchCacheOptions,
 };
 use tokio::net::TcpListener;
+
+use crate::components::{self, ControllerArgs, Shutdown};
 
 /// Flags of `skiff server`, named like k3s's.
 #[derive(clap::Args, Debug)]
@@ -46,6 +50,14 @@ pub struct ServerArgs {
     /// and tests written for the finished server work unchanged.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
     /// Extra names and addresses for the serving certificate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -102,8 +114,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());
     println!("  try:        KUBECONFIG={} kubectl get --raw /version", kubeconfig.display());
-    serve::serve_tls(listener, pki.server_config, router, shutdown_signal()).await;
+    let (fire, shutdown) = Shutdown::new();
+    let serving = tokio::spawn(serve::serve_tls(listener, pki.server_config, router, shutdown.wait()));
+    let client = components::kubeconfig_config(&kubeconfig).await.and_then(|c| Ok(kube::Client::try_from(c)?))?;
+    let mut running = Vec::new();
+    if !args.disable_controller_manager {
+        let (client, shutdown, opts) = (client.clone(), shutdown.clone(), args.controllers.clone());
+        running.push(tokio::spawn(async move { components::run_controllers(client, &opts, &shutdown).await }));
+    }
+    if !args.disable_scheduler {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        running.push(tokio::spawn(async move { components::run_scheduler(client, &shutdown).await }));
+    }
+    components::signal().await;
     tracing::info!("shutting down");
+    fire();
+    // Components finish their syncs in progress while the API server still answers them.
+    for task in running {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
+    let _ = serving.await;
     Ok(())
 }
 
@@ -131,16 +161,3 @@ async fn open_etcd(endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
 async fn open_etcd(_endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!("this skiff was built without the etcd feature; rebuild with `--features etcd`")
 }
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the process still dies on SIGTERM, just not gracefully.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-

@@ -1,0 +1,212 @@
+//! What the control-plane components share when the binary runs them: how they reach the API server
+//! (a kubeconfig, or `--server` and `--token`), the flags that shape the controllers, and one shutdown
+//! signal that every component of the process watches.
+//!
+//! `skiff server` runs the components beside its API server, talking to it through the admin
+//! kubeconfig it wrote (over loopback HTTPS, like any client: components talk to each other only
+//! through the API server). `skiff controller-manager` and `skiff scheduler` run one alone against any
+//! skiff API server.
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// How a component finds the API server. The first that applies: `--kubeconfig`, `--server` with
+/// `--token`, `KUBECONFIG`, `~/.kube/config`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// A kubeconfig file (e.g. `<data-dir>/kubeconfig.yaml` of a `skiff server`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server's URL, e.g. https://10.0.0.1:6443 (with `--token`).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// A bearer token for `--server`.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) that signed the API server's certificate, for `--server`.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// A kube client for the API server these flags name.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let config = if let Some(path) = &self.kubeconfig {
+            kubeconfig_config(path).await?
+        } else if let Some(server) = &self.server {
+            let mut config = kube::Config::new(server.parse().with_context(|| format!("--server {server:?} is not a URL"))?);
+            let token = self.token.clone().context("--server needs --token")?;
+            config.auth_info.token = Some(token.into());
+            match &self.certificate_authority {
+                Some(ca) => {
+                    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+                    config.root_cert = Some(pem_certificates(&pem)?);
+                }
+                None => {
+                    tracing::warn!("no --certificate-authority: the API server's certificate is not verified");
+                    config.accept_invalid_certs = true;
+                }
+            }
+            config
+        } else {
+            kube::Config::infer().await.context("no --kubeconfig or --server given, and no kubeconfig found")?
+        };
+        kube::Client::try_from(config).context("cannot build the API client")
+    }
+}
+
+/// A client config from a kubeconfig file.
+pub async fn kubeconfig_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {} is not usable", path.display()))
+}
+
+/// The DER certificates of a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let text = std::str::from_utf8(pem).context("the CA file is not PEM")?;
+    let mut certs = Vec::new();
+    let mut body = None::<String>;
+    for line in text.lines() {
+        match (line.trim(), &mut body) {
+            ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
+            ("-----END CERTIFICATE-----", Some(b)) => {
+                use base64::Engine;
+                certs.push(base64::engine::general_purpose::STANDARD.decode(b.as_bytes()).context("bad PEM")?);
+                body = None;
+            }
+            (l, Some(b)) => b.push_str(l),
+            _ => {}
+        }
+    }
+    anyhow::ensure!(!certs.is_empty(), "the CA file holds no certificate");
+    Ok(certs)
+}
+
+/// Flags of the controller manager (`skiff server` has them too).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// The range node pod CIDRs (/24 each) are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// How long a node may go without renewing its Lease before it is marked Ready=Unknown.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+}
+
+/// Durations as Kubernetes flags write them: `40s`, `5m`, `1h`, `500ms`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 40s or 5m"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?} is not a duration like 40s or 5m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// One shutdown signal for every component of the process.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the function that fires it.
+    pub fn new() -> (impl Fn(), Self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (move || { tx.send_replace(true); }, Self(rx))
+    }
+
+    /// Completes once shutdown is signalled.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process still dies on SIGTERM, just not gracefully.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// `skiff controller-manager`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerManagerArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    controllers: ControllerArgs,
+}
+
+/// `skiff scheduler`.
+#[derive(clap::Args, Debug)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Runs the controller manager alone until SIGTERM/SIGINT.
+pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let client = args.client.client().await?;
+    let (fire, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        signal().await;
+        fire();
+    });
+    run_controllers(client, &args.controllers, &shutdown).await;
+    Ok(())
+}
+
+/// Runs the scheduler alone until SIGTERM/SIGINT.
+pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = args.client.client().await?;
+    let (fire, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        signal().await;
+        fire();
+    });
+    run_scheduler(client, &shutdown).await;
+    Ok(())
+}
+
+/// Every controller, until `shutdown`.
+pub async fn run_controllers(client: kube::Client, _args: &ControllerArgs, shutdown: &Shutdown) {
+    skiff_controllers::ControllerManager::new(client).run(shutdown.wait()).await;
+}
+
+/// The scheduler, until `shutdown`.
+pub async fn run_scheduler(_client: kube::Client, shutdown: &Shutdown) {
+    // The scheduler crate joins here (issue 4).
+    shutdown.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_kubernetes_flags() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}
