@@ -689,3 +689,67 @@ async fn generated_names_that_collide_are_generated_again() {
         assert!(names.insert(cm["metadata"]["name"].as_str().expect("name").to_owned()));
     }
 }
+
+/// A delete that marks an object (here Orphan) while another client keeps writing it (as a controller
+/// writes status) is retried on the fresh object instead of failing with 409: only preconditions may
+/// fail a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_survive_concurrent_writes() {
+    let (_api, r) = server().await;
+    for i in 0..30 {
+        let name = format!("busy-{i}");
+        let uri = format!("/api/v1/namespaces/default/configmaps/{name}");
+        let (code, _) = call(
+            &r,
+            Method::POST,
+            "/api/v1/namespaces/default/configmaps",
+            Some(common::cm(&name)),
+        )
+        .await;
+        assert_eq!(code, 201);
+        let (writer_r, writer_uri, writer_name) = (r.clone(), uri.clone(), name.clone());
+        let (started, mut writing) = tokio::sync::mpsc::channel::<()>(1);
+        // Bounded, and yielding each round: the memory store never makes a request wait, so a writer
+        // that did not yield could never be stopped.
+        let writer = tokio::spawn(async move {
+            for n in 0..5_000 {
+                let mut cm = common::cm(&writer_name);
+                cm["data"]["n"] = json!(n.to_string());
+                call(&writer_r, Method::PUT, &writer_uri, Some(cm)).await;
+                if n == 3 {
+                    let _ = started.send(()).await;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let _stop = AbortOnDrop(writer.abort_handle());
+        tokio::time::timeout(common::T, writing.recv())
+            .await
+            .expect("writer in time");
+        let (code, body) = call(
+            &r,
+            Method::DELETE,
+            &format!("{uri}?propagationPolicy=Orphan"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = call(
+            &r,
+            Method::DELETE,
+            &uri,
+            Some(json!({ "preconditions": { "uid": "not-the-uid" } })),
+        )
+        .await;
+        assert_eq!(code, 409, "a failed precondition is still a conflict: {body}");
+    }
+}
+
+/// Aborts a task when dropped, so a failing assertion never leaves it running.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -91,8 +91,35 @@ pub async fn delete(api: &ApiServer, scope: &Scope, opts: &DeleteOptions) -> Res
         .await
         .map_err(|e| ApiError::from_store(e, &info.qualified(), &name))?;
     let current = current.ok_or_else(|| ApiError::not_found(&info.qualified(), &name))?;
-    let (code, body) = delete_one(api, scope, &current, opts).await?;
+    let (code, body) = delete_retrying(api, scope, current, opts).await?;
     Ok(json_response(code, &body))
+}
+
+/// Times a delete re-reads an object that others keep changing before it answers 409.
+const DELETE_ATTEMPTS: usize = 10;
+
+/// [`delete_one`], again on the fresh object while others write it in between (a controller's status
+/// update must not fail a user's delete): upstream's GuaranteedUpdate, which re-checks the
+/// preconditions on each attempt, so only they give a 409.
+async fn delete_retrying(
+    api: &ApiServer,
+    scope: &Scope,
+    mut current: KeyValue,
+    opts: &DeleteOptions,
+) -> Result<(u16, Value), ApiError> {
+    let (resource, name) = (scope.info.qualified(), scope.name());
+    for _ in 0..DELETE_ATTEMPTS {
+        if let Some(done) = delete_one(api, scope, &current, opts).await? {
+            return Ok(done);
+        }
+        let (fresh, _) = api
+            .store
+            .get(&scope.key(), 0)
+            .await
+            .map_err(|e| ApiError::from_store(e, &resource, name))?;
+        current = fresh.ok_or_else(|| ApiError::not_found(&resource, name))?;
+    }
+    Err(ApiError::conflict(&resource, name))
 }
 
 /// DELETE on a collection: every object the selectors match, each deleted as above; returns them.
@@ -120,7 +147,7 @@ pub async fn delete_collection(
             name: object::meta_str(&obj, "name").map(str::to_owned),
             subresource: None,
         };
-        match delete_one(api, &one, &kv, opts).await {
+        match delete_retrying(api, &one, kv, opts).await {
             Ok(_) => items.push(obj),
             // Gone or changed meanwhile: someone else dealt with it.
             Err(e) if e.code == 404 || e.code == 409 => {}
@@ -134,12 +161,14 @@ pub async fn delete_collection(
     ))
 }
 
+/// Deletes (or marks) the object as read in `current`; `Ok(None)` when it changed since (the write was
+/// guarded by its revision), for the caller to read it again.
 async fn delete_one(
     api: &ApiServer,
     scope: &Scope,
     current: &KeyValue,
     opts: &DeleteOptions,
-) -> Result<(u16, Value), ApiError> {
+) -> Result<Option<(u16, Value)>, ApiError> {
     let info = scope.info;
     let name = scope.name().to_owned();
     let mut obj = object::decode(scope.info, current);
@@ -170,10 +199,10 @@ async fn delete_one(
 
     if let Some(pending) = mark_for_deletion(info.kind, &mut obj, opts) {
         if opts.dry_run || !pending {
-            return Ok((200, obj));
+            return Ok(Some((200, obj)));
         }
-        // Guarded on what we read: a concurrent change makes this a 409 the client retries.
-        let kv = api
+        // Guarded on what we read: a concurrent change sends the caller back to read it again.
+        let kv = match api
             .store
             .update(
                 &scope.key(),
@@ -181,32 +210,33 @@ async fn delete_one(
                 current.mod_revision,
             )
             .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
-                e => ApiError::from_store(e, &info.qualified(), &name),
-            })?;
-        return Ok((200, object::decode(scope.info, &kv)));
+        {
+            Ok(kv) => kv,
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(e) => return Err(ApiError::from_store(e, &info.qualified(), &name)),
+        };
+        return Ok(Some((200, object::decode(scope.info, &kv))));
     }
     if opts.dry_run {
-        return Ok((200, status::deleted(&info.qualified(), &name, &uid)));
+        return Ok(Some((200, status::deleted(&info.qualified(), &name, &uid))));
     }
-    let (deleted, revision) = api
-        .store
-        .delete(&scope.key(), Some(current.mod_revision))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
-            e => ApiError::from_store(e, &info.qualified(), &name),
-        })?;
+    let (deleted, revision) = match api.store.delete(&scope.key(), Some(current.mod_revision)).await {
+        Ok(done) => done,
+        Err(StoreError::Conflict { .. }) => return Ok(None),
+        Err(e) => return Err(ApiError::from_store(e, &info.qualified(), &name)),
+    };
     if info.kind == "Service" {
         allocator::release(api.store.as_ref(), &allocator::Held::of(&obj)).await;
     }
     // Pods answer with the object as it was deleted (upstream's ReturnDeletedObject); others with a
     // Success status.
     if info.kind == "Pod" {
-        return Ok((200, object::decode_at(scope.info, &deleted.value, revision)));
+        return Ok(Some((
+            200,
+            object::decode_at(scope.info, &deleted.value, revision),
+        )));
     }
-    Ok((200, status::deleted(&info.qualified(), &name, &uid)))
+    Ok(Some((200, status::deleted(&info.qualified(), &name, &uid))))
 }
 
 /// Decides whether the delete only marks the object. `None`: remove it now. `Some(true)`: store the
