@@ -25,7 +25,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::{
+    api::core::v1::ObjectReference,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
 use kube::{Client, api::PropagationPolicy};
 use tokio::{sync::mpsc, task::JoinSet};
 
@@ -35,8 +38,12 @@ use self::{
     operations::is_not_found,
     queue::WorkQueue,
 };
-use crate::backoff::Backoff;
+use crate::{backoff::Backoff, events::EventSink};
 
+/// The name events are reported under (upstream's component name).
+pub const CONTROLLER_NAME: &str = "garbage-collector-controller";
+/// The warning about a reference to an owner in another namespace.
+pub const OWNER_REF_INVALID_NAMESPACE: &str = "OwnerRefInvalidNamespace";
 /// How often discovery runs again to watch new resources (upstream's 30 s GC resync period).
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
 /// attemptToDelete workers (upstream's `--concurrent-gc-syncs` default, 20).
@@ -82,21 +89,23 @@ struct GarbageCollector {
     delete_backoff: Backoff,
     orphan_backoff: Backoff,
     /// Virtual delete events go through the same channel as the monitors' events.
-    events: mpsc::UnboundedSender<GraphEvent>,
+    graph_changes: mpsc::UnboundedSender<GraphEvent>,
+    events: EventSink,
 }
 
 /// Runs the garbage collector until `shutdown` completes.
 pub async fn run(client: Client, shutdown: impl Future<Output = ()>) {
     let (events, mut changes) = mpsc::unbounded_channel();
     let gc = Arc::new(GarbageCollector {
-        client,
         graph: Mutex::new(Graph::new()),
         mapper: RwLock::new(RestMapper::default()),
         attempt_to_delete: WorkQueue::new(),
         attempt_to_orphan: WorkQueue::new(),
         delete_backoff: Backoff::new(),
         orphan_backoff: Backoff::new(),
-        events: events.clone(),
+        graph_changes: events.clone(),
+        events: EventSink::new(client.clone(), CONTROLLER_NAME),
+        client,
     });
 
     let graph_changes = {
@@ -211,6 +220,26 @@ impl GarbageCollector {
         for uid in &work.attempt_to_orphan {
             self.attempt_to_orphan.add(uid);
         }
+        for (dependent, owner) in &work.invalid_namespace {
+            let regarding = ObjectReference {
+                api_version: Some(dependent.api_version.clone()),
+                kind: Some(dependent.kind.clone()),
+                namespace: Some(dependent.namespace.clone()).filter(|n| !n.is_empty()),
+                name: Some(dependent.name.clone()),
+                uid: Some(dependent.uid.clone()),
+                ..ObjectReference::default()
+            };
+            let invalid = Identity::of_owner(owner, &dependent.namespace);
+            self.events.warning(
+                &regarding,
+                OWNER_REF_INVALID_NAMESPACE,
+                "OwnerRefInvalidNamespace",
+                format!(
+                    "ownerRef {invalid} does not exist in namespace {:?}",
+                    dependent.namespace
+                ),
+            );
+        }
     }
 
     fn resolve(&self, api_version: &str, kind: &str) -> Result<Resource, GcError> {
@@ -226,7 +255,9 @@ impl GarbageCollector {
     }
 
     fn virtual_delete(&self, identity: &Identity) {
-        let _ = self.events.send(GraphEvent::VirtualDelete(identity.clone()));
+        let _ = self
+            .graph_changes
+            .send(GraphEvent::VirtualDelete(identity.clone()));
     }
 
     /// One attemptToDelete item (upstream's `attemptToDeleteWorker`).

@@ -183,6 +183,25 @@ where
     matches!(t(api.get_opt(name)).await, Ok(None))
 }
 
+/// Deletes `name` with `params`. A delete that only marks the object (Foreground, Orphan) is a
+/// write guarded by what the API server read, so a concurrent write (the ReplicaSet controller's
+/// status) can make it answer 409; as for any conflicting write, the client tries again.
+async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..5 {
+        match t(api.delete(name, params)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.is_conflict() => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("delete {name}: {e}"),
+        }
+    }
+    panic!("delete {name}: conflicts every time");
+}
+
 async fn set_finalizers<K>(api: &Api<K>, name: &str, finalizers: &[&str])
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -202,9 +221,7 @@ async fn deleting_a_replicaset_removes_its_pods_in_the_background() {
     let (rs, _) = replicaset_with_pods(&cluster, "web", 2).await;
     let (pods, replicasets) = (cluster.api::<Pod>(), cluster.api::<ReplicaSet>());
 
-    t(replicasets.delete(&rs.name_any(), &DeleteParams::background()))
-        .await
-        .expect("delete");
+    delete(&replicasets, &rs.name_any(), &DeleteParams::background()).await;
     // Background: the owner goes at once, its pods after it.
     assert!(gone(&replicasets, "web").await);
     eventually("the pods collected", WITHIN, || async {
@@ -222,9 +239,7 @@ async fn foreground_deletion_keeps_the_owner_until_its_pods_are_gone() {
     let held = names[0].clone();
     set_finalizers(&pods, &held, &[HOLD]).await;
 
-    t(replicasets.delete(&rs.name_any(), &DeleteParams::foreground()))
-        .await
-        .expect("delete");
+    delete(&replicasets, &rs.name_any(), &DeleteParams::foreground()).await;
     // The free pod goes; the held one is deleted (deletionTimestamp) but stays.
     eventually(
         "the unheld pod collected and the held one deleted",
@@ -262,9 +277,7 @@ async fn orphan_deletion_leaves_the_pods_without_their_owner_reference() {
         propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
         ..DeleteParams::default()
     };
-    t(replicasets.delete(&rs.name_any(), &orphan))
-        .await
-        .expect("delete");
+    delete(&replicasets, &rs.name_any(), &orphan).await;
     eventually("the owner removed", WITHIN, || async {
         gone(&replicasets, "orphans").await.then_some(())
     })
@@ -311,6 +324,64 @@ async fn a_pod_whose_owner_never_existed_is_collected() {
     assert!(
         !gone(&pods, "kept").await,
         "a pod with a live owner was collected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_an_owner_in_another_namespace_is_reported_and_collected() {
+    let cluster = Cluster::start(false, false).await;
+    let client = cluster.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    t(namespaces.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": "elsewhere" } })).expect("ns"),
+    ))
+    .await
+    .expect("create namespace");
+    let owner = t(Api::<ConfigMap>::namespaced(client.clone(), "elsewhere")
+        .create(&PostParams::default(), &configmap("owner", json!(null))))
+    .await
+    .expect("owner");
+    // Owners live in their dependents' namespace: this reference can never be satisfied.
+    let pods = cluster.api::<Pod>();
+    t(pods.create(&PostParams::default(), &pod("misled", owned_by_configmap(&owner))))
+        .await
+        .expect("pod");
+    eventually("the pod collected", WITHIN, || async {
+        gone(&pods, "misled").await.then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
+    let event = eventually("the OwnerRefInvalidNamespace warning", WITHIN, || async {
+        t(events.list(&ListParams::default()))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("OwnerRefInvalidNamespace")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("misled")
+            })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.note.as_deref(),
+        Some(
+            format!(
+                "ownerRef [v1/ConfigMap, namespace: default, name: owner, uid: {}] does not exist in namespace \"default\"",
+                owner.uid().expect("uid")
+            )
+            .as_str()
+        )
+    );
+    // The owner itself is untouched.
+    assert!(
+        !gone(
+            &Api::<ConfigMap>::namespaced(client.clone(), "elsewhere"),
+            "owner"
+        )
+        .await
     );
 }
 

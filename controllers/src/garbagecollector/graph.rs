@@ -156,7 +156,7 @@ pub struct NodeView {
 }
 
 /// The queue work an event causes: UIDs to attempt to delete, and owners to orphan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Work {
     /// UIDs for the attemptToDelete queue.
     pub attempt_to_delete: Vec<String>,
@@ -164,6 +164,9 @@ pub struct Work {
     pub attempt_to_delete_later: Vec<String>,
     /// UIDs for the attemptToOrphan queue.
     pub attempt_to_orphan: Vec<String>,
+    /// Dependents naming an observed owner that lives in another namespace, with the reference
+    /// (upstream reports each as an `OwnerRefInvalidNamespace` warning event).
+    pub invalid_namespace: Vec<(Identity, OwnerReference)>,
 }
 
 impl Work {
@@ -311,6 +314,9 @@ impl Graph {
             if existing.identity != observed.identity {
                 let (_, nonmatching) = self.partition_dependents(&existing.dependents, &observed.identity);
                 for dep in nonmatching {
+                    if !observed.identity.namespace.is_empty() {
+                        self.report_invalid_namespace(&dep, &observed.identity, work);
+                    }
                     work.delete(&dep);
                 }
             }
@@ -366,6 +372,10 @@ impl Graph {
                     // dependent): let attemptToDelete verify the dependent's references.
                     potentially_invalid = (other_namespace && (owner_namespaced || owner_node.virtual_))
                         || !owner_node.identity.matches_coordinates(owner);
+                    if owner_namespaced && other_namespace && !owner_node.virtual_ {
+                        // Observed in another namespace: definitely wrong.
+                        work.invalid_namespace.push((dependent.clone(), owner.clone()));
+                    }
                 }
                 None => {
                     self.nodes.insert(
@@ -387,6 +397,20 @@ impl Graph {
         }
         if potentially_invalid {
             work.delete(uid);
+        }
+    }
+
+    /// Records that dependent `uid` names `owner` (observed in another namespace) in vain.
+    fn report_invalid_namespace(&self, uid: &str, owner: &Identity, work: &mut Work) {
+        let Some(dep) = self.nodes.get(uid) else {
+            return;
+        };
+        if dep.identity.namespace == owner.namespace {
+            return;
+        }
+        if let Some(reference) = dep.owners.iter().find(|r| r.uid == owner.uid) {
+            work.invalid_namespace
+                .push((dep.identity.clone(), reference.clone()));
         }
     }
 

@@ -209,6 +209,19 @@ fn a_reference_across_namespaces_queues_the_dependent() {
     let pod = id("Pod", "ns-b", "p", "pod-1");
     let work = g.apply(GraphEvent::Upsert(observed(&pod, vec![owner_ref(&rs, false)])));
     assert_eq!(work.attempt_to_delete, uids(&["pod-1"]));
+    assert_eq!(work.invalid_namespace, vec![(pod, owner_ref(&rs, false))]);
+}
+
+#[test]
+fn an_owner_observed_in_another_namespace_than_its_dependent_expected_is_reported() {
+    let mut g = Graph::new();
+    let pod = id("Pod", "ns-b", "p", "pod-1");
+    // The pod comes first: its owner is guessed to live in ns-b.
+    let rs = id("ReplicaSet", "ns-a", "rs", "rs-1");
+    g.apply(GraphEvent::Upsert(observed(&pod, vec![owner_ref(&rs, false)])));
+    let work = g.apply(GraphEvent::Upsert(observed(&rs, vec![])));
+    assert_eq!(work.attempt_to_delete, uids(&["pod-1"]));
+    assert_eq!(work.invalid_namespace, vec![(pod, owner_ref(&rs, false))]);
 }
 
 #[test]
