@@ -414,6 +414,55 @@ async fn a_chain_of_configmaps_is_collected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_cascades_down_a_chain_of_blocking_owners() {
+    let cluster = Cluster::start(false, false).await;
+    let configmaps = cluster.api::<ConfigMap>();
+    let blocking = |cm: &ConfigMap| {
+        json!([{ "apiVersion": "v1", "kind": "ConfigMap", "name": cm.name_any(), "uid": cm.uid(),
+                 "blockOwnerDeletion": true }])
+    };
+    let top = t(configmaps.create(&PostParams::default(), &configmap("top", json!(null))))
+        .await
+        .expect("top");
+    let middle = t(configmaps.create(&PostParams::default(), &configmap("middle", blocking(&top))))
+        .await
+        .expect("middle");
+    let mut bottom = configmap("bottom", blocking(&middle));
+    bottom.metadata.finalizers = Some(vec![HOLD.to_owned()]);
+    t(configmaps.create(&PostParams::default(), &bottom))
+        .await
+        .expect("bottom");
+
+    delete(&configmaps, "top", &DeleteParams::foreground()).await;
+    // The middle owner has a blocking dependent of its own: it is deleted in the foreground too,
+    // and the held bottom object keeps both waiting.
+    eventually("the chain waiting on the held object", WITHIN, || async {
+        let middle = t(configmaps.get("middle")).await.ok()?;
+        let bottom = t(configmaps.get("bottom")).await.ok()?;
+        (middle.metadata.deletion_timestamp.is_some()
+            && middle.finalizers() == ["foregroundDeletion"]
+            && bottom.metadata.deletion_timestamp.is_some())
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let top = t(configmaps.get("top")).await.expect("top still there");
+    assert!(top.metadata.deletion_timestamp.is_some());
+    assert_eq!(top.finalizers(), ["foregroundDeletion"]);
+
+    set_finalizers(&configmaps, "bottom", &[]).await;
+    eventually("the whole chain removed", WITHIN, || async {
+        let list = t(configmaps.list(&ListParams::default())).await.ok()?;
+        let left: Vec<String> = list.items.iter().map(|c| c.name_any()).collect();
+        (!["top", "middle", "bottom"]
+            .iter()
+            .any(|n| left.iter().any(|l| l == n)))
+        .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dangling_references_are_removed_when_another_owner_lives() {
     let cluster = Cluster::start(false, false).await;
     let configmaps = cluster.api::<ConfigMap>();

@@ -71,7 +71,7 @@ pub async fn delete(client: &Client, name: &str) -> Result<Outcome, DeleteError>
     if namespace.metadata.deletion_timestamp.is_none() {
         return Ok(Outcome::Done);
     }
-    let namespace = match ensure_terminating(&namespaces, namespace).await {
+    let mut namespace = match ensure_terminating(&namespaces, namespace).await {
         Ok(ns) => ns,
         Err(e) if is_not_found(&e) => return Ok(Outcome::Done),
         Err(e) => return Err(e.into()),
@@ -89,11 +89,13 @@ pub async fn delete(client: &Client, name: &str) -> Result<Outcome, DeleteError>
         .unwrap_or_default();
     if conditions::update_conditions(&mut status_conditions, &report, Timestamp::now()) {
         let patch = json!({ "status": { "conditions": status_conditions } });
-        if let Err(e) = namespaces
+        match namespaces
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
-            tracing::debug!(namespace = name, error = %e, "couldn't update status conditions");
+            // Finalizing starts from the namespace as written, not a stale resourceVersion.
+            Ok(written) => namespace = written,
+            Err(e) => tracing::debug!(namespace = name, error = %e, "couldn't update status conditions"),
         }
     }
     let mut errors: Vec<String> = report.discovery_error.iter().cloned().collect();
