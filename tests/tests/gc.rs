@@ -1,6 +1,7 @@
 //! The garbage collector and the namespace controller against the real API server (in process),
 //! as they run in `skiff server`: background, foreground and orphan deletion of a ReplicaSet's pods,
-//! owners that never existed, chains of owners, dangling references beside a live owner, and a
+//! owners that never existed or live in another namespace, chains of owners (collected in the
+//! background, or cascading in the foreground), dangling references beside a live owner, and a
 //! namespace emptied and removed once the last finalizer of its content is gone.
 //!
 //! No kubelet runs: pods are never bound, so the API server deletes them at once.
