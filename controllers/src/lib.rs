@@ -6,6 +6,10 @@
 //! controllers to come; so far:
 //!
 //! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
+//! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
+//!   orphan deletions (upstream's garbage collector).
+//! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
+//!   controller).
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
@@ -15,6 +19,8 @@
 pub mod backoff;
 pub mod events;
 pub mod expectations;
+pub mod garbagecollector;
+pub mod namespace;
 pub mod pod_control;
 pub mod pod_util;
 pub mod ranking;
