@@ -6,6 +6,14 @@
 //! controllers to come; so far:
 //!
 //! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
+//! - [`endpointslice`]: EndpointSlices listing the pods each selector Service matches (upstream's
+//!   endpointslice controller).
+//! - [`endpoints`]: the legacy Endpoints object of each selector Service (upstream's endpoint
+//!   controller).
+//! - [`nodeipam`]: a pod CIDR for every Node (upstream's node IPAM range allocator).
+//! - [`nodelifecycle`]: node health from Leases, the not-ready/unreachable taints, and the taint
+//!   eviction of pods that do not tolerate them (upstream's node lifecycle and taint eviction
+//!   controllers).
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
@@ -13,8 +21,12 @@
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
+//pub mod nodeipam;
+//pub mod nodelifecycle;
 pub mod pod_control;
 pub mod pod_util;
 pub mod ranking;
