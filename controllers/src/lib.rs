@@ -25,7 +25,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod expectations;
-//pub mod nodeipam;
+pub mod nodeipam;
 //pub mod nodelifecycle;
 pub mod pod_control;
 pub mod pod_util;
