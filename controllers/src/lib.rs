@@ -26,7 +26,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod nodeipam;
-//pub mod nodelifecycle;
+pub mod nodelifecycle;
 pub mod pod_control;
 pub mod pod_util;
 pub mod ranking;

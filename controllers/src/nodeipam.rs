@@ -86,7 +86,11 @@ impl Ipv4Cidr {
 }
 
 fn mask(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
 }
 
 impl FromStr for Ipv4Cidr {
@@ -241,7 +245,10 @@ impl RangeAllocator {
         }
         let mut names: Vec<&Node> = nodes.iter().filter(|n| node_cidr(n).is_none()).collect();
         names.sort_by_key(|n| n.name_any());
-        names.into_iter().map(|n| (n.name_any(), self.observe(n))).collect()
+        names
+            .into_iter()
+            .map(|n| (n.name_any(), self.observe(n)))
+            .collect()
     }
 
     /// A node was added or changed.
@@ -323,7 +330,12 @@ fn node_event(events: &EventSink, name: &str, status: &str) {
         uid: Some(name.into()),
         ..Default::default()
     };
-    events.normal(&regarding, status, status, format!("Node {name} status is now: {status}"));
+    events.normal(
+        &regarding,
+        status,
+        status,
+        format!("Node {name} status is now: {status}"),
+    );
 }
 
 /// Runs the allocator until `shutdown` completes. An invalid cluster CIDR or mask size is logged
@@ -406,8 +418,12 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
             match decision {
                 Decision::Nothing => {}
                 Decision::Assign(cidr) => {
-                    let patch = json!({ "spec": { "podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()] } });
-                    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                    let patch =
+                        json!({ "spec": { "podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()] } });
+                    match api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                    {
                         Ok(_) => tracing::info!(node = %name, %cidr, "pod CIDR assigned"),
                         // Deleted meanwhile: the delete event releases the CIDR.
                         Err(kube::Error::Api(s)) if s.is_not_found() => allocator.assign_failed(&name, cidr),
@@ -469,8 +485,13 @@ mod tests {
     #[test]
     fn blocks_are_handed_out_round_robin_and_reused_after_wrapping() {
         let mut set = CidrSet::new(cidr("10.244.0.0/22"), 24).expect("set");
-        let got: Vec<String> = (0..4).map(|_| set.allocate_next().expect("free").to_string()).collect();
-        assert_eq!(got, ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]);
+        let got: Vec<String> = (0..4)
+            .map(|_| set.allocate_next().expect("free").to_string())
+            .collect();
+        assert_eq!(
+            got,
+            ["10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]
+        );
         assert_eq!(set.allocate_next(), None);
         set.release(cidr("10.244.1.0/24"));
         assert_eq!(set.allocate_next(), Some(cidr("10.244.1.0/24")));
@@ -490,9 +511,15 @@ mod tests {
             node("old-1", Some("10.244.0.0/24")),
             node("old-2", Some("10.244.1.0/24")),
         ]);
-        assert_eq!(decisions, [("new".to_string(), Decision::Assign(cidr("10.244.2.0/24")))]);
+        assert_eq!(
+            decisions,
+            [("new".to_string(), Decision::Assign(cidr("10.244.2.0/24")))]
+        );
         // The same node seen again before the write shows: the same CIDR, not a second one.
-        assert_eq!(a.observe(&node("new", None)), Decision::Assign(cidr("10.244.2.0/24")));
+        assert_eq!(
+            a.observe(&node("new", None)),
+            Decision::Assign(cidr("10.244.2.0/24"))
+        );
         assert_eq!(a.observe(&node("new", Some("10.244.2.0/24"))), Decision::Nothing);
         assert_eq!(a.used(), 3);
     }
@@ -501,13 +528,25 @@ mod tests {
     fn a_full_range_waits_for_a_deleted_node() {
         let set = CidrSet::new(cidr("10.244.0.0/23"), 24).expect("set");
         let mut a = RangeAllocator::new(set);
-        assert_eq!(a.observe(&node("a", None)), Decision::Assign(cidr("10.244.0.0/24")));
-        assert_eq!(a.observe(&node("b", None)), Decision::Assign(cidr("10.244.1.0/24")));
+        assert_eq!(
+            a.observe(&node("a", None)),
+            Decision::Assign(cidr("10.244.0.0/24"))
+        );
+        assert_eq!(
+            a.observe(&node("b", None)),
+            Decision::Assign(cidr("10.244.1.0/24"))
+        );
         assert_eq!(a.observe(&node("c", None)), Decision::RangeFull);
         a.forget(&node("a", Some("10.244.0.0/24")));
-        assert_eq!(a.observe(&node("c", None)), Decision::Assign(cidr("10.244.0.0/24")));
+        assert_eq!(
+            a.observe(&node("c", None)),
+            Decision::Assign(cidr("10.244.0.0/24"))
+        );
         // A failed write frees the block for the next node.
         a.assign_failed("c", cidr("10.244.0.0/24"));
-        assert_eq!(a.observe(&node("d", None)), Decision::Assign(cidr("10.244.0.0/24")));
+        assert_eq!(
+            a.observe(&node("d", None)),
+            Decision::Assign(cidr("10.244.0.0/24"))
+        );
     }
 }
