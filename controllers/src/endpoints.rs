@@ -5,7 +5,7 @@
 //!
 //! Services are the controller's objects (fed by our own watch, so a deleted Service's Endpoints
 //! can be deleted too, as upstream's `syncService` does when the Service is gone). A pod event wakes
-//! the Services selecting the pod and those whose Endpoints still list it; an Endpoints event wakes
+//! the Services selecting the pod and those it matched before; an Endpoints event wakes
 //! the Service of that name (an Endpoints object deleted by hand is recreated). Services without a
 //! selector are left alone: their Endpoints belong to the user. [`plan`] is the pure half
 //! (`syncService`'s subsets, `RepackSubsets`, `truncateEndpoints` and the no-op check); the writes
@@ -38,6 +38,7 @@ use crate::{
     Error,
     backoff::Backoff,
     endpointslice::{
+        memberships::Memberships,
         reconciler::format_time,
         trigger_time::TriggerTimeTracker,
         utils::{self, LABEL_HEADLESS, LAST_CHANGE_TRIGGER_TIME},
@@ -98,8 +99,10 @@ fn pod_address(pod: &Pod, svc: &Service) -> Option<EndpointAddress> {
 }
 
 type PortKey = (String, i32, String, Option<String>);
+/// An address's IP and pod UID, what identifies it across ports.
+type AddressKey = (String, Option<String>);
 
-fn address_key(a: &EndpointAddress) -> (String, Option<String>) {
+fn address_key(a: &EndpointAddress) -> AddressKey {
     (a.ip.clone(), a.target_ref.as_ref().and_then(|t| t.uid.clone()))
 }
 
@@ -115,8 +118,7 @@ pub fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> 
         .unwrap_or_default();
     let headless = !utils::is_service_ip_set(svc);
     // address key → (address, ready, ports)
-    let mut addresses: BTreeMap<(String, Option<String>), (EndpointAddress, bool, BTreeSet<PortKey>)> =
-        BTreeMap::new();
+    let mut addresses: BTreeMap<AddressKey, (EndpointAddress, bool, BTreeSet<PortKey>)> = BTreeMap::new();
     for pod in pods {
         if !utils::should_pod_be_in_endpoints(pod, publish) {
             continue;
@@ -374,12 +376,13 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     };
 
     let service_cache = services.clone();
-    let endpoints_cache = endpoints.clone();
+    let pod_cache = context.pods.clone();
+    let memberships = Memberships::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = Controller::for_stream(service_events, services)
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS))
         .watches_stream(pod_events, move |pod| {
-            services_for_pod(&service_cache, &endpoints_cache, &pod)
+            memberships.services_for_pod(&service_cache, &pod_cache, &pod)
         })
         .watches_stream(endpoints_events, |ep| {
             Some(ObjectRef::<Service>::new(&ep.name_any()).within(&ep.namespace().unwrap_or_default()))
@@ -418,40 +421,6 @@ async fn delete_endpoints_of(svc: &Service, services: &Store<Service>, ctx: &Con
         Err(kube::Error::Api(s)) if s.is_not_found() => {}
         Err(e) => tracing::warn!(service = %key_of(&namespace, &name), error = %e, "cannot delete endpoints"),
     }
-}
-
-/// The Services a pod event concerns: those selecting it, and those whose Endpoints list it.
-fn services_for_pod(
-    services: &Store<Service>,
-    endpoints: &Store<Endpoints>,
-    pod: &Pod,
-) -> Vec<ObjectRef<Service>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let labels = pod.metadata.labels.as_ref();
-    let mut refs: Vec<ObjectRef<Service>> = services
-        .state_filter(|svc| {
-            svc.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && utils::service_selector(svc).is_some_and(|s| utils::selects(s, labels))
-        })
-        .iter()
-        .map(|svc| ObjectRef::from_obj(svc.as_ref()))
-        .collect();
-    let lists = |ep: &Endpoints| {
-        ep.subsets.iter().flatten().any(|s| {
-            s.addresses
-                .iter()
-                .flatten()
-                .chain(s.not_ready_addresses.iter().flatten())
-                .any(|a| a.target_ref.as_ref().and_then(|t| t.name.as_ref()) == pod.metadata.name.as_ref())
-        })
-    };
-    for ep in endpoints.state_filter(|e| e.metadata.namespace.as_deref() == Some(namespace.as_str())) {
-        let svc = ObjectRef::new(&ep.name_any()).within(&namespace);
-        if lists(&ep) && !refs.contains(&svc) {
-            refs.push(svc);
-        }
-    }
-    refs
 }
 
 /// One sync (upstream's `syncService`).

@@ -3,13 +3,14 @@
 //! kube-runtime's `Controller`.
 //!
 //! Services are the controller's objects. A pod event wakes the Services whose selector matches the
-//! pod and those whose slices still point at it (a pod that stopped matching must leave them); a
+//! pod and those it matched before ([`memberships`]: a pod that stopped matching must leave); a
 //! slice event wakes the Service named by its `kubernetes.io/service-name` label (a slice deleted or
 //! edited by hand is put back). Nodes are cached for the endpoints' zones; a pod on an unknown node
 //! is left out and its Service retried later, as upstream does. Each sync is
 //! [`reconciler::reconcile`] over the caches, then the writes; the [`tracker`] keeps a sync from
 //! acting on a cache that has not yet seen the previous sync's writes.
 
+pub mod memberships;
 pub mod reconciler;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ use kube::{
 };
 
 pub use self::reconciler::{Input, MAX_ENDPOINTS_PER_SLICE, Plan, reconcile};
-use self::{tracker::SliceTracker, trigger_time::TriggerTimeTracker};
+use self::{memberships::Memberships, tracker::SliceTracker, trigger_time::TriggerTimeTracker};
 use crate::{Error, backoff::Backoff, events::EventSink, pod_control};
 
 /// The name events are reported under (upstream's component name).
@@ -122,14 +123,24 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     .reflect(slice_writer)
     .touched_objects();
 
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
-    let services = controller.store();
-    let slice_cache = slices.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Our own Service watch (rather than the Controller's) to see deletions: what is remembered
+    // about a deleted Service is dropped (its slices go with it through their owner reference).
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (services, services_writer) = reflector::store::<Service>();
+    let service_events = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(svc) = event {
+                let _ = gone_tx.send(service_key(svc));
+            }
+        })
+        .reflect(services_writer)
+        .touched_objects();
+
     let context = Arc::new(Context {
         client,
-        pods,
+        pods: pods.clone(),
         slices,
         nodes,
         tracker,
@@ -138,9 +149,24 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         events,
         options,
     });
-    let running = controller
+    let forget = {
+        let ctx = context.clone();
+        async move {
+            while let Some(key) = gone_rx.recv().await {
+                ctx.triggers.forget(&key);
+                ctx.tracker.forget(&key);
+                ctx.backoff.forget(&key);
+            }
+        }
+    };
+    let _forget = AbortOnDrop(tokio::spawn(forget));
+    let memberships = Memberships::new();
+    let service_cache = services.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = Controller::for_stream(service_events, services)
+        .with_config(Config::default().concurrency(CONCURRENT_SYNCS))
         .watches_stream(pod_events, move |pod| {
-            services_for_pod(&services, &slice_cache, &pod)
+            memberships.services_for_pod(&service_cache, &pods, &pod)
         })
         .watches_stream(slice_events, |slice| service_for_slice(&slice))
         .graceful_shutdown_on(async move {
@@ -160,39 +186,6 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     }
     let _ = stop.send(());
     running.await;
-}
-
-/// `getPodServiceMemberships`, plus the Services whose slices still list the pod (so a pod whose
-/// labels changed leaves the Service it no longer matches).
-fn services_for_pod(
-    services: &Store<Service>,
-    slices: &Store<EndpointSlice>,
-    pod: &Pod,
-) -> Vec<ObjectRef<Service>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let name = pod.metadata.name.as_deref();
-    let labels = pod.metadata.labels.as_ref();
-    let mut refs: Vec<ObjectRef<Service>> = services
-        .state_filter(|svc| {
-            svc.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && utils::service_selector(svc).is_some_and(|s| utils::selects(s, labels))
-        })
-        .iter()
-        .map(|svc| ObjectRef::from_obj(svc.as_ref()))
-        .collect();
-    for slice in slices.state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str())) {
-        let lists_pod = slice
-            .endpoints
-            .iter()
-            .flatten()
-            .any(|ep| ep.target_ref.as_ref().and_then(|t| t.name.as_deref()) == name);
-        if let Some(svc) = lists_pod.then(|| service_for_slice(&slice)).flatten() {
-            if !refs.contains(&svc) {
-                refs.push(svc);
-            }
-        }
-    }
-    refs
 }
 
 /// The Service a slice belongs to, by its `kubernetes.io/service-name` label.

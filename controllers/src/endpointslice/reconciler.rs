@@ -12,10 +12,7 @@
 //!
 //! Slices are written only when their endpoints or labels differ, so a resync writes nothing.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -367,14 +364,4 @@ fn reconcile_by_port_mapping(
 
 fn len(slice: &EndpointSlice) -> usize {
     slice.endpoints.as_ref().map_or(0, Vec::len)
-}
-
-/// The names of the pods a set of slices points at, for waking a Service when one of them changes
-/// even after it stopped matching the selector.
-pub fn referenced_pods(slices: &[Arc<EndpointSlice>]) -> BTreeSet<String> {
-    slices
-        .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter_map(|ep| ep.target_ref.as_ref()?.name.clone())
-        .collect()
 }

@@ -23,7 +23,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::Store,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -128,18 +128,29 @@ pub async fn run_loop(
         let now = Timestamp::now();
         let mut due = Vec::new();
         let mut pending = HashSet::new();
-        for pod in pods.state() {
+        // Only pods on tainted nodes, or with an eviction pending, need a look.
+        let tainted: HashMap<String, Vec<Taint>> = nodes
+            .state()
+            .iter()
+            .filter_map(|node| {
+                let taints = node.spec.as_ref()?.taints.as_ref()?;
+                let taints: Vec<Taint> = no_execute(taints).into_iter().cloned().collect();
+                (!taints.is_empty()).then(|| (node.name_any(), taints))
+            })
+            .collect();
+        let candidates = if tainted.is_empty() && scheduled.is_empty() {
+            vec![]
+        } else {
+            pods.state()
+        };
+        for pod in candidates {
             if !pod_util::is_assigned(&pod) || pod_util::is_terminating(&pod) {
                 continue;
             }
-            let Some(node) = nodes.get(&ObjectRef::new(pod_util::node_name(&pod))) else {
-                continue;
-            };
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let taints = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.as_deref())
+            let taints = tainted
+                .get(pod_util::node_name(&pod))
+                .map(Vec::as_slice)
                 .unwrap_or_default();
             match eviction(&pod, taints, now) {
                 Eviction::Never => {
@@ -162,8 +173,8 @@ pub async fn run_loop(
                 }
                 Eviction::Now => {
                     scheduled.remove(&uid);
-                    if !deleted.contains_key(&uid) {
-                        deleted.insert(uid, tokio::time::Instant::now());
+                    if let std::collections::hash_map::Entry::Vacant(e) = deleted.entry(uid) {
+                        e.insert(tokio::time::Instant::now());
                         due.push(pod);
                     }
                 }
