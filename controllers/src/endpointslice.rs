@@ -213,9 +213,12 @@ async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Actio
     }
     let namespace = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
+    // Slices pending deletion are left out, so a finalizer on one cannot wedge the Service
+    // (upstream's `dropEndpointSlicesPendingDeletion`).
     let slices = ctx.slices.state_filter(|s| {
         s.metadata.namespace.as_deref() == Some(namespace.as_str())
             && s.labels().get(utils::LABEL_SERVICE_NAME) == Some(&name)
+            && s.metadata.deletion_timestamp.is_none()
     });
     if ctx.tracker.stale(&key, &slices) {
         return Err(Error::StaleCache(format!(

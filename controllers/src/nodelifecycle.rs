@@ -136,6 +136,8 @@ fn notify<T>(changed: &Arc<Notify>) -> impl FnMut(T) -> std::future::Ready<()> +
 /// What the monitor remembers between passes.
 #[derive(Default)]
 struct MonitorState {
+    /// The nodes seen, by name, with their uid.
+    known: HashMap<String, String>,
     health: HashMap<String, NodeHealth>,
     /// Nodes whose pods could not all be marked not ready (upstream's `nodesToRetry`).
     retry_mark: HashSet<String>,
@@ -167,6 +169,7 @@ async fn monitor_loop(
     loop {
         tick.tick().await;
         let all = nodes.state();
+        record_added_and_removed(&all, &mut state.known, &events);
         state
             .health
             .retain(|name, _| all.iter().any(|n| n.metadata.name.as_deref() == Some(name)));
@@ -259,6 +262,47 @@ async fn monitor_node(
             state.retry_mark.insert(name);
         }
     }
+}
+
+/// Upstream's `RegisteredNode` and `RemovingNode` events for nodes that appeared or went since the
+/// previous pass.
+fn record_added_and_removed(all: &[Arc<Node>], known: &mut HashMap<String, String>, events: &EventSink) {
+    let event = |name: &str, uid: &str, reason: &str, what: String| {
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(name.into()),
+            uid: Some(uid.into()),
+            ..Default::default()
+        };
+        events.normal(&regarding, reason, reason, format!("Node {name} event: {what}"));
+    };
+    for node in all {
+        let (name, uid) = (node.name_any(), node.metadata.uid.clone().unwrap_or_default());
+        if known.get(&name) != Some(&uid) {
+            event(
+                &name,
+                &uid,
+                "RegisteredNode",
+                format!("Registered Node {name} in Controller"),
+            );
+            known.insert(name, uid);
+        }
+    }
+    known.retain(|name, uid| {
+        let present = all
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(name.as_str()));
+        if !present {
+            event(
+                name,
+                uid,
+                "RemovingNode",
+                format!("Removing Node {name} from Controller"),
+            );
+        }
+        present
+    });
 }
 
 /// `RecordNodeStatusChange`: a Normal event about the node (whose uid upstream sets to its name).

@@ -398,6 +398,22 @@ async fn a_node_that_stops_renewing_its_lease_is_tainted_and_its_pods_evicted() 
     )
     .await;
 
+    // The story is told in events about the node.
+    for (reason, note) in [
+        (
+            "RegisteredNode",
+            "Node n1 event: Registered Node n1 in Controller",
+        ),
+        ("NodeNotReady", "Node n1 status is now: NodeNotReady"),
+    ] {
+        let notes = eventually(&format!("a {reason} event"), Duration::from_secs(5), || async {
+            let notes = event_notes(&client, reason, "n1").await;
+            (!notes.is_empty()).then_some(notes)
+        })
+        .await;
+        assert_eq!(notes, [note]);
+    }
+
     // Its pods are marked not ready.
     for name in ["plain", "two-seconds", "forever"] {
         eventually(
