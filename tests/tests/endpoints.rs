@@ -549,3 +549,43 @@ async fn a_service_without_a_selector_is_left_alone() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headless_service_publishing_not_ready_addresses_lists_unready_pods_as_ready() {
+    let cluster = Cluster::start().await;
+    let (pods, slices, endpoints) = (cluster.pods(), cluster.slices(), cluster.endpoints());
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": { "name": "peers" },
+        "spec": { "clusterIP": "None", "publishNotReadyAddresses": true, "selector": { "app": "peers" } }
+    }))
+    .expect("service");
+    t(cluster.services().create(&PostParams::default(), &svc))
+        .await
+        .expect("create service");
+    running_pod(&pods, "peer-0", "peers", 8080, "10.244.0.40", false).await;
+
+    // Not ready, but published: ready in the slice (serving tells the truth), an address in the
+    // Endpoints; no ports, and the headless label on both.
+    let found = wait_slices(&slices, "peers", vec![("peer-0", true, false, false)]).await;
+    assert!(found[0].ports.as_ref().is_none_or(Vec::is_empty));
+    assert_eq!(
+        found[0]
+            .labels()
+            .get("service.kubernetes.io/headless")
+            .map(String::as_str),
+        Some("")
+    );
+    let ep = wait_endpoints(&endpoints, "peers", &["10.244.0.40"], &[]).await;
+    assert_eq!(
+        ep.labels()
+            .get("service.kubernetes.io/headless")
+            .map(String::as_str),
+        Some("")
+    );
+    assert!(
+        ep.subsets.as_ref().expect("subsets")[0]
+            .ports
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+    );
+}
