@@ -433,6 +433,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let Some(selector) = utils::service_selector(&svc) else {
         return Ok(Action::await_change());
     };
+    // ExternalName Services have no endpoints (upstream: issues.k8s.io/105986).
+    if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Ok(Action::await_change());
+    }
     let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
     let key = key_of(&namespace, &name);
     let pods = ctx.pods.state_filter(|p| {
