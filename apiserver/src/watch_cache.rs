@@ -94,7 +94,8 @@ struct Watcher {
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, KeyValue>,
+    /// Shared, so a list hands out references instead of copying every value under the lock.
+    objects: BTreeMap<String, Arc<KeyValue>>,
     /// The revision the cache reflects.
     revision: Revision,
     /// Events with revision > `floor` are all in `window`.
@@ -169,7 +170,7 @@ impl WatchCache {
         &self,
         prefix: &str,
         min_revision: Revision,
-    ) -> Result<Option<(Vec<KeyValue>, Revision)>, WatchError> {
+    ) -> Result<Option<(Vec<Arc<KeyValue>>, Revision)>, WatchError> {
         self.wait_ready(Duration::from_secs(5)).await?;
         let state = self.lock();
         if state.revision < min_revision {
@@ -182,6 +183,11 @@ impl WatchCache {
             .map(|(_, kv)| kv.clone())
             .collect();
         Ok(Some((items, state.revision)))
+    }
+
+    /// The cached object at `key`, if the cache has it (it may trail the store by a moment).
+    pub fn get_cached(&self, key: &str) -> Option<Arc<KeyValue>> {
+        self.lock().objects.get(key).cloned()
     }
 
     /// A watch of `prefix` from revision `after`: every change after it, then live changes. With
@@ -241,7 +247,7 @@ impl WatchCache {
                     .map(|(_, kv)| {
                         CacheEvent::Event(Arc::new(Event {
                             kind: EventKind::Create,
-                            kv: kv.clone(),
+                            kv: KeyValue::clone(kv),
                             prev: None,
                         }))
                     })
@@ -304,10 +310,12 @@ impl WatchCache {
     /// Applies one store event and hands it to every interested watcher.
     fn apply(&self, ev: Event) {
         let ev = Arc::new(ev);
+        // Copied before the lock is taken: lists and watches wait on it.
+        let current = (ev.kind != EventKind::Delete).then(|| Arc::new(ev.kv.clone()));
         let mut state = self.lock();
-        match ev.kind {
-            EventKind::Delete => state.objects.remove(&ev.kv.key),
-            _ => state.objects.insert(ev.kv.key.clone(), ev.kv.clone()),
+        match current {
+            None => state.objects.remove(&ev.kv.key),
+            Some(kv) => state.objects.insert(ev.kv.key.clone(), kv),
         };
         state.revision = ev.revision();
         state.window.push_back(ev.clone());
@@ -398,7 +406,11 @@ impl WatchCache {
     }
 }
 
-type Synced = (BTreeMap<String, KeyValue>, Revision, crate::storage::EventStream);
+type Synced = (
+    BTreeMap<String, Arc<KeyValue>>,
+    Revision,
+    crate::storage::EventStream,
+);
 
 /// Lists `prefix` page by page at one revision, then opens the store watch right after it.
 async fn sync(store: &Arc<dyn Store>, prefix: &str) -> Result<Synced, StoreError> {
@@ -411,7 +423,7 @@ async fn sync(store: &Arc<dyn Store>, prefix: &str) -> Result<Synced, StoreError
         let page = store.list(prefix, opts.clone()).await?;
         opts.revision = page.revision;
         opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
-        objects.extend(page.kvs.into_iter().map(|kv| (kv.key.clone(), kv)));
+        objects.extend(page.kvs.into_iter().map(|kv| (kv.key.clone(), Arc::new(kv))));
         if !page.more {
             break;
         }

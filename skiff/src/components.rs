@@ -36,7 +36,11 @@ impl ClientArgs {
         let config = if let Some(path) = &self.kubeconfig {
             kubeconfig_config(path).await?
         } else if let Some(server) = &self.server {
-            let mut config = kube::Config::new(server.parse().with_context(|| format!("--server {server:?} is not a URL"))?);
+            let mut config = kube::Config::new(
+                server
+                    .parse()
+                    .with_context(|| format!("--server {server:?} is not a URL"))?,
+            );
             let token = self.token.clone().context("--server needs --token")?;
             config.auth_info.token = Some(token.into());
             match &self.certificate_authority {
@@ -45,13 +49,17 @@ impl ClientArgs {
                     config.root_cert = Some(pem_certificates(&pem)?);
                 }
                 None => {
-                    tracing::warn!("no --certificate-authority: the API server's certificate is not verified");
+                    tracing::warn!(
+                        "no --certificate-authority: the API server's certificate is not verified"
+                    );
                     config.accept_invalid_certs = true;
                 }
             }
             config
         } else {
-            kube::Config::infer().await.context("no --kubeconfig or --server given, and no kubeconfig found")?
+            kube::Config::infer()
+                .await
+                .context("no --kubeconfig or --server given, and no kubeconfig found")?
         };
         kube::Client::try_from(config).context("cannot build the API client")
     }
@@ -59,7 +67,8 @@ impl ClientArgs {
 
 /// A client config from a kubeconfig file.
 pub async fn kubeconfig_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
-    let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("kubeconfig {} is not usable", path.display()))
@@ -75,7 +84,11 @@ fn pem_certificates(pem: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
             ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
             ("-----END CERTIFICATE-----", Some(b)) => {
                 use base64::Engine;
-                certs.push(base64::engine::general_purpose::STANDARD.decode(b.as_bytes()).context("bad PEM")?);
+                certs.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.as_bytes())
+                        .context("bad PEM")?,
+                );
                 body = None;
             }
             (l, Some(b)) => b.push_str(l),
@@ -99,9 +112,13 @@ pub struct ControllerArgs {
 
 /// Durations as Kubernetes flags write them: `40s`, `5m`, `1h`, `500ms`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 40s or 5m"))?;
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 40s or 5m"))?;
     let seconds = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -120,7 +137,12 @@ impl Shutdown {
     /// A signal and the function that fires it.
     pub fn new() -> (impl Fn(), Self) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        (move || { tx.send_replace(true); }, Self(rx))
+        (
+            move || {
+                tx.send_replace(true);
+            },
+            Self(rx),
+        )
     }
 
     /// Completes once shutdown is signalled.
@@ -135,7 +157,8 @@ impl Shutdown {
 /// Completes on SIGTERM or SIGINT.
 pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the process still dies on SIGTERM, just not gracefully.
         return std::future::pending().await;
     };
@@ -187,7 +210,9 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 
 /// Every controller, until `shutdown`.
 pub async fn run_controllers(client: kube::Client, _args: &ControllerArgs, shutdown: &Shutdown) {
-    skiff_controllers::ControllerManager::new(client).run(shutdown.wait()).await;
+    skiff_controllers::ControllerManager::new(client)
+        .run(shutdown.wait())
+        .await;
 }
 
 /// The scheduler, until `shutdown`.

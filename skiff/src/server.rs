@@ -76,7 +76,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .split_once('-')
         .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)))
         .filter(|(lo, hi): &(u16, u16)| lo < hi)
-        .ok_or_else(|| anyhow::anyhow!("--service-node-port-range {:?} is not a range like 30000-32767", args.service_node_port_range))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--service-node-port-range {:?} is not a range like 30000-32767",
+                args.service_node_port_range
+            )
+        })?;
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
@@ -84,9 +89,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     tracing::info!(backend = store.backend(), "store ready");
 
-    let mut sans: Vec<String> = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .map(str::to_owned)
-        .into();
+    let mut sans: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .into();
     sans.push(ranges.kubernetes_ip().to_string());
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         sans.push(host.trim().to_owned());
@@ -98,10 +110,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let pki = tls::load_or_create(&server_dir.join("tls"), &sans).context("cannot set up TLS")?;
 
     let addr = SocketAddr::new(bind, args.https_listen_port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let port = listener.local_addr()?.port();
-    let host = if bind.is_unspecified() { "127.0.0.1".to_owned() } else { bind.to_string() };
-    let url = if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") };
+    let host = if bind.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        bind.to_string()
+    };
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     for path in std::iter::once(&kubeconfig).chain(args.write_kubeconfig.as_ref()) {
         tls::write_kubeconfig(path, &url, &pki.ca_pem, &pki.admin_token)
@@ -109,22 +131,38 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     let api = ApiServer::with_ranges(store, WatchCacheOptions::default(), ranges);
-    api.bootstrap(port).await.context("cannot create the bootstrap objects")?;
+    api.bootstrap(port)
+        .await
+        .context("cannot create the bootstrap objects")?;
     let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());
-    println!("  try:        KUBECONFIG={} kubectl get --raw /version", kubeconfig.display());
+    println!(
+        "  try:        KUBECONFIG={} kubectl get --raw /version",
+        kubeconfig.display()
+    );
     let (fire, shutdown) = Shutdown::new();
-    let serving = tokio::spawn(serve::serve_tls(listener, pki.server_config, router, shutdown.wait()));
-    let client = components::kubeconfig_config(&kubeconfig).await.and_then(|c| Ok(kube::Client::try_from(c)?))?;
+    let serving = tokio::spawn(serve::serve_tls(
+        listener,
+        pki.server_config,
+        router,
+        shutdown.wait(),
+    ));
+    let client = components::kubeconfig_config(&kubeconfig)
+        .await
+        .and_then(|c| Ok(kube::Client::try_from(c)?))?;
     let mut running = Vec::new();
     if !args.disable_controller_manager {
         let (client, shutdown, opts) = (client.clone(), shutdown.clone(), args.controllers.clone());
-        running.push(tokio::spawn(async move { components::run_controllers(client, &opts, &shutdown).await }));
+        running.push(tokio::spawn(async move {
+            components::run_controllers(client, &opts, &shutdown).await
+        }));
     }
     if !args.disable_scheduler {
         let (client, shutdown) = (client.clone(), shutdown.clone());
-        running.push(tokio::spawn(async move { components::run_scheduler(client, &shutdown).await }));
+        running.push(tokio::spawn(async move {
+            components::run_scheduler(client, &shutdown).await
+        }));
     }
     components::signal().await;
     tracing::info!("shutting down");
@@ -152,8 +190,11 @@ async fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
 #[cfg(feature = "etcd")]
 async fn open_etcd(endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
     use skiff_apiserver::storage::etcd::{EtcdStore, parse_endpoints};
-    let endpoints = parse_endpoints(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint {endpoint:?}: {e}"))?;
-    let store = EtcdStore::connect(&endpoints).await.with_context(|| format!("cannot use etcd at {endpoint}"))?;
+    let endpoints =
+        parse_endpoints(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint {endpoint:?}: {e}"))?;
+    let store = EtcdStore::connect(&endpoints)
+        .await
+        .with_context(|| format!("cannot use etcd at {endpoint}"))?;
     Ok(Arc::new(store))
 }
 

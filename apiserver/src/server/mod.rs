@@ -54,6 +54,10 @@ pub struct ApiServer {
     pub ranges: allocator::Ranges,
     /// `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Namespaces deleted through this server lately, and when: creates in them look the namespace up
+    /// in the store rather than trust the watch cache, which may not have seen the delete yet
+    /// (upstream's NamespaceLifecycle `forceLiveLookupCache`).
+    pub(crate) deleted_namespaces: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl ApiServer {
@@ -82,7 +86,26 @@ impl ApiServer {
             caches,
             ranges,
             metrics,
+            deleted_namespaces: Default::default(),
         })
+    }
+
+    /// How long a deleted namespace is looked up live (upstream's forceLiveLookupTTL).
+    const LIVE_LOOKUP: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Notes that namespace `name` is being deleted.
+    pub(crate) fn namespace_deleted(&self, name: &str) {
+        let mut deleted = self.deleted_namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        deleted.retain(|_, at| at.elapsed() < Self::LIVE_LOOKUP);
+        deleted.insert(name.to_owned(), std::time::Instant::now());
+    }
+
+    /// Whether namespace `name` was deleted through this server lately.
+    pub(crate) fn recently_deleted_namespace(&self, name: &str) -> bool {
+        let deleted = self.deleted_namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        deleted
+            .get(name)
+            .is_some_and(|at| at.elapsed() < Self::LIVE_LOOKUP)
     }
 
     /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of

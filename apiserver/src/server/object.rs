@@ -46,17 +46,26 @@ pub fn decode_raw(bytes: &[u8], revision: Revision) -> Value {
 /// parsing the object into a tree. `None` if the bytes are not a JSON object with an object-valued
 /// top-level `metadata` (the server never stores such a thing).
 pub fn with_resource_version(bytes: &[u8], revision: Revision) -> Option<Vec<u8>> {
-    let open = top_level_metadata(bytes)?;
-    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let mut out = Vec::with_capacity(bytes.len() + 40);
+    write_with_resource_version(bytes, revision, &mut out).then_some(out)
+}
+
+/// [`with_resource_version`] appending to `out` (a list body), so no copy is made per object; false
+/// (and nothing written) if the bytes are not of that shape.
+pub fn write_with_resource_version(bytes: &[u8], revision: Revision, out: &mut Vec<u8>) -> bool {
+    let Some(open) = top_level_metadata(bytes) else {
+        return false;
+    };
     let empty = bytes.get(open + 1) == Some(&b'}');
-    let mut out = Vec::with_capacity(bytes.len() + field.len() + 1);
     out.extend_from_slice(&bytes[..=open]);
-    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(revision.to_string().as_bytes());
+    out.push(b'"');
     if !empty {
         out.push(b',');
     }
     out.extend_from_slice(&bytes[open + 1..]);
-    Some(out)
+    true
 }
 
 /// The index of the `{` that opens the value of the top-level key `metadata`, found by a scan that

@@ -541,4 +541,3 @@ fn progress(what: &str, cell: &Cell) {
         cell.p50_ms, cell.p99_ms
     );
 }
-

@@ -144,6 +144,10 @@ async fn delete_one(
     let name = scope.name().to_owned();
     let mut obj = object::decode(scope.info, current);
     let uid = object::meta_str(&obj, "uid").unwrap_or("").to_owned();
+    if info.kind == "Namespace" && !opts.dry_run {
+        // Before the write: from now on creates in it check the store, not the cache.
+        api.namespace_deleted(&name);
+    }
     if let Some(want) = opts.uid.as_deref().filter(|w| *w != uid) {
         return Err(precondition_failed(
             &info.qualified(),

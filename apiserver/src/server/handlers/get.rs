@@ -18,7 +18,8 @@ pub async fn get(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Respon
             .list(&key, 0)
             .await
             .map_err(ApiError::from_watch)?
-            .and_then(|(items, _)| items.into_iter().find(|kv| kv.key == key)),
+            .and_then(|(items, _)| items.into_iter().find(|kv| kv.key == key))
+            .map(|kv| crate::storage::KeyValue::clone(&kv)),
         Some(rev) => {
             api.store
                 .get(&key, rev)
