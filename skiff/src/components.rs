@@ -186,13 +186,14 @@ pub struct SchedulerArgs {
 
 /// Runs the controller manager alone until SIGTERM/SIGINT.
 pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
+    let options = args.controllers.options()?;
     let client = args.client.client().await?;
     let (fire, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         signal().await;
         fire();
     });
-    run_controllers(client, &args.controllers, &shutdown).await;
+    run_controllers(client, options, &shutdown).await;
     Ok(())
 }
 
@@ -208,9 +209,30 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl ControllerArgs {
+    /// The controller manager's options; a malformed flag is an error before anything starts.
+    pub fn options(&self) -> anyhow::Result<skiff_controllers::Options> {
+        use skiff_controllers::{nodeipam, nodelifecycle};
+        let cluster_cidr = self
+            .cluster_cidr
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr {:?}: {e}", self.cluster_cidr))?;
+        Ok(skiff_controllers::Options {
+            nodeipam: nodeipam::Options {
+                cluster_cidr,
+                ..Default::default()
+            },
+            nodelifecycle: nodelifecycle::Options {
+                node_monitor_grace_period: self.node_monitor_grace_period,
+                ..Default::default()
+            },
+        })
+    }
+}
+
 /// Every controller, until `shutdown`.
-pub async fn run_controllers(client: kube::Client, _args: &ControllerArgs, shutdown: &Shutdown) {
-    skiff_controllers::ControllerManager::new(client)
+pub async fn run_controllers(client: kube::Client, options: skiff_controllers::Options, shutdown: &Shutdown) {
+    skiff_controllers::ControllerManager::new(client, options)
         .run(shutdown.wait())
         .await;
 }

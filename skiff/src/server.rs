@@ -82,6 +82,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 args.service_node_port_range
             )
         })?;
+    let controller_options = args.controllers.options()?;
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
@@ -153,9 +154,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .and_then(|c| Ok(kube::Client::try_from(c)?))?;
     let mut running = Vec::new();
     if !args.disable_controller_manager {
-        let (client, shutdown, opts) = (client.clone(), shutdown.clone(), args.controllers.clone());
+        let (client, shutdown) = (client.clone(), shutdown.clone());
         running.push(tokio::spawn(async move {
-            components::run_controllers(client, &opts, &shutdown).await
+            components::run_controllers(client, controller_options, &shutdown).await
         }));
     }
     if !args.disable_scheduler {
