@@ -26,13 +26,21 @@ async fn create_replicaset(client: &Client, name: &str, replicas: i32) {
     }))
     .expect("a ReplicaSet");
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
-    tokio::time::timeout(T, api.create(&PostParams::default(), &rs)).await.expect("in time").expect("created");
+    tokio::time::timeout(T, api.create(&PostParams::default(), &rs))
+        .await
+        .expect("in time")
+        .expect("created");
 }
 
 async fn pod_count(client: &Client, app: &str) -> usize {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let lp = ListParams::default().labels(&format!("app={app}"));
-    tokio::time::timeout(T, pods.list(&lp)).await.expect("in time").expect("list").items.len()
+    tokio::time::timeout(T, pods.list(&lp))
+        .await
+        .expect("in time")
+        .expect("list")
+        .items
+        .len()
 }
 
 async fn wait_for_pods(client: &Client, app: &str, want: usize) {
@@ -42,7 +50,10 @@ async fn wait_for_pods(client: &Client, app: &str, want: usize) {
         if n == want {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{app}: {n} pods, want {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{app}: {n} pods, want {want}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -64,16 +75,26 @@ async fn the_server_runs_the_controllers_and_stops_cleanly() {
     create_replicaset(&client, "web", 3).await;
     wait_for_pods(&client, "web", 3).await;
     let status = server.terminate().expect("exited");
-    assert!(status.success(), "SIGTERM is a clean exit: {status}; log:\n{}", server.log());
+    assert!(
+        status.success(),
+        "SIGTERM is a clean exit: {status}; log:\n{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
 async fn the_controller_manager_runs_alone() {
-    let server = Server::start(&["--disable-agent", "--disable-controller-manager"]).await.expect("server");
+    let server = Server::start(&["--disable-agent", "--disable-controller-manager"])
+        .await
+        .expect("server");
     let client = server.client().await.expect("client");
     create_replicaset(&client, "alone", 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(pod_count(&client, "alone").await, 0, "no controller runs in the server");
+    assert_eq!(
+        pod_count(&client, "alone").await,
+        0,
+        "no controller runs in the server"
+    );
 
     let log = std::fs::File::create(server.data_dir.path().join("cm.log")).expect("log file");
     let _cm = Process(
