@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server over the embedded SQLite store (or etcd).
     Server(server::ServerArgs),
+    /// Run the API server alone (`skiff server` without controllers, scheduler or agent).
+    Apiserver(server::ServerArgs),
     /// Run the controller manager alone against an API server.
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler alone against an API server.
@@ -52,6 +54,12 @@ fn main() {
             rt.block_on(async {
                 match cli.command {
                     Command::Server(args) => server::run(args).await,
+                    Command::Apiserver(mut args) => {
+                        args.disable_controller_manager = true;
+                        args.disable_scheduler = true;
+                        args.disable_agent = true;
+                        server::run(args).await
+                    }
                     Command::ControllerManager(args) => components::controller_manager(args).await,
                     Command::Scheduler(args) => components::scheduler(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
