@@ -257,3 +257,48 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
     }
 }
+
+/// `skiff agent`: a node joining a cluster. For now only hollow nodes (the kubelet's node, lease,
+/// pod-worker and status code over a fake runtime); the real runtime comes with issue 5.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Run this many hollow nodes in this process (pods bound to them report Running and Ready
+    /// without running anything), named `<prefix>-<i>`.
+    #[arg(long)]
+    hollow_nodes: Option<usize>,
+    /// Name prefix of the hollow nodes.
+    #[arg(long, default_value = "hollow")]
+    node_name_prefix: String,
+    /// CPU each hollow node offers.
+    #[arg(long, default_value = "4")]
+    node_cpu: String,
+    /// Memory each hollow node offers.
+    #[arg(long, default_value = "16Gi")]
+    node_memory: String,
+    /// Pods each hollow node takes (upstream's `--max-pods`).
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let Some(count) = args.hollow_nodes else {
+        anyhow::bail!(
+            "the node agent that runs containers (pause sandbox, runc, CNI) is not built yet; \
+             `skiff agent --hollow-nodes N` runs hollow nodes"
+        );
+    };
+    let client = args.client.client().await?;
+    let options = skiff_kubelet::hollow::HollowOptions {
+        count,
+        prefix: args.node_name_prefix,
+        cpu: args.node_cpu,
+        memory: args.node_memory,
+        pods: args.max_pods,
+        ..Default::default()
+    };
+    skiff_kubelet::hollow::run_hollow_nodes(client, options, signal()).await.context("cannot register the hollow nodes")?;
+    Ok(())
+}

@@ -21,6 +21,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the API server alone (`skiff server` without controllers, scheduler or agent).
     Apiserver(server::ServerArgs),
+    /// Join a cluster as a node (for now: `--hollow-nodes N`, nodes without containers).
+    Agent(components::AgentArgs),
     /// Run the controller manager alone against an API server.
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler alone against an API server.
@@ -60,6 +62,7 @@ fn main() {
                         args.disable_agent = true;
                         server::run(args).await
                     }
+                    Command::Agent(args) => components::agent(args).await,
                     Command::ControllerManager(args) => components::controller_manager(args).await,
                     Command::Scheduler(args) => components::scheduler(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
