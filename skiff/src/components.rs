@@ -238,9 +238,8 @@ pub async fn run_controllers(client: kube::Client, options: skiff_controllers::O
 }
 
 /// The scheduler, until `shutdown`.
-pub async fn run_scheduler(_client: kube::Client, shutdown: &Shutdown) {
-    // The scheduler crate joins here (issue 4).
-    shutdown.wait().await;
+pub async fn run_scheduler(client: kube::Client, shutdown: &Shutdown) {
+    skiff_scheduler::run(client, shutdown.wait()).await;
 }
 
 #[cfg(test)]
@@ -299,6 +298,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         pods: args.max_pods,
         ..Default::default()
     };
-    skiff_kubelet::hollow::run_hollow_nodes(client, options, signal()).await.context("cannot register the hollow nodes")?;
+    skiff_kubelet::hollow::run_hollow_nodes(client, options, signal())
+        .await
+        .context("cannot register the hollow nodes")?;
     Ok(())
 }
