@@ -6,6 +6,7 @@
 //! controllers to come; so far:
 //!
 //! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
+//! - [`deployment`]: rolls Deployments out through ReplicaSets (upstream's deployment controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -25,6 +26,7 @@
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -113,6 +115,7 @@ impl ControllerManager {
         let (client, options) = (self.client, self.options);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(run_replicaset(client.clone(), signal()));
+        tasks.spawn(run_deployment(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(
@@ -139,6 +142,12 @@ impl ControllerManager {
         fire.send_replace(true);
         while tasks.join_next().await.is_some() {}
     }
+}
+
+/// Runs the Deployment controller until `shutdown` completes.
+pub async fn run_deployment(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), deployment::CONTROLLER_NAME);
+    deployment::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.
