@@ -295,23 +295,30 @@ async fn watch_wait_diff_replace_describe() {
         String::from_utf8_lossy(&waited.stderr)
     );
 
-    // Foreground deletion is recorded for the garbage collector.
-    ok(
-        &server,
-        &["delete", "deploy", "web", "--cascade=foreground", "--wait=false"],
+    // Foreground deletion: the garbage collector removes the ReplicaSet (and its pods) first, then
+    // the Deployment; kubectl waits for it to be gone.
+    assert!(
+        !ok(&server, &["get", "rs", "-l", "app=web", "-o", "name"]).is_empty(),
+        "the Deployment made a ReplicaSet"
     );
+    let out = ok(
+        &server,
+        &["delete", "deploy", "web", "--cascade=foreground", "--timeout=30s"],
+    );
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
     assert_eq!(
-        ok(
-            &server,
-            &["get", "deploy", "web", "-o", "jsonpath={.metadata.finalizers}"]
-        ),
-        r#"["foregroundDeletion"]"#
+        ok(&server, &["get", "rs,pods", "-l", "app=web", "-o", "name"]),
+        ""
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selectors_chunks_namespaces_conditions() {
-    let server = Server::start(&[]).await.expect("start server");
+    // No controllers: the test writes a Deployment's status itself, and watches a namespace stay
+    // Terminating.
+    let server = Server::start(&["--disable-controller-manager"])
+        .await
+        .expect("start server");
     let cm = |name: &str, tier: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{ tier: {tier} }}\n")
     };
