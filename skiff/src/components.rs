@@ -154,17 +154,29 @@ impl Shutdown {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the process still dies on SIGTERM, just not gracefully.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT handlers, installed before anything starts: a signal that arrives early (right
+/// after the server answers) must still be a clean shutdown, not the default death.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Completes on SIGTERM or SIGINT.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -187,10 +199,11 @@ pub struct SchedulerArgs {
 /// Runs the controller manager alone until SIGTERM/SIGINT.
 pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<()> {
     let options = args.controllers.options()?;
+    let signals = Signals::install()?;
     let client = args.client.client().await?;
     let (fire, shutdown) = Shutdown::new();
     tokio::spawn(async move {
-        signal().await;
+        signals.wait().await;
         fire();
     });
     run_controllers(client, options, &shutdown).await;
@@ -199,10 +212,11 @@ pub async fn controller_manager(args: ControllerManagerArgs) -> anyhow::Result<(
 
 /// Runs the scheduler alone until SIGTERM/SIGINT.
 pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
     let client = args.client.client().await?;
     let (fire, shutdown) = Shutdown::new();
     tokio::spawn(async move {
-        signal().await;
+        signals.wait().await;
         fire();
     });
     run_scheduler(client, &shutdown).await;
@@ -289,6 +303,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
              `skiff agent --hollow-nodes N` runs hollow nodes"
         );
     };
+    let signals = Signals::install()?;
     let client = args.client.client().await?;
     let options = skiff_kubelet::hollow::HollowOptions {
         count,
@@ -298,7 +313,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         pods: args.max_pods,
         ..Default::default()
     };
-    skiff_kubelet::hollow::run_hollow_nodes(client, options, signal())
+    skiff_kubelet::hollow::run_hollow_nodes(client, options, signals.wait())
         .await
         .context("cannot register the hollow nodes")?;
     Ok(())

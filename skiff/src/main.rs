@@ -38,6 +38,8 @@ enum BenchCommand {
     Store(bench::StoreBenchArgs),
     /// API server creates, gets, lists and watch fan-out beside the raw Store; `skiff server` start-up and memory.
     Api(bench::api::ApiBenchArgs),
+    /// The control plane at scale with hollow nodes: scheduler throughput, a big Deployment's rollout, pod replacement.
+    Cluster(bench::cluster::ClusterBenchArgs),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
                     Command::Scheduler(args) => components::scheduler(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                     Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
+                    Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
                 }
             })
         });

@@ -83,6 +83,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             )
         })?;
     let controller_options = args.controllers.options()?;
+    let signals = components::Signals::install()?;
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
@@ -165,7 +166,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             components::run_scheduler(client, &shutdown).await
         }));
     }
-    components::signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     fire();
     // Components finish their syncs in progress while the API server still answers them.

@@ -39,6 +39,7 @@ use skiff_apiserver::storage::{
 use tokio::sync::oneshot;
 
 pub mod api;
+pub mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod report;
