@@ -16,8 +16,8 @@
 //! Periodic bookmarks tell idle watchers the revision the cache has reached.
 
 use std::{
-    ops::Bound,
     collections::{BTreeMap, HashMap, VecDeque},
+    ops::Bound,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -40,7 +40,11 @@ pub struct WatchCacheOptions {
 
 impl Default for WatchCacheOptions {
     fn default() -> Self {
-        Self { window: 4096, watcher_queue: 1024, bookmark_interval: Duration::from_secs(60) }
+        Self {
+            window: 4096,
+            watcher_queue: 1024,
+            bookmark_interval: Duration::from_secs(60),
+        }
     }
 }
 
@@ -90,7 +94,8 @@ struct Watcher {
 
 #[derive(Default)]
 struct State {
-    objects: BTreeMap<String, KeyValue>,
+    /// Shared, so a list hands out references instead of copying every value under the lock.
+    objects: BTreeMap<String, Arc<KeyValue>>,
     /// The revision the cache reflects.
     revision: Revision,
     /// Events with revision > `floor` are all in `window`.
@@ -141,11 +146,16 @@ impl WatchCache {
     /// Waits until the cache is synced, at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), WatchError> {
         let mut rx = self.ready.subscribe();
-        let synced = matches!(tokio::time::timeout(timeout, rx.wait_for(|r| r.is_ok())).await, Ok(Ok(_)));
+        let synced = matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| r.is_ok())).await,
+            Ok(Ok(_))
+        );
         if synced {
             return Ok(());
         }
-        Err(WatchError::NotReady(rx.borrow().clone().err().unwrap_or_default()))
+        Err(WatchError::NotReady(
+            rx.borrow().clone().err().unwrap_or_default(),
+        ))
     }
 
     /// The revision the cache has reached.
@@ -156,7 +166,11 @@ impl WatchCache {
     /// The cached objects under `prefix` (which must lie under the cache's prefix) and the revision
     /// they are at, provided the cache is at least at `min_revision`; `None` when it is not, in which
     /// case the caller reads the store.
-    pub async fn list(&self, prefix: &str, min_revision: Revision) -> Result<Option<(Vec<KeyValue>, Revision)>, WatchError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        min_revision: Revision,
+    ) -> Result<Option<(Vec<Arc<KeyValue>>, Revision)>, WatchError> {
         self.wait_ready(Duration::from_secs(5)).await?;
         let state = self.lock();
         if state.revision < min_revision {
@@ -171,10 +185,20 @@ impl WatchCache {
         Ok(Some((items, state.revision)))
     }
 
+    /// The cached object at `key`, if the cache has it (it may trail the store by a moment).
+    pub fn get_cached(&self, key: &str) -> Option<Arc<KeyValue>> {
+        self.lock().objects.get(key).cloned()
+    }
+
     /// A watch of `prefix` from revision `after`: every change after it, then live changes. With
     /// `after == None` the watch starts with a synthetic Create for every current object (what a
     /// watch without resourceVersion, or at "0", gets in Kubernetes).
-    pub async fn watch(&self, prefix: &str, after: Option<Revision>, bookmarks: bool) -> Result<CacheWatch, WatchError> {
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        after: Option<Revision>,
+        bookmarks: bool,
+    ) -> Result<CacheWatch, WatchError> {
         self.wait_ready(Duration::from_secs(5)).await?;
         // The lock is taken in a plain function so no guard can live across an await.
         let (replay, start, rx, closed) = match self.register(prefix, after, bookmarks) {
@@ -190,8 +214,13 @@ impl WatchCache {
                 })
             })
             .map(Ok);
-        let end = futures::stream::once(async move { closed.get().cloned() }).filter_map(|e| async move { e.map(Err) });
-        Ok(Box::pin(futures::stream::iter(replay.into_iter().map(Ok)).chain(live).chain(end)))
+        let end = futures::stream::once(async move { closed.get().cloned() })
+            .filter_map(|e| async move { e.map(Err) });
+        Ok(Box::pin(
+            futures::stream::iter(replay.into_iter().map(Ok))
+                .chain(live)
+                .chain(end),
+        ))
     }
 
     /// Registers a watcher and returns what it must replay first; `None` when `after` is older than
@@ -202,7 +231,12 @@ impl WatchCache {
         prefix: &str,
         after: Option<Revision>,
         bookmarks: bool,
-    ) -> Option<(Vec<CacheEvent>, Revision, mpsc::Receiver<CacheEvent>, Arc<OnceLock<WatchError>>)> {
+    ) -> Option<(
+        Vec<CacheEvent>,
+        Revision,
+        mpsc::Receiver<CacheEvent>,
+        Arc<OnceLock<WatchError>>,
+    )> {
         let mut state = self.lock();
         let (replay, start): (Vec<CacheEvent>, Revision) = match after {
             None => {
@@ -210,7 +244,13 @@ impl WatchCache {
                     .objects
                     .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(_, kv)| CacheEvent::Event(Arc::new(Event { kind: EventKind::Create, kv: kv.clone(), prev: None })))
+                    .map(|(_, kv)| {
+                        CacheEvent::Event(Arc::new(Event {
+                            kind: EventKind::Create,
+                            kv: KeyValue::clone(kv),
+                            prev: None,
+                        }))
+                    })
                     .collect();
                 // Watchers that take bookmarks learn where the initial state ends.
                 if bookmarks {
@@ -235,19 +275,33 @@ impl WatchCache {
         let closed = Arc::new(OnceLock::new());
         let id = state.next_id;
         state.next_id += 1;
-        state.watchers.insert(id, Watcher { prefix: prefix.to_owned(), bookmarks, tx, closed: closed.clone() });
+        state.watchers.insert(
+            id,
+            Watcher {
+                prefix: prefix.to_owned(),
+                bookmarks,
+                tx,
+                closed: closed.clone(),
+            },
+        );
         Some((replay, start, rx, closed))
     }
 
     /// A watch served by a store watch of its own, for revisions older than the window.
     async fn watch_store(&self, prefix: &str, after: Revision) -> Result<CacheWatch, WatchError> {
         let events = self.store.watch(prefix, after).await.map_err(|e| match e {
-            StoreError::Compacted { compacted, .. } => WatchError::Expired { requested: after, oldest: compacted },
+            StoreError::Compacted { compacted, .. } => WatchError::Expired {
+                requested: after,
+                oldest: compacted,
+            },
             e => WatchError::NotReady(e.to_string()),
         })?;
         Ok(Box::pin(events.map(move |item| match item {
             Ok(ev) => Ok(CacheEvent::Event(Arc::new(ev))),
-            Err(StoreError::Compacted { compacted, .. }) => Err(WatchError::Expired { requested: after, oldest: compacted }),
+            Err(StoreError::Compacted { compacted, .. }) => Err(WatchError::Expired {
+                requested: after,
+                oldest: compacted,
+            }),
             Err(StoreError::WatchLagged) => Err(WatchError::TooSlow),
             Err(e) => Err(WatchError::Reinitialized(e.to_string())),
         })))
@@ -256,10 +310,12 @@ impl WatchCache {
     /// Applies one store event and hands it to every interested watcher.
     fn apply(&self, ev: Event) {
         let ev = Arc::new(ev);
+        // Copied before the lock is taken: lists and watches wait on it.
+        let current = (ev.kind != EventKind::Delete).then(|| Arc::new(ev.kv.clone()));
         let mut state = self.lock();
-        match ev.kind {
-            EventKind::Delete => state.objects.remove(&ev.kv.key),
-            _ => state.objects.insert(ev.kv.key.clone(), ev.kv.clone()),
+        match current {
+            None => state.objects.remove(&ev.kv.key),
+            Some(kv) => state.objects.insert(ev.kv.key.clone(), kv),
         };
         state.revision = ev.revision();
         state.window.push_back(ev.clone());
@@ -328,7 +384,9 @@ impl WatchCache {
     }
 
     async fn bookmarks(this: std::sync::Weak<Self>) {
-        let Some(interval) = this.upgrade().map(|c| c.opts.bookmark_interval) else { return };
+        let Some(interval) = this.upgrade().map(|c| c.opts.bookmark_interval) else {
+            return;
+        };
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         loop {
@@ -339,23 +397,33 @@ impl WatchCache {
             // A bookmark is advisory: a full queue just skips it.
             state.watchers.retain(|_, w| {
                 !w.bookmarks
-                    || !matches!(w.tx.try_send(CacheEvent::Bookmark(rev)), Err(mpsc::error::TrySendError::Closed(_)))
+                    || !matches!(
+                        w.tx.try_send(CacheEvent::Bookmark(rev)),
+                        Err(mpsc::error::TrySendError::Closed(_))
+                    )
             });
         }
     }
 }
 
-type Synced = (BTreeMap<String, KeyValue>, Revision, crate::storage::EventStream);
+type Synced = (
+    BTreeMap<String, Arc<KeyValue>>,
+    Revision,
+    crate::storage::EventStream,
+);
 
 /// Lists `prefix` page by page at one revision, then opens the store watch right after it.
 async fn sync(store: &Arc<dyn Store>, prefix: &str) -> Result<Synced, StoreError> {
     let mut objects = BTreeMap::new();
-    let mut opts = ListOptions { limit: 1000, ..Default::default() };
+    let mut opts = ListOptions {
+        limit: 1000,
+        ..Default::default()
+    };
     loop {
         let page = store.list(prefix, opts.clone()).await?;
         opts.revision = page.revision;
         opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
-        objects.extend(page.kvs.into_iter().map(|kv| (kv.key.clone(), kv)));
+        objects.extend(page.kvs.into_iter().map(|kv| (kv.key.clone(), Arc::new(kv))));
         if !page.more {
             break;
         }
@@ -372,7 +440,10 @@ mod tests {
     const T: Duration = Duration::from_secs(5);
 
     async fn next(w: &mut CacheWatch) -> Result<CacheEvent, WatchError> {
-        tokio::time::timeout(T, w.next()).await.expect("event in time").expect("stream open")
+        tokio::time::timeout(T, w.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
     }
 
     fn rev_of(item: Result<CacheEvent, WatchError>) -> Revision {
@@ -397,8 +468,17 @@ mod tests {
         assert_eq!(items.len(), 1);
         let mut revs = Vec::new();
         for i in 0..10 {
-            revs.push(store.create(&format!("/r/cm/a/{i}"), b"v".to_vec()).await.expect("create").mod_revision);
-            store.create(&format!("/r/other/{i}"), b"v".to_vec()).await.expect("noise");
+            revs.push(
+                store
+                    .create(&format!("/r/cm/a/{i}"), b"v".to_vec())
+                    .await
+                    .expect("create")
+                    .mod_revision,
+            );
+            store
+                .create(&format!("/r/other/{i}"), b"v".to_vec())
+                .await
+                .expect("noise");
         }
         for (n, from) in std::iter::once(rev).chain(revs.iter().copied()).enumerate() {
             let mut w = cache.watch("/r/cm/", Some(from), false).await.expect("watch");
@@ -415,20 +495,38 @@ mod tests {
         let (store, cache) = cache_with(WatchCacheOptions::default()).await;
         let mut w = cache.watch("/r/cm/a/", None, false).await.expect("watch");
         let first = next(&mut w).await.expect("initial");
-        assert!(matches!(first, CacheEvent::Event(ref e) if e.kv.key == "/r/cm/a/x" && e.kind == EventKind::Create));
-        store.create("/r/cm/b/y", b"1".to_vec()).await.expect("other namespace");
+        assert!(
+            matches!(first, CacheEvent::Event(ref e) if e.kv.key == "/r/cm/a/x" && e.kind == EventKind::Create)
+        );
+        store
+            .create("/r/cm/b/y", b"1".to_vec())
+            .await
+            .expect("other namespace");
         let upd = store.create("/r/cm/a/z", b"1".to_vec()).await.expect("create");
-        assert_eq!(rev_of(next(&mut w).await), upd.mod_revision, "only the watched sub-prefix");
+        assert_eq!(
+            rev_of(next(&mut w).await),
+            upd.mod_revision,
+            "only the watched sub-prefix"
+        );
     }
 
     #[tokio::test]
     async fn resume_older_than_window_reads_the_store_until_compacted() {
-        let opts = WatchCacheOptions { window: 3, ..Default::default() };
+        let opts = WatchCacheOptions {
+            window: 3,
+            ..Default::default()
+        };
         let (store, cache) = cache_with(opts).await;
         let start = cache.revision();
         let mut revs = Vec::new();
         for i in 0..5 {
-            revs.push(store.create(&format!("/r/cm/a/{i}"), b"v".to_vec()).await.expect("create").mod_revision);
+            revs.push(
+                store
+                    .create(&format!("/r/cm/a/{i}"), b"v".to_vec())
+                    .await
+                    .expect("create")
+                    .mod_revision,
+            );
         }
         tokio::time::timeout(T, async {
             while cache.revision() < start + 5 {
@@ -438,26 +536,43 @@ mod tests {
         .await
         .expect("cache caught up");
         // Outside the window but not compacted: served from the store, complete.
-        let mut w = cache.watch("/r/cm/", Some(start), false).await.expect("watch from the store");
+        let mut w = cache
+            .watch("/r/cm/", Some(start), false)
+            .await
+            .expect("watch from the store");
         for r in &revs {
             assert_eq!(rev_of(next(&mut w).await), *r);
         }
         store.compact(start + 2).await.expect("compact");
-        let err = cache.watch("/r/cm/", Some(start), false).await.err().expect("expired");
+        let err = cache
+            .watch("/r/cm/", Some(start), false)
+            .await
+            .err()
+            .expect("expired");
         assert!(matches!(err, WatchError::Expired { .. }), "got {err:?}");
-        assert!(cache.watch("/r/cm/", Some(start + 2), false).await.is_ok(), "inside the window");
+        assert!(
+            cache.watch("/r/cm/", Some(start + 2), false).await.is_ok(),
+            "inside the window"
+        );
     }
 
     #[tokio::test]
     async fn a_slow_watcher_is_closed_without_blocking_others() {
-        let opts = WatchCacheOptions { watcher_queue: 4, ..Default::default() };
+        let opts = WatchCacheOptions {
+            watcher_queue: 4,
+            ..Default::default()
+        };
         let (store, cache) = cache_with(opts).await;
         let rev = cache.revision();
         let mut slow = cache.watch("/r/cm/", Some(rev), false).await.expect("watch");
         let mut fast = cache.watch("/r/cm/", Some(rev), false).await.expect("watch");
         let mut last = 0;
         for i in 0..20 {
-            last = store.create(&format!("/r/cm/a/{i}"), b"v".to_vec()).await.expect("create").mod_revision;
+            last = store
+                .create(&format!("/r/cm/a/{i}"), b"v".to_vec())
+                .await
+                .expect("create")
+                .mod_revision;
             // The fast watcher drains as events come.
             assert_eq!(rev_of(next(&mut fast).await), last);
         }
@@ -470,13 +585,20 @@ mod tests {
             }
         };
         assert_eq!(end, WatchError::TooSlow);
-        assert_eq!(got.len(), 4, "the slow watcher got what its queue held, then the error");
+        assert_eq!(
+            got.len(),
+            4,
+            "the slow watcher got what its queue held, then the error"
+        );
         assert!(last > 0);
     }
 
     #[tokio::test]
     async fn bookmarks_reach_watchers_that_ask() {
-        let opts = WatchCacheOptions { bookmark_interval: Duration::from_millis(50), ..Default::default() };
+        let opts = WatchCacheOptions {
+            bookmark_interval: Duration::from_millis(50),
+            ..Default::default()
+        };
         let (_store, cache) = cache_with(opts).await;
         let rev = cache.revision();
         let mut w = cache.watch("/r/cm/", Some(rev), true).await.expect("watch");
@@ -486,8 +608,16 @@ mod tests {
     #[tokio::test]
     async fn compaction_behind_the_cache_expires_old_resumes() {
         let (store, cache) = cache_with(WatchCacheOptions::default()).await;
-        let r1 = store.create("/r/cm/a/1", b"v".to_vec()).await.expect("create").mod_revision;
-        let r2 = store.create("/r/cm/a/2", b"v".to_vec()).await.expect("create").mod_revision;
+        let r1 = store
+            .create("/r/cm/a/1", b"v".to_vec())
+            .await
+            .expect("create")
+            .mod_revision;
+        let r2 = store
+            .create("/r/cm/a/2", b"v".to_vec())
+            .await
+            .expect("create")
+            .mod_revision;
         store.compact(r2).await.expect("compact");
         // The cache still holds the window, so resuming from r1 works from memory.
         let mut w = cache.watch("/r/cm/", Some(r1), false).await.expect("watch");

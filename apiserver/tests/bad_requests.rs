@@ -45,8 +45,15 @@ fn arb_json() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
             prop::collection::btree_map(
-                prop_oneof![Just("metadata".to_owned()), Just("name".to_owned()), Just("spec".to_owned()),
-                    Just("$patch".to_owned()), Just("kind".to_owned()), Just("op".to_owned()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("metadata".to_owned()),
+                    Just("name".to_owned()),
+                    Just("spec".to_owned()),
+                    Just("$patch".to_owned()),
+                    Just("kind".to_owned()),
+                    Just("op".to_owned()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..4,
             )
@@ -105,8 +112,13 @@ async fn yaml_bodies_are_accepted_like_json() {
         .method(Method::POST)
         .uri("/api/v1/namespaces/default/configmaps")
         .header("content-type", "application/yaml")
-        .body(Body::from("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n"))
+        .body(Body::from(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\ndata:\n  k: v\n",
+        ))
         .expect("request");
-    let resp = tokio::time::timeout(T, r.oneshot(req)).await.expect("in time").expect("infallible");
+    let resp = tokio::time::timeout(T, r.oneshot(req))
+        .await
+        .expect("in time")
+        .expect("infallible");
     assert_eq!(resp.status().as_u16(), 201);
 }

@@ -6,6 +6,19 @@
 //! controllers to come; so far:
 //!
 //! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
+//! - [`deployment`]: rolls Deployments out through ReplicaSets (upstream's deployment controller).
+//! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
+//!   orphan deletions (upstream's garbage collector).
+//! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
+//!   controller).
+//! - [`endpointslice`]: EndpointSlices listing the pods each selector Service matches (upstream's
+//!   endpointslice controller).
+//! - [`endpoints`]: the legacy Endpoints object of each selector Service (upstream's endpoint
+//!   controller).
+//! - [`nodeipam`]: a pod CIDR for every Node (upstream's node IPAM range allocator).
+//! - [`nodelifecycle`]: node health from Leases, the not-ready/unreachable taints, and the taint
+//!   eviction of pods that do not tolerate them (upstream's node lifecycle and taint eviction
+//!   controllers).
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
@@ -13,8 +26,15 @@
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
+pub mod garbagecollector;
+pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod pod_control;
 pub mod pod_util;
 pub mod ranking;
@@ -59,23 +79,75 @@ pub enum Error {
     Encode(String),
 }
 
-/// Runs every controller of skiff until shutdown. Only the ReplicaSet controller exists so far; the
-/// others of issue 4 join it here.
+/// What the controller manager's flags set (`skiff server` and `skiff controller-manager` share them).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Node IPAM: `--cluster-cidr` and the node mask size.
+    pub nodeipam: nodeipam::Options,
+    /// Node lifecycle: `--node-monitor-grace-period` and its companions.
+    pub nodelifecycle: nodelifecycle::Options,
+}
+
+/// Runs every controller of skiff until shutdown, each as its own task (as kube-controller-manager
+/// runs each controller in its own goroutines), all talking to the API server through one client.
 #[derive(Clone)]
 pub struct ControllerManager {
     client: Client,
+    options: Options,
 }
 
 impl ControllerManager {
     /// A controller manager talking to the API server through `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(client: Client, options: Options) -> Self {
+        Self { client, options }
     }
 
     /// Runs all controllers until `shutdown` completes; syncs in progress then finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        run_replicaset(self.client, shutdown).await;
+        let (fire, down) = tokio::sync::watch::channel(false);
+        // Every controller gets its own view of the one signal.
+        let signal = move || {
+            let mut down = down.clone();
+            async move {
+                let _ = down.wait_for(|d| *d).await;
+            }
+        };
+        let (client, options) = (self.client, self.options);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(run_replicaset(client.clone(), signal()));
+        tasks.spawn(run_deployment(client.clone(), signal()));
+        tasks.spawn(garbagecollector::run(client.clone(), signal()));
+        tasks.spawn(namespace::run(client.clone(), signal()));
+        tasks.spawn(endpointslice::run(
+            client.clone(),
+            endpointslice::Options::default(),
+            signal(),
+        ));
+        tasks.spawn(endpoints::run(
+            client.clone(),
+            endpoints::Options::default(),
+            signal(),
+        ));
+        tasks.spawn(nodeipam::run(client.clone(), options.nodeipam, signal()));
+        tasks.spawn(nodelifecycle::run(
+            client.clone(),
+            options.nodelifecycle,
+            signal(),
+        ));
+        tokio::select! {
+            () = shutdown => {}
+            // A controller that ends by itself (it should not) leaves the others running.
+            () = async { while tasks.join_next().await.is_some() {} std::future::pending::<()>().await } => {}
+        }
+        fire.send_replace(true);
+        while tasks.join_next().await.is_some() {}
     }
+}
+
+/// Runs the Deployment controller until `shutdown` completes.
+pub async fn run_deployment(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), deployment::CONTROLLER_NAME);
+    deployment::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.

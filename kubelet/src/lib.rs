@@ -1,5 +1,29 @@
-//! The node agent of skiff, the counterpart of the kubelet with containerd and runc underneath.
+//! The node agent of skiff, the counterpart of the kubelet.
 //!
-//! It will register the node, renew its Lease, run one pod worker per pod, build sandboxes (a pause
-//! process plus CNI networking), run app containers with runc, run probes and serve logs and exec on
-//! :10250. Nothing is implemented yet: see issue 5.
+//! The kubelet's job is the same whatever runs the containers: register the Node and keep its status
+//! and Lease fresh ([`node`], [`lease`]), follow the pods bound to the node and bring each to what
+//! its spec asks ([`pod_workers`]), and report what really runs as the pod's status ([`status`]).
+//! What runs them sits behind the [`runtime::ContainerRuntime`] trait (CRI's RuntimeService in
+//! miniature).
+//!
+//! So far the only runtime is [`runtime::FakeRuntime`], whose containers "run" at once: with it,
+//! [`hollow`] runs many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
+//! control plane at the scale of a thousand nodes on one machine. The real runtime (pause sandbox,
+//! runc, CNI: issue 5) slots in under the same node, lease, worker and status code.
+
+pub mod hollow;
+pub mod lease;
+pub mod node;
+pub mod pod_workers;
+pub mod runtime;
+pub mod status;
+
+/// The time as Kubernetes writes `metav1.Time`: RFC 3339, seconds, UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The time as Kubernetes writes `metav1.MicroTime` (Lease renew times).
+pub fn now_micro() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,397 +1,441 @@
-//! The scheduling framework: per-node state (`NodeInfo`), the Filter and Score plugin traits, and one
-//! scheduling cycle over a snapshot. Mirrors pkg/scheduler/framework (types.go, interface.go) and
-//! schedule_one.go (findNodesThatFitPod, prioritizeNodes, selectHost, numFeasibleNodesToFind).
+//! The scheduling framework (upstream's pkg/scheduler/framework): what the plugins see of a pod and
+//! of a node, the Filter and Score plugin interfaces, and one scheduling cycle over a snapshot:
+//! filter the nodes, score the feasible ones, weigh and add the scores, pick the best.
+//!
+//! Plugins are pure functions of ([`PodInfo`], [`NodeInfo`]); everything that talks to the API server
+//! lives in [`crate::scheduler`]. That makes every plugin a table test.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Affinity, Node, Pod, Taint, Toleration};
 
-use crate::resources::{Resource, pod_requests, pod_requests_nonzero};
+use crate::quantity;
 
-/// Upstream's MaxNodeScore: every score plugin normalizes into 0..=100.
-pub const MAX_NODE_SCORE: i64 = 100;
+/// Amounts of the resources the scheduler counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+    /// Ephemeral storage in bytes.
+    pub ephemeral_storage: i64,
+    /// Pods.
+    pub pods: i64,
+}
 
-/// A node and what is already placed on it, as upstream's framework.NodeInfo.
+impl Resources {
+    fn add(&mut self, o: &Resources) {
+        self.milli_cpu += o.milli_cpu;
+        self.memory += o.memory;
+        self.ephemeral_storage += o.ephemeral_storage;
+        self.pods += o.pods;
+    }
+
+    fn sub(&mut self, o: &Resources) {
+        self.milli_cpu -= o.milli_cpu;
+        self.memory -= o.memory;
+        self.ephemeral_storage -= o.ephemeral_storage;
+        self.pods -= o.pods;
+    }
+
+    fn max(&mut self, o: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
+        self.memory = self.memory.max(o.memory);
+        self.ephemeral_storage = self.ephemeral_storage.max(o.ephemeral_storage);
+    }
+}
+
+/// A host port a container asks for: (protocol, host IP, port).
+pub type HostPort = (String, String, i32);
+
+/// What the plugins need of a pod.
+#[derive(Clone, Debug, Default)]
+pub struct PodInfo {
+    /// `namespace/name`.
+    pub key: String,
+    /// The pod's uid.
+    pub uid: String,
+    /// Requests as the resource filter counts them (upstream's `computePodResourceRequest`).
+    pub requests: Resources,
+    /// Requests with upstream's defaults for unset CPU (100m) and memory (200Mi), for scoring.
+    pub nonzero: Resources,
+    /// Host ports its containers ask for.
+    pub host_ports: Vec<HostPort>,
+    /// `spec.nodeName` when set.
+    pub node_name: Option<String>,
+    /// `spec.nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+    /// `spec.affinity`.
+    pub affinity: Option<Affinity>,
+    /// `spec.tolerations`.
+    pub tolerations: Vec<Toleration>,
+    /// The uid of its controller (ReplicaSet…), for spreading one owner's pods.
+    pub owner: Option<String>,
+    /// `spec.priority`.
+    pub priority: i32,
+}
+
+/// Upstream's defaults for a container without requests, used in scoring only.
+const DEFAULT_MILLI_CPU: i64 = 100;
+const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
+
+impl PodInfo {
+    /// Reads what the plugins need from a pod.
+    pub fn new(pod: &Pod) -> Self {
+        let meta = &pod.metadata;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let requests_of = |c: &k8s_openapi::api::core::v1::Container, nonzero: bool| {
+            let r = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.clone())
+                .unwrap_or_default();
+            let get = |k: &str| r.get(k).map(|q| q.0.clone());
+            Resources {
+                milli_cpu: get("cpu").map(|q| quantity::milli(&q)).unwrap_or(if nonzero {
+                    DEFAULT_MILLI_CPU
+                } else {
+                    0
+                }),
+                memory: get("memory").map(|q| quantity::value(&q)).unwrap_or(if nonzero {
+                    DEFAULT_MEMORY
+                } else {
+                    0
+                }),
+                ephemeral_storage: get("ephemeral-storage").map(|q| quantity::value(&q)).unwrap_or(0),
+                pods: 0,
+            }
+        };
+        // Sum of the app containers, or the largest init container if that is more (init containers
+        // run one at a time, before the app containers).
+        let total = |nonzero: bool| {
+            let mut sum = Resources::default();
+            for c in &spec.containers {
+                sum.add(&requests_of(c, nonzero));
+            }
+            for c in spec.init_containers.iter().flatten() {
+                sum.max(&requests_of(c, nonzero));
+            }
+            if let Some(overhead) = &spec.overhead {
+                sum.milli_cpu += overhead.get("cpu").map(|q| quantity::milli(&q.0)).unwrap_or(0);
+                sum.memory += overhead.get("memory").map(|q| quantity::value(&q.0)).unwrap_or(0);
+            }
+            sum.pods = 1;
+            sum
+        };
+        let host_ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter(|p| p.host_port.is_some_and(|h| h > 0))
+            .map(|p| {
+                (
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    p.host_ip
+                        .clone()
+                        .filter(|ip| !ip.is_empty())
+                        .unwrap_or_else(|| "0.0.0.0".into()),
+                    p.host_port.unwrap_or(0),
+                )
+            })
+            .collect();
+        Self {
+            key: format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or(""),
+                meta.name.as_deref().unwrap_or("")
+            ),
+            uid: meta.uid.clone().unwrap_or_default(),
+            requests: total(false),
+            nonzero: total(true),
+            host_ports,
+            node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
+            node_selector: spec.node_selector.clone().unwrap_or_default(),
+            affinity: spec.affinity.clone(),
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
+            owner: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone()),
+            priority: spec.priority.unwrap_or(0),
+        }
+    }
+}
+
+/// What the plugins see of a node: the Node and the pods counted on it (bound or assumed).
 #[derive(Clone, Debug, Default)]
 pub struct NodeInfo {
-    /// The node object.
-    pub node: Node,
-    /// Allocatable resources (status.allocatable).
-    pub allocatable: Resource,
-    /// Sum of the requests of pods on the node (pod count included).
-    pub requested: Resource,
-    /// Sum of the requests with upstream's non-zero defaults, for scoring.
-    pub non_zero_requested: Resource,
-    /// Host ports in use: (protocol, hostIP, port).
-    pub used_ports: HashSet<(String, String, i32)>,
-    /// Pods placed on the node (bound or assumed).
-    pub pods: Vec<Pod>,
+    /// The node's name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its taints.
+    pub taints: Vec<Taint>,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// What it offers.
+    pub allocatable: Resources,
+    /// What its pods request.
+    pub requested: Resources,
+    /// The same with the scoring defaults.
+    pub nonzero_requested: Resources,
+    /// Host ports in use.
+    pub used_ports: HashSet<HostPort>,
+    /// Pods on it per controller uid.
+    pub owners: HashMap<String, i64>,
+    /// The uids of the pods counted.
+    pub pods: HashSet<String>,
 }
 
 impl NodeInfo {
-    /// A NodeInfo for `node` with no pods.
-    pub fn new(node: Node) -> Self {
-        let allocatable = node
+    /// A node's info from the Node (no pods yet).
+    pub fn from_node(node: &Node) -> Self {
+        let alloc = node
             .status
             .as_ref()
-            .and_then(|s| s.allocatable.as_ref())
-            .map(Resource::from_list)
+            .and_then(|s| s.allocatable.clone())
             .unwrap_or_default();
+        let get = |k: &str| alloc.get(k).map(|q| q.0.clone());
+        let spec = node.spec.clone().unwrap_or_default();
         Self {
-            node,
-            allocatable,
+            name: node.metadata.name.clone().unwrap_or_default(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec.taints.unwrap_or_default(),
+            unschedulable: spec.unschedulable.unwrap_or(false),
+            allocatable: Resources {
+                milli_cpu: get("cpu").map(|q| quantity::milli(&q)).unwrap_or(0),
+                memory: get("memory").map(|q| quantity::value(&q)).unwrap_or(0),
+                ephemeral_storage: get("ephemeral-storage").map(|q| quantity::value(&q)).unwrap_or(0),
+                pods: get("pods").map(|q| quantity::value(&q)).unwrap_or(0),
+            },
             ..Default::default()
         }
     }
 
-    /// The node's name.
-    pub fn name(&self) -> &str {
-        self.node.metadata.name.as_deref().unwrap_or_default()
+    /// Takes the Node's new state, keeping the pods counted on it.
+    pub fn update_node(&mut self, node: &Node) {
+        let fresh = Self::from_node(node);
+        self.labels = fresh.labels;
+        self.taints = fresh.taints;
+        self.unschedulable = fresh.unschedulable;
+        self.allocatable = fresh.allocatable;
     }
 
-    /// Accounts `pod` on this node (its requests, host ports and the pod itself).
-    pub fn add_pod(&mut self, pod: &Pod) {
-        self.requested.add(&pod_requests(pod));
-        self.non_zero_requested.add(&pod_requests_nonzero(pod));
-        for p in host_ports(pod) {
-            self.used_ports.insert(p);
+    /// Counts a pod on this node (once).
+    pub fn add_pod(&mut self, pod: &PodInfo) {
+        if !self.pods.insert(pod.uid.clone()) {
+            return;
         }
-        self.pods.push(pod.clone());
+        self.requested.add(&pod.requests);
+        self.nonzero_requested.add(&pod.nonzero);
+        self.used_ports.extend(pod.host_ports.iter().cloned());
+        if let Some(owner) = &pod.owner {
+            *self.owners.entry(owner.clone()).or_default() += 1;
+        }
     }
 
-    /// Removes `pod` (by namespace/name) from this node's accounting.
-    pub fn remove_pod(&mut self, pod: &Pod) {
-        let key = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref());
-        if let Some(i) = self
-            .pods
-            .iter()
-            .position(|p| (p.metadata.namespace.as_deref(), p.metadata.name.as_deref()) == key)
-        {
-            let old = self.pods.swap_remove(i);
-            self.requested.sub(&pod_requests(&old));
-            self.non_zero_requested.sub(&pod_requests_nonzero(&old));
-            self.used_ports = self.pods.iter().flat_map(host_ports).collect();
+    /// Stops counting a pod.
+    pub fn remove_pod(&mut self, pod: &PodInfo) {
+        if !self.pods.remove(&pod.uid) {
+            return;
+        }
+        self.requested.sub(&pod.requests);
+        self.nonzero_requested.sub(&pod.nonzero);
+        for port in &pod.host_ports {
+            self.used_ports.remove(port);
+        }
+        if let Some(owner) = &pod.owner {
+            if let Some(n) = self.owners.get_mut(owner) {
+                *n -= 1;
+                if *n <= 0 {
+                    self.owners.remove(owner);
+                }
+            }
         }
     }
 }
 
-/// The host ports a pod asks for: (protocol, hostIP defaulted to 0.0.0.0, port), as upstream's
-/// GetContainerPorts + HostPortInfo.
-pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
-    let Some(spec) = &pod.spec else { return vec![] };
-    spec.containers
-        .iter()
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let hp = p.host_port.filter(|hp| *hp > 0)?;
-            let ip = p
-                .host_ip
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "0.0.0.0".into());
-            Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), ip, hp))
-        })
-        .collect()
-}
+/// Why a node does not fit, as upstream words it ("Insufficient cpu").
+pub type Reason = String;
 
-/// The outcome of one Filter plugin on one node: `None` fits, `Some(reasons)` does not.
-pub type FilterResult = Option<Vec<String>>;
-
-/// A Filter plugin (upstream's FilterPlugin): can `pod` run on `node`?
+/// A Filter plugin: can the pod run on the node?
 pub trait FilterPlugin: Send + Sync {
-    /// The plugin's name, as upstream's.
+    /// The plugin's name (upstream's).
     fn name(&self) -> &'static str;
-    /// The reasons the pod does not fit, or None.
-    fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult;
-    /// Whether evicting pods could make a failing node fit (upstream's Unschedulable, as opposed to
-    /// UnschedulableAndUnresolvable); only NodePorts and NodeResourcesFit say yes.
-    fn preemption_may_help(&self) -> bool {
-        false
-    }
+    /// `Ok` if the pod may go to the node, else the reasons it may not.
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>>;
 }
 
-/// A Score plugin (upstream's ScorePlugin with ScoreExtensions::NormalizeScore).
+/// A Score plugin: how good is the node for the pod (0..=100 once normalized)?
 pub trait ScorePlugin: Send + Sync {
-    /// The plugin's name, as upstream's.
+    /// The plugin's name (upstream's).
     fn name(&self) -> &'static str;
-    /// The weight in the default profile.
+    /// Its weight in the default profile.
     fn weight(&self) -> i64;
-    /// The raw score of `node` for `pod`.
-    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> i64;
-    /// Normalizes raw scores in place into 0..=MAX_NODE_SCORE; the default leaves them as they are.
+    /// A raw score of the node.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Brings raw scores to 0..=100 (by default they already are).
     fn normalize(&self, _scores: &mut [i64]) {}
 }
 
-/// Per-cycle state shared by the plugins: the snapshot's totals they need.
-#[derive(Debug, Default)]
-pub struct CycleState {
-    /// How many pods of the pod's owner (same namespace, same controller) are on each node.
-    pub owner_pods_per_node: BTreeMap<String, i64>,
-}
+/// The highest node score.
+pub const MAX_NODE_SCORE: i64 = 100;
 
-/// Why no node fits: reason -> number of nodes, as upstream's Diagnosis.NodeToStatus summarised.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Diagnosis {
-    /// Count of nodes per reason.
-    pub reasons: BTreeMap<String, usize>,
-    /// Number of nodes considered.
-    pub num_nodes: usize,
-    /// Nodes that failed a filter which preemption could resolve.
-    pub resolvable_nodes: usize,
-}
-
-impl Diagnosis {
-    /// Upstream's FitError.Error(): "0/N nodes are available: <count> <reason>, ... ." with reasons
-    /// sorted, followed by the preemption summary (we do not preempt, so "not helpful" for all).
-    pub fn message(&self) -> String {
-        if self.num_nodes == 0 {
-            // upstream's ErrNoNodesAvailable
-            return "no nodes available to schedule pods".into();
+/// Scales `scores` so the highest is 100 (upstream's `DefaultNormalizeScore`), reversed when lower
+/// raw scores are better.
+pub fn default_normalize(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        if reverse {
+            scores.iter_mut().for_each(|s| *s = MAX_NODE_SCORE);
         }
-        let mut parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        parts.sort();
-        let mut msg = format!("0/{} nodes are available", self.num_nodes);
-        if !parts.is_empty() {
-            msg.push_str(": ");
-            msg.push_str(&parts.join(", "));
+        return;
+    }
+    for s in scores.iter_mut() {
+        *s = MAX_NODE_SCORE * *s / max;
+        if reverse {
+            *s = MAX_NODE_SCORE - *s;
         }
-        msg.push('.');
-        // skiff does not preempt: nodes preemption could help report no victims (as upstream does when
-        // no lower-priority pods exist), the rest are "not helpful".
-        let mut pre = Vec::new();
-        let unresolvable = self.num_nodes - self.resolvable_nodes;
-        if unresolvable > 0 {
-            pre.push(format!("{unresolvable} Preemption is not helpful for scheduling"));
-        }
-        if self.resolvable_nodes > 0 {
-            pre.push(format!(
-                "{} No preemption victims found for incoming pod",
-                self.resolvable_nodes
-            ));
-        }
-        pre.sort();
-        msg.push_str(&format!(
-            " preemption: 0/{} nodes are available: {}.",
-            self.num_nodes,
-            pre.join(", ")
-        ));
-        msg
     }
 }
 
-/// Upstream's numFeasibleNodesToFind with percentageOfNodesToScore unset (adaptive): all nodes below
-/// 100, else 50 - nodes/125 percent, at least 5 percent and at least 100 nodes.
-pub fn num_feasible_nodes_to_find(num_all_nodes: usize) -> usize {
-    const MIN_FEASIBLE: usize = 100;
-    const MIN_PERCENT: i64 = 5;
-    if num_all_nodes < MIN_FEASIBLE {
-        return num_all_nodes;
-    }
-    let percent = (50 - num_all_nodes as i64 / 125).max(MIN_PERCENT);
-    let n = num_all_nodes * percent as usize / 100;
-    n.max(MIN_FEASIBLE)
-}
-
-/// A profile: the plugins run in a cycle.
-pub struct Framework {
-    /// Filter plugins, in order.
+/// The plugins of a profile.
+pub struct Profile {
+    /// Filters, in order.
     pub filters: Vec<Box<dyn FilterPlugin>>,
-    /// Score plugins.
-    pub scorers: Vec<Box<dyn ScorePlugin>>,
+    /// Scores.
+    pub scores: Vec<Box<dyn ScorePlugin>>,
 }
 
-impl Framework {
-    /// One scheduling cycle over `nodes`, starting the search at `*next_start` (round-robin, as
-    /// upstream's nextStartNodeIndex). Returns the chosen node index or the diagnosis.
-    pub fn schedule(
-        &self,
-        pod: &Pod,
-        nodes: &[NodeInfo],
-        next_start: &mut usize,
-    ) -> Result<usize, Diagnosis> {
-        if nodes.is_empty() {
-            return Err(Diagnosis::default());
-        }
-        let state = CycleState::build(pod, nodes);
-        let to_find = num_feasible_nodes_to_find(nodes.len());
-        let mut feasible = Vec::with_capacity(to_find.min(nodes.len()));
-        let mut diag = Diagnosis {
-            num_nodes: nodes.len(),
-            ..Default::default()
-        };
-        let start = *next_start % nodes.len();
-        let mut processed = 0;
+/// The outcome of filtering: the feasible nodes and, per reason, how many nodes gave it.
+#[derive(Debug, Default)]
+pub struct Filtered {
+    /// Indices (into the snapshot) of the nodes the pod fits.
+    pub feasible: Vec<usize>,
+    /// Reason → number of nodes.
+    pub reasons: BTreeMap<Reason, usize>,
+    /// Nodes examined.
+    pub examined: usize,
+}
+
+/// How many feasible nodes are enough to stop looking (upstream's adaptive
+/// `percentageOfNodesToScore`: 50% minus 1% per 125 nodes, at least 5%, at least 100 nodes).
+pub fn nodes_to_find(total: usize) -> usize {
+    if total < 100 {
+        return total;
+    }
+    let percentage = (50 - total as i64 / 125).max(5) as usize;
+    (total * percentage / 100).max(100)
+}
+
+impl Profile {
+    /// Filters `nodes` starting at `start` (round robin between cycles, as upstream), stopping once
+    /// enough feasible nodes are found.
+    pub fn filter(&self, pod: &PodInfo, nodes: &[&NodeInfo], start: usize) -> Filtered {
+        let want = nodes_to_find(nodes.len());
+        let mut out = Filtered::default();
         for i in 0..nodes.len() {
-            let idx = (start + i) % nodes.len();
-            processed += 1;
-            match self
-                .filters
-                .iter()
-                .find_map(|f| f.filter(&state, pod, &nodes[idx]).map(|r| (f, r)))
-            {
-                None => {
-                    feasible.push(idx);
-                    if feasible.len() >= to_find {
-                        break;
-                    }
-                }
-                Some((plugin, reasons)) => {
-                    if plugin.preemption_may_help() {
-                        diag.resolvable_nodes += 1;
-                    }
+            if out.feasible.len() >= want {
+                break;
+            }
+            let index = (start + i) % nodes.len();
+            out.examined += 1;
+            match self.filters.iter().try_for_each(|f| f.filter(pod, nodes[index])) {
+                Ok(()) => out.feasible.push(index),
+                Err(reasons) => {
                     for r in reasons {
-                        *diag.reasons.entry(r).or_default() += 1;
+                        *out.reasons.entry(r).or_default() += 1;
                     }
                 }
             }
         }
-        *next_start = (start + processed) % nodes.len();
-        if feasible.is_empty() {
-            return Err(diag);
-        }
-        if feasible.len() == 1 {
-            return Ok(feasible[0]);
-        }
-        let totals = self.prioritize(&state, pod, nodes, &feasible);
-        // selectHost: the highest total; ties go to the first seen (upstream picks one at random).
-        let best = totals
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
-            .map(|(i, _)| i);
-        Ok(feasible[best.unwrap_or(0)])
+        out
     }
 
-    /// Weighted, normalized scores of the feasible nodes (upstream's prioritizeNodes).
-    pub fn prioritize(
-        &self,
-        state: &CycleState,
-        pod: &Pod,
-        nodes: &[NodeInfo],
-        feasible: &[usize],
-    ) -> Vec<i64> {
-        let mut totals = vec![0i64; feasible.len()];
-        for s in &self.scorers {
-            let mut scores: Vec<i64> = feasible.iter().map(|&i| s.score(state, pod, &nodes[i])).collect();
-            s.normalize(&mut scores);
-            for (t, v) in totals.iter_mut().zip(scores) {
-                *t += v * s.weight();
+    /// The weighted, normalized total score of each feasible node.
+    pub fn score(&self, pod: &PodInfo, nodes: &[&NodeInfo], feasible: &[usize]) -> Vec<i64> {
+        let mut total = vec![0i64; feasible.len()];
+        for plugin in &self.scores {
+            let mut scores: Vec<i64> = feasible.iter().map(|i| plugin.score(pod, nodes[*i])).collect();
+            plugin.normalize(&mut scores);
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += s * plugin.weight();
             }
         }
-        totals
+        total
     }
 }
 
-impl CycleState {
-    /// Computes the per-cycle totals for `pod` over the snapshot (PreScore).
-    pub fn build(pod: &Pod, nodes: &[NodeInfo]) -> Self {
-        let mut state = CycleState::default();
-        let Some(owner) = controller_uid(pod) else {
-            return state;
-        };
-        for n in nodes {
-            let c = n
-                .pods
-                .iter()
-                .filter(|p| {
-                    p.metadata.namespace == pod.metadata.namespace && controller_uid(p) == Some(owner)
-                })
-                .count();
-            if c > 0 {
-                state.owner_pods_per_node.insert(n.name().to_owned(), c as i64);
-            }
-        }
-        state
+/// Upstream's FailedScheduling message: "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had
+/// untolerated taint {…}." (reasons counted per node, the "count reason" strings sorted).
+pub fn fit_error(total_nodes: usize, reasons: &BTreeMap<Reason, usize>) -> String {
+    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    if parts.is_empty() {
+        return format!("0/{total_nodes} nodes are available.");
     }
-}
-
-/// The uid of the pod's controller ownerReference, if any.
-pub fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.as_str())
+    format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::{
-        default_framework,
-        fixtures::{node, pod, pod_req},
-    };
-    use serde_json::json;
 
     #[test]
-    fn adaptive_percentage_of_nodes_to_score() {
-        assert_eq!(num_feasible_nodes_to_find(50), 50);
-        assert_eq!(num_feasible_nodes_to_find(100), 100);
-        assert_eq!(num_feasible_nodes_to_find(1000), 420); // 50 - 8 = 42%
-        assert_eq!(num_feasible_nodes_to_find(5000), 500); // 50 - 40 = 10%
-        assert_eq!(num_feasible_nodes_to_find(10000), 500); // floor of 5%
+    fn nodes_to_find_follows_upstreams_adaptive_percentage() {
+        assert_eq!(nodes_to_find(50), 50);
+        assert_eq!(nodes_to_find(100), 100);
+        assert_eq!(nodes_to_find(1000), 420);
+        assert_eq!(nodes_to_find(5000), 500);
+        assert_eq!(nodes_to_find(10000), 500);
     }
 
     #[test]
-    fn failure_summary_matches_upstream_wording() {
-        let fw = default_framework();
-        let mut ready = node("a", "1", "1Gi", json!({}));
-        ready.add_pod(&pod_req("x", "900m", "1Mi"));
-        let nodes = vec![
-            ready.clone(),
-            node(
-                "b",
-                "1",
-                "1Gi",
-                json!({"spec": {"taints": [{"key": "node.kubernetes.io/not-ready",
-                "effect": "NoSchedule"}]}}),
-            ),
-            {
-                let mut n = ready;
-                n.node.metadata.name = Some("c".into());
-                n
-            },
-        ];
-        let err = fw
-            .schedule(&pod_req("p", "500m", "1Mi"), &nodes, &mut 0)
-            .unwrap_err();
-        assert_eq!(
-            err.message(),
-            "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
-             2 Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful for \
-             scheduling, 2 No preemption victims found for incoming pod."
+    fn fit_errors_read_as_upstreams() {
+        let mut reasons = BTreeMap::new();
+        reasons.insert("Insufficient cpu".to_owned(), 2);
+        reasons.insert(
+            "node(s) had untolerated taint {node.kubernetes.io/not-ready: }".to_owned(),
+            1,
         );
+        assert_eq!(
+            fit_error(3, &reasons),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 2 Insufficient cpu."
+        );
+        assert_eq!(fit_error(0, &BTreeMap::new()), "0/0 nodes are available.");
     }
 
     #[test]
-    fn picks_the_best_scored_feasible_node_and_advances_the_start_index() {
-        let fw = default_framework();
-        let mut busy = node("a", "4", "4Gi", json!({}));
-        busy.add_pod(&pod_req("x", "3", "3Gi"));
-        let nodes = vec![
-            busy,
-            node("b", "4", "4Gi", json!({})),
-            node("c", "1", "1Gi", json!({})),
-        ];
-        let mut start = 0;
+    fn init_containers_count_by_their_largest_and_defaults_apply_to_scoring_only() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
+            "spec": {
+                "initContainers": [{ "name": "i", "resources": { "requests": { "cpu": "2" } } }],
+                "containers": [
+                    { "name": "a", "resources": { "requests": { "cpu": "500m", "memory": "1Gi" } } },
+                    { "name": "b", "ports": [{ "containerPort": 80, "hostPort": 8080 }] }
+                ]
+            }
+        }))
+        .unwrap();
+        let info = PodInfo::new(&pod);
         assert_eq!(
-            fw.schedule(&pod_req("p", "500m", "512Mi"), &nodes, &mut start),
-            Ok(1)
+            info.requests,
+            Resources {
+                milli_cpu: 2000,
+                memory: 1 << 30,
+                ephemeral_storage: 0,
+                pods: 1
+            }
         );
+        assert_eq!(info.nonzero.memory, (1 << 30) + DEFAULT_MEMORY);
         assert_eq!(
-            start, 0,
-            "all 3 nodes were examined, so the next search starts where this one did"
+            info.host_ports,
+            vec![("TCP".to_owned(), "0.0.0.0".to_owned(), 8080)]
         );
-        let only_c = pod("p", json!({"nodeName": "c"}));
-        assert_eq!(fw.schedule(&only_c, &nodes, &mut start), Ok(2));
-    }
-
-    #[test]
-    fn no_nodes_gives_an_empty_diagnosis() {
-        let err = default_framework()
-            .schedule(&pod("p", json!({})), &[], &mut 0)
-            .unwrap_err();
-        assert_eq!(err.message(), "no nodes available to schedule pods");
+        assert_eq!(info.key, "ns/p");
     }
 }

@@ -1,18 +1,24 @@
-//! Resource quantities as integers: cpu in millicores, everything else in whole units (bytes, pods).
-//! Mirrors the parts of apimachinery's resource.Quantity that the scheduler reads (MilliValue, Value).
+//! Resource quantities as the scheduler counts them (apimachinery's `resource.Quantity`): CPU in
+//! millicores, everything else in whole units (bytes, pods). `100m`, `0.5`, `2`, `64Mi`, `1G`, `1e3`.
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+/// Millicores of a CPU quantity (`250m` → 250, `1.5` → 1500); unparsable → 0.
+pub fn milli(q: &str) -> i64 {
+    scaled(q, 1000)
+}
 
-/// Parses a quantity to an integer scaled by `scale` (1000 for millicores, 1 for plain values),
-/// rounding up as upstream's `MilliValue`/`Value` do. Unparseable quantities count as zero.
-pub fn parse(q: &Quantity, scale: i64) -> i64 {
-    let s = q.0.trim();
-    let split = s
+/// The value of a quantity in base units, rounded up (`64Mi` → 67108864, `1k` → 1000).
+pub fn value(q: &str) -> i64 {
+    scaled(q, 1)
+}
+
+fn scaled(q: &str, scale: i64) -> i64 {
+    let q = q.trim();
+    let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let Ok(n) = num.parse::<f64>() else { return 0 };
-    let mult: f64 = match suffix {
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let Ok(n) = number.parse::<f64>() else { return 0 };
+    let factor: f64 = match suffix {
         "" => 1.0,
         "m" => 1e-3,
         "k" => 1e3,
@@ -27,13 +33,13 @@ pub fn parse(q: &Quantity, scale: i64) -> i64 {
         "Ti" => 1024f64.powi(4),
         "Pi" => 1024f64.powi(5),
         "Ei" => 1024f64.powi(6),
-        other if other.starts_with(['e', 'E']) => match other[1..].parse::<i32>() {
+        s if s.starts_with(['e', 'E']) => match s[1..].parse::<i32>() {
             Ok(exp) => 10f64.powi(exp),
             Err(_) => return 0,
         },
         _ => return 0,
     };
-    (n * mult * scale as f64).ceil() as i64
+    (n * factor * scale as f64).ceil() as i64
 }
 
 #[cfg(test)]
@@ -41,14 +47,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_cpu_and_memory() {
-        assert_eq!(parse(&Quantity("100m".into()), 1000), 100);
-        assert_eq!(parse(&Quantity("2".into()), 1000), 2000);
-        assert_eq!(parse(&Quantity("1.5".into()), 1000), 1500);
-        assert_eq!(parse(&Quantity("1Gi".into()), 1), 1 << 30);
-        assert_eq!(parse(&Quantity("128M".into()), 1), 128_000_000);
-        assert_eq!(parse(&Quantity("110".into()), 1), 110);
-        assert_eq!(parse(&Quantity("1e3".into()), 1), 1000);
-        assert_eq!(parse(&Quantity("junk".into()), 1), 0);
+    fn quantities() {
+        assert_eq!(milli("100m"), 100);
+        assert_eq!(milli("1.5"), 1500);
+        assert_eq!(milli("2"), 2000);
+        assert_eq!(value("64Mi"), 64 * 1024 * 1024);
+        assert_eq!(value("1G"), 1_000_000_000);
+        assert_eq!(value("1e3"), 1000);
+        assert_eq!(value("110"), 110);
+        assert_eq!(value("bogus"), 0);
     }
 }

@@ -2,6 +2,7 @@
 //! Errors leave as one line naming the problem, with a non-zero exit status.
 
 mod bench;
+mod components;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,14 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server over the embedded SQLite store (or etcd).
     Server(server::ServerArgs),
+    /// Run the API server alone (`skiff server` without controllers, scheduler or agent).
+    Apiserver(server::ServerArgs),
+    /// Join a cluster as a node (for now: `--hollow-nodes N`, nodes without containers).
+    Agent(components::AgentArgs),
+    /// Run the controller manager alone against an API server.
+    ControllerManager(components::ControllerManagerArgs),
+    /// Run the scheduler alone against an API server.
+    Scheduler(components::SchedulerArgs),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -29,6 +38,8 @@ enum BenchCommand {
     Store(bench::StoreBenchArgs),
     /// API server creates, gets, lists and watch fan-out beside the raw Store; `skiff server` start-up and memory.
     Api(bench::api::ApiBenchArgs),
+    /// The control plane at scale with hollow nodes: scheduler throughput, a big Deployment's rollout, pod replacement.
+    Cluster(bench::cluster::ClusterBenchArgs),
 }
 
 fn main() {
@@ -47,8 +58,18 @@ fn main() {
             rt.block_on(async {
                 match cli.command {
                     Command::Server(args) => server::run(args).await,
+                    Command::Apiserver(mut args) => {
+                        args.disable_controller_manager = true;
+                        args.disable_scheduler = true;
+                        args.disable_agent = true;
+                        server::run(args).await
+                    }
+                    Command::Agent(args) => components::agent(args).await,
+                    Command::ControllerManager(args) => components::controller_manager(args).await,
+                    Command::Scheduler(args) => components::scheduler(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                     Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
+                    Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
                 }
             })
         });

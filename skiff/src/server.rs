@@ -1,8 +1,10 @@
-//! `skiff server`: the control plane in one process (for now the API server over its store).
+//! `skiff server`: the control plane in one process: the API server over its store, and beside it the
+//! controller manager and the scheduler, which reach it as any client does (HTTPS, admin kubeconfig).
 //!
 //! Start-up order, each step failing with a one-line error that names what is wrong: data dir →
 //! store (embedded SQLite, or etcd with `--datastore-endpoint`) → PKI and admin kubeconfig → listen →
-//! bootstrap namespaces → serve until SIGTERM/SIGINT.
+//! bootstrap namespaces → serve, start the controllers and the scheduler → on SIGTERM/SIGINT stop them
+//! all, letting work in progress finish.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -16,6 +18,8 @@ use skiff_apiserver::{
     watch_cache::WatchCacheOptions,
 };
 use tokio::net::TcpListener;
+
+use crate::components::{self, ControllerArgs, Shutdown};
 
 /// Flags of `skiff server`, named like k3s's.
 #[derive(clap::Args, Debug)]
@@ -46,6 +50,14 @@ pub struct ServerArgs {
     /// and tests written for the finished server work unchanged.
     #[arg(long)]
     pub disable_agent: bool,
+    /// Do not run the controller manager in this process.
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
     /// Extra names and addresses for the serving certificate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
@@ -64,7 +76,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .split_once('-')
         .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)))
         .filter(|(lo, hi): &(u16, u16)| lo < hi)
-        .ok_or_else(|| anyhow::anyhow!("--service-node-port-range {:?} is not a range like 30000-32767", args.service_node_port_range))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--service-node-port-range {:?} is not a range like 30000-32767",
+                args.service_node_port_range
+            )
+        })?;
+    let controller_options = args.controllers.options()?;
+    let signals = components::Signals::install()?;
     let server_dir = args.data_dir.join("server");
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("cannot create data dir {}", server_dir.display()))?;
@@ -72,9 +91,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     tracing::info!(backend = store.backend(), "store ready");
 
-    let mut sans: Vec<String> = ["localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .map(str::to_owned)
-        .into();
+    let mut sans: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(str::to_owned)
+    .into();
     sans.push(ranges.kubernetes_ip().to_string());
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         sans.push(host.trim().to_owned());
@@ -86,10 +112,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let pki = tls::load_or_create(&server_dir.join("tls"), &sans).context("cannot set up TLS")?;
 
     let addr = SocketAddr::new(bind, args.https_listen_port);
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let port = listener.local_addr()?.port();
-    let host = if bind.is_unspecified() { "127.0.0.1".to_owned() } else { bind.to_string() };
-    let url = if host.contains(':') { format!("https://[{host}]:{port}") } else { format!("https://{host}:{port}") };
+    let host = if bind.is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        bind.to_string()
+    };
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    };
     let kubeconfig = args.data_dir.join("kubeconfig.yaml");
     for path in std::iter::once(&kubeconfig).chain(args.write_kubeconfig.as_ref()) {
         tls::write_kubeconfig(path, &url, &pki.ca_pem, &pki.admin_token)
@@ -97,13 +133,47 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     let api = ApiServer::with_ranges(store, WatchCacheOptions::default(), ranges);
-    api.bootstrap(port).await.context("cannot create the bootstrap objects")?;
+    api.bootstrap(port)
+        .await
+        .context("cannot create the bootstrap objects")?;
     let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());
-    println!("  try:        KUBECONFIG={} kubectl get --raw /version", kubeconfig.display());
-    serve::serve_tls(listener, pki.server_config, router, shutdown_signal()).await;
+    println!(
+        "  try:        KUBECONFIG={} kubectl get --raw /version",
+        kubeconfig.display()
+    );
+    let (fire, shutdown) = Shutdown::new();
+    let serving = tokio::spawn(serve::serve_tls(
+        listener,
+        pki.server_config,
+        router,
+        shutdown.wait(),
+    ));
+    let client = components::kubeconfig_config(&kubeconfig)
+        .await
+        .and_then(|c| Ok(kube::Client::try_from(c)?))?;
+    let mut running = Vec::new();
+    if !args.disable_controller_manager {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        running.push(tokio::spawn(async move {
+            components::run_controllers(client, controller_options, &shutdown).await
+        }));
+    }
+    if !args.disable_scheduler {
+        let (client, shutdown) = (client.clone(), shutdown.clone());
+        running.push(tokio::spawn(async move {
+            components::run_scheduler(client, &shutdown).await
+        }));
+    }
+    signals.wait().await;
     tracing::info!("shutting down");
+    fire();
+    // Components finish their syncs in progress while the API server still answers them.
+    for task in running {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
+    let _ = serving.await;
     Ok(())
 }
 
@@ -122,8 +192,11 @@ async fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
 #[cfg(feature = "etcd")]
 async fn open_etcd(endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
     use skiff_apiserver::storage::etcd::{EtcdStore, parse_endpoints};
-    let endpoints = parse_endpoints(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint {endpoint:?}: {e}"))?;
-    let store = EtcdStore::connect(&endpoints).await.with_context(|| format!("cannot use etcd at {endpoint}"))?;
+    let endpoints =
+        parse_endpoints(endpoint).map_err(|e| anyhow::anyhow!("--datastore-endpoint {endpoint:?}: {e}"))?;
+    let store = EtcdStore::connect(&endpoints)
+        .await
+        .with_context(|| format!("cannot use etcd at {endpoint}"))?;
     Ok(Arc::new(store))
 }
 
@@ -131,16 +204,3 @@ async fn open_etcd(endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
 async fn open_etcd(_endpoint: &str) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!("this skiff was built without the etcd feature; rebuild with `--features etcd`")
 }
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the process still dies on SIGTERM, just not gracefully.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-

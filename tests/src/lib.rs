@@ -22,14 +22,26 @@ pub fn skiff_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test> → target/<profile>/skiff
     let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("skiff");
-    assert!(bin.exists(), "{} not found: run `cargo build -p skiff` before the end-to-end tests", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("skiff");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p skiff` before the end-to-end tests",
+        bin.display()
+    );
     bin
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `skiff server`.
@@ -46,19 +58,31 @@ impl Server {
     /// Starts `skiff server` with `extra` flags and waits until it is ready.
     pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
         let data_dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
-        let mut server =
-            Self { child: None, data_dir, port: free_port(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut server = Self {
+            child: None,
+            data_dir,
+            port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         server.spawn().await?;
         Ok(server)
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.path().join("server.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("server.log"))?;
         let child = Command::new(skiff_bin())
             .arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
-            .args(["--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--https-listen-port",
+                &self.port.to_string(),
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -89,7 +113,10 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                bail!("skiff server not ready after {timeout:?} ({last_error}); log:\n{}", self.log());
+                bail!(
+                    "skiff server not ready after {timeout:?} ({last_error}); log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -154,7 +181,6 @@ pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
     http::Request::get(path).body(Vec::new()).expect("valid request")
 }
 
-
 /// The real kubectl against `server`, bounded by `timeout <secs>`, with its own discovery cache (so
 /// it is never stale) and HOME.
 pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
@@ -164,7 +190,12 @@ pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
         .arg("--kubeconfig")
         .arg(server.kubeconfig())
         .arg("--cache-dir")
-        .arg(server.data_dir.path().join(format!("kubectl-cache-{}", free_port())))
+        .arg(
+            server
+                .data_dir
+                .path()
+                .join(format!("kubectl-cache-{}", free_port())),
+        )
         .args(args)
         .env("HOME", server.data_dir.path());
     cmd
@@ -174,13 +205,22 @@ pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
 pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     let mut child = kubectl_command(server, 60, args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl runs");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     let out = child.wait_with_output().expect("kubectl output");
     (
@@ -213,23 +253,46 @@ impl InProcess {
         let dir = tempfile::tempdir()?;
         let store: std::sync::Arc<dyn skiff_apiserver::storage::Store> = SqliteStore::open(
             &dir.path().join("state.db"),
-            SqliteOptions { compact_interval: None, ..Default::default() },
+            SqliteOptions {
+                compact_interval: None,
+                ..Default::default()
+            },
         )?;
         let pki = tls::load_or_create(&dir.path().join("tls"), &["127.0.0.1".to_owned()])?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
-        tls::write_kubeconfig(&kubeconfig, &format!("https://127.0.0.1:{port}"), &pki.ca_pem, &pki.admin_token)?;
+        tls::write_kubeconfig(
+            &kubeconfig,
+            &format!("https://127.0.0.1:{port}"),
+            &pki.ca_pem,
+            &pki.admin_token,
+        )?;
         let api = ApiServer::new(store.clone(), cache);
         api.bootstrap(port).await?;
         let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
         let handle = api.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve::serve_tls(listener, pki.server_config, router, async move {
-            let _ = stopped.await;
-        }));
-        let config = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kubeconfig)?, &Default::default()).await?;
-        Ok(Self { store, client: kube::Client::try_from(config)?, api: handle, _dir: dir, stop: Some(stop) })
+        tokio::spawn(serve::serve_tls(
+            listener,
+            pki.server_config,
+            router,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig)?,
+            &Default::default(),
+        )
+        .await?;
+        Ok(Self {
+            store,
+            client: kube::Client::try_from(config)?,
+            api: handle,
+            _dir: dir,
+            stop: Some(stop),
+        })
     }
 }
 
@@ -260,7 +323,10 @@ impl Component {
         let handle = tokio::spawn(run(Box::pin(async move {
             let _ = stopped.await;
         })));
-        Self { stop: Some(stop), handle }
+        Self {
+            stop: Some(stop),
+            handle,
+        }
     }
 
     /// Stops the component and waits (at most 10 s) for it to finish its work in progress.

@@ -21,7 +21,11 @@ fn run_server(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .env("RUST_LOG", "off")
         .output()
         .expect("run skiff");
-    assert!(start.elapsed() < Duration::from_secs(20), "failed fast ({:?})", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "failed fast ({:?})",
+        start.elapsed()
+    );
     out
 }
 
@@ -29,7 +33,11 @@ fn run_server(data_dir: &std::path::Path, args: &[&str]) -> Output {
 fn one_line_error(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "must fail; stderr: {stderr}");
-    assert_ne!(out.status.code(), Some(101), "a panic is not an error message: {stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "a panic is not an error message: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
@@ -48,7 +56,10 @@ fn corrupt_database() {
     std::fs::write(dir.path().join("server/db/state.db"), vec![7u8; 16384]).expect("garbage");
     let port = port_args(free_port());
     let line = one_line_error(&run_server(dir.path(), &[&port[0], &port[1]]));
-    assert!(line.contains("state.db") && line.contains("not a database"), "{line}");
+    assert!(
+        line.contains("state.db") && line.contains("not a database"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -58,7 +69,10 @@ fn unwritable_data_dir() {
     std::fs::write(&file, b"x").expect("write");
     let port = port_args(free_port());
     let line = one_line_error(&run_server(&file, &[&port[0], &port[1]]));
-    assert!(line.contains("cannot create data dir") && line.contains("not-a-dir"), "{line}");
+    assert!(
+        line.contains("cannot create data dir") && line.contains("not-a-dir"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -66,16 +80,27 @@ fn unreachable_etcd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let port = port_args(free_port());
-    let line = one_line_error(&run_server(dir.path(), &["--datastore-endpoint", &endpoint, &port[0], &port[1]]));
+    let line = one_line_error(&run_server(
+        dir.path(),
+        &["--datastore-endpoint", &endpoint, &port[0], &port[1]],
+    ));
     assert!(line.contains(&endpoint) && line.contains("etcd"), "{line}");
 }
 
 #[test]
 fn malformed_endpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for bad in ["ftp://127.0.0.1:2379", "http://", "127.0.0.1:2379,", "http://127.0.0.1:notaport"] {
+    for bad in [
+        "ftp://127.0.0.1:2379",
+        "http://",
+        "127.0.0.1:2379,",
+        "http://127.0.0.1:notaport",
+    ] {
         let port = port_args(free_port());
-        let line = one_line_error(&run_server(dir.path(), &["--datastore-endpoint", bad, &port[0], &port[1]]));
+        let line = one_line_error(&run_server(
+            dir.path(),
+            &["--datastore-endpoint", bad, &port[0], &port[1]],
+        ));
         assert!(line.contains("--datastore-endpoint"), "{bad}: {line}");
     }
 }
@@ -86,7 +111,10 @@ fn port_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = port_args(taken.local_addr().expect("addr").port());
     let line = one_line_error(&run_server(dir.path(), &[&port[0], &port[1]]));
-    assert!(line.contains("cannot listen on 127.0.0.1:") && line.contains("in use"), "{line}");
+    assert!(
+        line.contains("cannot listen on 127.0.0.1:") && line.contains("in use"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,5 +122,8 @@ async fn second_server_on_the_same_data_dir() {
     let server = Server::start(&[]).await.expect("start server");
     let port = port_args(free_port());
     let line = one_line_error(&run_server(server.data_dir.path(), &[&port[0], &port[1]]));
-    assert!(line.contains("state.db") && line.contains("in use by another process"), "{line}");
+    assert!(
+        line.contains("state.db") && line.contains("in use by another process"),
+        "{line}"
+    );
 }

@@ -30,18 +30,34 @@ pub struct Ranges {
 
 impl Default for Ranges {
     fn default() -> Self {
-        Self { service_net: Ipv4Addr::new(10, 96, 0, 0), service_prefix: 12, node_ports: (30000, 32767) }
+        Self {
+            service_net: Ipv4Addr::new(10, 96, 0, 0),
+            service_prefix: 12,
+            node_ports: (30000, 32767),
+        }
     }
 }
 
 impl Ranges {
     /// Parses `10.96.0.0/12`.
     pub fn with_service_cidr(cidr: &str) -> Result<Self, String> {
-        let (ip, len) = cidr.split_once('/').ok_or_else(|| format!("{cidr:?} is not a CIDR (a.b.c.d/len)"))?;
-        let ip: Ipv4Addr = ip.parse().map_err(|_| format!("{cidr:?}: {ip:?} is not an IPv4 address"))?;
-        let len: u8 = len.parse().ok().filter(|l| (8..=30).contains(l)).ok_or_else(|| format!("{cidr:?}: prefix must be 8..30"))?;
+        let (ip, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr:?} is not a CIDR (a.b.c.d/len)"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{cidr:?}: {ip:?} is not an IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| (8..=30).contains(l))
+            .ok_or_else(|| format!("{cidr:?}: prefix must be 8..30"))?;
         let mask = u32::MAX << (32 - len);
-        Ok(Self { service_net: Ipv4Addr::from(u32::from(ip) & mask), service_prefix: len, node_ports: (30000, 32767) })
+        Ok(Self {
+            service_net: Ipv4Addr::from(u32::from(ip) & mask),
+            service_prefix: len,
+            node_ports: (30000, 32767),
+        })
     }
 
     fn first_last(&self) -> (u32, u32) {
@@ -102,7 +118,11 @@ impl Held {
 
 /// Releases reservations (best effort: a leftover key only wastes one address until repaired).
 pub async fn release(store: &dyn Store, held: &Held) {
-    let keys = held.ip.map(ip_key).into_iter().chain(held.ports.iter().map(|p| port_key(*p)));
+    let keys = held
+        .ip
+        .map(ip_key)
+        .into_iter()
+        .chain(held.ports.iter().map(|p| port_key(*p)));
     for key in keys {
         if let Err(e) = store.delete(&key, None).await {
             if !matches!(e, StoreError::NotFound(_)) {
@@ -119,7 +139,12 @@ fn invalid(name: &str, errs: Vec<FieldError>) -> ApiError {
 /// Fills `spec.clusterIP(s)` and NodePorts of a Service being created or updated, reserving what it
 /// takes. `old` is what the Service held before (update): kept addresses are not reserved again.
 /// Returns what was newly reserved, for release if the write fails.
-pub async fn allocate(store: &dyn Store, ranges: &Ranges, svc: &mut Value, old: Option<&Value>) -> Result<Held, ApiError> {
+pub async fn allocate(
+    store: &dyn Store,
+    ranges: &Ranges,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<Held, ApiError> {
     let name = svc["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let mut reserved = Held::default();
     let result = allocate_inner(store, ranges, svc, old, &name, &mut reserved).await;
@@ -138,16 +163,24 @@ async fn allocate_inner(
     reserved: &mut Held,
 ) -> Result<(), ApiError> {
     let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_owned();
-    let old_ip = old.and_then(|o| o["spec"]["clusterIP"].as_str()).map(str::to_owned);
-    let requested = svc["spec"]["clusterIP"].as_str().map(str::to_owned).filter(|s| !s.is_empty());
+    let old_ip = old
+        .and_then(|o| o["spec"]["clusterIP"].as_str())
+        .map(str::to_owned);
+    let requested = svc["spec"]["clusterIP"]
+        .as_str()
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty());
     let ip_value = match (&old_ip, &requested) {
         // The ClusterIP is immutable once set.
         (Some(old), Some(new)) if old != new => {
-            return Err(invalid(name, vec![(
-                "spec.clusterIPs[0]".into(),
-                "FieldValueInvalid".into(),
-                format!("Invalid value: []string{{\"{new}\"}}: may not change once set"),
-            )]));
+            return Err(invalid(
+                name,
+                vec![(
+                    "spec.clusterIPs[0]".into(),
+                    "FieldValueInvalid".into(),
+                    format!("Invalid value: []string{{\"{new}\"}}: may not change once set"),
+                )],
+            ));
         }
         (Some(old), _) => Some(old.clone()),
         (None, _) if ty == "ExternalName" => None,
@@ -158,9 +191,17 @@ async fn allocate_inner(
                     format!("Invalid value: \"{ip}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))])
             })?;
             if !ranges.contains(parsed) {
-                return Err(invalid(name, vec![("spec.clusterIPs".into(), "FieldValueInvalid".into(), format!(
-                    "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
-                    ranges.service_net, ranges.service_prefix))]));
+                return Err(invalid(
+                    name,
+                    vec![(
+                        "spec.clusterIPs".into(),
+                        "FieldValueInvalid".into(),
+                        format!(
+                            "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
+                            ranges.service_net, ranges.service_prefix
+                        ),
+                    )],
+                ));
             }
             reserve_ip(store, parsed, svc).await.map_err(|e| match e {
                 Some(e) => e,
@@ -219,7 +260,9 @@ async fn allocate_any_ip(store: &dyn Store, ranges: &Ranges, svc: &Value) -> Res
             Err(Some(e)) => return Err(e),
         }
     }
-    Err(ApiError::internal("failed to allocate a service IP: range is full"))
+    Err(ApiError::internal(
+        "failed to allocate a service IP: range is full",
+    ))
 }
 
 async fn allocate_node_ports(
@@ -240,18 +283,35 @@ async fn allocate_node_ports(
     for i in 0..count {
         let port = &svc["spec"]["ports"][i];
         let service_port = port["port"].as_i64().unwrap_or(0);
-        let kept = old_ports.iter().find(|(p, _)| *p == service_port).map(|(_, n)| *n);
+        let kept = old_ports
+            .iter()
+            .find(|(p, _)| *p == service_port)
+            .map(|(_, n)| *n);
         let node_port = match port["nodePort"].as_u64().map(|n| u16::try_from(n).unwrap_or(0)) {
             Some(n) if Some(n) == kept => n,
             Some(n) => {
                 if !(ranges.node_ports.0..=ranges.node_ports.1).contains(&n) {
-                    return Err(invalid(name, vec![(format!("spec.ports[{i}].nodePort"), "FieldValueInvalid".into(), format!(
-                        "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
-                        ranges.node_ports.0, ranges.node_ports.1))]));
+                    return Err(invalid(
+                        name,
+                        vec![(
+                            format!("spec.ports[{i}].nodePort"),
+                            "FieldValueInvalid".into(),
+                            format!(
+                                "Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                                ranges.node_ports.0, ranges.node_ports.1
+                            ),
+                        )],
+                    ));
                 }
                 if !reserve_port(store, n).await? {
-                    return Err(invalid(name, vec![(format!("spec.ports[{i}].nodePort"), "FieldValueInvalid".into(),
-                        format!("Invalid value: {n}: provided port is already allocated"))]));
+                    return Err(invalid(
+                        name,
+                        vec![(
+                            format!("spec.ports[{i}].nodePort"),
+                            "FieldValueInvalid".into(),
+                            format!("Invalid value: {n}: provided port is already allocated"),
+                        )],
+                    ));
                 }
                 reserved.ports.push(n);
                 n
@@ -286,7 +346,9 @@ async fn allocate_any_port(store: &dyn Store, ranges: &Ranges) -> Result<u16, Ap
             return Ok(port);
         }
     }
-    Err(ApiError::internal("failed to allocate a node port: range is full"))
+    Err(ApiError::internal(
+        "failed to allocate a node port: range is full",
+    ))
 }
 
 #[cfg(test)]
@@ -307,14 +369,26 @@ mod tests {
         for i in 0..5 {
             let mut s = svc(&format!("s{i}"), json!({ "ports": [{ "port": 80 }] }));
             allocate(&store, &ranges, &mut s, None).await.expect("allocates");
-            let ip: Ipv4Addr = s["spec"]["clusterIP"].as_str().expect("ip").parse().expect("ipv4");
-            assert!(ip != ranges.kubernetes_ip() && seen.insert(ip), "unique, not the kubernetes IP: {ip}");
+            let ip: Ipv4Addr = s["spec"]["clusterIP"]
+                .as_str()
+                .expect("ip")
+                .parse()
+                .expect("ipv4");
+            assert!(
+                ip != ranges.kubernetes_ip() && seen.insert(ip),
+                "unique, not the kubernetes IP: {ip}"
+            );
             services.push(s);
         }
         let mut full = svc("full", json!({}));
-        assert!(allocate(&store, &ranges, &mut full, None).await.is_err(), "range exhausted");
+        assert!(
+            allocate(&store, &ranges, &mut full, None).await.is_err(),
+            "range exhausted"
+        );
         release(&store, &Held::of(&services[0])).await;
-        allocate(&store, &ranges, &mut full, None).await.expect("a released address is free again");
+        allocate(&store, &ranges, &mut full, None)
+            .await
+            .expect("a released address is free again");
         assert_eq!(full["spec"]["clusterIP"], services[0]["spec"]["clusterIP"]);
     }
 
@@ -322,23 +396,50 @@ mod tests {
     async fn requested_addresses_and_ports_are_honoured_once() {
         let store = MemoryStore::new();
         let ranges = Ranges::default();
-        let mut a = svc("a", json!({ "type": "NodePort", "clusterIP": "10.96.0.50", "ports": [{ "port": 80, "nodePort": 30080 }, { "port": 81 }] }));
+        let mut a = svc(
+            "a",
+            json!({ "type": "NodePort", "clusterIP": "10.96.0.50", "ports": [{ "port": 80, "nodePort": 30080 }, { "port": 81 }] }),
+        );
         let held = allocate(&store, &ranges, &mut a, None).await.expect("allocates");
         assert_eq!(held.ports.len(), 2);
         assert_eq!(a["spec"]["ports"][0]["nodePort"], 30080);
         let mut b = svc("b", json!({ "clusterIP": "10.96.0.50" }));
         let err = allocate(&store, &ranges, &mut b, None).await.expect_err("taken");
-        assert!(err.message.contains("provided IP is already allocated"), "{}", err.message);
-        let mut c = svc("c", json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] }));
-        let err = allocate(&store, &ranges, &mut c, None).await.expect_err("port taken");
-        assert!(err.message.contains("provided port is already allocated"), "{}", err.message);
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+        let mut c = svc(
+            "c",
+            json!({ "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30080 }] }),
+        );
+        let err = allocate(&store, &ranges, &mut c, None)
+            .await
+            .expect_err("port taken");
+        assert!(
+            err.message.contains("provided port is already allocated"),
+            "{}",
+            err.message
+        );
         // c's failed attempt reserved its ClusterIP first; it must have been released.
-        let page = store.list("/registry/ipaddresses/", Default::default()).await.expect("list");
+        let page = store
+            .list("/registry/ipaddresses/", Default::default())
+            .await
+            .expect("list");
         assert_eq!(page.kvs.len(), 1, "only a's address is held");
         let mut headless = svc("h", json!({ "clusterIP": "None" }));
-        assert_eq!(allocate(&store, &ranges, &mut headless, None).await.expect("headless"), Held::default());
+        assert_eq!(
+            allocate(&store, &ranges, &mut headless, None)
+                .await
+                .expect("headless"),
+            Held::default()
+        );
         let mut out = svc("o", json!({ "clusterIP": "192.168.1.1" }));
-        assert!(allocate(&store, &ranges, &mut out, None).await.is_err(), "outside the range");
+        assert!(
+            allocate(&store, &ranges, &mut out, None).await.is_err(),
+            "outside the range"
+        );
     }
 
     #[tokio::test]
@@ -348,7 +449,9 @@ mod tests {
         let mut a = svc("a", json!({ "ports": [{ "port": 80 }] }));
         allocate(&store, &ranges, &mut a, None).await.expect("allocates");
         let mut same = svc("a", json!({ "ports": [{ "port": 80 }] }));
-        let held = allocate(&store, &ranges, &mut same, Some(&a)).await.expect("update without an IP keeps it");
+        let held = allocate(&store, &ranges, &mut same, Some(&a))
+            .await
+            .expect("update without an IP keeps it");
         assert_eq!(held, Held::default(), "nothing new reserved");
         assert_eq!(same["spec"]["clusterIP"], a["spec"]["clusterIP"]);
         let mut changed = svc("a", json!({ "clusterIP": "10.96.0.77" }));

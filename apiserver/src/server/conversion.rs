@@ -36,12 +36,20 @@ fn rename(obj: Value, from_left: bool, api_version: &str) -> Value {
 
 /// The stored (core) shape of an object sent in `info`'s version.
 pub fn to_storage(info: &ResourceInfo, obj: Value) -> Value {
-    if info.converts() { rename(obj, true, "v1") } else { obj }
+    if info.converts() {
+        rename(obj, true, "v1")
+    } else {
+        obj
+    }
 }
 
 /// An object of `info`'s version from its stored (core) shape.
 pub fn from_storage(info: &ResourceInfo, obj: Value) -> Value {
-    if info.converts() { rename(obj, false, "events.k8s.io/v1") } else { obj }
+    if info.converts() {
+        rename(obj, false, "events.k8s.io/v1")
+    } else {
+        obj
+    }
 }
 
 #[cfg(test)]

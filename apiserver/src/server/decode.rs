@@ -48,25 +48,76 @@ macro_rules! with_kind_type {
         };
         let info: &$crate::server::registry::ResourceInfo = $info;
         match (info.group, info.kind) {
-            ("events.k8s.io", "Event") => { type $t = k8s_openapi::api::events::v1::Event; Some($body) }
+            ("events.k8s.io", "Event") => {
+                type $t = k8s_openapi::api::events::v1::Event;
+                Some($body)
+            }
             (_, kind) => match kind {
-            "Namespace" => { type $t = core::Namespace; Some($body) }
-            "ConfigMap" => { type $t = core::ConfigMap; Some($body) }
-            "Secret" => { type $t = core::Secret; Some($body) }
-            "ServiceAccount" => { type $t = core::ServiceAccount; Some($body) }
-            "Pod" => { type $t = core::Pod; Some($body) }
-            "Service" => { type $t = core::Service; Some($body) }
-            "Endpoints" => { type $t = core::Endpoints; Some($body) }
-            "Node" => { type $t = core::Node; Some($body) }
-            "Event" => { type $t = core::Event; Some($body) }
-            "Deployment" => { type $t = apps::Deployment; Some($body) }
-            "ReplicaSet" => { type $t = apps::ReplicaSet; Some($body) }
-            "StatefulSet" => { type $t = apps::StatefulSet; Some($body) }
-            "DaemonSet" => { type $t = apps::DaemonSet; Some($body) }
-            "ControllerRevision" => { type $t = apps::ControllerRevision; Some($body) }
-            "EndpointSlice" => { type $t = discovery::EndpointSlice; Some($body) }
-            "Lease" => { type $t = coordination::Lease; Some($body) }
-            _ => None,
+                "Namespace" => {
+                    type $t = core::Namespace;
+                    Some($body)
+                }
+                "ConfigMap" => {
+                    type $t = core::ConfigMap;
+                    Some($body)
+                }
+                "Secret" => {
+                    type $t = core::Secret;
+                    Some($body)
+                }
+                "ServiceAccount" => {
+                    type $t = core::ServiceAccount;
+                    Some($body)
+                }
+                "Pod" => {
+                    type $t = core::Pod;
+                    Some($body)
+                }
+                "Service" => {
+                    type $t = core::Service;
+                    Some($body)
+                }
+                "Endpoints" => {
+                    type $t = core::Endpoints;
+                    Some($body)
+                }
+                "Node" => {
+                    type $t = core::Node;
+                    Some($body)
+                }
+                "Event" => {
+                    type $t = core::Event;
+                    Some($body)
+                }
+                "Deployment" => {
+                    type $t = apps::Deployment;
+                    Some($body)
+                }
+                "ReplicaSet" => {
+                    type $t = apps::ReplicaSet;
+                    Some($body)
+                }
+                "StatefulSet" => {
+                    type $t = apps::StatefulSet;
+                    Some($body)
+                }
+                "DaemonSet" => {
+                    type $t = apps::DaemonSet;
+                    Some($body)
+                }
+                "ControllerRevision" => {
+                    type $t = apps::ControllerRevision;
+                    Some($body)
+                }
+                "EndpointSlice" => {
+                    type $t = discovery::EndpointSlice;
+                    Some($body)
+                }
+                "Lease" => {
+                    type $t = coordination::Lease;
+                    Some($body)
+                }
+                _ => None,
             },
         }
     }};
@@ -74,7 +125,11 @@ macro_rules! with_kind_type {
 
 /// Decodes `obj` as `info`'s kind. Returns the object as the type sees it and the unknown fields
 /// (as warnings under Warn; under Strict they are the error).
-pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+pub fn decode(
+    info: &ResourceInfo,
+    obj: &Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
     let typed = crate::with_kind_type!(info, T => roundtrip::<T>(obj)).unwrap_or_else(|| Ok(obj.clone()));
     let cannot = |detail: String| {
         ApiError::bad_request(format!(
@@ -90,7 +145,14 @@ pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> 
     if validation == FieldValidation::Strict && !messages.is_empty() {
         return Err(cannot(format!("strict decoding error: {}", messages.join(", "))));
     }
-    Ok((typed, if validation == FieldValidation::Warn { messages } else { Vec::new() }))
+    Ok((
+        typed,
+        if validation == FieldValidation::Warn {
+            messages
+        } else {
+            Vec::new()
+        },
+    ))
 }
 
 fn roundtrip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, serde_json::Error> {
@@ -103,7 +165,11 @@ fn unknown_fields(sent: &Value, kept: &Value, path: &str, out: &mut Vec<String>)
     match (sent, kept) {
         (Value::Object(s), Value::Object(k)) => {
             for (key, value) in s {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 match k.get(key) {
                     Some(kv) => unknown_fields(value, kv, &child, out),
                     // A null (or an empty value the type omits) carries nothing that was lost.
@@ -148,13 +214,29 @@ mod tests {
         let err = decode(deployment(), &obj, FieldValidation::Strict).expect_err("strict");
         assert_eq!(err.code, 400);
         assert!(err.message.contains("strict decoding error"), "{}", err.message);
-        assert!(err.message.contains("unknown field \"metadata.bogus\""), "{}", err.message);
-        assert!(err.message.contains("unknown field \"spec.replicaz\""), "{}", err.message);
-        assert!(err.message.contains("unknown field \"spec.template.spec.containers[0].imagee\""), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field \"metadata.bogus\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("unknown field \"spec.replicaz\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("unknown field \"spec.template.spec.containers[0].imagee\""),
+            "{}",
+            err.message
+        );
 
         let (kept, warnings) = decode(deployment(), &obj, FieldValidation::Warn).expect("warn");
         assert_eq!(warnings.len(), 3);
-        assert!(kept["spec"].get("replicaz").is_none(), "unknown fields are dropped");
+        assert!(
+            kept["spec"].get("replicaz").is_none(),
+            "unknown fields are dropped"
+        );
         let (_, warnings) = decode(deployment(), &obj, FieldValidation::Ignore).expect("ignore");
         assert!(warnings.is_empty());
     }
@@ -164,7 +246,12 @@ mod tests {
         let obj = json!({ "metadata": { "name": "d" }, "spec": { "replicas": "three" } });
         let err = decode(deployment(), &obj, FieldValidation::Ignore).expect_err("type error");
         assert_eq!(err.code, 400);
-        assert!(err.message.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"), "{}", err.message);
+        assert!(
+            err.message
+                .starts_with("Deployment in version \"v1\" cannot be handled as a Deployment"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

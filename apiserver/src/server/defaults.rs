@@ -61,7 +61,15 @@ fn container(c: &mut Value) {
     // The last path segment decides whether there is a tag (a registry port has a ':' too).
     let last = image.rsplit('/').next().unwrap_or("");
     let untagged_or_latest = !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
-    or_insert(c, "imagePullPolicy", json!(if untagged_or_latest { "Always" } else { "IfNotPresent" }));
+    or_insert(
+        c,
+        "imagePullPolicy",
+        json!(if untagged_or_latest {
+            "Always"
+        } else {
+            "IfNotPresent"
+        }),
+    );
     or_insert(c, "terminationMessagePath", json!("/dev/termination-log"));
     or_insert(c, "terminationMessagePolicy", json!("File"));
     or_insert(c, "resources", json!({}));
@@ -80,8 +88,17 @@ fn qos_class(spec: &Value) -> &'static str {
         .filter_map(|l| spec.get(*l).and_then(Value::as_array))
         .flatten()
         .collect();
-    let resources = |c: &Value, kind: &str| c["resources"].get(kind).and_then(Value::as_object).cloned().unwrap_or_default();
-    if containers.iter().all(|c| resources(c, "requests").is_empty() && resources(c, "limits").is_empty()) {
+    let resources = |c: &Value, kind: &str| {
+        c["resources"]
+            .get(kind)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    if containers
+        .iter()
+        .all(|c| resources(c, "requests").is_empty() && resources(c, "limits").is_empty())
+    {
         return "BestEffort";
     }
     let guaranteed = containers.iter().all(|c| {
@@ -182,7 +199,10 @@ mod tests {
         assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
         let c = &d["spec"]["template"]["spec"]["containers"];
         assert_eq!(c[0]["imagePullPolicy"], "Always", "untagged means latest");
-        assert_eq!(c[1]["imagePullPolicy"], "IfNotPresent", "a registry port is not a tag");
+        assert_eq!(
+            c[1]["imagePullPolicy"], "IfNotPresent",
+            "a registry port is not a tag"
+        );
         assert_eq!(c[1]["ports"][0]["protocol"], "TCP");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
     }
@@ -207,7 +227,8 @@ mod tests {
     #[test]
     fn qos_classes() {
         let best = json!({ "containers": [{ "name": "a" }] });
-        let guaranteed = json!({ "containers": [{ "resources": { "limits": { "cpu": "1", "memory": "1Gi" } } }] });
+        let guaranteed =
+            json!({ "containers": [{ "resources": { "limits": { "cpu": "1", "memory": "1Gi" } } }] });
         let burstable = json!({ "containers": [{ "resources": { "requests": { "cpu": "1" } } }] });
         assert_eq!(qos_class(&best), "BestEffort");
         assert_eq!(qos_class(&guaranteed), "Guaranteed");

@@ -18,7 +18,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{
-    registry::{self, RESOURCES, ResourceInfo, Subresource},
+    registry::{self, RESOURCES, ResourceInfo},
     status::ApiError,
 };
 
@@ -26,8 +26,16 @@ use super::{
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// The verbs of an ordinary resource.
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const SUB_VERBS: &[&str] = &["get", "patch", "update"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 fn wants_aggregated(headers: &HeaderMap) -> bool {
     headers
@@ -70,7 +78,10 @@ pub async fn groups(headers: HeaderMap) -> Response {
             json!({ "name": g, "versions": [gv.clone()], "preferredVersion": gv })
         })
         .collect();
-    json_with_type("application/json", &json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups }))
+    json_with_type(
+        "application/json",
+        &json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups }),
+    )
 }
 
 /// `GET /api/v1`.
@@ -99,7 +110,9 @@ pub async fn group_resources(Path(segs): Path<Vec<String>>) -> Response {
 
 fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let (group, version) = (group.to_owned(), version.to_owned());
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 fn scope_name(r: &ResourceInfo) -> &'static str {
@@ -120,19 +133,23 @@ fn resource_list(group: &str, version: &str) -> Value {
             "categories": r.categories,
         }));
         for sub in r.subresources {
-            resources.push(match sub {
-                Subresource::Status => json!({
-                    "name": format!("{}/status", r.resource), "singularName": "", "namespaced": r.namespaced,
-                    "kind": r.kind, "verbs": SUB_VERBS,
-                }),
-                Subresource::Scale => json!({
-                    "name": format!("{}/scale", r.resource), "singularName": "", "namespaced": r.namespaced,
-                    "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": SUB_VERBS,
-                }),
+            let (g, v, kind) = sub.kind(r);
+            let mut entry = json!({
+                "name": format!("{}/{}", r.resource, sub.name()), "singularName": "", "namespaced": r.namespaced,
+                "kind": kind, "verbs": sub.verbs(),
             });
+            if (g, v) != (r.group, r.version) {
+                entry["group"] = json!(g);
+                entry["version"] = json!(v);
+            }
+            resources.push(entry);
         }
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources })
 }
 
@@ -155,17 +172,13 @@ fn aggregated_resource(group: &str, r: &ResourceInfo) -> Value {
     let subresources: Vec<Value> = r
         .subresources
         .iter()
-        .map(|sub| match sub {
-            Subresource::Status => json!({
-                "subresource": "status",
-                "responseKind": { "group": group, "version": r.version, "kind": r.kind },
-                "verbs": SUB_VERBS,
-            }),
-            Subresource::Scale => json!({
-                "subresource": "scale",
-                "responseKind": { "group": "autoscaling", "version": "v1", "kind": "Scale" },
-                "verbs": SUB_VERBS,
-            }),
+        .map(|sub| {
+            let (g, v, kind) = sub.kind(r);
+            json!({
+                "subresource": sub.name(),
+                "responseKind": { "group": g, "version": v, "kind": kind },
+                "verbs": sub.verbs(),
+            })
         })
         .collect();
     let mut res = json!({

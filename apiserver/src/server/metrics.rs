@@ -9,10 +9,7 @@
 //!   queueing without bound. Watches are long-running and are not counted, as upstream.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::AtomicI64,
-    },
+    sync::{Arc, atomic::AtomicI64},
     time::Instant,
 };
 
@@ -55,7 +52,10 @@ struct StoreLabels {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+    .into_iter()
 }
 
 /// Every metric of the API server.
@@ -73,16 +73,42 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("apiserver");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
-        let store = Family::<StoreLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let latency =
+            Family::<LatencyLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let store =
+            Family::<StoreLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
         let watches = Gauge::<i64, AtomicI64>::default();
         let watch_events = Counter::default();
-        registry.register("request", "Requests by verb, resource and HTTP code", requests.clone());
-        registry.register("request_duration_seconds", "Request latency by verb and resource", latency.clone());
-        registry.register("storage_operation_duration_seconds", "Store operation latency", store.clone());
+        registry.register(
+            "request",
+            "Requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency by verb and resource",
+            latency.clone(),
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "Store operation latency",
+            store.clone(),
+        );
         registry.register("registered_watchers", "Watches open now", watches.clone());
-        registry.register("watch_events", "Watch events sent to clients", watch_events.clone());
-        Self { registry, requests, latency, store, watches, watch_events, in_flight: Semaphore::new(MAX_IN_FLIGHT) }
+        registry.register(
+            "watch_events",
+            "Watch events sent to clients",
+            watch_events.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            store,
+            watches,
+            watch_events,
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        }
     }
 }
 
@@ -136,7 +162,9 @@ fn verb_of(req: &Request) -> &'static str {
 
 /// The resource a path names, for labels ("" for non-resource paths such as /healthz).
 fn resource_of(path: &str) -> String {
-    super::handlers::Scope::parse(path).map(|s| s.info.resource.to_owned()).unwrap_or_default()
+    super::handlers::Scope::parse(path)
+        .map(|s| s.info.resource.to_owned())
+        .unwrap_or_default()
 }
 
 /// Middleware: in-flight cap, then request counting and timing.
@@ -153,19 +181,30 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
                 err.code = StatusCode::TOO_MANY_REQUESTS.as_u16();
                 err.reason = "TooManyRequests";
                 let mut resp = err.into_response();
-                resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                resp.headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
                 return resp;
             }
         }
     };
     let start = Instant::now();
     let resp = next.run(req).await;
-    let labels = LatencyLabels { verb: verb.to_owned(), resource: resource.clone() };
+    let labels = LatencyLabels {
+        verb: verb.to_owned(),
+        resource: resource.clone(),
+    };
     // A watch's latency is the time to start streaming, as upstream measures it.
-    metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
     metrics
         .requests
-        .get_or_create(&RequestLabels { verb: verb.to_owned(), resource, code: resp.status().as_u16().to_string() })
+        .get_or_create(&RequestLabels {
+            verb: verb.to_owned(),
+            resource,
+            code: resp.status().as_u16().to_string(),
+        })
         .inc();
     resp
 }
@@ -187,7 +226,9 @@ impl InstrumentedStore {
         let out = f.await;
         self.metrics
             .store
-            .get_or_create(&StoreLabels { operation: op.to_owned() })
+            .get_or_create(&StoreLabels {
+                operation: op.to_owned(),
+            })
             .observe(start.elapsed().as_secs_f64());
         out
     }
@@ -205,7 +246,8 @@ impl Store for InstrumentedStore {
         self.timed("create", self.inner.create(key, value)).await
     }
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue> {
-        self.timed("update", self.inner.update(key, value, expected)).await
+        self.timed("update", self.inner.update(key, value, expected))
+            .await
     }
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
         self.timed("delete", self.inner.delete(key, expected)).await
@@ -233,7 +275,10 @@ impl Store for InstrumentedStore {
 /// `GET /metrics`.
 pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics.render(),
     )
         .into_response()

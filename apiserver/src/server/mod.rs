@@ -20,6 +20,7 @@ use crate::{
     watch_cache::{WatchCache, WatchCacheOptions},
 };
 
+pub mod admission;
 pub mod allocator;
 pub mod conversion;
 pub mod decode;
@@ -34,8 +35,8 @@ pub mod selector;
 pub mod serve;
 pub mod status;
 pub mod table;
-pub mod validation;
 pub mod tls;
+pub mod validation;
 
 /// The Kubernetes minor whose API we serve (k8s-openapi's `v1_36` types; reported by `/version`).
 pub const KUBERNETES_MINOR: &str = "36";
@@ -53,6 +54,10 @@ pub struct ApiServer {
     pub ranges: allocator::Ranges,
     /// `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Namespaces deleted through this server lately, and when: creates in them look the namespace up
+    /// in the store rather than trust the watch cache, which may not have seen the delete yet
+    /// (upstream's NamespaceLifecycle `forceLiveLookupCache`).
+    pub(crate) deleted_namespaces: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl ApiServer {
@@ -62,7 +67,11 @@ impl ApiServer {
     }
 
     /// As [`ApiServer::new`], with the service CIDR and NodePort range to allocate from.
-    pub fn with_ranges(store: Arc<dyn Store>, cache_opts: WatchCacheOptions, ranges: allocator::Ranges) -> Arc<Self> {
+    pub fn with_ranges(
+        store: Arc<dyn Store>,
+        cache_opts: WatchCacheOptions,
+        ranges: allocator::Ranges,
+    ) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = metrics::InstrumentedStore::new(store, metrics.clone());
         // One cache per storage prefix: a kind served in two groups (events) shares it.
@@ -72,7 +81,31 @@ impl ApiServer {
                 .entry(r.resource)
                 .or_insert_with(|| WatchCache::start(store.clone(), &r.prefix(None), cache_opts.clone()));
         }
-        Arc::new(Self { store, caches, ranges, metrics })
+        Arc::new(Self {
+            store,
+            caches,
+            ranges,
+            metrics,
+            deleted_namespaces: Default::default(),
+        })
+    }
+
+    /// How long a deleted namespace is looked up live (upstream's forceLiveLookupTTL).
+    const LIVE_LOOKUP: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Notes that namespace `name` is being deleted.
+    pub(crate) fn namespace_deleted(&self, name: &str) {
+        let mut deleted = self.deleted_namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        deleted.retain(|_, at| at.elapsed() < Self::LIVE_LOOKUP);
+        deleted.insert(name.to_owned(), std::time::Instant::now());
+    }
+
+    /// Whether namespace `name` was deleted through this server lately.
+    pub(crate) fn recently_deleted_namespace(&self, name: &str) -> bool {
+        let deleted = self.deleted_namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        deleted
+            .get(name)
+            .is_some_and(|at| at.elapsed() < Self::LIVE_LOOKUP)
     }
 
     /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of
@@ -88,7 +121,11 @@ impl ApiServer {
             }
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            create("/api/v1/namespaces", json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } })).await?;
+            create(
+                "/api/v1/namespaces",
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
+            )
+            .await?;
         }
         let service = json!({
             "apiVersion": "v1", "kind": "Service",
@@ -136,7 +173,10 @@ impl ApiServer {
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
             // Bodies are read with our own limit so an oversized one gets a 413 Status, not plain text.
             .layer(DefaultBodyLimit::disable())
-            .layer(axum::middleware::from_fn_with_state(self.metrics.clone(), metrics::track))
+            .layer(axum::middleware::from_fn_with_state(
+                self.metrics.clone(),
+                metrics::track,
+            ))
             .with_state(self.clone())
     }
 }
@@ -144,11 +184,17 @@ impl ApiServer {
 /// Ready once the store answers and every watch cache has synced.
 async fn readyz(State(api): State<Arc<ApiServer>>) -> impl IntoResponse {
     if let Err(e) = api.store.current_revision().await {
-        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("store: {e}\n"),
+        );
     }
     for (resource, cache) in &api.caches {
         if let Err(e) = cache.wait_ready(std::time::Duration::ZERO).await {
-            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("watch cache {resource}: {e}\n"));
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("watch cache {resource}: {e}\n"),
+            );
         }
     }
     (axum::http::StatusCode::OK, "ok".to_owned())

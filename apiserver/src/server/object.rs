@@ -46,17 +46,26 @@ pub fn decode_raw(bytes: &[u8], revision: Revision) -> Value {
 /// parsing the object into a tree. `None` if the bytes are not a JSON object with an object-valued
 /// top-level `metadata` (the server never stores such a thing).
 pub fn with_resource_version(bytes: &[u8], revision: Revision) -> Option<Vec<u8>> {
-    let open = top_level_metadata(bytes)?;
-    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let mut out = Vec::with_capacity(bytes.len() + 40);
+    write_with_resource_version(bytes, revision, &mut out).then_some(out)
+}
+
+/// [`with_resource_version`] appending to `out` (a list body), so no copy is made per object; false
+/// (and nothing written) if the bytes are not of that shape.
+pub fn write_with_resource_version(bytes: &[u8], revision: Revision, out: &mut Vec<u8>) -> bool {
+    let Some(open) = top_level_metadata(bytes) else {
+        return false;
+    };
     let empty = bytes.get(open + 1) == Some(&b'}');
-    let mut out = Vec::with_capacity(bytes.len() + field.len() + 1);
     out.extend_from_slice(&bytes[..=open]);
-    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\"resourceVersion\":\"");
+    out.extend_from_slice(revision.to_string().as_bytes());
+    out.push(b'"');
     if !empty {
         out.push(b',');
     }
     out.extend_from_slice(&bytes[open + 1..]);
-    Some(out)
+    true
 }
 
 /// The index of the `{` that opens the value of the top-level key `metadata`, found by a scan that
@@ -115,12 +124,17 @@ pub enum NameRule {
 pub fn validate_name(obj: &Value, rule: NameRule) -> Vec<(String, String, String)> {
     let name = meta_str(obj, "name").unwrap_or("");
     if name.is_empty() {
-        return vec![("metadata.name".into(), "FieldValueRequired".into(), "Required value: name or generateName is required".into())];
+        return vec![(
+            "metadata.name".into(),
+            "FieldValueRequired".into(),
+            "Required value: name or generateName is required".into(),
+        )];
     }
     let label_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     };
@@ -156,7 +170,10 @@ pub fn validate_name(obj: &Value, rule: NameRule) -> Vec<(String, String, String
 pub fn generate_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    let suffix: String = bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let suffix: String = bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -183,4 +200,11 @@ mod tests {
         assert_eq!(with_resource_version(b"[1]", 1), None);
         assert_eq!(with_resource_version(b"{\"metadata\":1}", 1), None);
     }
+}
+
+/// The metadata-only view of an object (meta.k8s.io/v1 PartialObjectMetadata), which clients ask for
+/// with `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (kube's
+/// `metadata_watcher`, the garbage collector) and Table rows carry.
+pub fn partial_metadata(obj: &Value) -> Value {
+    serde_json::json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"] })
 }

@@ -27,7 +27,11 @@ use super::{
 const HASH: &str = env!("CARGO_PKG_VERSION");
 
 fn gv_path(r: &ResourceInfo) -> String {
-    if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) }
+    if r.group.is_empty() {
+        format!("api/{}", r.version)
+    } else {
+        format!("apis/{}/{}", r.group, r.version)
+    }
 }
 
 /// `GET /openapi/v3`: one entry per served group/version.
@@ -36,7 +40,9 @@ pub async fn index() -> Response {
     for r in RESOURCES {
         let gv = gv_path(r);
         let url = format!("/openapi/v3/{gv}?hash={HASH}");
-        paths.entry(gv).or_insert_with(|| json!({ "serverRelativeURL": url }));
+        paths
+            .entry(gv)
+            .or_insert_with(|| json!({ "serverRelativeURL": url }));
     }
     axum::Json(json!({ "paths": paths })).into_response()
 }
@@ -52,9 +58,16 @@ pub async fn group_version(Path(gv): Path<String>) -> Response {
     let mut tagged = Vec::new();
     for r in &resources {
         let schema_ref = crate::with_kind_type!(r, T => generator.subschema_for::<T>());
-        if let Some(name) = schema_ref.as_ref().and_then(|s| s.get("$ref")).and_then(Value::as_str) {
+        if let Some(name) = schema_ref
+            .as_ref()
+            .and_then(|s| s.get("$ref"))
+            .and_then(Value::as_str)
+        {
             let name = name.rsplit('/').next().unwrap_or(name).to_owned();
-            tagged.push((name, json!([{ "group": r.group, "version": r.version, "kind": r.kind }])));
+            tagged.push((
+                name,
+                json!([{ "group": r.group, "version": r.version, "kind": r.kind }]),
+            ));
         }
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true);

@@ -17,6 +17,74 @@ pub enum Subresource {
     Status,
     /// `/scale`: an autoscaling/v1 Scale view of `spec.replicas`.
     Scale,
+    /// `pods/binding`: the scheduler assigns a pod to a node.
+    Binding,
+    /// `pods/eviction`: a delete that honours disruption budgets (policy/v1 Eviction).
+    Eviction,
+    /// `pods/log`, proxied to the pod's kubelet.
+    Log,
+    /// `pods/exec`, proxied to the pod's kubelet.
+    Exec,
+    /// `pods/attach`, proxied to the pod's kubelet.
+    Attach,
+    /// `pods/portforward`, proxied to the pod's kubelet.
+    PortForward,
+    /// `namespaces/finalize`: the namespace controller removes `spec.finalizers` through it.
+    Finalize,
+}
+
+impl Subresource {
+    /// Every subresource, for parsing paths.
+    pub const ALL: &[Subresource] = &[
+        Self::Status,
+        Self::Scale,
+        Self::Binding,
+        Self::Eviction,
+        Self::Log,
+        Self::Exec,
+        Self::Attach,
+        Self::PortForward,
+        Self::Finalize,
+    ];
+
+    /// Its path segment.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Scale => "scale",
+            Self::Binding => "binding",
+            Self::Eviction => "eviction",
+            Self::Log => "log",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::PortForward => "portforward",
+            Self::Finalize => "finalize",
+        }
+    }
+
+    /// The verbs discovery lists for it (upstream's).
+    pub fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Self::Status | Self::Scale => &["get", "patch", "update"],
+            Self::Binding | Self::Eviction => &["create"],
+            Self::Log => &["get"],
+            Self::Exec | Self::Attach | Self::PortForward => &["create", "get"],
+            Self::Finalize => &["update"],
+        }
+    }
+
+    /// (group, version, kind) of what it takes and returns.
+    pub fn kind(self, info: &ResourceInfo) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Status | Self::Finalize | Self::Log => (info.group, info.version, info.kind),
+            Self::Scale => ("autoscaling", "v1", "Scale"),
+            Self::Binding => ("", "v1", "Binding"),
+            Self::Eviction => ("policy", "v1", "Eviction"),
+            Self::Exec => ("", "v1", "PodExecOptions"),
+            Self::Attach => ("", "v1", "PodAttachOptions"),
+            Self::PortForward => ("", "v1", "PodPortForwardOptions"),
+        }
+    }
 }
 
 /// One served resource.
@@ -57,7 +125,7 @@ const BASE: ResourceInfo = ResourceInfo {
     default: |_| {},
 };
 
-use Subresource::{Scale, Status};
+use Subresource::{Attach, Binding, Eviction, Exec, Finalize, Log, PortForward, Scale, Status};
 
 /// Every resource the server serves.
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -67,7 +135,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         kind: "Namespace",
         namespaced: false,
         short_names: &["ns"],
-        subresources: &[Status],
+        subresources: &[Status, Finalize],
         default: defaults::namespace,
         ..BASE
     },
@@ -78,7 +146,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["cm"],
         ..BASE
     },
-    ResourceInfo { resource: "secrets", singular: "secret", kind: "Secret", default: defaults::secret, ..BASE },
+    ResourceInfo {
+        resource: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        default: defaults::secret,
+        ..BASE
+    },
     ResourceInfo {
         resource: "serviceaccounts",
         singular: "serviceaccount",
@@ -92,7 +166,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         kind: "Pod",
         short_names: &["po"],
         categories: &["all"],
-        subresources: &[Status],
+        subresources: &[Status, Binding, Eviction, Log, Exec, Attach, PortForward],
         default: defaults::pod,
         ..BASE
     },
@@ -106,7 +180,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         default: defaults::service,
         ..BASE
     },
-    ResourceInfo { resource: "endpoints", singular: "endpoints", kind: "Endpoints", short_names: &["ep"], ..BASE },
+    ResourceInfo {
+        resource: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        short_names: &["ep"],
+        ..BASE
+    },
     ResourceInfo {
         resource: "nodes",
         singular: "node",
@@ -116,7 +196,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[Status],
         ..BASE
     },
-    ResourceInfo { resource: "events", singular: "event", kind: "Event", short_names: &["ev"], ..BASE },
+    ResourceInfo {
+        resource: "events",
+        singular: "event",
+        kind: "Event",
+        short_names: &["ev"],
+        ..BASE
+    },
     ResourceInfo {
         group: "apps",
         resource: "deployments",
@@ -175,14 +261,28 @@ pub static RESOURCES: &[ResourceInfo] = &[
         kind: "EndpointSlice",
         ..BASE
     },
-    ResourceInfo { group: "coordination.k8s.io", resource: "leases", singular: "lease", kind: "Lease", ..BASE },
+    ResourceInfo {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        singular: "lease",
+        kind: "Lease",
+        ..BASE
+    },
     // The same objects as core events, in the newer shape (see conversion.rs).
-    ResourceInfo { group: "events.k8s.io", resource: "events", singular: "event", kind: "Event", ..BASE },
+    ResourceInfo {
+        group: "events.k8s.io",
+        resource: "events",
+        singular: "event",
+        kind: "Event",
+        ..BASE
+    },
 ];
 
 /// Looks up a resource by group, version and plural name.
 pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.resource == resource)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.resource == resource)
 }
 
 /// The groups served (other than core), in the order discovery lists them.
@@ -199,12 +299,20 @@ pub fn groups() -> Vec<&'static str> {
 impl ResourceInfo {
     /// `apiVersion` of its objects: `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The qualified resource as upstream's messages print it: `configmaps`, `deployments.apps`.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.resource.to_owned() } else { format!("{}.{}", self.resource, self.group) }
+        if self.group.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
     }
 
     /// Whether the kind has `sub`.
@@ -234,15 +342,32 @@ impl ResourceInfo {
     pub fn selectable_fields(&self) -> &'static [&'static str] {
         match self.kind {
             "Pod" => &[
-                "metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
                 "status.nominatedNodeName",
             ],
             "Event" => &[
-                "metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
-                "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
-                "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent",
-                "source", "type",
+                "metadata.name",
+                "metadata.namespace",
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
             ],
             "Secret" => &["metadata.name", "metadata.namespace", "type"],
             "Node" => &["metadata.name", "spec.unschedulable"],

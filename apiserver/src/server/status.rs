@@ -26,7 +26,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, resource: &str, name: &str) -> Self {
@@ -51,17 +56,30 @@ impl ApiError {
 
     /// 404 for a path that names no resource we serve.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind \"{resource}\""))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("{verb} is not supported on resources of kind \"{resource}\""),
+        )
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists")).with_details(resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
+        .with_details(resource, name)
     }
 
     /// 409 Conflict on a stale resourceVersion (the message kubectl users know).
@@ -77,6 +95,16 @@ impl ApiError {
         .with_details(resource, name)
     }
 
+    /// 409 Conflict with upstream's message for a write that cannot be done in the object's state.
+    pub fn conflict_with(resource: &str, name: &str, message: impl Into<String>) -> Self {
+        Self::new(409, "Conflict", message).with_details(resource, name)
+    }
+
+    /// 503 ServiceUnavailable: what the request needs is not there (yet).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
     /// 410 Expired: a resourceVersion or continue token older than the kept history.
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
@@ -84,12 +112,22 @@ impl ApiError {
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+            ),
+        )
     }
 
     /// 415 for a PATCH whose Content-Type is not a patch type we apply.
@@ -112,7 +150,10 @@ impl ApiError {
 
     /// 422 Invalid with one cause per field, formatted as upstream's field errors.
     pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String, String)>) -> Self {
-        let summary: Vec<String> = causes.iter().map(|(field, _, msg)| format!("{field}: {msg}")).collect();
+        let summary: Vec<String> = causes
+            .iter()
+            .map(|(field, _, msg)| format!("{field}: {msg}"))
+            .collect();
         let message = if summary.len() == 1 {
             format!("{kind} \"{name}\" is invalid: {}", summary[0])
         } else {
@@ -129,7 +170,11 @@ impl ApiError {
 
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// Maps a store failure on `resource` "name" to the error upstream returns for it.
@@ -142,8 +187,14 @@ impl ApiError {
                 "The resourceVersion for the provided list is too old (requested {requested}, oldest available {compacted})."
             )),
             StoreError::FutureRevision { requested, current } => {
-                let mut e = Self::new(504, "Timeout", format!("Too large resource version: {requested}, current: {current}"));
-                e.details = Some(json!({ "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }], "retryAfterSeconds": 1 }));
+                let mut e = Self::new(
+                    504,
+                    "Timeout",
+                    format!("Too large resource version: {requested}, current: {current}"),
+                );
+                e.details = Some(
+                    json!({ "causes": [{ "reason": "ResourceVersionTooLarge", "message": "Too large resource version" }], "retryAfterSeconds": 1 }),
+                );
                 e
             }
             StoreError::WatchLagged => Self::internal(err.to_string()),
@@ -158,7 +209,11 @@ impl ApiError {
             WatchError::Expired { requested, oldest } => {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }
-            WatchError::NotReady(msg) => Self::new(503, "ServiceUnavailable", format!("storage is (re)initializing: {msg}")),
+            WatchError::NotReady(msg) => Self::new(
+                503,
+                "ServiceUnavailable",
+                format!("storage is (re)initializing: {msg}"),
+            ),
             WatchError::TooSlow | WatchError::Reinitialized(_) => Self::expired(err.to_string()),
         }
     }

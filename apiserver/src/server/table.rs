@@ -11,7 +11,10 @@ use super::registry::ResourceInfo;
 
 /// Whether the Accept header asks for a Table.
 pub fn wanted(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.split(',').any(|t| t.contains("as=Table") && t.contains("g=meta.k8s.io")))
+    accept.is_some_and(|a| {
+        a.split(',')
+            .any(|t| t.contains("as=Table") && t.contains("g=meta.k8s.io"))
+    })
 }
 
 /// What each row's `object` holds.
@@ -39,7 +42,13 @@ impl IncludeObject {
 type Column = (&'static str, &'static str, u8);
 
 /// A Table of `objects` (the body of a list or get, or of one watch event).
-pub fn table(info: &ResourceInfo, objects: &[Value], metadata: Value, include: IncludeObject, headers: bool) -> Value {
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    metadata: Value,
+    include: IncludeObject,
+    headers: bool,
+) -> Value {
     let columns = columns(info.resource);
     let definitions: Vec<Value> = if headers {
         columns
@@ -58,10 +67,7 @@ pub fn table(info: &ResourceInfo, objects: &[Value], metadata: Value, include: I
             let mut row = json!({ "cells": cells(info.resource, obj) });
             match include {
                 IncludeObject::Object => row["object"] = obj.clone(),
-                IncludeObject::Metadata => {
-                    row["object"] = json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                            "metadata": obj["metadata"] })
-                }
+                IncludeObject::Metadata => row["object"] = super::object::partial_metadata(obj),
                 IncludeObject::None => {}
             }
             row
@@ -72,23 +78,44 @@ pub fn table(info: &ResourceInfo, objects: &[Value], metadata: Value, include: I
 }
 
 const NAME: Column = ("Name", "Name must be unique within a namespace.", 0);
-const AGE: Column = ("Age", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0);
+const AGE: Column = (
+    "Age",
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    0,
+);
 const CONTAINERS: Column = ("Containers", "Names of each container in the template.", 1);
-const IMAGES: Column = ("Images", "Images referenced by each container in the template.", 1);
+const IMAGES: Column = (
+    "Images",
+    "Images referenced by each container in the template.",
+    1,
+);
 const SELECTOR: Column = ("Selector", "Label selector for pods.", 1);
 
 fn columns(resource: &str) -> Vec<Column> {
     match resource {
         "namespaces" => vec![NAME, ("Status", "The status of the namespace", 0), AGE],
         "configmaps" => vec![NAME, ("Data", "Number of data entries", 0), AGE],
-        "secrets" => vec![NAME, ("Type", "The type of the secret", 0), ("Data", "Number of data entries", 0), AGE],
+        "secrets" => vec![
+            NAME,
+            ("Type", "The type of the secret", 0),
+            ("Data", "Number of data entries", 0),
+            AGE,
+        ],
         "serviceaccounts" => vec![NAME, ("Secrets", "Number of secrets", 0), AGE],
         "endpoints" => vec![NAME, ("Endpoints", "Endpoints of the service", 0), AGE],
         "pods" => vec![
             NAME,
-            ("Ready", "The aggregate readiness state of this pod for accepting traffic.", 0),
+            (
+                "Ready",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
             ("Status", "The aggregate status of the containers in this pod.", 0),
-            ("Restarts", "The number of times the containers in this pod have been restarted.", 0),
+            (
+                "Restarts",
+                "The number of times the containers in this pod have been restarted.",
+                0,
+            ),
             AGE,
             ("IP", "IP address allocated to the pod.", 1),
             ("Node", "Name of the node the pod is assigned to.", 1),
@@ -98,8 +125,16 @@ fn columns(resource: &str) -> Vec<Column> {
         "deployments" => vec![
             NAME,
             ("Ready", "Number of the pod with ready state", 0),
-            ("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
-            ("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+            (
+                "Up-to-date",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                0,
+            ),
+            (
+                "Available",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                0,
+            ),
             AGE,
             CONTAINERS,
             IMAGES,
@@ -115,15 +150,45 @@ fn columns(resource: &str) -> Vec<Column> {
             IMAGES,
             SELECTOR,
         ],
-        "statefulsets" => vec![NAME, ("Ready", "Number of the pod with ready state", 0), AGE, CONTAINERS, IMAGES],
+        "statefulsets" => vec![
+            NAME,
+            ("Ready", "Number of the pod with ready state", 0),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+        ],
         "daemonsets" => vec![
             NAME,
-            ("Desired", "The desired number of nodes that should be running the daemon pod.", 0),
-            ("Current", "The number of nodes that are running at least one daemon pod.", 0),
-            ("Ready", "The number of nodes that should be running the daemon pod and have one ready.", 0),
-            ("Up-to-date", "The total number of nodes that are running updated daemon pod.", 0),
-            ("Available", "The number of nodes that should be running the daemon pod and have one available.", 0),
-            ("Node Selector", "NodeSelector is a selector which must be true for the pod to fit on a node.", 0),
+            (
+                "Desired",
+                "The desired number of nodes that should be running the daemon pod.",
+                0,
+            ),
+            (
+                "Current",
+                "The number of nodes that are running at least one daemon pod.",
+                0,
+            ),
+            (
+                "Ready",
+                "The number of nodes that should be running the daemon pod and have one ready.",
+                0,
+            ),
+            (
+                "Up-to-date",
+                "The total number of nodes that are running updated daemon pod.",
+                0,
+            ),
+            (
+                "Available",
+                "The number of nodes that should be running the daemon pod and have one available.",
+                0,
+            ),
+            (
+                "Node Selector",
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+                0,
+            ),
             AGE,
             CONTAINERS,
             IMAGES,
@@ -148,7 +213,11 @@ fn columns(resource: &str) -> Vec<Column> {
             ("External-IP", "List of external IPs of the node.", 1),
             ("OS-Image", "OS image reported by the node.", 1),
             ("Kernel-Version", "Kernel version reported by the node.", 1),
-            ("Container-Runtime", "Container runtime version reported by the node.", 1),
+            (
+                "Container-Runtime",
+                "Container runtime version reported by the node.",
+                1,
+            ),
         ],
         "controllerrevisions" => vec![
             NAME,
@@ -179,8 +248,17 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
     let status = &obj["status"];
     let cells: Vec<String> = match resource {
         "namespaces" => vec![name, status["phase"].as_str().unwrap_or("").to_owned(), age],
-        "configmaps" => vec![name, (count(&obj["data"]) + count(&obj["binaryData"])).to_string(), age],
-        "secrets" => vec![name, obj["type"].as_str().unwrap_or("").to_owned(), count(&obj["data"]).to_string(), age],
+        "configmaps" => vec![
+            name,
+            (count(&obj["data"]) + count(&obj["binaryData"])).to_string(),
+            age,
+        ],
+        "secrets" => vec![
+            name,
+            obj["type"].as_str().unwrap_or("").to_owned(),
+            count(&obj["data"]).to_string(),
+            age,
+        ],
         "serviceaccounts" => vec![name, count(&obj["secrets"]).to_string(), age],
         "endpoints" => vec![name, endpoints(obj), age],
         "pods" => pod_cells(name, obj, age),
@@ -212,13 +290,24 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
         }
         "statefulsets" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
-            vec![name, format!("{}/{}", int(&status["readyReplicas"]), int(&spec["replicas"])), age, c, i]
+            vec![
+                name,
+                format!("{}/{}", int(&status["readyReplicas"]), int(&spec["replicas"])),
+                age,
+                c,
+                i,
+            ]
         }
         "daemonsets" => {
             let (c, i) = containers_images(&spec["template"]["spec"]);
             let node_selector = spec["template"]["spec"]["nodeSelector"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             vec![
                 name,
@@ -241,8 +330,17 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
                 .as_array()
                 .and_then(|o| o.iter().find(|r| r["controller"] == true))
                 .map(|r| {
-                    let group = r["apiVersion"].as_str().unwrap_or("").split('/').next().unwrap_or("");
-                    format!("{}.{group}/{}", r["kind"].as_str().unwrap_or("").to_lowercase(), r["name"].as_str().unwrap_or(""))
+                    let group = r["apiVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .split('/')
+                        .next()
+                        .unwrap_or("");
+                    format!(
+                        "{}.{group}/{}",
+                        r["kind"].as_str().unwrap_or("").to_lowercase(),
+                        r["name"].as_str().unwrap_or("")
+                    )
                 })
                 .unwrap_or_else(|| "<none>".into());
             vec![name, owner, int(&obj["revision"]).to_string(), age]
@@ -254,7 +352,13 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
 
 fn containers_images(pod_spec: &Value) -> (String, String) {
     let containers = pod_spec["containers"].as_array().cloned().unwrap_or_default();
-    let field = |f: &str| containers.iter().map(|c| c[f].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join(",");
+    let field = |f: &str| {
+        containers
+            .iter()
+            .map(|c| c[f].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     (field("name"), field("image"))
 }
 
@@ -262,11 +366,20 @@ fn containers_images(pod_spec: &Value) -> (String, String) {
 fn selector(sel: &Value) -> String {
     let mut parts: Vec<String> = sel["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
         .unwrap_or_default();
     for e in sel["matchExpressions"].as_array().into_iter().flatten() {
         let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         parts.push(match e["operator"].as_str().unwrap_or("") {
             "In" => format!("{key} in ({})", values.join(",")),
             "NotIn" => format!("{key} notin ({})", values.join(",")),
@@ -280,11 +393,18 @@ fn selector(sel: &Value) -> String {
 
 fn pod_cells(name: String, pod: &Value, age: String) -> Vec<String> {
     let status = &pod["status"];
-    let statuses = status["containerStatuses"].as_array().cloned().unwrap_or_default();
+    let statuses = status["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let total = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
     let ready = statuses.iter().filter(|c| c["ready"] == true).count();
     let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
-    let mut reason = status["reason"].as_str().or(status["phase"].as_str()).unwrap_or("Pending").to_owned();
+    let mut reason = status["reason"]
+        .as_str()
+        .or(status["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_owned();
     for c in &statuses {
         if let Some(r) = c["state"]["waiting"]["reason"].as_str() {
             reason = r.to_owned();
@@ -292,7 +412,10 @@ fn pod_cells(name: String, pod: &Value, age: String) -> Vec<String> {
             reason = r.to_owned();
         }
     }
-    if pod["metadata"].get("deletionTimestamp").is_some_and(|d| !d.is_null()) {
+    if pod["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+    {
         reason = "Terminating".to_owned();
     }
     let gates = pod["spec"]["readinessGates"].as_array().map_or(0, Vec::len);
@@ -305,7 +428,11 @@ fn pod_cells(name: String, pod: &Value, age: String) -> Vec<String> {
         or_none(status["podIP"].as_str().unwrap_or("").to_owned()),
         or_none(pod["spec"]["nodeName"].as_str().unwrap_or("").to_owned()),
         or_none(status["nominatedNodeName"].as_str().unwrap_or("").to_owned()),
-        if gates == 0 { "<none>".to_owned() } else { format!("0/{gates}") },
+        if gates == 0 {
+            "<none>".to_owned()
+        } else {
+            format!("0/{gates}")
+        },
     ]
 }
 
@@ -323,10 +450,20 @@ fn service_cells(name: String, svc: &Value, age: String) -> Vec<String> {
             }
         })
         .collect();
-    let external: Vec<&str> = spec["externalIPs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let external: Vec<&str> = spec["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let selector = spec["selector"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     vec![
         name,
@@ -341,7 +478,11 @@ fn service_cells(name: String, svc: &Value, age: String) -> Vec<String> {
 
 fn node_cells(name: String, node: &Value, age: String) -> Vec<String> {
     let status = &node["status"];
-    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
+    let ready = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready");
     let mut state = match ready.and_then(|c| c["status"].as_str()) {
         Some("True") => "Ready".to_owned(),
         Some(_) => "NotReady".to_owned(),
@@ -387,7 +528,11 @@ fn endpoints(ep: &Value) -> String {
     for subset in ep["subsets"].as_array().into_iter().flatten() {
         for addr in subset["addresses"].as_array().into_iter().flatten() {
             for port in subset["ports"].as_array().into_iter().flatten() {
-                out.push(format!("{}:{}", addr["ip"].as_str().unwrap_or(""), int(&port["port"])));
+                out.push(format!(
+                    "{}:{}",
+                    addr["ip"].as_str().unwrap_or(""),
+                    int(&port["port"])
+                ));
             }
         }
     }
@@ -411,7 +556,11 @@ pub fn human_duration(seconds: i64) -> String {
     let (m, h) = (s / 60, s / 3600);
     let (d, y) = (h / 24, h / (24 * 365));
     let two = |big: i64, unit: &str, small: i64, sunit: &str| {
-        if small == 0 { format!("{big}{unit}") } else { format!("{big}{unit}{small}{sunit}") }
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{sunit}")
+        }
     };
     match () {
         _ if s < 120 => format!("{s}s"),
@@ -432,7 +581,16 @@ mod tests {
 
     #[test]
     fn ages_print_like_kubectl() {
-        for (s, want) in [(5, "5s"), (119, "119s"), (150, "2m30s"), (600, "10m"), (3 * 3600 + 120, "3h2m"), (30 * 3600, "30h"), (3 * 86400, "3d"), (400 * 86400, "400d")] {
+        for (s, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 120, "3h2m"),
+            (30 * 3600, "30h"),
+            (3 * 86400, "3d"),
+            (400 * 86400, "400d"),
+        ] {
             assert_eq!(human_duration(s), want, "{s}s");
         }
     }

@@ -11,8 +11,8 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// Errors creating or loading the PKI; the message names the file.
@@ -32,7 +32,10 @@ pub enum PkiError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_owned(), source }
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
@@ -51,7 +54,13 @@ pub struct Pki {
 
 /// Writes `contents` to `path` readable by the owner only (keys and tokens).
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(io(path))?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
     f.write_all(contents.as_bytes()).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
@@ -70,16 +79,24 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
     // (the subject a client matches is the same DN).
     let ca_params = || {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "skiff-server-ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "skiff-server-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = rcgen::date_time_ymd(2025, 1, 1);
         params.not_after = rcgen::date_time_ymd(2035, 1, 1);
         params
     };
     if !ca_crt.exists() || !ca_key.exists() {
         let key = KeyPair::generate().map_err(cert_err("generating the CA key"))?;
-        let cert = ca_params().self_signed(&key).map_err(cert_err("self-signing the CA"))?;
+        let cert = ca_params()
+            .self_signed(&key)
+            .map_err(cert_err("self-signing the CA"))?;
         write_private(&ca_key, &key.serialize_pem())?;
         fs::write(&ca_crt, cert.pem()).map_err(io(&ca_crt))?;
     }
@@ -89,7 +106,9 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
 
     let key = KeyPair::generate().map_err(cert_err("generating the serving key"))?;
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     params.subject_alt_names = sans
         .iter()
         .map(|s| match s.parse::<std::net::IpAddr>() {
@@ -98,33 +117,47 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
         })
         .collect::<Result<_, _>>()
         .map_err(cert_err("a subject alternative name"))?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2035, 1, 1);
-    let cert = params.signed_by(&key, &issuer).map_err(cert_err("signing the serving certificate"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(cert_err("signing the serving certificate"))?;
     let serving_crt = dir.join("serving-kube-apiserver.crt");
     fs::write(&serving_crt, cert.pem()).map_err(io(&serving_crt))?;
     write_private(&dir.join("serving-kube-apiserver.key"), &key.serialize_pem())?;
 
     let token_path = dir.join("admin.token");
     if !token_path.exists() {
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         write_private(&token_path, &token)?;
     }
     let admin_token = read(&token_path)?.trim().to_owned();
 
     let chain = vec![cert.der().clone()];
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let mut server_config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| PkiError::Cert(format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| PkiError::Cert(format!("serving certificate: {e}")))?;
+    let mut server_config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PkiError::Cert(format!("TLS versions: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .map_err(|e| PkiError::Cert(format!("serving certificate: {e}")))?;
     // kubectl and kube-rs speak HTTP/1.1 for watches; offer h2 only once it is served.
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Pki { ca_pem, server_config: Arc::new(server_config), admin_token })
+    Ok(Pki {
+        ca_pem,
+        server_config: Arc::new(server_config),
+        admin_token,
+    })
 }
 
 /// Writes an admin kubeconfig for `server` (e.g. `https://127.0.0.1:6443`) embedding the CA.

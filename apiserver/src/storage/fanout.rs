@@ -26,7 +26,9 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Self { tx: broadcast::channel(LIVE_CAPACITY).0 }
+        Self {
+            tx: broadcast::channel(LIVE_CAPACITY).0,
+        }
     }
 }
 

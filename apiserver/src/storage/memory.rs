@@ -5,8 +5,8 @@
 //! are compared with in the conformance suite.
 
 use std::{
-    ops::Bound,
     collections::{BTreeMap, VecDeque},
+    ops::Bound,
     sync::Mutex,
 };
 
@@ -59,10 +59,16 @@ impl Inner {
             return Ok(self.revision);
         }
         if revision < self.compacted {
-            return Err(StoreError::Compacted { requested: revision, compacted: self.compacted });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
         }
         if revision > self.revision {
-            return Err(StoreError::FutureRevision { requested: revision, current: self.revision });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
         }
         Ok(revision)
     }
@@ -99,7 +105,12 @@ impl Inner {
         });
         let ev = Event {
             kind,
-            kv: KeyValue { key: key.to_owned(), value: value.unwrap_or_default(), create_revision, mod_revision: rev },
+            kv: KeyValue {
+                key: key.to_owned(),
+                value: value.unwrap_or_default(),
+                create_revision,
+                mod_revision: rev,
+            },
             prev,
         };
         self.log.push_back(ev.clone());
@@ -131,9 +142,15 @@ impl Store for MemoryStore {
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue> {
         let mut inner = self.lock();
-        let cur = inner.current(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+        let cur = inner
+            .current(key)
+            .ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
         if cur.mod_revision != expected {
-            return Err(StoreError::Conflict { key: key.to_owned(), expected, actual: cur.mod_revision });
+            return Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual: cur.mod_revision,
+            });
         }
         let ev = inner.write(key, Some(value), Some(cur));
         self.hub.publish([ev.clone()]);
@@ -142,9 +159,15 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
         let mut inner = self.lock();
-        let cur = inner.current(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+        let cur = inner
+            .current(key)
+            .ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
         if let Some(expected) = expected.filter(|e| *e != cur.mod_revision) {
-            return Err(StoreError::Conflict { key: key.to_owned(), expected, actual: cur.mod_revision });
+            return Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual: cur.mod_revision,
+            });
         }
         let ev = inner.write(key, None, Some(cur.clone()));
         self.hub.publish([ev.clone()]);
@@ -157,7 +180,11 @@ impl Store for MemoryStore {
         let start = opts.start_after.as_deref().unwrap_or(prefix);
         let mut kvs = Vec::new();
         let mut more = false;
-        for key in inner.keys.range::<str, _>((Bound::Included(start), Bound::Unbounded)).map(|(k, _)| k) {
+        for key in inner
+            .keys
+            .range::<str, _>((Bound::Included(start), Bound::Unbounded))
+            .map(|(k, _)| k)
+        {
             if !key.starts_with(prefix) {
                 break;
             }
@@ -172,7 +199,11 @@ impl Store for MemoryStore {
                 kvs.push(kv);
             }
         }
-        Ok(ListPage { kvs, revision: at, more })
+        Ok(ListPage {
+            kvs,
+            revision: at,
+            more,
+        })
     }
 
     async fn count(&self, prefix: &str) -> Result<usize> {
@@ -188,7 +219,10 @@ impl Store for MemoryStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<EventStream> {
         let inner = self.lock();
         if after < inner.compacted {
-            return Err(StoreError::Compacted { requested: after, compacted: inner.compacted });
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: inner.compacted,
+            });
         }
         // Subscribing under the lock that writers hold while publishing: nothing slips between.
         let live = self.hub.subscribe();
@@ -209,9 +243,15 @@ impl Store for MemoryStore {
         }
         for versions in inner.keys.values_mut() {
             // Keep the newest version at or before `revision` and everything after it.
-            let keep_from = versions.iter().rposition(|v| v.mod_revision <= revision).unwrap_or(0);
+            let keep_from = versions
+                .iter()
+                .rposition(|v| v.mod_revision <= revision)
+                .unwrap_or(0);
             versions.drain(..keep_from);
-            if versions.first().is_some_and(|v| v.value.is_none() && v.mod_revision <= revision) {
+            if versions
+                .first()
+                .is_some_and(|v| v.value.is_none() && v.mod_revision <= revision)
+            {
                 versions.remove(0);
             }
         }

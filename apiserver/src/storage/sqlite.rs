@@ -49,7 +49,11 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         // Kubernetes compacts every 5 minutes; kine keeps the last 1000 revisions. We keep more so a
         // client that reconnects after a short outage can still resume its watch.
-        Self { compact_interval: Some(Duration::from_secs(300)), compact_retain: 10_000, max_batch: 1024 }
+        Self {
+            compact_interval: Some(Duration::from_secs(300)),
+            compact_retain: 10_000,
+            max_batch: 1024,
+        }
     }
 }
 
@@ -68,10 +72,22 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 /// A write the writer thread applies.
 enum WriteOp {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: Revision },
-    Delete { key: String, expected: Option<Revision> },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Option<Revision>,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 struct WriteReq {
@@ -119,20 +135,29 @@ impl SqliteStore {
         lock.try_lock().map_err(|_| {
             StoreError::Unavailable(format!("{} is in use by another process", path.display()))
         })?;
-        let conn = Connection::open(path).map_err(|e| internal(format!("cannot open {}: {e}", path.display())))?;
+        let conn =
+            Connection::open(path).map_err(|e| internal(format!("cannot open {}: {e}", path.display())))?;
         let describe = |e: rusqlite::Error| internal(format!("{}: {e}", path.display()));
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(describe)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(describe)?;
         // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(describe)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(describe)?;
         conn.execute_batch(SCHEMA).map_err(describe)?;
         // Checkpoints run on their own thread (see `checkpointer`), not inside a commit that a whole
         // group of callers is waiting on.
-        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(describe)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(describe)?;
         stable_plans(&conn).map_err(describe)?;
-        let max_rev: Revision =
-            conn.query_row("SELECT COALESCE(MAX(revision), 0) FROM log", [], |r| r.get(0)).map_err(describe)?;
+        let max_rev: Revision = conn
+            .query_row("SELECT COALESCE(MAX(revision), 0) FROM log", [], |r| r.get(0))
+            .map_err(describe)?;
         let compacted: Revision = conn
-            .query_row("SELECT value FROM meta WHERE name = 'compact_revision'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'compact_revision'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(describe)?
             .unwrap_or(0);
@@ -152,7 +177,12 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                Writer { conn, shared: writer_shared, revision }.run(rx, max_batch);
+                Writer {
+                    conn,
+                    shared: writer_shared,
+                    revision,
+                }
+                .run(rx, max_batch);
                 // Released only when the writer is gone: no second writer can overlap this one.
                 drop(lock);
             })
@@ -192,7 +222,8 @@ impl SqliteStore {
             .send(WriteReq { op, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.
@@ -236,10 +267,16 @@ impl Shared {
         }
         let compacted = self.compacted.load(Ordering::Acquire);
         if revision < compacted {
-            return Err(StoreError::Compacted { requested: revision, compacted });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compacted,
+            });
         }
         if revision > current {
-            return Err(StoreError::FutureRevision { requested: revision, current });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         Ok(revision)
     }
@@ -249,14 +286,17 @@ impl Shared {
 /// statement is re-planned whenever a bound value changes; for our few fixed queries that re-planning
 /// was a quarter of the writer's time (measured with perf), for no better plan.
 fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ())
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
 }
 
 /// Copies the WAL back into the database about once a second, beside the writer. A PASSIVE
 /// checkpoint never blocks the writer or readers; once it has caught up, the writer's next
 /// transaction starts the WAL file over, so it does not grow without bound. Stops with the store.
 fn checkpointer(shared: std::sync::Weak<Shared>) {
-    let Some(path) = shared.upgrade().map(|s| s.path.clone()) else { return };
+    let Some(path) = shared.upgrade().map(|s| s.path.clone()) else {
+        return;
+    };
     let Ok(conn) = Connection::open(&path) else {
         tracing::error!(path = %path.display(), "cannot open a checkpoint connection; the WAL will grow");
         return;
@@ -285,7 +325,12 @@ fn latest_row(conn: &Connection, key: &str, at: Revision) -> rusqlite::Result<Op
     )?
     .query_row(params![key, at], |r| {
         Ok((
-            KeyValue { key: key.to_owned(), mod_revision: r.get(0)?, create_revision: r.get(1)?, value: r.get(3)? },
+            KeyValue {
+                key: key.to_owned(),
+                mod_revision: r.get(0)?,
+                create_revision: r.get(1)?,
+                value: r.get(3)?,
+            },
             r.get::<_, bool>(2)?,
         ))
     })
@@ -324,11 +369,17 @@ fn history(conn: &Connection, prefix: &str, after: Revision, upto: Revision) -> 
         };
         Ok(Event {
             kind,
-            kv: KeyValue { key, mod_revision: r.get(0)?, create_revision: r.get(2)?, value: r.get(4)? },
+            kv: KeyValue {
+                key,
+                mod_revision: r.get(0)?,
+                create_revision: r.get(2)?,
+                value: r.get(4)?,
+            },
             prev,
         })
     })?;
-    rows.filter(|ev| ev.as_ref().map_or(true, |ev| ev.kv.key.starts_with(prefix))).collect()
+    rows.filter(|ev| ev.as_ref().map_or(true, |ev| ev.kv.key.starts_with(prefix)))
+        .collect()
 }
 
 #[async_trait]
@@ -347,19 +398,38 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
-        let ev = self.write(WriteOp::Create { key: key.to_owned(), value }).await?;
+        let ev = self
+            .write(WriteOp::Create {
+                key: key.to_owned(),
+                value,
+            })
+            .await?;
         Ok(ev.ok_or_else(|| internal("create produced no event"))?.kv)
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue> {
-        let ev = self.write(WriteOp::Update { key: key.to_owned(), value, expected }).await?;
+        let ev = self
+            .write(WriteOp::Update {
+                key: key.to_owned(),
+                value,
+                expected,
+            })
+            .await?;
         Ok(ev.ok_or_else(|| internal("update produced no event"))?.kv)
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        let ev = self.write(WriteOp::Delete { key: key.to_owned(), expected }).await?;
+        let ev = self
+            .write(WriteOp::Delete {
+                key: key.to_owned(),
+                expected,
+            })
+            .await?;
         let ev = ev.ok_or_else(|| internal("delete produced no event"))?;
-        Ok((ev.prev.ok_or_else(|| internal("delete without previous value"))?, ev.kv.mod_revision))
+        Ok((
+            ev.prev.ok_or_else(|| internal("delete without previous value"))?,
+            ev.kv.mod_revision,
+        ))
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListPage> {
@@ -424,10 +494,16 @@ impl Store for SqliteStore {
             .read(move |conn, shared| {
                 let compacted = shared.compacted.load(Ordering::Acquire);
                 if after < compacted {
-                    return Err(StoreError::Compacted { requested: after, compacted });
+                    return Err(StoreError::Compacted {
+                        requested: after,
+                        compacted,
+                    });
                 }
                 let read_at = shared.revision.load(Ordering::Acquire);
-                Ok((history(conn, &prefix_owned, after, read_at).map_err(internal)?, read_at))
+                Ok((
+                    history(conn, &prefix_owned, after, read_at).map_err(internal)?,
+                    read_at,
+                ))
             })
             .await?;
         Ok(fanout::follow(events, live, prefix.to_owned(), read_at))
@@ -473,7 +549,9 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<WriteReq>) {
         let start_revision = self.revision;
         let outcome = (|| -> rusqlite::Result<(Vec<Result<Option<Event>>>, Option<Revision>)> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut results = Vec::with_capacity(batch.len());
             let mut compacted = None;
             for req in &batch {
@@ -497,7 +575,9 @@ impl Writer {
                 }
                 // Visible to readers first, then to watchers, then acknowledged.
                 self.shared.revision.store(self.revision, Ordering::Release);
-                self.shared.hub.publish(results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()));
+                self.shared
+                    .hub
+                    .publish(results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()));
                 for (req, res) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(res);
                 }
@@ -534,7 +614,11 @@ fn apply(conn: &Connection, revision: &mut Revision, op: &WriteOp) -> rusqlite::
     }
     if let (Some(cur), Some(expected)) = (&current, expected) {
         if cur.mod_revision != expected {
-            return Ok(Err(StoreError::Conflict { key: key.clone(), expected, actual: cur.mod_revision }));
+            return Ok(Err(StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                actual: cur.mod_revision,
+            }));
         }
     }
     let rev = *revision + 1;
@@ -545,7 +629,14 @@ fn apply(conn: &Connection, revision: &mut Revision, op: &WriteOp) -> rusqlite::
         "INSERT INTO log (revision, key, create_revision, prev_revision, deleted, value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![rev, key, create_revision, prev_revision, value.is_none(), stored])?;
+    .execute(params![
+        rev,
+        key,
+        create_revision,
+        prev_revision,
+        value.is_none(),
+        stored
+    ])?;
     *revision = rev;
     let kind = match (&current, value) {
         (None, _) => EventKind::Create,
@@ -554,7 +645,12 @@ fn apply(conn: &Connection, revision: &mut Revision, op: &WriteOp) -> rusqlite::
     };
     Ok(Ok(Event {
         kind,
-        kv: KeyValue { key: key.clone(), value: stored.to_vec(), create_revision, mod_revision: rev },
+        kv: KeyValue {
+            key: key.clone(),
+            value: stored.to_vec(),
+            create_revision,
+            mod_revision: rev,
+        },
         prev: current,
     }))
 }

@@ -1,74 +1,89 @@
-//! NodeAffinity (plugins/nodeaffinity) with NodeSelector folded in, as upstream: the pod's
-//! spec.nodeSelector and required node affinity filter; preferred terms score by summed weight.
-//! Term matching mirrors component-helpers/scheduling/corev1/nodeaffinity.
+//! NodeAffinity: `spec.nodeSelector` and required node affinity filter nodes; preferred node affinity
+//! scores them by the summed weights of the terms they match.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use std::collections::BTreeMap;
 
-use crate::framework::{CycleState, FilterPlugin, FilterResult, NodeInfo, ScorePlugin};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-/// The NodeAffinity plugin.
+use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Reason, ScorePlugin, default_normalize};
+
+/// The plugin.
 pub struct NodeAffinity;
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
+/// Whether a node's labels (and name, for `matchFields`) satisfy one requirement.
+fn requirement(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = req.values.clone().unwrap_or_default();
+    match req.operator.as_str() {
         "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let (Some(v), [x]) = (value.and_then(|v| v.parse::<i64>().ok()), values) else {
+        // Gt/Lt compare integers; a value that is not one never matches.
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|b| b.parse::<i64>().ok()),
+            ) else {
                 return false;
             };
-            let Ok(x) = x.parse::<i64>() else { return false };
-            if op == "Gt" { v > x } else { v < x }
+            if req.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
 }
 
-/// Whether `term` matches the node: every expression and field requirement holds; an empty term
-/// matches nothing.
-pub fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
+/// A term matches when all its expressions and fields do (an empty term matches nothing, as upstream).
+fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    let labels = node.node.metadata.labels.as_ref();
     exprs
         .iter()
-        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str)))
+        .all(|r| requirement(r, labels.get(&r.key).map(String::as_str)))
         && fields
             .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(node.name())))
-}
-
-/// Whether the pod's nodeSelector and required node affinity both match (upstream's
-/// RequiredNodeAffinity.Match).
-pub fn required_matches(pod: &Pod, node: &NodeInfo) -> bool {
-    let Some(spec) = &pod.spec else { return true };
-    if let Some(sel) = &spec.node_selector {
-        let labels = node.node.metadata.labels.as_ref();
-        if !sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
-            return false;
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
-    required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+            .all(|r| requirement(r, (r.key == "metadata.name").then_some(name)))
 }
 
 impl FilterPlugin for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
     }
-    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult {
-        (!required_matches(pod, node))
-            .then(|| vec!["node(s) didn't match Pod's node affinity/selector".into()])
+
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>> {
+        let fail = || {
+            Err(vec![
+                "node(s) didn't match Pod's node affinity/selector".to_owned(),
+            ])
+        };
+        if pod
+            .node_selector
+            .iter()
+            .any(|(k, v)| node.labels.get(k) != Some(v))
+        {
+            return fail();
+        }
+        let required = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        if let Some(selector) = required {
+            if !selector
+                .node_selector_terms
+                .iter()
+                .any(|t| term_matches(t, &node.labels, &node.name))
+            {
+                return fail();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -76,104 +91,102 @@ impl ScorePlugin for NodeAffinity {
     fn name(&self) -> &'static str {
         "NodeAffinity"
     }
+
     fn weight(&self) -> i64 {
         2
     }
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
-        let preferred = pod
-            .spec
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        pod.affinity
             .as_ref()
-            .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_deref())
-            .unwrap_or_default();
-        preferred
-            .iter()
-            .filter(|p| term_matches(&p.preference, node))
+            .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| term_matches(&p.preference, &node.labels, &node.name))
             .map(|p| p.weight as i64)
             .sum()
     }
+
     fn normalize(&self, scores: &mut [i64]) {
-        super::default_normalize(scores, false);
+        default_normalize(scores, false);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::plugins::fixtures::{node, pod};
+    use k8s_openapi::api::core::v1::{Affinity, Pod};
     use serde_json::json;
 
-    fn labelled(name: &str, labels: serde_json::Value) -> NodeInfo {
-        node(name, "1", "1Gi", json!({"metadata": {"labels": labels}}))
+    use super::*;
+
+    fn pod(spec: serde_json::Value) -> PodInfo {
+        let pod: Pod = serde_json::from_value(json!({ "metadata": { "name": "p" }, "spec": spec })).unwrap();
+        PodInfo::new(&pod)
     }
 
-    fn required(exprs: serde_json::Value) -> Pod {
-        pod(
-            "p",
-            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-            {"nodeSelectorTerms": [{"matchExpressions": exprs}]}}}}),
-        )
-    }
-
-    #[test]
-    fn node_selector_filters() {
-        let s = CycleState::default();
-        let p = pod("p", json!({"nodeSelector": {"disk": "ssd"}}));
-        assert_eq!(
-            NodeAffinity.filter(&s, &p, &labelled("a", json!({"disk": "ssd"}))),
-            None
-        );
-        assert_eq!(
-            NodeAffinity.filter(&s, &p, &labelled("b", json!({"disk": "hdd"}))),
-            Some(vec![
-                "node(s) didn't match Pod's node affinity/selector".to_string()
-            ])
-        );
+    fn node(name: &str, labels: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn required_affinity_operators() {
-        let s = CycleState::default();
-        let n = labelled("a", json!({"zone": "z1", "cores": "8"}));
-        let fits = |e| NodeAffinity.filter(&s, &required(e), &n).is_none();
-        assert!(fits(
-            json!([{"key": "zone", "operator": "In", "values": ["z1", "z2"]}])
-        ));
-        assert!(!fits(
-            json!([{"key": "zone", "operator": "NotIn", "values": ["z1"]}])
-        ));
-        assert!(fits(json!([{"key": "gpu", "operator": "DoesNotExist"}])));
-        assert!(!fits(json!([{"key": "gpu", "operator": "Exists"}])));
-        assert!(fits(json!([{"key": "cores", "operator": "Gt", "values": ["4"]}])));
-        assert!(!fits(
-            json!([{"key": "cores", "operator": "Lt", "values": ["4"]}])
-        ));
-        assert!(!fits(json!([])));
-        let by_name = pod(
-            "p",
-            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
-            {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]}]}}}}),
-        );
-        assert!(NodeAffinity.filter(&s, &by_name, &n).is_none());
-    }
+    fn selectors_and_required_terms() {
+        let p = pod(json!({ "containers": [], "nodeSelector": { "disk": "ssd" } }));
+        assert!(NodeAffinity.filter(&p, &node("a", &[("disk", "ssd")])).is_ok());
+        assert!(NodeAffinity.filter(&p, &node("a", &[("disk", "hdd")])).is_err());
 
-    #[test]
-    fn preferred_affinity_scores_by_weight() {
-        let s = CycleState::default();
         let p = pod(
-            "p",
-            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z1"]}]}},
-            {"weight": 30, "preference": {"matchExpressions": [{"key": "ssd", "operator": "Exists"}]}}]}}}),
+            json!({ "containers": [], "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                { "matchExpressions": [{ "key": "zone", "operator": "In", "values": ["a", "b"] },
+                                       { "key": "cores", "operator": "Gt", "values": ["4"] }] },
+                { "matchFields": [{ "key": "metadata.name", "operator": "In", "values": ["special"] }] }
+            ] } } } }),
         );
-        let nodes = [
-            labelled("a", json!({"zone": "z1"})),
-            labelled("b", json!({"ssd": "y", "zone": "z1"})),
-            labelled("c", json!({})),
+        assert!(
+            NodeAffinity
+                .filter(&p, &node("x", &[("zone", "a"), ("cores", "8")]))
+                .is_ok()
+        );
+        assert!(
+            NodeAffinity
+                .filter(&p, &node("x", &[("zone", "a"), ("cores", "2")]))
+                .is_err()
+        );
+        assert!(
+            NodeAffinity
+                .filter(&p, &node("x", &[("zone", "c"), ("cores", "8")]))
+                .is_err()
+        );
+        assert!(
+            NodeAffinity.filter(&p, &node("special", &[])).is_ok(),
+            "terms are ORed"
+        );
+        let _: Option<Affinity> = None;
+    }
+
+    #[test]
+    fn preferred_terms_score_by_weight() {
+        let p = pod(
+            json!({ "containers": [], "affinity": { "nodeAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [
+            { "weight": 80, "preference": { "matchExpressions": [{ "key": "zone", "operator": "In", "values": ["a"] }] } },
+            { "weight": 20, "preference": { "matchExpressions": [{ "key": "gpu", "operator": "Exists" }] } }
+        ] } } }),
+        );
+        let mut scores = vec![
+            NodeAffinity.score(&p, &node("1", &[("zone", "a"), ("gpu", "1")])),
+            NodeAffinity.score(&p, &node("2", &[("zone", "a")])),
+            NodeAffinity.score(&p, &node("3", &[])),
         ];
-        let mut scores: Vec<i64> = nodes.iter().map(|n| NodeAffinity.score(&s, &p, n)).collect();
+        assert_eq!(scores, vec![100, 80, 0]);
         NodeAffinity.normalize(&mut scores);
-        assert_eq!(scores, vec![25, 100, 0]);
+        assert_eq!(scores, vec![100, 80, 0]);
     }
 }

@@ -1,60 +1,50 @@
-//! TaintToleration (plugins/tainttoleration): filters nodes with an untolerated NoSchedule or
-//! NoExecute taint, and scores by the number of untolerated PreferNoSchedule taints (fewer is better).
+//! TaintToleration: a node's NoSchedule and NoExecute taints keep out the pods that do not tolerate
+//! them; PreferNoSchedule taints the pod does not tolerate lower the node's score.
 
-use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 
-use crate::framework::{CycleState, FilterPlugin, FilterResult, NodeInfo, ScorePlugin};
+use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Reason, ScorePlugin, default_normalize};
 
-/// The TaintToleration plugin.
+/// The plugin.
 pub struct TaintToleration;
 
-/// Whether `t` tolerates `taint`, as upstream's Toleration.ToleratesTaint.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect = t.effect.as_deref().unwrap_or_default();
+/// Whether `toleration` tolerates `taint` (upstream's `Toleration.ToleratesTaint`).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or("");
     if !effect.is_empty() && effect != taint.effect {
         return false;
     }
-    let key = t.key.as_deref().unwrap_or_default();
+    let key = toleration.key.as_deref().unwrap_or("");
     if !key.is_empty() && key != taint.key {
         return false;
     }
-    match t.operator.as_deref().unwrap_or("Equal") {
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        // An empty key with Exists matches every taint.
         "Exists" => true,
-        "Equal" | "" => t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+        "Equal" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
         _ => false,
     }
-}
-
-fn tolerations(pod: &Pod) -> &[Toleration] {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or_default()
-}
-
-fn taints(node: &NodeInfo) -> &[Taint] {
-    node.node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default()
 }
 
 impl FilterPlugin for TaintToleration {
     fn name(&self) -> &'static str {
         "TaintToleration"
     }
-    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> FilterResult {
-        let tols = tolerations(pod);
-        let untolerated = taints(node).iter().find(|taint| {
-            (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-                && !tols.iter().any(|t| tolerates(t, taint))
-        })?;
-        Some(vec![format!(
-            "node(s) had untolerated taint {{{}: {}}}",
-            untolerated.key,
-            untolerated.value.as_deref().unwrap_or_default()
-        )])
+
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>> {
+        let untolerated = node
+            .taints
+            .iter()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .find(|t| !pod.tolerations.iter().any(|tol| tolerates(tol, t)));
+        match untolerated {
+            Some(t) => Err(vec![format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or("")
+            )]),
+            None => Ok(()),
+        }
     }
 }
 
@@ -62,85 +52,82 @@ impl ScorePlugin for TaintToleration {
     fn name(&self) -> &'static str {
         "TaintToleration"
     }
+
     fn weight(&self) -> i64 {
         3
     }
-    fn score(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> i64 {
-        // Only tolerations that apply to PreferNoSchedule count (upstream's getAllTolerationPreferNoSchedule).
-        let tols: Vec<&Toleration> = tolerations(pod)
+
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let prefer: Vec<&Toleration> = pod
+            .tolerations
             .iter()
             .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
             .collect();
-        taints(node)
+        node.taints
             .iter()
-            .filter(|taint| taint.effect == "PreferNoSchedule" && !tols.iter().any(|t| tolerates(t, taint)))
+            .filter(|t| t.effect == "PreferNoSchedule" && !prefer.iter().any(|tol| tolerates(tol, t)))
             .count() as i64
     }
+
     fn normalize(&self, scores: &mut [i64]) {
-        super::default_normalize(scores, true);
+        // Fewer intolerable taints is better.
+        default_normalize(scores, true);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::fixtures::{node, pod};
-    use serde_json::json;
 
-    fn tainted(key: &str, value: &str, effect: &str) -> NodeInfo {
-        node(
-            "n",
-            "1",
-            "1Gi",
-            json!({"spec": {"taints": [{"key": key, "value": value, "effect": effect}]}}),
-        )
+    fn taint(key: &str, value: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            value: Some(value.into()),
+            effect: effect.into(),
+            ..Default::default()
+        }
+    }
+
+    fn tol(key: &str, op: &str, value: &str, effect: &str) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some(op.into()),
+            value: Some(value.into()),
+            effect: Some(effect.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn untolerated_noschedule_and_noexecute_filter_with_upstream_reason() {
-        let s = CycleState::default();
-        let p = pod("p", json!({}));
-        assert_eq!(
-            TaintToleration.filter(&s, &p, &tainted("node.kubernetes.io/not-ready", "", "NoExecute")),
-            Some(vec![
-                "node(s) had untolerated taint {node.kubernetes.io/not-ready: }".to_string()
-            ])
-        );
+    fn tolerations_match_as_upstream() {
+        let t = taint("dedicated", "gpu", "NoSchedule");
+        assert!(tolerates(&tol("dedicated", "Equal", "gpu", "NoSchedule"), &t));
+        assert!(tolerates(&tol("dedicated", "Exists", "", ""), &t));
         assert!(
-            TaintToleration
-                .filter(&s, &p, &tainted("k", "v", "NoSchedule"))
-                .is_some()
+            tolerates(&tol("", "Exists", "", ""), &t),
+            "empty key + Exists tolerates everything"
         );
-        assert_eq!(
-            TaintToleration.filter(&s, &p, &tainted("k", "v", "PreferNoSchedule")),
-            None
-        );
+        assert!(!tolerates(&tol("dedicated", "Equal", "cpu", "NoSchedule"), &t));
+        assert!(!tolerates(&tol("dedicated", "Equal", "gpu", "NoExecute"), &t));
     }
 
     #[test]
-    fn tolerations_match_by_key_value_effect_and_operator() {
-        let s = CycleState::default();
-        let n = tainted("k", "v", "NoSchedule");
-        let ok = |tol| {
-            TaintToleration
-                .filter(&s, &pod("p", json!({"tolerations": [tol]})), &n)
-                .is_none()
+    fn untolerated_taints_filter_with_upstreams_message() {
+        let node = NodeInfo {
+            taints: vec![taint("node.kubernetes.io/not-ready", "", "NoExecute")],
+            ..Default::default()
         };
-        assert!(ok(json!({"key": "k", "value": "v", "effect": "NoSchedule"})));
-        assert!(ok(json!({"key": "k", "operator": "Exists"})));
-        assert!(ok(json!({"operator": "Exists"})));
-        assert!(!ok(json!({"key": "k", "value": "w"})));
-        assert!(!ok(json!({"key": "k", "value": "v", "effect": "NoExecute"})));
-    }
-
-    #[test]
-    fn prefer_no_schedule_scores_lower() {
-        let s = CycleState::default();
-        let p = pod("p", json!({}));
-        let mut scores = vec![
-            TaintToleration.score(&s, &p, &tainted("k", "v", "PreferNoSchedule")),
-            TaintToleration.score(&s, &p, &node("m", "1", "1Gi", json!({}))),
-        ];
+        let err = TaintToleration.filter(&PodInfo::default(), &node).unwrap_err();
+        assert_eq!(
+            err,
+            vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }".to_owned()]
+        );
+        let soft = NodeInfo {
+            taints: vec![taint("a", "b", "PreferNoSchedule")],
+            ..Default::default()
+        };
+        assert!(TaintToleration.filter(&PodInfo::default(), &soft).is_ok());
+        let mut scores = vec![TaintToleration.score(&PodInfo::default(), &soft), 0];
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, vec![0, 100]);
     }

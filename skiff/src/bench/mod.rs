@@ -39,6 +39,7 @@ use skiff_apiserver::storage::{
 use tokio::sync::oneshot;
 
 pub mod api;
+pub mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod report;
@@ -541,4 +542,3 @@ fn progress(what: &str, cell: &Cell) {
         cell.p50_ms, cell.p99_ms
     );
 }
-

@@ -19,11 +19,14 @@ use super::{
     status::ApiError,
 };
 
+pub mod binding;
 pub mod create;
 pub mod delete;
+pub mod eviction;
 pub mod get;
 pub mod list;
 pub mod patch;
+pub mod pod_connect;
 pub mod update;
 pub mod watch;
 
@@ -73,9 +76,10 @@ impl Scope {
         }
         let subresource = match sub {
             None => None,
-            Some("status") if info.has(registry::Subresource::Status) => Some("status".to_owned()),
-            Some("scale") if info.has(registry::Subresource::Scale) => Some("scale".to_owned()),
-            Some(_) => return Err(no_route()),
+            Some(s) => match info.subresources.iter().find(|sub| sub.name() == s) {
+                Some(sub) => Some(sub.name().to_owned()),
+                None => return Err(no_route()),
+            },
         };
         Ok(Self {
             info,
@@ -87,7 +91,10 @@ impl Scope {
 
     /// The storage key of the named object.
     pub fn key(&self) -> String {
-        self.info.key(self.namespace.as_deref(), self.name.as_deref().unwrap_or_default())
+        self.info.key(
+            self.namespace.as_deref(),
+            self.name.as_deref().unwrap_or_default(),
+        )
     }
 
     /// The storage prefix of the collection.
@@ -139,6 +146,9 @@ pub struct ListQuery {
     /// Set from the Accept header (not a query parameter): render a Table, with these row objects.
     #[serde(skip)]
     pub table: Option<crate::server::table::IncludeObject>,
+    /// Set from the Accept header: objects as PartialObjectMetadata (lists as PartialObjectMetadataList).
+    #[serde(skip)]
+    pub metadata_only: bool,
 }
 
 impl ListQuery {
@@ -182,7 +192,9 @@ impl Filter {
             return Err(ApiError::bad_request(if supported.len() > 2 {
                 format!("field label not supported: {field}")
             } else {
-                format!("\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
+                format!(
+                    "\"{field}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+                )
             }));
         }
         Ok(Self { info, labels, fields })
@@ -225,7 +237,9 @@ impl WriteQuery {
         match self.dry_run.as_deref() {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\""))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            ))),
         }
     }
 
@@ -235,7 +249,13 @@ impl WriteQuery {
         self.field_manager
             .clone()
             .filter(|m| !m.is_empty())
-            .or_else(|| self.user_agent.as_deref().and_then(|ua| ua.split('/').next()).filter(|m| !m.is_empty()).map(str::to_owned))
+            .or_else(|| {
+                self.user_agent
+                    .as_deref()
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "unknown".to_owned())
     }
 
@@ -258,30 +278,46 @@ pub fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
 
 /// Reads a JSON or YAML object body, refusing bodies over [`MAX_BODY`] with 413.
 pub async fn read_object(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let yaml = match media.as_str() {
         // A missing or wildcard type is JSON (the scale client sends PUTs without one).
         "application/json" | "" | "*/*" => false,
         "application/yaml" | "application/x-yaml" | "text/yaml" => true,
         _ => return Err(ApiError::unsupported_media_type(content_type)),
     };
-    if let Some(len) = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > MAX_BODY {
             return Err(ApiError::too_large(MAX_BODY));
         }
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))?;
     parse_object(&bytes, yaml)
 }
 
 /// Parses a request body as a JSON object (or YAML, which upstream also accepts).
 pub fn parse_object(bytes: &[u8], yaml: bool) -> Result<Value, ApiError> {
     let value: Value = if yaml {
-        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
-        serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding request body as YAML: {e}")))?
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        serde_saphyr::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding request body as YAML: {e}")))?
     } else {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}")))?
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding request body as JSON: {e}")))?
     };
     if !value.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
@@ -297,10 +333,25 @@ pub async fn get(
     scope: Scope,
     headers: HeaderMap,
     Query(mut q): Query<ListQuery>,
+    Query(cq): Query<pod_connect::ConnectQuery>,
 ) -> Result<Response, ApiError> {
+    match scope.subresource.as_deref() {
+        Some("log") => return pod_connect::log(&api, &scope, &cq).await,
+        Some("exec" | "attach" | "portforward") => return pod_connect::connect(&api, &scope, &cq).await,
+        Some(sub @ ("binding" | "eviction" | "finalize")) => return Err(not_allowed("get", &scope, sub)),
+        _ => {}
+    }
     let accept = headers.get("accept").and_then(|v| v.to_str().ok());
     if crate::server::table::wanted(accept) && scope.subresource.is_none() {
-        q.table = Some(crate::server::table::IncludeObject::parse(q.include_object.as_deref()));
+        q.table = Some(crate::server::table::IncludeObject::parse(
+            q.include_object.as_deref(),
+        ));
+    } else if accept.is_some_and(|a| {
+        a.split(',')
+            .any(|t| t.contains("as=PartialObjectMetadata") && t.contains("g=meta.k8s.io"))
+    }) && scope.subresource.is_none()
+    {
+        q.metadata_only = true;
     }
     match (&scope.name, q.is_watch()) {
         (Some(_), _) => get::get(&api, &scope, &q).await,
@@ -309,15 +360,30 @@ pub async fn get(
     }
 }
 
-/// POST: create in a collection.
+/// POST: create in a collection, or a subresource that takes a POST (binding, eviction, exec…).
 pub async fn post(
     State(api): Api,
     scope: Scope,
     Query(mut wq): Query<WriteQuery>,
+    Query(cq): Query<pod_connect::ConnectQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    wq.user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match scope.subresource.as_deref() {
+        Some("binding") => {
+            return binding::bind(&api, &scope, &read_object(&headers, body).await?, &wq).await;
+        }
+        Some("eviction") => {
+            return eviction::evict(&api, &scope, &read_object(&headers, body).await?, &wq).await;
+        }
+        Some("exec" | "attach" | "portforward") => return pod_connect::connect(&api, &scope, &cq).await,
+        Some(sub) => return Err(not_allowed("create", &scope, sub)),
+        None => {}
+    }
     if scope.name.is_some() {
         return Err(ApiError::method_not_allowed("create", &scope.info.qualified()));
     }
@@ -333,9 +399,19 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    wq.user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if scope.name.is_none() {
         return Err(ApiError::method_not_allowed("update", &scope.info.qualified()));
+    }
+    if let Some(sub) = scope
+        .subresource
+        .as_deref()
+        .filter(|s| !matches!(*s, "status" | "scale" | "finalize"))
+    {
+        return Err(not_allowed("update", &scope, sub));
     }
     let obj = read_object(&headers, body).await?;
     update::update(&api, &scope, obj, &wq).await
@@ -349,9 +425,19 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    wq.user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    wq.user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if scope.name.is_none() {
         return Err(ApiError::method_not_allowed("patch", &scope.info.qualified()));
+    }
+    if let Some(sub) = scope
+        .subresource
+        .as_deref()
+        .filter(|s| !matches!(*s, "status" | "scale"))
+    {
+        return Err(not_allowed("patch", &scope, sub));
     }
     patch::patch(&api, &scope, &headers, body, &wq).await
 }
@@ -376,19 +462,35 @@ pub async fn delete(
     body: Body,
 ) -> Result<Response, ApiError> {
     if let Some(sub) = &scope.subresource {
-        return Err(ApiError::method_not_allowed("delete", &format!("{}/{sub}", scope.info.qualified())));
+        return Err(ApiError::method_not_allowed(
+            "delete",
+            &format!("{}/{sub}", scope.info.qualified()),
+        ));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))?;
     let body: Value = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
     };
-    let opts = delete::DeleteOptions::parse(&body, dq.grace_period_seconds, dq.propagation_policy, wq.dry_run()?)?;
+    let opts = delete::DeleteOptions::parse(
+        &body,
+        dq.grace_period_seconds,
+        dq.propagation_policy,
+        wq.dry_run()?,
+    )?;
     match scope.name {
         Some(_) => delete::delete(&api, &scope, &opts).await,
         None => delete::delete_collection(&api, &scope, &lq, &opts).await,
     }
+}
+
+/// 405 for a verb a subresource does not take.
+fn not_allowed(verb: &str, scope: &Scope, sub: &str) -> ApiError {
+    ApiError::method_not_allowed(verb, &format!("{}/{sub}", scope.info.qualified()))
 }
 
 /// A JSON response with a status code.

@@ -26,15 +26,22 @@ pub async fn patch(
     body: Body,
     wq: &WriteQuery,
 ) -> Result<Response, ApiError> {
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     let kind = PatchType::from_content_type(media).ok_or_else(|| ApiError::unsupported_patch(media))?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::too_large(MAX_BODY))?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_BODY))?;
     if kind == PatchType::Apply {
         return server_side_apply(api, scope, &bytes, wq).await;
     }
     if wq.force.as_deref().is_some_and(|f| !f.is_empty()) {
-        return Err(ApiError::bad_request("force: Invalid value: force may not be set for non-apply patch requests"));
+        return Err(ApiError::bad_request(
+            "force: Invalid value: force may not be set for non-apply patch requests",
+        ));
     }
     for attempt in 0.. {
         let current = update::read_current(api, scope).await?;
@@ -54,7 +61,11 @@ pub async fn patch(
         let precondition = update::requested_revision(scope, &patched)?;
         let expected = precondition.unwrap_or(current.mod_revision);
         match update::write(api, scope, &current, patched, expected, wq).await {
-            Err(e) if e.reason == "Conflict" && precondition == Some(current.mod_revision) && attempt < MAX_RETRIES => {
+            Err(e)
+                if e.reason == "Conflict"
+                    && precondition == Some(current.mod_revision)
+                    && attempt < MAX_RETRIES =>
+            {
                 // The object moved under us and the client set no precondition of its own (the
                 // revision in the body is the one we stamped): apply the patch to the new state.
                 continue;
@@ -68,12 +79,23 @@ pub async fn patch(
 /// `application/apply-patch+yaml`: server-side apply. Creates the object if absent; otherwise merges
 /// the configuration in, owning its fields for the manager, and answers 409 with the conflicting
 /// fields (unless `force=true`) when another manager owns one with a different value.
-async fn server_side_apply(api: &ApiServer, scope: &Scope, bytes: &[u8], wq: &WriteQuery) -> Result<Response, ApiError> {
-    let manager = wq.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
-        ApiError::bad_request("fieldManager: Required value: is required for apply requests")
-    })?;
+async fn server_side_apply(
+    api: &ApiServer,
+    scope: &Scope,
+    bytes: &[u8],
+    wq: &WriteQuery,
+) -> Result<Response, ApiError> {
+    let manager = wq
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("fieldManager: Required value: is required for apply requests")
+        })?;
     if scope.subresource.is_some() {
-        return Err(ApiError::bad_request("server-side apply of a subresource is not supported"));
+        return Err(ApiError::bad_request(
+            "server-side apply of a subresource is not supported",
+        ));
     }
     let force = matches!(wq.force.as_deref(), Some("true" | "1"));
     // YAML is a superset of JSON: one parser serves both forms kubectl and kube-rs send.
@@ -86,7 +108,10 @@ async fn server_side_apply(api: &ApiServer, scope: &Scope, bytes: &[u8], wq: &Wr
             scope.name()
         )));
     }
-    let applied = WriteQuery { applied: true, ..wq.clone() };
+    let applied = WriteQuery {
+        applied: true,
+        ..wq.clone()
+    };
     let now = object::now_rfc3339();
     for attempt in 0.. {
         let (current, _) = api
@@ -95,14 +120,17 @@ async fn server_side_apply(api: &ApiServer, scope: &Scope, bytes: &[u8], wq: &Wr
             .await
             .map_err(|e| ApiError::from_store(e, &scope.info.qualified(), scope.name()))?;
         let live = current.as_ref().map(|kv| object::decode(scope.info, kv));
-        let new = fieldmanager::apply(live.as_ref(), &config, &manager, force, scope.info.kind, &now).map_err(apply_error)?;
+        let new = fieldmanager::apply(live.as_ref(), &config, &manager, force, scope.info.kind, &now)
+            .map_err(apply_error)?;
         let result = match &current {
             None => super::create::create(api, scope, new, &applied).await,
             Some(kv) => update::write(api, scope, kv, new, kv.mod_revision, &applied).await,
         };
         match result {
             // Lost a race with another writer (or creator): apply again to what is there now.
-            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < MAX_RETRIES => continue,
+            Err(e) if (e.reason == "Conflict" || e.reason == "AlreadyExists") && attempt < MAX_RETRIES => {
+                continue;
+            }
             other => return other,
         }
     }

@@ -15,7 +15,12 @@ use crate::{
 };
 
 /// Replaces the named object (or subresource) with `body`.
-pub async fn update(api: &ApiServer, scope: &Scope, body: Value, wq: &WriteQuery) -> Result<Response, ApiError> {
+pub async fn update(
+    api: &ApiServer,
+    scope: &Scope,
+    body: Value,
+    wq: &WriteQuery,
+) -> Result<Response, ApiError> {
     let current = read_current(api, scope).await?;
     let expected = requested_revision(scope, &body)?.unwrap_or(current.mod_revision);
     write(api, scope, &current, body, expected, wq).await
@@ -23,8 +28,11 @@ pub async fn update(api: &ApiServer, scope: &Scope, body: Value, wq: &WriteQuery
 
 /// The object as stored now; 404 if absent.
 pub async fn read_current(api: &ApiServer, scope: &Scope) -> Result<KeyValue, ApiError> {
-    let (current, _) =
-        api.store.get(&scope.key(), 0).await.map_err(|e| ApiError::from_store(e, &scope.info.qualified(), scope.name()))?;
+    let (current, _) = api
+        .store
+        .get(&scope.key(), 0)
+        .await
+        .map_err(|e| ApiError::from_store(e, &scope.info.qualified(), scope.name()))?;
     current.ok_or_else(|| ApiError::not_found(&scope.info.qualified(), scope.name()))
 }
 
@@ -33,11 +41,15 @@ pub fn requested_revision(scope: &Scope, body: &Value) -> Result<Option<Revision
     match object::meta_str(body, "resourceVersion") {
         None | Some("") => Ok(None),
         Some(rv) => rv.parse::<Revision>().map(Some).map_err(|_| {
-            ApiError::invalid(scope.info.kind, scope.name(), vec![(
-                "metadata.resourceVersion".into(),
-                "FieldValueInvalid".into(),
-                format!("Invalid value: {rv:?}: must be a number"),
-            )])
+            ApiError::invalid(
+                scope.info.kind,
+                scope.name(),
+                vec![(
+                    "metadata.resourceVersion".into(),
+                    "FieldValueInvalid".into(),
+                    format!("Invalid value: {rv:?}: must be a number"),
+                )],
+            )
         }),
     }
 }
@@ -71,32 +83,60 @@ pub async fn write(
             new
         }
         Some("scale") => scale_update(scope, &old, &body)?,
+        // The namespace controller's write: only `spec.finalizers` changes (upstream's
+        // finalizeUpdateStrategy), and removing the last one lets the namespace go.
+        Some("finalize") => {
+            let mut new = old.clone();
+            new["spec"]["finalizers"] = body["spec"]["finalizers"].clone();
+            if new["spec"]["finalizers"].is_null() {
+                new["spec"].as_object_mut().map(|m| m.remove("finalizers"));
+            }
+            new
+        }
         Some(other) => return Err(ApiError::no_route(other)),
     };
     if !wq.applied {
         // Every write records who changed which fields (upstream's field manager on Update).
-        new = fieldmanager::update(Some(&old), &new, &wq.manager(), scope.subresource.as_deref(), &object::now_rfc3339());
+        new = fieldmanager::update(
+            Some(&old),
+            &new,
+            &wq.manager(),
+            scope.subresource.as_deref(),
+            &object::now_rfc3339(),
+        );
     }
     let errs = validation::validate_update(info.kind, &old, &new);
     if !errs.is_empty() {
         return Err(ApiError::invalid(info.kind, &name, errs));
     }
     if dry_run {
-        let preview = if scope.subresource.as_deref() == Some("scale") { scale_of(&new) } else { new };
+        let preview = if scope.subresource.as_deref() == Some("scale") {
+            scale_of(&new)
+        } else {
+            new
+        };
         return Ok(with_warnings(json_response(200, &preview), &warnings));
     }
     if expected == current.mod_revision && unchanged(&old, &new) {
         // Upstream skips a write that changes nothing: same object, same resourceVersion. (A stale
         // precondition is still a conflict, checked first as upstream does.)
-        let view = if scope.subresource.as_deref() == Some("scale") { scale_of(&old) } else { old };
+        let view = if scope.subresource.as_deref() == Some("scale") {
+            scale_of(&old)
+        } else {
+            old
+        };
         return Ok(with_warnings(json_response(200, &view), &warnings));
     }
     if finishes_deletion(info.kind, &new) {
         // The last finalizer of an object being deleted is gone: the update completes the delete.
-        let (_, revision) = api.store.delete(&scope.key(), Some(expected)).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
-            e => ApiError::from_store(e, &info.qualified(), &name),
-        })?;
+        let (_, revision) = api
+            .store
+            .delete(&scope.key(), Some(expected))
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => ApiError::conflict(&info.qualified(), &name),
+                e => ApiError::from_store(e, &info.qualified(), &name),
+            })?;
         if info.kind == "Service" {
             allocator::release(api.store.as_ref(), &allocator::Held::of(&old)).await;
         }
@@ -105,10 +145,16 @@ pub async fn write(
         return Ok(with_warnings(json_response(200, &gone), &warnings));
     }
     let reserved = match (info.kind, scope.subresource.as_deref()) {
-        ("Service", None) => allocator::allocate(api.store.as_ref(), &api.ranges, &mut new, Some(&old)).await?,
+        ("Service", None) => {
+            allocator::allocate(api.store.as_ref(), &api.ranges, &mut new, Some(&old)).await?
+        }
         _ => allocator::Held::default(),
     };
-    let kv = match api.store.update(&scope.key(), object::encode(scope.info, &new), expected).await {
+    let kv = match api
+        .store
+        .update(&scope.key(), object::encode(scope.info, &new), expected)
+        .await
+    {
         Ok(kv) => kv,
         Err(e) => {
             allocator::release(api.store.as_ref(), &reserved).await;
@@ -147,11 +193,22 @@ fn unchanged(old: &Value, new: &Value) -> bool {
 /// An object marked for deletion whose finalizers are all gone. Pods wait for their kubelet's final
 /// delete and namespaces for their own spec finalizers (the namespace controller), as upstream.
 fn finishes_deletion(kind: &str, obj: &Value) -> bool {
-    let marked = obj["metadata"].get("deletionTimestamp").is_some_and(|t| !t.is_null());
-    let finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let marked = obj["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
+    let finalizers = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
     let waits = match kind {
-        "Pod" => obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0,
-        "Namespace" => obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()),
+        "Pod" => {
+            obj["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0)
+                > 0
+        }
+        "Namespace" => obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty()),
         _ => false,
     };
     marked && !finalizers && !waits
@@ -169,7 +226,14 @@ fn prepare_update(scope: &Scope, old: &Value, mut new: Value) -> Result<Value, A
         )));
     }
     let meta = object::meta_mut(&mut new);
-    for field in ["uid", "creationTimestamp", "namespace", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "generation",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         match old["metadata"].get(field) {
             Some(v) => meta.insert(field.into(), v.clone()),
             None => meta.remove(field),
@@ -195,13 +259,20 @@ fn prepare_update(scope: &Scope, old: &Value, mut new: Value) -> Result<Value, A
 
 /// A Scale write changes `spec.replicas` only.
 fn scale_update(scope: &Scope, old: &Value, body: &Value) -> Result<Value, ApiError> {
-    let replicas = body["spec"]["replicas"].as_i64().filter(|r| *r >= 0).ok_or_else(|| {
-        ApiError::invalid("Scale", scope.name(), vec![(
-            "spec.replicas".into(),
-            "FieldValueInvalid".into(),
-            "Invalid value: must be greater than or equal to 0".into(),
-        )])
-    })?;
+    let replicas = body["spec"]["replicas"]
+        .as_i64()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                scope.name(),
+                vec![(
+                    "spec.replicas".into(),
+                    "FieldValueInvalid".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                )],
+            )
+        })?;
     let mut new = old.clone();
     if new["spec"]["replicas"].as_i64() != Some(replicas) {
         new["spec"]["replicas"] = Value::from(replicas);
@@ -215,7 +286,12 @@ fn scale_update(scope: &Scope, old: &Value, body: &Value) -> Result<Value, ApiEr
 pub fn scale_of(obj: &Value) -> Value {
     let selector = obj["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({
         "kind": "Scale",

@@ -52,6 +52,7 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
     let timeout = q.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let info = scope.info;
     let table = q.table;
+    let metadata_only = q.metadata_only;
     let filter = Filter::new(info, q)?;
     let metrics = api.metrics.clone();
     // Counts this watch as open for as long as the response stream lives.
@@ -73,7 +74,14 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
                         None => return None,
                     };
                     let obj = match table {
-                        Some(include) => table::table(info, &[obj.clone()], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include, true),
+                        Some(include) => table::table(
+                            info,
+                            &[obj.clone()],
+                            json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }),
+                            include,
+                            true,
+                        ),
+                        None if metadata_only => object::partial_metadata(&obj),
                         None => obj,
                     };
                     json!({ "type": kind, "object": obj })
@@ -104,7 +112,17 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
 fn select(filter: &Filter, ev: &Event) -> Option<(&'static str, Value)> {
     let new = (ev.kind != EventKind::Delete).then(|| object::decode(filter.info, &ev.kv));
     // A deleted object is shown as it was, at the revision of its deletion.
-    let old = ev.prev.as_ref().map(|p| object::decode_at(filter.info, &p.value, if ev.kind == EventKind::Delete { ev.revision() } else { p.mod_revision }));
+    let old = ev.prev.as_ref().map(|p| {
+        object::decode_at(
+            filter.info,
+            &p.value,
+            if ev.kind == EventKind::Delete {
+                ev.revision()
+            } else {
+                p.mod_revision
+            },
+        )
+    });
     let everything = filter.is_everything();
     let new_matches = new.as_ref().is_some_and(|o| everything || filter.matches(o));
     let old_matches = old.as_ref().is_some_and(|o| everything || filter.matches(o));

@@ -168,32 +168,7 @@ impl Bench {
         let dir = tempfile::Builder::new().prefix("skiff-bench-api-").tempdir()?;
         let api_store = open_sqlite(&dir.path().join("api/state.db"))?;
         let raw = open_sqlite(&dir.path().join("raw/state.db"))?;
-        let pki = tls::load_or_create(&dir.path().join("tls"), &["127.0.0.1".to_owned()])
-            .context("cannot set up TLS")?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let kubeconfig = dir.path().join("kubeconfig.yaml");
-        tls::write_kubeconfig(
-            &kubeconfig,
-            &format!("https://127.0.0.1:{port}"),
-            &pki.ca_pem,
-            &pki.admin_token,
-        )?;
-        let api = ApiServer::new(api_store.clone(), WatchCacheOptions::default());
-        api.bootstrap(port)
-            .await
-            .context("cannot create the bootstrap objects")?;
-        let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve::serve_tls(
-            listener,
-            pki.server_config,
-            router,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let client = client_from_kubeconfig(&kubeconfig).await?;
+        let (api, client, stop) = serve_in_process(dir.path(), api_store.clone()).await?;
         for ns in [NS, LIST_NS, WATCH_NS] {
             let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } });
             post(&client, "/api/v1/namespaces", serde_json::to_vec(&body)?)
@@ -217,9 +192,44 @@ impl Bench {
     }
 }
 
+/// Serves an API server over `store` on a loopback port as `skiff server` does (minus the process),
+/// with its PKI and kubeconfig under `dir`; returns it, an admin client, and its stop switch.
+pub async fn serve_in_process(
+    dir: &Path,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<(Arc<ApiServer>, kube::Client, oneshot::Sender<()>)> {
+    let pki =
+        tls::load_or_create(&dir.join("tls"), &["127.0.0.1".to_owned()]).context("cannot set up TLS")?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    tls::write_kubeconfig(
+        &kubeconfig,
+        &format!("https://127.0.0.1:{port}"),
+        &pki.ca_pem,
+        &pki.admin_token,
+    )?;
+    let api = ApiServer::new(store, WatchCacheOptions::default());
+    api.bootstrap(port)
+        .await
+        .context("cannot create the bootstrap objects")?;
+    let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve::serve_tls(
+        listener,
+        pki.server_config,
+        router,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = client_from_kubeconfig(&kubeconfig).await?;
+    Ok((api, client, stop))
+}
+
 /// A SQLite store without periodic compaction, as `bench store` opens it: a compaction in the middle
 /// of a cell would be noise.
-fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(path.parent().expect("a file path"))?;
     let store = SqliteStore::open(
         path,
@@ -254,6 +264,24 @@ async fn get(client: &kube::Client, path: &str) -> anyhow::Result<String> {
     Ok(client
         .request_text(http::Request::get(path).body(Vec::new())?)
         .await?)
+}
+
+/// GETs `path` and reads the reply to its last byte without keeping it: the time until the client has
+/// the whole response, not the client's own copying and UTF-8 checking of a 20 MB body (which
+/// `request_text` adds, about as much again as the server's part). Returns the bytes read.
+async fn get_drained(client: &kube::Client, path: &str) -> anyhow::Result<usize> {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(path).body(kube::client::Body::empty())?;
+    let resp = client.send(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    let mut body = resp.into_body();
+    let mut read = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            read += data.len();
+        }
+    }
+    Ok(read)
 }
 
 /// The storage key of pod `name` in `ns` (what the API server writes for it).
@@ -422,7 +450,7 @@ async fn measure_lists(bench: &Bench, args: &ApiBenchArgs, results: &mut Results
         let mut times = Vec::with_capacity(args.list_runs);
         for _ in 0..args.list_runs {
             let start = Instant::now();
-            get(&bench.client, &url).await?;
+            get_drained(&bench.client, &url).await?;
             times.push(start.elapsed());
         }
         results.record_times(Side::Api, row, &format!("api list {url}"), times);

@@ -1,0 +1,311 @@
+//! The pod status the kubelet reports: upstream's `generateAPIPodStatus` (pkg/kubelet/kubelet_pods.go)
+//! and the status manager's rule of writing only what changed (pkg/kubelet/status).
+//!
+//! [`pod_status`] is pure: the pod as stored, what the runtime runs for it, and the node's address in;
+//! the whole `status` out. Conditions keep their `lastTransitionTime` while their status holds, the
+//! start time is set once, and the caller writes the result through `pods/status` only when it
+//! differs from what is stored.
+
+use serde_json::{Value, json};
+
+use crate::runtime::{Container, ContainerState, Sandbox};
+
+/// The status for `pod` given its sandbox and containers (as the runtime reports them).
+pub fn pod_status(
+    pod: &Value,
+    sandbox: Option<&Sandbox>,
+    containers: &[Container],
+    host_ip: &str,
+    now: &str,
+) -> Value {
+    let old = &pod["status"];
+    let find = |name: &str| containers.iter().find(|c| c.name == name);
+    let names = |field: &str| -> Vec<(String, String)> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("").to_owned(),
+                    c["image"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (init, app) = (names("initContainers"), names("containers"));
+    let init_done = init.iter().all(|(n, _)| {
+        matches!(
+            find(n).map(|c| &c.state),
+            Some(ContainerState::Exited { exit_code: 0, .. })
+        )
+    });
+    let running = |n: &str| matches!(find(n).map(|c| &c.state), Some(ContainerState::Running { .. }));
+    let all_running = !app.is_empty() && app.iter().all(|(n, _)| running(n));
+    let phase = if init_done && app.iter().any(|(n, _)| running(n)) {
+        "Running"
+    } else {
+        "Pending"
+    };
+
+    let init_statuses: Vec<Value> = init
+        .iter()
+        .map(|(n, image)| container_status(n, image, find(n), true))
+        .collect();
+    let statuses: Vec<Value> = app
+        .iter()
+        .map(|(n, image)| container_status(n, image, find(n), false))
+        .collect();
+
+    let cond = |kind: &str, ok: bool, reason: Option<&str>| condition(old, kind, ok, reason, now);
+    let mut conditions = vec![
+        cond("PodReadyToStartContainers", sandbox.is_some(), None),
+        cond(
+            "Initialized",
+            init_done,
+            (!init_done).then_some("ContainersNotInitialized"),
+        ),
+        cond(
+            "Ready",
+            all_running,
+            (!all_running).then_some("ContainersNotReady"),
+        ),
+        cond(
+            "ContainersReady",
+            all_running,
+            (!all_running).then_some("ContainersNotReady"),
+        ),
+        cond("PodScheduled", true, None),
+    ];
+    // Keep the scheduler's PodScheduled as it wrote it (its transition time).
+    if let Some(scheduled) = old["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+    {
+        conditions[4] = scheduled.clone();
+    }
+
+    let mut status = json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": host_ip,
+        "hostIPs": [{ "ip": host_ip }],
+        "startTime": old["startTime"].as_str().unwrap_or(now),
+        "containerStatuses": statuses,
+        "qosClass": qos_class(pod),
+    });
+    if !init_statuses.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if let Some(sandbox) = sandbox {
+        status["podIP"] = json!(sandbox.ip);
+        status["podIPs"] = json!([{ "ip": sandbox.ip }]);
+    }
+    status
+}
+
+/// One `containerStatuses` entry (upstream's `convertToAPIContainerStatuses`).
+fn container_status(name: &str, image: &str, container: Option<&Container>, init: bool) -> Value {
+    let Some(c) = container else {
+        let reason = if init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
+        return json!({ "name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
+                       "started": false, "state": { "waiting": { "reason": reason } } });
+    };
+    let (state, ready, started) = match &c.state {
+        ContainerState::Running { started_at } => {
+            (json!({ "running": { "startedAt": started_at } }), !init, true)
+        }
+        ContainerState::Exited {
+            exit_code,
+            reason,
+            started_at,
+            finished_at,
+        } => (
+            json!({ "terminated": { "exitCode": exit_code, "reason": reason, "startedAt": started_at,
+                                    "finishedAt": finished_at, "containerID": c.id } }),
+            init && *exit_code == 0,
+            false,
+        ),
+    };
+    json!({
+        "name": name, "image": image, "imageID": format!("{image}@fake"), "containerID": c.id,
+        "ready": ready, "started": started, "restartCount": c.restart_count, "state": state, "lastState": {},
+    })
+}
+
+/// A condition, keeping the stored one's transition time while its status holds.
+fn condition(old: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let previous = old["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind));
+    let since = previous
+        .filter(|p| p["status"] == status)
+        .and_then(|p| p["lastTransitionTime"].as_str())
+        .unwrap_or(now);
+    let mut c = json!({ "type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since });
+    if let Some(reason) = reason {
+        c["reason"] = json!(reason);
+    }
+    c
+}
+
+/// The pod's QoS class (upstream's `GetPodQOS`): Guaranteed when every container limits CPU and memory
+/// and requests what it limits, BestEffort when none requests or limits anything, else Burstable.
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|f| pod["spec"][f].as_array().into_iter().flatten())
+        .collect();
+    let quantity = |c: &Value, kind: &str, res: &str| {
+        c["resources"][kind][res]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| c["resources"][kind][res].as_i64().map(|n| n.to_string()))
+    };
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|k| c["resources"][k].as_object().is_some_and(|m| !m.is_empty()))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = quantity(c, "limits", r);
+            // A request left out defaults to the limit.
+            limit.is_some() && quantity(c, "requests", r).is_none_or(|q| Some(q) == limit)
+        })
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+/// Whether `new` differs from the stored status in what the kubelet owns (so it must be written).
+pub fn changed(stored: &Value, new: &Value) -> bool {
+    new.as_object()
+        .is_some_and(|fields| fields.iter().any(|(k, v)| stored.get(k) != Some(v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerRuntime, FakeRuntime};
+
+    fn pod() -> Value {
+        json!({ "metadata": { "name": "p", "uid": "u1" },
+                "spec": { "nodeName": "n1", "initContainers": [{ "name": "setup", "image": "busybox" }],
+                          "containers": [{ "name": "web", "image": "nginx" }] },
+                "status": { "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "True",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z" }] } })
+    }
+
+    #[test]
+    fn a_pod_whose_containers_run_is_running_and_ready() {
+        let rt = FakeRuntime::new(250);
+        let sandbox = rt.run_sandbox("u1", Some("10.244.1.0/24")).unwrap();
+        rt.start_container("u1", "setup", "busybox", true).unwrap();
+        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let (_, containers) = rt.pod_status("u1").unwrap();
+        let s = pod_status(
+            &pod(),
+            Some(&sandbox),
+            &containers,
+            "10.254.0.1",
+            "2026-02-02T00:00:00Z",
+        );
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["podIP"], "10.244.1.2");
+        assert_eq!(s["hostIP"], "10.254.0.1");
+        let cond = |t: &str| {
+            s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(cond("Ready")["status"], "True");
+        assert_eq!(cond("Initialized")["status"], "True");
+        assert_eq!(
+            cond("PodScheduled")["lastTransitionTime"],
+            "2026-01-01T00:00:00Z",
+            "the scheduler's condition is kept"
+        );
+        assert_eq!(s["containerStatuses"][0]["ready"], true);
+        assert!(s["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
+        assert_eq!(
+            s["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+            "Completed"
+        );
+        assert_eq!(s["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn before_the_sandbox_the_pod_is_pending_and_waiting() {
+        let s = pod_status(&pod(), None, &[], "10.254.0.1", "2026-02-02T00:00:00Z");
+        assert_eq!(s["phase"], "Pending");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
+        assert!(s.get("podIP").is_none());
+        let ready = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("ContainersNotReady"))
+        );
+    }
+
+    #[test]
+    fn transition_times_hold_while_the_status_does_and_unchanged_is_not_rewritten() {
+        let rt = FakeRuntime::new(250);
+        let sandbox = rt.run_sandbox("u1", None).unwrap();
+        rt.start_container("u1", "setup", "busybox", true).unwrap();
+        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let (_, containers) = rt.pod_status("u1").unwrap();
+        let first = pod_status(&pod(), Some(&sandbox), &containers, "h", "2026-02-02T00:00:00Z");
+        let mut stored = pod();
+        stored["status"] = first.clone();
+        let again = pod_status(&stored, Some(&sandbox), &containers, "h", "2026-03-03T00:00:00Z");
+        assert_eq!(
+            again, first,
+            "nothing changed, so nothing moves (not even the times)"
+        );
+        assert!(!changed(&stored["status"], &again));
+        assert!(changed(&pod()["status"], &first));
+    }
+
+    #[test]
+    fn qos_classes() {
+        let with =
+            |resources: Value| json!({ "spec": { "containers": [{ "name": "c", "resources": resources }] } });
+        assert_eq!(qos_class(&with(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&with(json!({ "limits": { "cpu": "1", "memory": "1Gi" } }))),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&with(
+                json!({ "limits": { "cpu": "1", "memory": "1Gi" }, "requests": { "cpu": "1", "memory": "1Gi" } })
+            )),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&with(json!({ "requests": { "cpu": "100m" } }))),
+            "Burstable"
+        );
+        assert_eq!(qos_class(&with(json!({ "limits": { "cpu": "1" } }))), "Burstable");
+    }
+}
