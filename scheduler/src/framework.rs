@@ -114,9 +114,23 @@ impl PodInfo {
             for c in &spec.containers {
                 sum.add(&requests_of(c, nonzero));
             }
+            // Restartable init containers (sidecars) keep running: each adds to every init step after
+            // it and to the app containers (upstream's PodRequests).
+            let mut sidecars = Resources::default();
+            let mut init_max = Resources::default();
             for c in spec.init_containers.iter().flatten() {
-                sum.max(&requests_of(c, nonzero));
+                let r = requests_of(c, nonzero);
+                if c.restart_policy.as_deref() == Some("Always") {
+                    sidecars.add(&r);
+                    init_max.max(&sidecars);
+                } else {
+                    let mut step = r;
+                    step.add(&sidecars);
+                    init_max.max(&step);
+                }
             }
+            sum.add(&sidecars);
+            sum.max(&init_max);
             if let Some(overhead) = &spec.overhead {
                 sum.milli_cpu += overhead.get("cpu").map(|q| quantity::milli(&q.0)).unwrap_or(0);
                 sum.memory += overhead.get("memory").map(|q| quantity::value(&q.0)).unwrap_or(0);
@@ -267,6 +281,11 @@ pub trait FilterPlugin: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Ok` if the pod may go to the node, else the reasons it may not.
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>>;
+    /// Whether evicting pods could make a failing node fit: upstream's `Unschedulable` code, as opposed
+    /// to `UnschedulableAndUnresolvable`. Only NodePorts and NodeResourcesFit say yes.
+    fn preemption_may_help(&self) -> bool {
+        false
+    }
 }
 
 /// A Score plugin: how good is the node for the pod (0..=100 once normalized)?
@@ -319,6 +338,8 @@ pub struct Filtered {
     pub reasons: BTreeMap<Reason, usize>,
     /// Nodes examined.
     pub examined: usize,
+    /// Nodes that failed a filter which preemption could resolve.
+    pub resolvable: usize,
 }
 
 /// How many feasible nodes are enough to stop looking (upstream's adaptive
@@ -343,9 +364,16 @@ impl Profile {
             }
             let index = (start + i) % nodes.len();
             out.examined += 1;
-            match self.filters.iter().try_for_each(|f| f.filter(pod, nodes[index])) {
-                Ok(()) => out.feasible.push(index),
-                Err(reasons) => {
+            let failed = self
+                .filters
+                .iter()
+                .find_map(|f| f.filter(pod, nodes[index]).err().map(|r| (f, r)));
+            match failed {
+                None => out.feasible.push(index),
+                Some((plugin, reasons)) => {
+                    if plugin.preemption_may_help() {
+                        out.resolvable += 1;
+                    }
                     for r in reasons {
                         *out.reasons.entry(r).or_default() += 1;
                     }
@@ -369,15 +397,41 @@ impl Profile {
     }
 }
 
-/// Upstream's FailedScheduling message: "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had
-/// untolerated taint {…}." (reasons counted per node, the "count reason" strings sorted).
-pub fn fit_error(total_nodes: usize, reasons: &BTreeMap<Reason, usize>) -> String {
+/// Upstream's FailedScheduling message (FitError.Error): "0/3 nodes are available: 1 Insufficient cpu,
+/// 2 node(s) had untolerated taint {…}." (reasons counted per node, the "count reason" strings sorted),
+/// then the DefaultPreemption PostFilter's own summary. skiff does not preempt, so the nodes where
+/// preemption could help (`resolvable`) report what upstream reports when no lower-priority victim
+/// exists, and the rest "Preemption is not helpful for scheduling". With no nodes at all upstream
+/// says ErrNoNodesAvailable.
+pub fn fit_error(total_nodes: usize, reasons: &BTreeMap<Reason, usize>, resolvable: usize) -> String {
+    if total_nodes == 0 {
+        return "no nodes available to schedule pods".to_owned();
+    }
     let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     parts.sort();
-    if parts.is_empty() {
-        return format!("0/{total_nodes} nodes are available.");
+    let mut msg = format!("0/{total_nodes} nodes are available");
+    if !parts.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&parts.join(", "));
     }
-    format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
+    let resolvable = resolvable.min(total_nodes);
+    let mut preemption = Vec::new();
+    if total_nodes > resolvable {
+        preemption.push(format!(
+            "{} Preemption is not helpful for scheduling",
+            total_nodes - resolvable
+        ));
+    }
+    if resolvable > 0 {
+        preemption.push(format!(
+            "{resolvable} No preemption victims found for incoming pod"
+        ));
+    }
+    preemption.sort();
+    format!(
+        "{msg}. preemption: 0/{total_nodes} nodes are available: {}.",
+        preemption.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -402,10 +456,21 @@ mod tests {
             1,
         );
         assert_eq!(
-            fit_error(3, &reasons),
-            "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, 2 Insufficient cpu."
+            fit_error(3, &reasons, 2),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, \
+             2 Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful for \
+             scheduling, 2 No preemption victims found for incoming pod."
         );
-        assert_eq!(fit_error(0, &BTreeMap::new()), "0/0 nodes are available.");
+        reasons.remove("Insufficient cpu");
+        assert_eq!(
+            fit_error(1, &reasons, 0),
+            "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. \
+             preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        );
+        assert_eq!(
+            fit_error(0, &BTreeMap::new(), 0),
+            "no nodes available to schedule pods"
+        );
     }
 
     #[test]
@@ -437,5 +502,23 @@ mod tests {
             vec![("TCP".to_owned(), "0.0.0.0".to_owned(), 8080)]
         );
         assert_eq!(info.key, "ns/p");
+    }
+
+    #[test]
+    fn sidecars_add_to_init_steps_and_to_the_app_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
+            "spec": {
+                "initContainers": [
+                    { "name": "s", "restartPolicy": "Always", "resources": { "requests": { "cpu": "200m" } } },
+                    { "name": "i", "resources": { "requests": { "cpu": "1" } } }
+                ],
+                "containers": [{ "name": "a", "resources": { "requests": { "cpu": "300m" } } }],
+                "overhead": { "cpu": "10m" }
+            }
+        }))
+        .unwrap();
+        // max(300m + 200m, 1 + 200m) + 10m overhead
+        assert_eq!(PodInfo::new(&pod).requests.milli_cpu, 1210);
     }
 }

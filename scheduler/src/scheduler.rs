@@ -201,7 +201,7 @@ impl Scheduler {
                 }
                 None => {
                     state.queue.park(&uid);
-                    Err(fit_error(total, &filtered.reasons))
+                    Err(fit_error(total, &filtered.reasons, filtered.resolvable))
                 }
             }
         };

@@ -157,7 +157,9 @@ async fn filters_failed_scheduling_and_retry() {
     assert_eq!(
         message,
         "0/3 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, \
-         1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: x}."
+         1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: x}. \
+         preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+         2 Preemption is not helpful for scheduling."
     );
 
     // Too big for every node: upstream's summary, an event, and a retry once a node fits.
@@ -165,7 +167,9 @@ async fn filters_failed_scheduling_and_retry() {
     let message = unschedulable_message(&client, "huge").await;
     assert_eq!(
         message,
-        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: x}, 2 Insufficient cpu."
+        "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: x}, 2 Insufficient cpu. \
+         preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+         2 No preemption victims found for incoming pod."
     );
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     let deadline = tokio::time::Instant::now() + T;

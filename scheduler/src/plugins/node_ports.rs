@@ -11,6 +11,10 @@ impl FilterPlugin for NodePorts {
         "NodePorts"
     }
 
+    fn preemption_may_help(&self) -> bool {
+        true
+    }
+
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>> {
         let conflict = pod.host_ports.iter().any(|(proto, ip, port)| {
             node.used_ports

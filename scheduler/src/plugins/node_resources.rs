@@ -12,6 +12,10 @@ impl FilterPlugin for Fit {
         "NodeResourcesFit"
     }
 
+    fn preemption_may_help(&self) -> bool {
+        true
+    }
+
     fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), Vec<Reason>> {
         let (want, used, has) = (&pod.requests, &node.requested, &node.allocatable);
         let mut reasons = Vec::new();
