@@ -37,8 +37,8 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 const BINDINGS_IN_FLIGHT: usize = 64;
 /// How long a binding that failed waits before the pod is tried again.
 const BIND_BACKOFF: Duration = Duration::from_secs(1);
-/// Parked pods are retried at least this often, even without an event that could help them.
-const FLUSH_UNSCHEDULABLE: Duration = Duration::from_secs(30);
+/// How often the queue's backoff and unschedulable flushes run (upstream: every 1 s and every 30 s).
+const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 struct State {
     cache: Cache,
@@ -147,11 +147,12 @@ impl Scheduler {
     }
 
     async fn flush_unschedulable(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(FLUSH_UNSCHEDULABLE);
+        let mut tick = tokio::time::interval(FLUSH_PERIOD);
         loop {
             tick.tick().await;
-            self.lock().queue.move_all_to_active();
-            self.wake.notify_one();
+            if self.lock().queue.flush(tokio::time::Instant::now()) {
+                self.wake.notify_one();
+            }
         }
     }
 
