@@ -135,7 +135,8 @@ async fn wait_bound(client: &Client, want: usize, start: Instant) -> anyhow::Res
         .boxed();
     let mut bound = HashSet::new();
     while let Some(pod) = events.next().await {
-        let pod = pod?;
+        // A watch closed under load (too slow a reader) is resumed by the watcher: keep counting.
+        let Ok(pod) = pod else { continue };
         if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
             bound.insert(pod.metadata.uid.clone().unwrap_or_default());
             if bound.len() >= want {
