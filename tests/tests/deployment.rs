@@ -420,3 +420,105 @@ async fn recreate_never_overlaps_old_and_new_pods() {
         .expect("sampler");
     assert!(!mixed.load(Ordering::SeqCst), "old and new pods existed together");
 }
+
+/// A group of hollow nodes stops heartbeating: node lifecycle (with a short grace period) marks them
+/// Ready=Unknown and taints them unreachable, their pods (tolerating that for 1 s) are evicted, and
+/// the ReplicaSet replaces them on the nodes still alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_move_off_nodes_that_stop_heartbeating() {
+    let server = tokio::time::timeout(
+        Duration::from_secs(60),
+        InProcess::start(WatchCacheOptions::default()),
+    )
+    .await
+    .expect("server in time")
+    .expect("server");
+    let c = server.client.clone();
+    let options = skiff_controllers::Options {
+        nodelifecycle: skiff_controllers::nodelifecycle::Options {
+            node_monitor_grace_period: Duration::from_secs(2),
+            node_monitor_period: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let hollow = |prefix: &str| {
+        let (c, prefix) = (c.clone(), prefix.to_owned());
+        Component::spawn(move |down| async move {
+            let options = HollowOptions {
+                count: 2,
+                prefix,
+                lease_interval: Duration::from_millis(300),
+                ..Default::default()
+            };
+            run_hollow_nodes(c, options, down).await.expect("hollow nodes");
+        })
+    };
+    let (c1, c2) = (c.clone(), c.clone());
+    let _components = vec![
+        Component::spawn(move |down| skiff_controllers::ControllerManager::new(c1, options).run(down)),
+        Component::spawn(move |down| skiff_scheduler::run(c2, down)),
+    ];
+    let doomed = hollow("doomed");
+    let _alive = hollow("alive");
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let mut d = deployment("mover", 8, "busybox:1.36", json!({ "type": "RollingUpdate" }));
+    // Tolerate an unreachable node for 1 s instead of the default 300 s.
+    d.spec.as_mut().unwrap().template.spec.as_mut().unwrap().tolerations = Some(vec![serde_json::from_value(json!({
+        "key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1
+    }))
+    .unwrap()]);
+    tokio::time::timeout(T, deployments.create(&PostParams::default(), &d))
+        .await
+        .expect("in time")
+        .expect("created");
+    wait_for("8 replicas", || rolled_out(&deployments, "mover")).await;
+    let on_doomed = |list: &[Pod]| {
+        list.iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| n.starts_with("doomed-"))
+            })
+            .count()
+    };
+    let before = pods
+        .list(&ListParams::default().labels("app=mover"))
+        .await
+        .expect("pods")
+        .items;
+    assert!(on_doomed(&before) > 0, "the spread put pods on both groups");
+
+    doomed.stop().await;
+    wait_for("every pod on a live node, all ready", || async {
+        let Ok(list) = pods.list(&ListParams::default().labels("app=mover")).await else {
+            return false;
+        };
+        let live: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        on_doomed(&live) == 0 && pod_counts(&pods, "mover").await == (8, 8)
+    })
+    .await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let node = nodes.get("doomed-0").await.expect("node");
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.status, "Unknown");
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute"),
+        "{taints:?}"
+    );
+}
