@@ -12,7 +12,6 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -278,40 +277,59 @@ async fn deployment_cells(args: &ClusterBenchArgs) -> anyhow::Result<()> {
     );
     println!("  peak RSS                  {:>8.0} MB", peak);
 
-    // Replacement: delete one pod at a time and time until a new one is bound.
+    // Replacement: delete one pod at a time and time until a new one is bound, as a watch sees it
+    // (polling lists of thousands of pods would time the lists).
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
-    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (bound_tx, mut bound_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let bound_watch = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let config = watcher::Config::default().labels("app=big");
+            let mut events = watcher(pods, config).default_backoff().applied_objects().boxed();
+            let mut seen = HashSet::new();
+            while let Some(pod) = events.next().await {
+                let Ok(pod) = pod else { continue };
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() && seen.insert(uid.clone())
+                {
+                    let _ = bound_tx.send(uid);
+                }
+            }
+        })
+    };
+    // The watch first reports every pod already bound.
+    let mut known: HashSet<String> = HashSet::new();
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(3) {
+        match tokio::time::timeout(Duration::from_millis(500), bound_rx.recv()).await {
+            Ok(Some(uid)) => {
+                known.insert(uid);
+            }
+            _ => break,
+        }
+    }
     let mut times = Vec::new();
     for _ in 0..args.replacements {
         let list = pods
-            .list(&ListParams::default().labels("app=big").limit(1))
+            .list(&ListParams::default().labels("app=big").limit(50))
             .await?;
-        let Some(victim) = list.items.into_iter().next() else {
+        let Some(victim) = list
+            .items
+            .into_iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+        else {
             break;
         };
-        let before: HashSet<String> = pods
-            .list(&ListParams::default().labels("app=big"))
-            .await?
-            .items
-            .iter()
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        *seen.lock().expect("lock") = before.clone();
         let start = Instant::now();
         pods.delete(&victim.name_any(), &DeleteParams::default()).await?;
-        loop {
-            let now = pods.list(&ListParams::default().labels("app=big")).await?;
-            let replaced = now.items.iter().any(|p| {
-                !before.contains(p.metadata.uid.as_deref().unwrap_or_default())
-                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
-            });
-            if replaced {
+        while let Ok(Some(uid)) = tokio::time::timeout(Duration::from_secs(30), bound_rx.recv()).await {
+            if known.insert(uid) {
                 times.push(start.elapsed());
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    bound_watch.abort();
     times.sort();
     if !times.is_empty() {
         let pct = |p: f64| {
