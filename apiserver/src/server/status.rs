@@ -197,7 +197,8 @@ impl ApiError {
                 );
                 e
             }
-            StoreError::WatchLagged => Self::internal(err.to_string()),
+            // A watch that fell behind the store is over, as one the watch cache closes: the client re-lists.
+            StoreError::WatchLagged => Self::expired(err.to_string()),
             StoreError::Unavailable(msg) => Self::new(503, "ServiceUnavailable", msg),
             StoreError::Internal(msg) => Self::internal(msg),
         }
