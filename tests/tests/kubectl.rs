@@ -410,7 +410,11 @@ async fn selectors_chunks_namespaces_conditions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_conflicts_and_force() {
-    let server = Server::start(&[]).await.expect("start server");
+    // No controllers: the test checks that an unchanged apply leaves the resourceVersion alone, and
+    // the Deployment controller's status writes would move it.
+    let server = Server::start(&["--disable-controller-manager"])
+        .await
+        .expect("start server");
     let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: { team: a }\nspec:\n  replicas: 2\n  selector: { matchLabels: { app: web } }\n  template:\n    metadata: { labels: { app: web } }\n    spec: { containers: [{ name: web, image: \"busybox:1.36\" }] }\n";
     let ssa = |m: &str, extra: &[&str]| {
         let mut args = vec!["apply", "--server-side", "-f", "-"];
