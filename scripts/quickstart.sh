@@ -3,9 +3,11 @@
 # store, loads the demo from manifests/, and shows it through the Kubernetes API. The server keeps
 # running in the background; `scripts/quickstart.sh stop` stops it.
 #
-# Today the server is the API server over its store (issue 2). The rest of the demo (a Deployment
-# of web pods behind a Service) arrives with the controllers, kubelet and proxy; by then the node side
-# will run inside network namespaces this script creates, so trying skiff never rewires the host.
+# Today the server is the API server with the controller manager and the scheduler; no node runs
+# containers yet (issue 5), so the demo is a page stored as a ConfigMap, and the hints below show how
+# to watch a Deployment roll out on hollow nodes. The full demo (web pods behind a Service) comes with
+# the kubelet and proxy, whose node side will run inside network namespaces this script creates, so
+# trying skiff never rewires the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +67,9 @@ Try:
   kubectl get configmaps -w                                   # then change one from another shell:
   kubectl patch configmap demo-page -p '{"data":{"extra":"1"}}'
   kubectl explain deployment.spec.strategy
+  ./target/release/skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing
+  kubectl create deployment web --image=busybox --replicas=6 --dry-run=client -o yaml | kubectl apply -f -
+  kubectl rollout status deployment/web; kubectl get pods -o wide; kubectl describe deployment web
   kubectl get --raw /metrics | grep apiserver_request_total
   sqlite3 $DATA_DIR/server/db/state.db 'select revision, key from log'      # the store underneath
 Stop it with: scripts/quickstart.sh stop
