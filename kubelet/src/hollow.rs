@@ -106,6 +106,7 @@ pub async fn run_hollow_nodes(
     let nodes = Arc::new(nodes);
     tracing::info!(count = nodes.len(), prefix = %options.prefix, "hollow nodes registered");
 
+    let stop_nodes = nodes.clone();
     let tasks = [
         tokio::spawn(renew_leases(
             client.clone(),
@@ -127,6 +128,10 @@ pub async fn run_hollow_nodes(
     shutdown.await;
     for task in tasks {
         task.abort();
+    }
+    // Each worker holds its node's workers; dropping their channels is what ends them.
+    for (_, _, workers) in stop_nodes.values() {
+        workers.stop_all();
     }
     Ok(())
 }

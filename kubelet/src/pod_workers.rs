@@ -130,6 +130,11 @@ impl PodWorkers {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
+    /// Stops every worker (once its current sync ends): the node is shutting down.
+    pub fn stop_all(&self) {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Pods with a worker.
     pub fn len(&self) -> usize {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).len()
