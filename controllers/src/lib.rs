@@ -140,7 +140,14 @@ impl ControllerManager {
             () = async { while tasks.join_next().await.is_some() {} std::future::pending::<()>().await } => {}
         }
         fire.send_replace(true);
-        while tasks.join_next().await.is_some() {}
+        // Syncs in progress finish; a controller that does not stop in time is aborted.
+        let drained = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(std::time::Duration::from_secs(2), drained)
+            .await
+            .is_err()
+        {
+            tasks.abort_all();
+        }
     }
 }
 

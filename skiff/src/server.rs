@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 
 use crate::components::{self, ControllerArgs, Shutdown};
 
+/// How long shutdown waits for components, then for open requests, before it stops them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Flags of `skiff server`, named like k3s's.
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
@@ -169,11 +172,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     signals.wait().await;
     tracing::info!("shutting down");
     fire();
-    // Components finish their syncs in progress while the API server still answers them.
-    for task in running {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    // Components finish their syncs in progress while the API server still answers them, within a
+    // bound: a shutdown must not wait on a component stuck in a request (what is left is aborted).
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    for mut task in running {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
     }
-    let _ = serving.await;
+    // Graceful serving ends with the last request; watches (from clients elsewhere) may never end,
+    // so they get the same bound. Every write acknowledged is already committed.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, serving).await;
     Ok(())
 }
 
