@@ -391,3 +391,39 @@ async fn pods_get_default_not_ready_and_unreachable_tolerations() {
     );
     assert_eq!(p["spec"]["tolerations"][0]["tolerationSeconds"], 300);
 }
+
+/// A Scale to zero written by a Go client leaves `spec.replicas` out (it is omitempty): it means 0.
+#[tokio::test]
+async fn a_scale_without_replicas_scales_to_zero() {
+    let (_api, r) = server().await;
+    let d = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web" },
+        "spec": { "replicas": 3, "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "c", "image": "i" }] } } } });
+    let (code, _) = call(
+        &r,
+        Method::POST,
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(d),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let scale =
+        json!({ "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": { "name": "web" }, "spec": {} });
+    let (code, out) = call(
+        &r,
+        Method::PUT,
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        Some(scale),
+    )
+    .await;
+    assert_eq!((code, out["spec"]["replicas"].as_i64()), (200, Some(0)), "{out}");
+    let bad = json!({ "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": { "name": "web" }, "spec": { "replicas": -1 } });
+    let (code, _) = call(
+        &r,
+        Method::PUT,
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        Some(bad),
+    )
+    .await;
+    assert_eq!(code, 422);
+}

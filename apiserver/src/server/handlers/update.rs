@@ -259,7 +259,11 @@ fn prepare_update(scope: &Scope, old: &Value, mut new: Value) -> Result<Value, A
 
 /// A Scale write changes `spec.replicas` only.
 fn scale_update(scope: &Scope, old: &Value, body: &Value) -> Result<Value, ApiError> {
-    let replicas = body["spec"]["replicas"]
+    // A Scale to zero may leave `replicas` out (omitempty in Go, so its JSON and protobuf do).
+    let replicas = body["spec"]
+        .get("replicas")
+        .cloned()
+        .unwrap_or(Value::from(0))
         .as_i64()
         .filter(|r| *r >= 0)
         .ok_or_else(|| {
