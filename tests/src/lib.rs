@@ -346,3 +346,23 @@ impl Drop for Component {
         self.handle.abort();
     }
 }
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `within`; each check is itself
+/// bounded by 10 s.
+pub async fn eventually<V, F, Fut>(what: &str, within: Duration, mut check: F) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<V>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(10), check()).await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -6,10 +6,7 @@
 //!
 //! No kubelet runs: pods are never bound, so the API server deletes them at once.
 
-use std::{
-    future::Future,
-    time::{Duration, Instant},
-};
+use std::{future::Future, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
@@ -21,7 +18,7 @@ use kube::{
 };
 use serde_json::json;
 use skiff_apiserver::watch_cache::WatchCacheOptions;
-use skiff_tests::{Component, InProcess};
+use skiff_tests::{Component, InProcess, eventually};
 
 /// The bound on any single API call.
 const T: Duration = Duration::from_secs(10);
@@ -84,25 +81,6 @@ impl Cluster {
 /// Bounds one API call.
 async fn t<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(T, f).await.expect("API call in time")
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, for at most `within`.
-async fn eventually<V, F, Fut>(what: &str, within: Duration, mut check: F) -> V
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<V>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(v)) = tokio::time::timeout(T, check()).await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn replicaset(name: &str, replicas: i32) -> ReplicaSet {
