@@ -10,7 +10,7 @@
 //! until a CIDR is released. [`CidrSet`] and [`RangeAllocator`] are the pure halves.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     future::Future,
     net::Ipv4Addr,
@@ -359,6 +359,9 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let mut listing: Vec<Node> = Vec::new();
     // Nodes that still need a CIDR (the range was full, or the write failed).
     let mut waiting: HashMap<String, Node> = HashMap::new();
+    // Nodes already told that the range is full: told once, not at every status update or retry
+    // (1,000 nodes over a /16 would otherwise log and record an event each time each heartbeats).
+    let mut told_full: HashSet<String> = HashSet::new();
     let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let retry = async {
@@ -404,6 +407,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
                 }
                 Some(Ok(watcher::Event::Delete(node))) => {
                     waiting.remove(&node.name_any());
+                    told_full.remove(&node.name_any());
                     allocator.forget(&node);
                     // A CIDR came free: nodes waiting for one need not wait longer.
                     if !waiting.is_empty() {
@@ -424,7 +428,10 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
                         .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                         .await
                     {
-                        Ok(_) => tracing::info!(node = %name, %cidr, "pod CIDR assigned"),
+                        Ok(_) => {
+                            told_full.remove(&name);
+                            tracing::info!(node = %name, %cidr, "pod CIDR assigned");
+                        }
                         // Deleted meanwhile: the delete event releases the CIDR.
                         Err(kube::Error::Api(s)) if s.is_not_found() => allocator.assign_failed(&name, cidr),
                         Err(e) => {
@@ -436,8 +443,10 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
                     }
                 }
                 Decision::RangeFull => {
-                    tracing::warn!(node = %name, "no pod CIDR left");
-                    node_event(&events, &name, "CIDRNotAvailable");
+                    if told_full.insert(name.clone()) {
+                        tracing::warn!(node = %name, "no pod CIDR left");
+                        node_event(&events, &name, "CIDRNotAvailable");
+                    }
                     waiting.insert(name, node);
                 }
             }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use futures::{StreamExt as _, stream};
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, DeploymentStatus},
     core::v1::{Node, Pod},
 };
 use kube::{
@@ -197,24 +197,56 @@ fn usage() -> (f64, f64) {
     (cpu, hwm / 1024.0)
 }
 
-/// Whether the Deployment is rolled out as `kubectl rollout status` decides it.
-async fn rolled_out(api: &Api<Deployment>, name: &str, generation: i64) -> bool {
-    let Ok(d) = api.get(name).await else { return false };
+/// Whether the Deployment is rolled out as `kubectl rollout status` decides it, and its status.
+async fn rolled_out(api: &Api<Deployment>, name: &str, generation: i64) -> (bool, Option<DeploymentStatus>) {
+    let Ok(d) = api.get(name).await else {
+        return (false, None);
+    };
     let (Some(spec), Some(status)) = (d.spec, d.status) else {
-        return false;
+        return (false, None);
     };
     let want = spec.replicas.unwrap_or(1);
-    status.observed_generation.unwrap_or(0) >= generation
+    let done = status.observed_generation.unwrap_or(0) >= generation
         && status.updated_replicas == Some(want)
         && status.replicas == Some(want)
-        && status.available_replicas == Some(want)
+        && status.available_replicas == Some(want);
+    (done, Some(status))
 }
 
+/// Waits until the Deployment is rolled out, printing its status every [`PROGRESS_EVERY`] so a slow
+/// phase (creating, becoming ready, scaling the old ReplicaSet down) shows where the time goes.
 async fn wait_rolled_out(api: &Api<Deployment>, name: &str, generation: i64, start: Instant) -> Duration {
-    while !rolled_out(api, name, generation).await {
+    let mut next_report = PROGRESS_EVERY;
+    loop {
+        let (done, status) = rolled_out(api, name, generation).await;
+        if done {
+            return start.elapsed();
+        }
+        if start.elapsed() >= next_report {
+            next_report += PROGRESS_EVERY;
+            let s = status.unwrap_or_default();
+            println!(
+                "    {:>5.1} s: replicas {:>6}  updated {:>6}  ready {:>6}  available {:>6}",
+                start.elapsed().as_secs_f64(),
+                s.replicas.unwrap_or(0),
+                s.updated_replicas.unwrap_or(0),
+                s.ready_replicas.unwrap_or(0),
+                s.available_replicas.unwrap_or(0),
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    start.elapsed()
+}
+
+/// How often [`wait_rolled_out`] prints progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Controller options for the bench: a cluster CIDR with a /24 for each of up to 4,096 hollow nodes
+/// (the default /16 has 256).
+fn controller_options() -> anyhow::Result<skiff_controllers::Options> {
+    let mut options = skiff_controllers::Options::default();
+    options.nodeipam.cluster_cidr = "10.128.0.0/12".parse()?;
+    Ok(options)
 }
 
 async fn deployment_cells(args: &ClusterBenchArgs) -> anyhow::Result<()> {
@@ -229,7 +261,9 @@ async fn deployment_cells(args: &ClusterBenchArgs) -> anyhow::Result<()> {
     };
     let (cpu0, _) = usage();
     let mut tasks = vec![
-        tokio::spawn(skiff_controllers::ControllerManager::new(c.clone(), Default::default()).run(signal())),
+        tokio::spawn(
+            skiff_controllers::ControllerManager::new(c.clone(), controller_options()?).run(signal()),
+        ),
         tokio::spawn(skiff_scheduler::run(c.clone(), signal())),
     ];
     let hollow = skiff_kubelet::hollow::HollowOptions {
