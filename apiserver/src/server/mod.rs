@@ -30,6 +30,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod serve;

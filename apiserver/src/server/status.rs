@@ -130,6 +130,16 @@ impl ApiError {
         )
     }
 
+    /// 415 for a protobuf body of a kind there is no protobuf schema for: upstream's answer to a custom
+    /// resource sent as protobuf, whose only encodings are JSON and YAML.
+    pub fn protobuf_not_supported() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        )
+    }
+
     /// 415 for a PATCH whose Content-Type is not a patch type we apply.
     pub fn unsupported_patch(content_type: &str) -> Self {
         Self::new(
