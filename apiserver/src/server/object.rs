@@ -208,3 +208,18 @@ mod tests {
 pub fn partial_metadata(obj: &Value) -> Value {
     serde_json::json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"] })
 }
+
+/// [`partial_metadata`] of stored bytes at `revision`, reading only their `metadata` (the rest is
+/// skipped by the parser, not built into a tree): what a metadata watch sends for each event.
+pub fn partial_metadata_of(bytes: &[u8], revision: Revision) -> Value {
+    #[derive(serde::Deserialize)]
+    struct OnlyMetadata {
+        #[serde(default)]
+        metadata: serde_json::Map<String, Value>,
+    }
+    let mut metadata = serde_json::from_slice::<OnlyMetadata>(bytes)
+        .map(|o| o.metadata)
+        .unwrap_or_default();
+    metadata.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    serde_json::json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata })
+}

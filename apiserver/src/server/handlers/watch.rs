@@ -73,7 +73,7 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
         }
         Err(e) => return Err(ApiError::from_watch(e)),
     };
-    let raw = table.is_none() && !metadata_only && filter.is_everything() && !info.converts();
+    let raw = table.is_none() && filter.is_everything() && !info.converts();
     let lines = events
         // Too slow a reader: end the stream, and the client resumes from where it got to.
         .take_while(|item| std::future::ready(!matches!(item, Err(WatchError::TooSlow))))
@@ -81,7 +81,7 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
             let event = match item {
                 Ok(CacheEvent::Event(ev)) if raw => {
                     let _ = &open;
-                    let line = raw_line(&ev)?;
+                    let line = raw_line(&ev, metadata_only)?;
                     metrics.watch_event();
                     return Some(Ok(Bytes::from(line)));
                 }
@@ -155,9 +155,9 @@ fn select(filter: &Filter, ev: &Event) -> Option<(&'static str, Value)> {
 }
 
 /// The watch event line of a store event for a client that selects everything in the stored version,
-/// built from the stored bytes; `None` for a delete without its previous value (nothing to show, as
-/// [`select`] decides too).
-fn raw_line(ev: &Event) -> Option<Vec<u8>> {
+/// built from the stored bytes (of which only `metadata` is read for a metadata-only client); `None`
+/// for a delete without its previous value (nothing to show, as [`select`] decides too).
+fn raw_line(ev: &Event, metadata_only: bool) -> Option<Vec<u8>> {
     let (kind, bytes, revision) = match ev.kind {
         EventKind::Create => ("ADDED", &ev.kv.value, ev.kv.mod_revision),
         EventKind::Update => ("MODIFIED", &ev.kv.value, ev.kv.mod_revision),
@@ -168,7 +168,10 @@ fn raw_line(ev: &Event) -> Option<Vec<u8>> {
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
-    if !object::write_with_resource_version(bytes, revision, &mut out) {
+    if metadata_only {
+        let partial = object::partial_metadata_of(bytes, revision);
+        out.extend_from_slice(&serde_json::to_vec(&partial).expect("a Value always serializes"));
+    } else if !object::write_with_resource_version(bytes, revision, &mut out) {
         // Not an object with metadata (never written by this server): the general path shows it.
         let obj = object::decode_raw(bytes, revision);
         out.extend_from_slice(&serde_json::to_vec(&obj).expect("a Value always serializes"));
@@ -240,7 +243,7 @@ mod tests {
             },
         ];
         for ev in &events {
-            let raw = raw_line(ev).expect("a line");
+            let raw = raw_line(ev, false).expect("a line");
             assert_eq!(raw.last(), Some(&b'\n'));
             assert_eq!(
                 raw.iter().filter(|b| **b == b'\n').count(),
@@ -253,8 +256,8 @@ mod tests {
             assert_eq!(spliced, decoded, "{:?}", ev.kind);
         }
         assert_eq!(
-            serde_json::from_slice::<Value>(&raw_line(&events[2]).expect("line")).expect("json")["object"]["metadata"]
-                ["resourceVersion"],
+            serde_json::from_slice::<Value>(&raw_line(&events[2], false).expect("line")).expect("json")["object"]
+                ["metadata"]["resourceVersion"],
             "9",
             "a deleted object is shown at the revision of its deletion"
         );
@@ -263,6 +266,11 @@ mod tests {
             kv: kv(&new, 5, 9),
             prev: None,
         };
-        assert!(raw_line(&orphan).is_none() && select(&filter, &orphan).is_none());
+        assert!(raw_line(&orphan, false).is_none() && select(&filter, &orphan).is_none());
+        for ev in &events {
+            let (_, obj) = select(&filter, ev).expect("selected");
+            let line: Value = serde_json::from_slice(&raw_line(ev, true).expect("line")).expect("json");
+            assert_eq!(line["object"], object::partial_metadata(&obj), "{:?}", ev.kind);
+        }
     }
 }
