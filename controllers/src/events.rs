@@ -4,13 +4,20 @@
 //! kube-runtime's `events::Recorder` posts them as events.k8s.io/v1 Events (and folds repeats into a
 //! series). Posting happens on a background task fed by a bounded queue: a reconcile never waits for
 //! an event, and when the API server is slow the queue drops events instead of growing without end
-//! (upstream's broadcaster drops them too, and rate-limits per object).
+//! (upstream's broadcaster drops them too). As upstream's `EventCorrelator` does, a [`SpamFilter`] lets
+//! each object have a burst of 25 events from one component, then one per 5 minutes: a ReplicaSet
+//! creating 10,000 pods tells its first 25 `SuccessfulCreate`s, not 10,000 (each would be a write).
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
 use tokio::sync::mpsc;
 
 /// How many events may wait to be posted before new ones are dropped.
@@ -36,7 +43,12 @@ impl EventSink {
         );
         let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
         tokio::spawn(async move {
+            let mut spam = SpamFilter::default();
             while let Some((event, regarding)) = rx.recv().await {
+                if !spam.allow(spam_key(&event, &regarding), Instant::now()) {
+                    tracing::debug!(reason = %event.reason, "event dropped by the spam filter");
+                    continue;
+                }
                 if let Err(e) = recorder.publish(&event, &regarding).await {
                     tracing::debug!(reason = %event.reason, error = %e, "event not posted");
                 }
@@ -74,5 +86,90 @@ impl EventSink {
         if tx.try_send((event, regarding.clone())).is_err() {
             tracing::debug!(reason, "event queue full, event dropped");
         }
+    }
+}
+
+/// Events one object may get at once from one component (upstream's `defaultSpamBurst`).
+const SPAM_BURST: f64 = 25.0;
+/// Then one per this long (upstream's `defaultSpamQPS`, 1/300).
+const SPAM_REFILL: Duration = Duration::from_secs(300);
+/// Objects remembered before those with a full bucket are forgotten (upstream keeps an LRU of 4096).
+const SPAM_KEYS: usize = 4096;
+
+/// upstream's `getSpamKey`: the regarding object and the event type (the component is the sink's).
+fn spam_key(event: &Event, regarding: &ObjectReference) -> String {
+    let field = |f: &Option<String>| f.clone().unwrap_or_default();
+    [
+        field(&regarding.kind),
+        field(&regarding.namespace),
+        field(&regarding.name),
+        field(&regarding.uid),
+        field(&regarding.api_version),
+        format!("{:?}", event.type_),
+    ]
+    .join("/")
+}
+
+/// upstream's `EventSourceObjectSpamFilter`: a token bucket per object.
+#[derive(Debug, Default)]
+pub struct SpamFilter {
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl SpamFilter {
+    /// Whether an event under `key` may be posted at `now` (and takes its token if so).
+    pub fn allow(&mut self, key: String, now: Instant) -> bool {
+        if self.buckets.len() >= SPAM_KEYS && !self.buckets.contains_key(&key) {
+            // A full bucket behaves as a forgotten one.
+            self.buckets
+                .retain(|_, (tokens, at)| refill(*tokens, *at, now) < SPAM_BURST);
+        }
+        let (tokens, at) = self.buckets.entry(key).or_insert((SPAM_BURST, now));
+        let available = refill(*tokens, *at, now);
+        *at = now;
+        if available >= 1.0 {
+            *tokens = available - 1.0;
+            true
+        } else {
+            *tokens = available;
+            false
+        }
+    }
+}
+
+fn refill(tokens: f64, at: Instant, now: Instant) -> f64 {
+    (tokens + now.saturating_duration_since(at).as_secs_f64() / SPAM_REFILL.as_secs_f64()).min(SPAM_BURST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_25_per_object_then_one_per_five_minutes() {
+        let mut filter = SpamFilter::default();
+        let t0 = Instant::now();
+        let allowed = (0..100).filter(|_| filter.allow("rs-a".into(), t0)).count();
+        assert_eq!(allowed, 25);
+        assert!(
+            filter.allow("rs-b".into(), t0),
+            "another object has its own bucket"
+        );
+        assert!(!filter.allow("rs-a".into(), t0 + Duration::from_secs(299)));
+        assert!(filter.allow("rs-a".into(), t0 + Duration::from_secs(301)));
+        assert!(!filter.allow("rs-a".into(), t0 + Duration::from_secs(302)));
+    }
+
+    #[test]
+    fn many_objects_do_not_grow_the_filter_without_end() {
+        let mut filter = SpamFilter::default();
+        let t0 = Instant::now();
+        for i in 0..3 * SPAM_KEYS {
+            assert!(filter.allow(
+                format!("pod-{i}"),
+                t0 + Duration::from_secs(3 * 3600) * (i / SPAM_KEYS) as u32
+            ));
+        }
+        assert!(filter.buckets.len() <= SPAM_KEYS);
     }
 }

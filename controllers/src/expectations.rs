@@ -133,6 +133,12 @@ impl ControllerExpectations {
         }
     }
 
+    /// Whether deletions by the controller `key` are still awaited (so [`Self::settle_deletions`] has
+    /// something to settle).
+    pub fn awaits_deletions(&self, key: &str) -> bool {
+        self.lock().get(key).is_some_and(|e| !e.deletes.is_empty())
+    }
+
     /// Level-triggered catch-up: pods expected to go that the cache no longer holds as live
     /// (`live(uid)` is false) count as observed. A relist after a broken watch replaces the cache
     /// without delete events, so without this the controller would wait for the timeout.

@@ -156,12 +156,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
     let pods = ctx
         .pods
         .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
-    let live: HashSet<&str> = pods
-        .iter()
-        .filter(|p| !pod_util::is_terminating(p))
-        .filter_map(|p| p.metadata.uid.as_deref())
-        .collect();
-    ctx.expectations.settle_deletions(&key, |uid| live.contains(uid));
+    // Only while deletions are awaited: a set of every pod's UID is costly with 10,000 pods.
+    if ctx.expectations.awaits_deletions(&key) {
+        let live: HashSet<&str> = pods
+            .iter()
+            .filter(|p| !pod_util::is_terminating(p))
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        ctx.expectations.settle_deletions(&key, |uid| live.contains(uid));
+    }
     let satisfied = ctx.expectations.satisfied(&key, Instant::now());
     let siblings = siblings(&rs, &ctx.replicasets);
     let now = Timestamp::now();
