@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
-    runtime::{ContainerRuntime, ContainerState},
+    runtime::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, SandboxSpec},
     status,
 };
 
@@ -37,8 +37,8 @@ pub enum Plan {
     Done,
     /// Run the sandbox if needed, then start these containers in order (init first), then report.
     Run {
-        /// (name, image, is an init container), in the order to start them.
-        start: Vec<(String, String, bool)>,
+        /// The containers to start, in order.
+        start: Vec<ContainerSpec>,
     },
 }
 
@@ -56,19 +56,17 @@ pub fn plan(pod: &Value, running: &[String]) -> Plan {
     if matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
         return Plan::Done;
     }
-    let spec = |field: &str, init: bool| -> Vec<(String, String, bool)> {
+    let spec = |field: &str, init: bool| -> Vec<ContainerSpec> {
         pod["spec"][field]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|c| {
-                Some((
-                    c["name"].as_str()?.to_owned(),
-                    c["image"].as_str().unwrap_or("").to_owned(),
-                    init,
-                ))
+            .filter(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| !running.iter().any(|r| r == n))
             })
-            .filter(|(name, _, _)| !running.contains(name))
+            .map(|c| ContainerSpec::from_pod_container(c, init))
             .collect()
     };
     let mut start = spec("initContainers", true);
@@ -178,15 +176,17 @@ pub async fn sync_pod(
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), ns);
-    let running: Vec<String> = node
-        .runtime
-        .pod_status(uid)
+    let rt = node.runtime.clone();
+    let key = uid.to_owned();
+    let running: Vec<String> = blocking(move || Ok(rt.pod_status(&key)))
+        .await?
         .map(|(_, c)| c.into_iter().map(|c| c.name).collect())
         .unwrap_or_default();
     match plan(pod, &running) {
         Plan::Done => Ok(false),
         Plan::Kill { grace_seconds } => {
-            node.runtime.kill_pod(uid, grace_seconds)?;
+            let (rt, key) = (node.runtime.clone(), uid.to_owned());
+            blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
@@ -204,14 +204,24 @@ pub async fn sync_pod(
         }
         Plan::Run { start } => {
             let cidr = node.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            node.runtime.run_sandbox(uid, cidr.as_deref())?;
-            for (container, image, init) in start {
-                let started = node.runtime.start_container(uid, &container, &image, init)?;
-                if init && !matches!(started.state, ContainerState::Exited { exit_code: 0, .. }) {
-                    break; // The next init container waits for this one.
+            let (rt, key, sandbox) = (
+                node.runtime.clone(),
+                uid.to_owned(),
+                SandboxSpec::from_pod(pod, cidr.as_deref()),
+            );
+            let status = blocking(move || {
+                rt.run_sandbox(&sandbox)?;
+                for container in start {
+                    let started = rt.start_container(&key, &container)?;
+                    if container.init && !matches!(started.state, ContainerState::Exited { exit_code: 0, .. })
+                    {
+                        break; // The next init container waits for this one.
+                    }
                 }
-            }
-            let (sandbox, containers) = node.runtime.pod_status(uid).ok_or("the sandbox vanished")?;
+                Ok(rt.pod_status(&key))
+            })
+            .await?;
+            let (sandbox, containers) = status.ok_or("the sandbox vanished")?;
             let new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &crate::now());
             if status::changed(&pod["status"], &new) {
                 match pods
@@ -233,6 +243,13 @@ pub async fn sync_pod(
     }
 }
 
+/// Runs runtime calls (which fork processes and wait for them) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(tokio::task::spawn_blocking(f).await??)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,21 +258,21 @@ mod tests {
     fn plans() {
         let pod = json!({ "metadata": { "uid": "u" }, "spec": {
             "initContainers": [{ "name": "i", "image": "b" }], "containers": [{ "name": "a", "image": "b" }, { "name": "c", "image": "d" }] } });
+        let names = |p: Plan| match p {
+            Plan::Run { start } => start.into_iter().map(|c| (c.name, c.image, c.init)).collect(),
+            _ => Vec::new(),
+        };
         assert_eq!(
-            plan(&pod, &[]),
-            Plan::Run {
-                start: vec![
-                    ("i".into(), "b".into(), true),
-                    ("a".into(), "b".into(), false),
-                    ("c".into(), "d".into(), false)
-                ]
-            }
+            names(plan(&pod, &[])),
+            vec![
+                ("i".into(), "b".into(), true),
+                ("a".into(), "b".into(), false),
+                ("c".into(), "d".into(), false)
+            ]
         );
         assert_eq!(
-            plan(&pod, &["i".into(), "a".into()]),
-            Plan::Run {
-                start: vec![("c".into(), "d".into(), false)]
-            }
+            names(plan(&pod, &["i".into(), "a".into()])),
+            vec![("c".to_owned(), "d".to_owned(), false)]
         );
         let mut deleting = pod.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");

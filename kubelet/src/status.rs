@@ -194,7 +194,7 @@ pub fn changed(stored: &Value, new: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{ContainerRuntime, FakeRuntime};
+    use crate::runtime::{ContainerRuntime, FakeRuntime, test_container, test_sandbox};
 
     fn pod() -> Value {
         json!({ "metadata": { "name": "p", "uid": "u1" },
@@ -207,9 +207,13 @@ mod tests {
     #[test]
     fn a_pod_whose_containers_run_is_running_and_ready() {
         let rt = FakeRuntime::new(250);
-        let sandbox = rt.run_sandbox("u1", Some("10.244.1.0/24")).unwrap();
-        rt.start_container("u1", "setup", "busybox", true).unwrap();
-        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let sandbox = rt
+            .run_sandbox(&test_sandbox("u1", Some("10.244.1.0/24")))
+            .unwrap();
+        rt.start_container("u1", &test_container("setup", "busybox", true))
+            .unwrap();
+        rt.start_container("u1", &test_container("web", "nginx", false))
+            .unwrap();
         let (_, containers) = rt.pod_status("u1").unwrap();
         let s = pod_status(
             &pod(),
@@ -271,9 +275,11 @@ mod tests {
     #[test]
     fn transition_times_hold_while_the_status_does_and_unchanged_is_not_rewritten() {
         let rt = FakeRuntime::new(250);
-        let sandbox = rt.run_sandbox("u1", None).unwrap();
-        rt.start_container("u1", "setup", "busybox", true).unwrap();
-        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let sandbox = rt.run_sandbox(&test_sandbox("u1", None)).unwrap();
+        rt.start_container("u1", &test_container("setup", "busybox", true))
+            .unwrap();
+        rt.start_container("u1", &test_container("web", "nginx", false))
+            .unwrap();
         let (_, containers) = rt.pod_status("u1").unwrap();
         let first = pod_status(&pod(), Some(&sandbox), &containers, "h", "2026-02-02T00:00:00Z");
         let mut stored = pod();
