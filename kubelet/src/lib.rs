@@ -14,6 +14,7 @@
 pub mod hollow;
 pub mod lease;
 pub mod node;
+pub mod oci;
 pub mod pod_workers;
 pub mod runtime;
 pub mod status;
