@@ -16,6 +16,7 @@ pub mod lease;
 pub mod node;
 pub mod oci;
 pub mod pod_workers;
+pub mod runc;
 pub mod runtime;
 pub mod status;
 
