@@ -11,6 +11,7 @@
 //! control plane at the scale of a thousand nodes on one machine. The real runtime (pause sandbox,
 //! runc, CNI: issue 5) slots in under the same node, lease, worker and status code.
 
+pub mod cni;
 pub mod hollow;
 pub mod lease;
 pub mod node;
