@@ -16,8 +16,10 @@ pub mod hollow;
 pub mod lease;
 pub mod node;
 pub mod oci;
+pub mod pause;
 pub mod pod_workers;
 pub mod runc;
+pub mod runc_runtime;
 pub mod runtime;
 pub mod status;
 
