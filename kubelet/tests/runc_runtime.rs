@@ -1,0 +1,511 @@
+//! The real runtime, for real: pause sandboxes, runc containers and CNI bridge networking.
+//!
+//! Needs root, runc, nsenter, the CNI plugins (/usr/lib/cni) and busybox (scripts/setup.sh installs
+//! them); each test prints why and passes without doing anything when one is missing. Every test makes
+//! its own node network namespace (`ip netns add skiff-rt-…`), state directory and cgroup parent, runs
+//! the CNI plugins inside that namespace only, and removes all of it in a Drop guard, even when it
+//! fails. Traffic goes only between pods on that namespace's bridge (and over loopback in a pod).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use skiff_kubelet::{
+    runc::Runc,
+    runc_runtime::{RuncConfig, RuncRuntime, remove_cgroup},
+    runtime::{ContainerRuntime, ContainerSpec, ContainerState, SandboxSpec},
+};
+
+/// Why these tests cannot run here, if they cannot.
+fn missing() -> Option<String> {
+    if !nix_is_root() {
+        return Some("not root".into());
+    }
+    for tool in ["runc", "nsenter", "ip", "busybox", "cargo"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} not found"));
+        }
+    }
+    if !Path::new("/usr/lib/cni/bridge").exists() {
+        return Some("the CNI plugins (/usr/lib/cni) are not installed".into());
+    }
+    None
+}
+
+macro_rules! require_node {
+    () => {
+        if let Some(why) = missing() {
+            eprintln!("skipped: {why} (run as root after scripts/setup.sh)");
+            return;
+        }
+    };
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The static helpers, built once per test run into their own target directory (the outer cargo
+/// holds the shared one's lock while tests run).
+fn helpers() -> &'static (PathBuf, PathBuf) {
+    static HELPERS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    HELPERS.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pause/Cargo.toml");
+        // target/debug/deps/<this test> → target/pause-build
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.ancestors().nth(3).unwrap().join("pause-build");
+        for bin in ["skiff-pause", "skiff-shim"] {
+            let status = Command::new("cargo")
+                .args(["rustc", "--quiet", "--manifest-path"])
+                .arg(&manifest)
+                .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
+                .env("CARGO_TARGET_DIR", &target)
+                .status()
+                .expect("running cargo");
+            assert!(status.success(), "building {bin}");
+        }
+        let dir = target.join("debug");
+        (dir.join("skiff-pause"), dir.join("skiff-shim"))
+    })
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One node: its own network namespace, state directory, cgroup parent and runtime. Dropping it
+/// removes all of them, whatever the test did.
+struct Node {
+    netns: String,
+    dir: PathBuf,
+    cgroup_parent: String,
+    rootfs: PathBuf,
+    rt: Option<RuncRuntime>,
+}
+
+impl Node {
+    fn new() -> Self {
+        let tag = format!(
+            "{:x}{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let netns = format!("skiff-rt-{tag}");
+        let dir = std::env::temp_dir().join(&netns);
+        let mut node = Node {
+            netns: netns.clone(),
+            dir: dir.clone(),
+            cgroup_parent: format!("/skiff-test-{tag}"),
+            rootfs: dir.join("busybox"),
+            rt: None,
+        };
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        make_busybox_rootfs(&node.rootfs);
+        let (pause, shim) = helpers().clone();
+        let rootfs = node.rootfs.clone();
+        let mut cfg = RuncConfig::new(
+            dir.join("state"),
+            Arc::new(move |image: &str| match image {
+                "busybox" => Ok(rootfs.clone()),
+                other => Err(skiff_kubelet::runtime::RuntimeError(format!("no image {other}"))),
+            }),
+        );
+        cfg.pause = pause;
+        cfg.shim = shim;
+        cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
+        cfg.cgroup_parent = node.cgroup_parent.clone();
+        node.rt = Some(RuncRuntime::new(cfg).expect("the runtime starts"));
+        node
+    }
+
+    fn rt(&self) -> &RuncRuntime {
+        self.rt.as_ref().unwrap()
+    }
+
+    /// `ip …` inside the node's namespace.
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.netns.as_str()];
+        all.extend(args);
+        run("ip", &all)
+    }
+
+    fn veths(&self) -> usize {
+        self.ip(&["-o", "link", "show", "type", "veth"]).lines().count()
+    }
+
+    fn allocations(&self) -> Vec<String> {
+        let dir = self.dir.join("state/cni/networks/skiff");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n: &String| n.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            for uid in rt.pods() {
+                if let Err(e) = rt.kill_pod(&uid, 0) {
+                    eprintln!("cleanup: killing pod {uid}: {e}");
+                }
+            }
+            // Whatever runc still has under our root (half-made pods).
+            let runc: Runc = rt.runc().clone();
+            for c in runc.list().unwrap_or_default() {
+                let _ = runc.delete_force(&c.id);
+            }
+        }
+        // Bridge, veths and the plugins' iptables rules all live in the namespace and go with it.
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        remove_cgroup(&self.cgroup_parent);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn make_busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "dev", "sys", "tmp", "www"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
+    for applet in [
+        "sh", "sleep", "hostname", "httpd", "wget", "timeout", "seq", "echo", "cat", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    std::fs::write(dir.join("www/index.html"), "hello from skiff\n").unwrap();
+}
+
+fn sandbox(uid: &str, hostname: &str, cidr: &str) -> SandboxSpec {
+    SandboxSpec {
+        uid: uid.into(),
+        name: hostname.into(),
+        namespace: "default".into(),
+        hostname: hostname.into(),
+        pod_cidr: Some(cidr.into()),
+        port_mappings: Vec::new(),
+    }
+}
+
+fn sh(name: &str, script: &str, init: bool) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: "busybox".into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        init,
+        ..Default::default()
+    }
+}
+
+/// An HTTP server on :8080 serving "hello from skiff".
+fn web() -> ContainerSpec {
+    sh("web", "exec httpd -f -p 8080 -h /www", false)
+}
+
+/// A container that fetches `url` (retrying while the server starts), then prints its hostname.
+fn fetch(url: &str) -> ContainerSpec {
+    sh(
+        "fetch",
+        &format!(
+            "for i in $(seq 50); do timeout 2 wget -q -O - {url} && break; sleep 0.1; done; echo hostname=$(hostname)"
+        ),
+        true,
+    )
+}
+
+fn exit_code(c: &skiff_kubelet::runtime::Container) -> Option<i32> {
+    match c.state {
+        ContainerState::Exited { exit_code, .. } => Some(exit_code),
+        ContainerState::Running { .. } => None,
+    }
+}
+
+#[test]
+fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and_hostname() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let pod = sandbox("3f0e6a52-0000-4000-8000-000000000001", "web-1", "10.244.7.0/24");
+    let sb = rt.run_sandbox(&pod).expect("sandbox");
+    assert!(
+        sb.ip.starts_with("10.244.7.") && sb.ip != "10.244.7.1",
+        "pod IP {}",
+        sb.ip
+    );
+    assert_eq!(rt.run_sandbox(&pod).unwrap(), sb, "a second run finds the first");
+    assert!(
+        node.ip(&["-o", "addr", "show", "cni0"]).contains("10.244.7.1/24"),
+        "the bridge is the gateway"
+    );
+    assert_eq!(node.veths(), 1);
+
+    let server = rt.start_container(&pod.uid, &web()).expect("web starts");
+    assert!(
+        matches!(server.state, ContainerState::Running { .. }),
+        "{server:?}"
+    );
+    let client = rt
+        .start_container(&pod.uid, &fetch("http://127.0.0.1:8080/"))
+        .expect("fetch runs");
+    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "fetch")).unwrap();
+    assert_eq!(exit_code(&client), Some(0), "log: {log}");
+    assert!(
+        log.contains("hello from skiff"),
+        "reached the other container over localhost: {log}"
+    );
+    assert!(
+        log.contains("hostname=web-1"),
+        "shares the sandbox's hostname: {log}"
+    );
+
+    let (status_sb, containers) = rt.pod_status(&pod.uid).expect("status");
+    assert_eq!(status_sb.ip, sb.ip);
+    let by_name = |n: &str| containers.iter().find(|c| c.name == n).cloned().unwrap();
+    assert!(matches!(by_name("web").state, ContainerState::Running { .. }));
+    assert_eq!(exit_code(&by_name("fetch")), Some(0));
+    assert_eq!(by_name("web").image, "busybox");
+    assert_eq!(rt.pods(), vec![pod.uid.clone()]);
+
+    // A container that fails reports its exit code.
+    let failing = rt.start_container(&pod.uid, &sh("fail", "exit 3", true)).unwrap();
+    assert_eq!(exit_code(&failing), Some(3));
+    // An image the node does not have is an error, not a hang.
+    let mut missing = web();
+    missing.name = "other".into();
+    missing.image = "nginx".into();
+    assert!(rt.start_container(&pod.uid, &missing).is_err());
+}
+
+#[test]
+fn two_pods_reach_each_other_across_the_bridge() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let a = sandbox("3f0e6a52-0000-4000-8000-00000000000a", "a", "10.244.8.0/24");
+    let b = sandbox("3f0e6a52-0000-4000-8000-00000000000b", "b", "10.244.8.0/24");
+    let ip_a = rt.run_sandbox(&a).unwrap().ip;
+    let ip_b = rt.run_sandbox(&b).unwrap().ip;
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(node.veths(), 2);
+    rt.start_container(&a.uid, &web()).unwrap();
+    let client = rt
+        .start_container(&b.uid, &fetch(&format!("http://{ip_a}:8080/")))
+        .unwrap();
+    let log = std::fs::read_to_string(rt.log_path(&b.uid, "fetch")).unwrap();
+    assert_eq!(exit_code(&client), Some(0), "log: {log}");
+    assert!(
+        log.contains("hello from skiff") && log.contains("hostname=b"),
+        "{log}"
+    );
+    // And the pods do not share localhost.
+    let local = rt
+        .start_container(
+            &b.uid,
+            &sh("local", "timeout 2 wget -q -O - http://127.0.0.1:8080/", true),
+        )
+        .unwrap();
+    assert_ne!(
+        exit_code(&local),
+        Some(0),
+        "pod b has no server on its own localhost"
+    );
+}
+
+fn alive(pid: i64) -> bool {
+    // A zombie has exited; only its entry is left for its parent to reap.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn kill_pod_removes_processes_the_veth_and_the_ip_allocation() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let pod = sandbox("3f0e6a52-0000-4000-8000-0000000000c1", "doomed", "10.244.9.0/24");
+    let ip = rt.run_sandbox(&pod).unwrap().ip;
+    // One container stops on TERM; the other (PID 1 without a handler ignores TERM) needs KILL.
+    rt.start_container(
+        &pod.uid,
+        &sh(
+            "polite",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            false,
+        ),
+    )
+    .unwrap();
+    rt.start_container(&pod.uid, &sh("stubborn", "exec sleep 1000", false))
+        .unwrap();
+    let runc = rt.runc();
+    let pids: Vec<i64> = runc.list().unwrap().iter().map(|s| s.pid).collect();
+    assert_eq!(pids.len(), 3, "pause and two containers");
+    assert!(pids.iter().all(|p| alive(*p)));
+    assert_eq!(node.allocations(), vec![ip.clone()]);
+    assert_eq!(node.veths(), 1);
+    let cgroup = Path::new("/sys/fs/cgroup/pids").join(rt.pod_cgroup(&pod.uid).trim_start_matches('/'));
+    let v1 = Path::new("/sys/fs/cgroup/pids").exists();
+    if v1 {
+        assert!(cgroup.exists(), "the pod cgroup {}", cgroup.display());
+    }
+
+    let started = Instant::now();
+    rt.kill_pod(&pod.uid, 2).expect("kill");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "the grace period is honoured: {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !pids.iter().any(|p| alive(*p)),
+        "every process of the pod is gone"
+    );
+    assert!(runc.list().unwrap().is_empty(), "runc has nothing left");
+    assert_eq!(node.veths(), 0, "the veth is gone");
+    assert!(node.allocations().is_empty(), "the IP is released");
+    assert!(!rt.pod_dir(&pod.uid).exists());
+    if v1 {
+        assert!(!cgroup.exists(), "the pod cgroup is removed");
+    }
+    assert!(rt.pod_status(&pod.uid).is_none() && rt.pods().is_empty());
+    rt.kill_pod(&pod.uid, 0).expect("killing a pod twice is fine");
+
+    // The node goes on: the next pod is networked as usual (host-local moves on round-robin).
+    let next = rt
+        .run_sandbox(&sandbox(
+            "3f0e6a52-0000-4000-8000-0000000000c2",
+            "next",
+            "10.244.9.0/24",
+        ))
+        .unwrap();
+    assert_eq!(node.allocations(), vec![next.ip]);
+}
+
+/// The host's links and firewall, with packet counters (which move on their own) taken out.
+fn host_network() -> String {
+    let strip = |s: String| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                // iptables-save `[packets:bytes]`, nft `packets N bytes M`
+                let l = l.split(" [").next().unwrap_or(l);
+                l.split(" packets ").next().unwrap_or(l).to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut out = run("ip", &["-o", "link"]);
+    out += &run("ip", &["-o", "addr"]);
+    out += &run("ip", &["route"]);
+    if which("iptables-save").is_some() {
+        out += &strip(run("iptables-save", &[]));
+    }
+    if which("nft").is_some() {
+        out += &strip(run("nft", &["list", "ruleset"]));
+    }
+    out
+}
+
+#[test]
+fn the_host_network_is_unchanged_by_a_pod_lifecycle() {
+    require_node!();
+    let before = host_network();
+    {
+        let node = Node::new();
+        let rt = node.rt();
+        let pod = sandbox("3f0e6a52-0000-4000-8000-0000000000d1", "quiet", "10.244.10.0/24");
+        rt.run_sandbox(&pod).unwrap();
+        rt.start_container(&pod.uid, &web()).unwrap();
+        // The masquerade rule exists, in the node's namespace.
+        let rules = Command::new("ip")
+            .args(["netns", "exec", &node.netns, "iptables-save", "-t", "nat"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&rules.stdout).contains("MASQUERADE"),
+            "ipMasq rules in the node netns"
+        );
+        assert_eq!(host_network(), before, "nothing of the pod is on the host");
+        rt.kill_pod(&pod.uid, 1).unwrap();
+    }
+    assert_eq!(host_network(), before);
+}
+
+#[test]
+fn pause_is_static_and_exits_0_on_sigterm_and_sigint() {
+    if which("cargo").is_none() || which("kill").is_none() {
+        eprintln!("skipped: cargo or kill not found");
+        return;
+    }
+    let (pause, _) = helpers();
+    assert!(
+        skiff_kubelet::pause::is_static(pause).unwrap(),
+        "{} is statically linked",
+        pause.display()
+    );
+    for signal in ["TERM", "INT"] {
+        let mut child = Command::new(pause)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // It must be waiting in sigwait before the signal comes, or the default action would kill it.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "pause did not stop on SIG{signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "SIG{signal}");
+    }
+}
