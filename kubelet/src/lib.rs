@@ -6,10 +6,11 @@
 //! What runs them sits behind the [`runtime::ContainerRuntime`] trait (CRI's RuntimeService in
 //! miniature).
 //!
-//! So far the only runtime is [`runtime::FakeRuntime`], whose containers "run" at once: with it,
-//! [`hollow`] runs many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
-//! control plane at the scale of a thousand nodes on one machine. The real runtime (pause sandbox,
-//! runc, CNI: issue 5) slots in under the same node, lease, worker and status code.
+//! Two runtimes implement it. [`runtime::FakeRuntime`], whose containers "run" at once, lets
+//! [`hollow`] run many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
+//! control plane at the scale of a thousand nodes on one machine. [`runc_runtime::RuncRuntime`] runs
+//! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
+//! runc ([`runc`]) and CNI bridge networking ([`cni`]).
 
 pub mod cni;
 pub mod hollow;

@@ -331,10 +331,8 @@ impl RuncRuntime {
         // Wait until runc has it (or it already ended); the shim is reaped by its own thread.
         let deadline = Instant::now() + Duration::from_secs(10);
         let state = loop {
-            if let Some(state) = self.runc.state(&id)? {
-                if state.status != "created" {
-                    break state;
-                }
+            if let Some(state) = self.runc.state(&id)?.filter(|s| s.status != "created") {
+                break state;
             }
             if let Ok(Some(_)) = shim.try_wait() {
                 if let Some(state) = self.runc.state(&id)? {
@@ -359,11 +357,23 @@ impl RuncRuntime {
             return Ok(self.container_status(uid, &state));
         }
         // An init container runs to completion before the next one starts.
+        let mut stopped_since = None;
         loop {
-            if exit_file.exists() {
-                if let Some(state) = self.runc.state(&id)?.filter(|s| s.status == "stopped") {
-                    return Ok(self.container_status(uid, &state));
+            match self.runc.state(&id)? {
+                None => {
+                    return Err(RuntimeError(format!(
+                        "container {} of pod {uid} vanished",
+                        spec.name
+                    )));
                 }
+                Some(state) if state.status == "stopped" => {
+                    // The shim writes the exit code just after runc sees the exit; give it a moment.
+                    let since = *stopped_since.get_or_insert_with(Instant::now);
+                    if exit_file.exists() || since.elapsed() > Duration::from_secs(2) {
+                        return Ok(self.container_status(uid, &state));
+                    }
+                }
+                Some(_) => {}
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -155,14 +155,10 @@ impl ContainerSpec {
         let res = &c["resources"];
         let cpu = |v: &Value| {
             v.as_str()
-                .and_then(|q| parse_quantity(q))
+                .and_then(parse_quantity)
                 .map(|n| (n * 1000.0).ceil() as i64)
         };
-        let bytes = |v: &Value| {
-            v.as_str()
-                .and_then(|q| parse_quantity(q))
-                .map(|n| n.ceil() as i64)
-        };
+        let bytes = |v: &Value| v.as_str().and_then(parse_quantity).map(|n| n.ceil() as i64);
         Self {
             name: c["name"].as_str().unwrap_or_default().to_owned(),
             image: c["image"].as_str().unwrap_or_default().to_owned(),

@@ -100,6 +100,7 @@ struct Node {
     dir: PathBuf,
     cgroup_parent: String,
     rootfs: PathBuf,
+    cfg: RuncConfig,
     rt: Option<RuncRuntime>,
 }
 
@@ -115,11 +116,26 @@ impl Node {
         );
         let netns = format!("skiff-rt-{tag}");
         let dir = std::env::temp_dir().join(&netns);
+        let rootfs = dir.join("busybox");
+        let images = rootfs.clone();
+        let mut cfg = RuncConfig::new(
+            dir.join("state"),
+            Arc::new(move |image: &str| match image {
+                "busybox" => Ok(images.clone()),
+                other => Err(skiff_kubelet::runtime::RuntimeError(format!("no image {other}"))),
+            }),
+        );
+        let (pause, shim) = helpers().clone();
+        cfg.pause = pause;
+        cfg.shim = shim;
+        cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
+        cfg.cgroup_parent = format!("/skiff-test-{tag}");
         let mut node = Node {
             netns: netns.clone(),
-            dir: dir.clone(),
-            cgroup_parent: format!("/skiff-test-{tag}"),
-            rootfs: dir.join("busybox"),
+            dir,
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            rootfs,
+            cfg: cfg.clone(),
             rt: None,
         };
         assert!(
@@ -130,19 +146,6 @@ impl Node {
                 .success()
         );
         make_busybox_rootfs(&node.rootfs);
-        let (pause, shim) = helpers().clone();
-        let rootfs = node.rootfs.clone();
-        let mut cfg = RuncConfig::new(
-            dir.join("state"),
-            Arc::new(move |image: &str| match image {
-                "busybox" => Ok(rootfs.clone()),
-                other => Err(skiff_kubelet::runtime::RuntimeError(format!("no image {other}"))),
-            }),
-        );
-        cfg.pause = pause;
-        cfg.shim = shim;
-        cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
-        cfg.cgroup_parent = node.cgroup_parent.clone();
         node.rt = Some(RuncRuntime::new(cfg).expect("the runtime starts"));
         node
     }
@@ -345,6 +348,130 @@ fn two_pods_reach_each_other_across_the_bridge() {
         exit_code(&local),
         Some(0),
         "pod b has no server on its own localhost"
+    );
+}
+
+#[test]
+fn a_restarted_runtime_adopts_its_pods_and_their_exit_codes() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let pod = sandbox(
+        "3f0e6a52-0000-4000-8000-0000000000e1",
+        "survivor",
+        "10.244.12.0/24",
+    );
+    let ip = rt.run_sandbox(&pod).unwrap().ip;
+    rt.start_container(&pod.uid, &web()).unwrap();
+    rt.start_container(&pod.uid, &sh("fail", "exit 3", true)).unwrap();
+
+    // A new kubelet on the same state directory (the old one's shims and containers run on).
+    let restarted = RuncRuntime::new(node.cfg.clone()).unwrap();
+    assert_eq!(restarted.pods(), vec![pod.uid.clone()]);
+    let (sb, containers) = restarted.pod_status(&pod.uid).expect("adopted");
+    assert_eq!(sb.ip, ip);
+    let by_name = |n: &str| containers.iter().find(|c| c.name == n).cloned().unwrap();
+    assert!(matches!(by_name("web").state, ContainerState::Running { .. }));
+    assert_eq!(exit_code(&by_name("fail")), Some(3));
+    assert_eq!(
+        restarted.run_sandbox(&pod).unwrap().ip,
+        ip,
+        "the sandbox is kept, not remade"
+    );
+    restarted.kill_pod(&pod.uid, 0).unwrap();
+    assert!(rt.pods().is_empty());
+}
+
+#[test]
+fn limits_become_cgroup_settings_and_host_ports_are_mapped() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let mut pod = sandbox(
+        "3f0e6a52-0000-4000-8000-0000000000f1",
+        "limited",
+        "10.244.13.0/24",
+    );
+    pod.port_mappings = vec![skiff_kubelet::runtime::PortMapping {
+        host_port: 8081,
+        container_port: 8080,
+        protocol: "tcp".into(),
+        host_ip: None,
+    }];
+    let ip = rt.run_sandbox(&pod).unwrap().ip;
+    let mut spec = web();
+    spec.resources = skiff_kubelet::runtime::Resources {
+        cpu_request_milli: Some(250),
+        cpu_limit_milli: Some(500),
+        memory_limit_bytes: Some(64 << 20),
+        pids_limit: Some(64),
+    };
+    rt.start_container(&pod.uid, &spec).unwrap();
+    let cgroup = format!(
+        "{}/{}_web",
+        rt.pod_cgroup(&pod.uid).trim_start_matches('/'),
+        pod.uid
+    );
+    let read = |path: String| {
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| format!("{path}: {e}"))
+    };
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes")),
+            "67108864"
+        );
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_quota_us")),
+            "50000"
+        );
+        assert_eq!(read(format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.shares")), "256");
+        assert_eq!(read(format!("/sys/fs/cgroup/pids/{cgroup}/pids.max")), "64");
+    } else {
+        assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/memory.max")), "67108864");
+        assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/cpu.max")), "50000 100000");
+        assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/pids.max")), "64");
+    }
+
+    // hostPort 8081 on the node (here: its bridge address, inside its namespace) reaches the pod.
+    let gateway = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+    let mut body = String::new();
+    for _ in 0..50 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.netns,
+                "busybox",
+                "timeout",
+                "2",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+            ])
+            .arg(format!("http://{gateway}:8081/"))
+            .output()
+            .unwrap();
+        body = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        body.contains("hello from skiff"),
+        "through the host port: {body:?}"
+    );
+    rt.kill_pod(&pod.uid, 0).unwrap();
+    let nat = Command::new("ip")
+        .args(["netns", "exec", &node.netns, "iptables-save", "-t", "nat"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains("8081"),
+        "the host port rules are gone"
     );
 }
 
