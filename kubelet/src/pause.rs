@@ -14,9 +14,9 @@ use crate::runtime::RuntimeError;
 pub const PAUSE_BINARY: &str = "skiff-pause";
 /// The container monitor's file name.
 pub const SHIM_BINARY: &str = "skiff-shim";
-/// How the helpers are built (they are not workspace members; see pause/Cargo.toml).
-pub const BUILD_HINT: &str =
-    "cargo rustc --manifest-path pause/Cargo.toml --bin <name> -- -C target-feature=+crt-static";
+/// How the helpers are built, next to the skiff binary (they are not workspace members; see
+/// pause/Cargo.toml).
+pub const BUILD_HINT: &str = "cargo rustc --manifest-path pause/Cargo.toml --target-dir target --bin <name> -- -C target-feature=+crt-static";
 
 /// Where a helper binary is: next to the running executable, one directory up, or on PATH.
 pub fn find_helper(name: &str) -> Option<PathBuf> {

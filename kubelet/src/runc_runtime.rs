@@ -120,12 +120,14 @@ impl RuncRuntime {
             std::fs::create_dir_all(cfg.state_dir.join(dir))
                 .map_err(io_err("creating the state directory"))?;
         }
-        if !cfg.shim.is_file() {
-            return Err(RuntimeError(format!(
-                "{} not found; build it with `{}`",
-                cfg.shim.display(),
-                pause::BUILD_HINT.replace("<name>", SHIM_BINARY)
-            )));
+        for (path, name) in [(&cfg.shim, SHIM_BINARY), (&cfg.pause, PAUSE_BINARY)] {
+            if !path.is_file() {
+                return Err(RuntimeError(format!(
+                    "{} not found; build it with `{}`",
+                    path.display(),
+                    pause::BUILD_HINT.replace("<name>", name)
+                )));
+            }
         }
         pause::prepare_rootfs(&cfg.pause, &cfg.state_dir.join("pause-rootfs"))?;
         let state_dir = cfg.state_dir.clone();
@@ -353,18 +355,19 @@ impl RuncRuntime {
             std::thread::sleep(Duration::from_millis(5));
         };
         std::thread::spawn(move || shim.wait());
-        if !spec.init {
-            return Ok(self.container_status(uid, &state));
-        }
-        // An init container runs to completion before the next one starts.
+        Ok(self.container_status(uid, &state))
+    }
+
+    /// Waits for init container `name` of pod `uid` to end (without the pod's lock, so a kill_pod can
+    /// stop it meanwhile).
+    fn wait_for_exit(&self, uid: &str, name: &str) -> Result<Container, RuntimeError> {
+        let id = Self::container_id(uid, name);
+        let exit_file = self.pod_dir(uid).join(name).join("exit");
         let mut stopped_since = None;
         loop {
             match self.runc.state(&id)? {
                 None => {
-                    return Err(RuntimeError(format!(
-                        "container {} of pod {uid} vanished",
-                        spec.name
-                    )));
+                    return Err(RuntimeError(format!("container {name} of pod {uid} was removed")));
                 }
                 Some(state) if state.status == "stopped" => {
                     // The shim writes the exit code just after runc sees the exit; give it a moment.
@@ -447,9 +450,16 @@ impl ContainerRuntime for RuncRuntime {
     }
 
     fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
-        let lock = self.lock(pod_uid);
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.create_container(pod_uid, spec)
+        let container = {
+            let lock = self.lock(pod_uid);
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.create_container(pod_uid, spec)?
+        };
+        match container.state {
+            // An init container runs to completion before the next one starts.
+            ContainerState::Running { .. } if spec.init => self.wait_for_exit(pod_uid, &spec.name),
+            _ => Ok(container),
+        }
     }
 
     fn kill_pod(&self, pod_uid: &str, grace_seconds: i64) -> Result<(), RuntimeError> {

@@ -636,3 +636,36 @@ fn pause_is_static_and_exits_0_on_sigterm_and_sigint() {
         assert_eq!(status.code(), Some(0), "SIG{signal}");
     }
 }
+
+#[test]
+fn a_pod_stuck_in_an_init_container_can_still_be_killed() {
+    require_node!();
+    let node = Node::new();
+    let pod = sandbox("3f0e6a52-0000-4000-8000-0000000000a1", "stuck", "10.244.14.0/24");
+    node.rt().run_sandbox(&pod).unwrap();
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            node.rt()
+                .start_container(&pod.uid, &sh("forever", "exec sleep 1000", true))
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.rt().pod_status(&pod.uid).is_none_or(|(_, c)| c.is_empty()) {
+            assert!(Instant::now() < deadline, "the init container never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let started = Instant::now();
+        node.rt()
+            .kill_pod(&pod.uid, 0)
+            .expect("kill while the init container runs");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "kill_pod did not wait for the init container"
+        );
+        let result = waiting.join().unwrap();
+        assert!(
+            result.is_err(),
+            "the start of a killed init container fails: {result:?}"
+        );
+    });
+    assert!(node.rt().pods().is_empty());
+}
