@@ -14,6 +14,7 @@
 
 pub mod cni;
 pub mod hollow;
+pub mod kubelet;
 pub mod lease;
 pub mod node;
 pub mod oci;

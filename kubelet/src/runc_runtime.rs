@@ -96,7 +96,12 @@ pub struct RuncRuntime {
     version: String,
     /// One lock per pod: a pod's operations never interleave, different pods' run in parallel.
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Pods killed lately: a sync of a deleted pod still in flight must not bring its sandbox back.
+    killed: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// How many killed pods are remembered (UIDs are never reused, so this only bounds memory).
+const KILLED_REMEMBERED: usize = 4096;
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |e| RuntimeError(format!("{what}: {e}"))
@@ -142,6 +147,7 @@ impl RuncRuntime {
             cfg,
             version,
             locks: Mutex::default(),
+            killed: Mutex::default(),
         })
     }
 
@@ -434,6 +440,14 @@ impl ContainerRuntime for RuncRuntime {
     fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
         let lock = self.lock(&spec.uid);
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&spec.uid)
+        {
+            return Err(RuntimeError(format!("pod {} was killed", spec.uid)));
+        }
         match (self.runc.state(&spec.uid)?, self.sandbox_ip(&spec.uid)) {
             (Some(state), Some(ip)) if state.status == "running" => {
                 return Ok(Sandbox {
@@ -466,6 +480,14 @@ impl ContainerRuntime for RuncRuntime {
         let lock = self.lock(pod_uid);
         let result = {
             let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut killed = self.killed.lock().unwrap_or_else(|e| e.into_inner());
+            if !killed.contains(&pod_uid.to_owned()) {
+                if killed.len() == KILLED_REMEMBERED {
+                    killed.pop_front();
+                }
+                killed.push_back(pod_uid.to_owned());
+            }
+            drop(killed);
             self.teardown(pod_uid, grace_seconds)
         };
         if result.is_ok() {

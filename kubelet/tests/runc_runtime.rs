@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::json;
 use skiff_kubelet::{
+    kubelet::{KubeletOptions, run_kubelet},
+    node::NodeConfig,
     runc::Runc,
     runc_runtime::{RuncConfig, RuncRuntime, remove_cgroup},
     runtime::{ContainerRuntime, ContainerSpec, ContainerState, SandboxSpec},
@@ -668,4 +671,133 @@ fn a_pod_stuck_in_an_init_container_can_still_be_killed() {
         );
     });
     assert!(node.rt().pods().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete() {
+    use k8s_openapi::api::core::v1::{Node as NodeObject, Pod};
+    use kube::{
+        Api,
+        api::{DeleteParams, Patch, PatchParams, PostParams},
+    };
+    use skiff_tests::{Component, InProcess, eventually};
+    require_node!();
+    let node = Node::new();
+    let api = tokio::time::timeout(
+        Duration::from_secs(30),
+        InProcess::start(skiff_apiserver::watch_cache::WatchCacheOptions::default()),
+    )
+    .await
+    .expect("the API server starts in time")
+    .expect("the API server starts");
+    let client = api.client.clone();
+    let runtime = Arc::new(RuncRuntime::new(node.cfg.clone()).unwrap());
+    let options = KubeletOptions {
+        lease_interval: Duration::from_secs(1),
+        status_interval: Duration::from_secs(5),
+        ..KubeletOptions::new(NodeConfig {
+            name: "rt-node".into(),
+            // Only written into status.hostIP: nothing is sent to it.
+            address: "127.0.0.1".into(),
+            cpu: "2".into(),
+            memory: "4Gi".into(),
+            pods: 110,
+            ephemeral_storage: "10Gi".into(),
+            runtime_version: runtime.version(),
+            labels: Vec::new(),
+        })
+    };
+    let kubelet_client = client.clone();
+    let kubelet_runtime = runtime.clone();
+    let _kubelet = Component::spawn(move |shutdown| async move {
+        let _ = run_kubelet(kubelet_client, options, kubelet_runtime, shutdown).await;
+    });
+
+    // The kubelet registers its Node; node IPAM's part (the pod CIDR) the test plays itself.
+    let nodes: Api<NodeObject> = Api::all(client.clone());
+    eventually("the node registers", Duration::from_secs(20), || {
+        let nodes = nodes.clone();
+        async move { nodes.get_opt("rt-node").await.ok().flatten() }
+    })
+    .await;
+    let cidr = json!({ "spec": { "podCIDR": "10.244.15.0/24", "podCIDRs": ["10.244.15.0/24"] } });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        nodes.patch("rt-node", &PatchParams::default(), &Patch::Merge(cidr)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "web" },
+        "spec": {
+            "nodeName": "rt-node",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "web", "image": "busybox", "command": ["httpd", "-f", "-p", "8080", "-h", "/www"] }]
+        }
+    }))
+    .unwrap();
+    let created = tokio::time::timeout(Duration::from_secs(10), pods.create(&PostParams::default(), &pod))
+        .await
+        .unwrap()
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let status = eventually("the pod runs", Duration::from_secs(30), || {
+        let pods = pods.clone();
+        async move {
+            let status = pods.get("web").await.ok()?.status?;
+            let running = status
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?
+                .running
+                .is_some();
+            (status.phase.as_deref() == Some("Running") && running).then_some(status)
+        }
+    })
+    .await;
+    let pod_ip = status.pod_ip.clone().unwrap_or_default();
+    assert!(
+        pod_ip.starts_with("10.244.15."),
+        "pod IP {pod_ip} from the node's pod CIDR"
+    );
+    assert!(
+        status.container_statuses.unwrap()[0]
+            .container_id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("runc://"),
+        "the container id names the runtime"
+    );
+    assert_eq!(runtime.pods(), vec![uid.clone()]);
+
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.delete("web", &DeleteParams::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    eventually(
+        "the kubelet stops the pod and deletes it for good",
+        Duration::from_secs(30),
+        || {
+            let pods = pods.clone();
+            async move { pods.get_opt("web").await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+    let probe = runtime.clone();
+    eventually("nothing of the pod runs", Duration::from_secs(10), || {
+        let probe = probe.clone();
+        async move { probe.pods().is_empty().then_some(()) }
+    })
+    .await;
+    assert!(node.allocations().is_empty(), "its IP is released");
+    assert_eq!(node.veths(), 0);
 }
