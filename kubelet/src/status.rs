@@ -42,10 +42,12 @@ pub fn pod_status(
     });
     let running = |n: &str| matches!(find(n).map(|c| &c.state), Some(ContainerState::Running { .. }));
     let all_running = !app.is_empty() && app.iter().all(|(n, _)| running(n));
-    let phase = if init_done && app.iter().any(|(n, _)| running(n)) {
-        "Running"
+    let phase = pod_phase(pod, containers);
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let not_ready = if terminal {
+        "PodCompleted"
     } else {
-        "Pending"
+        "ContainersNotReady"
     };
 
     let init_statuses: Vec<Value> = init
@@ -65,15 +67,11 @@ pub fn pod_status(
             init_done,
             (!init_done).then_some("ContainersNotInitialized"),
         ),
-        cond(
-            "Ready",
-            all_running,
-            (!all_running).then_some("ContainersNotReady"),
-        ),
+        cond("Ready", all_running, (!all_running).then_some(not_ready)),
         cond(
             "ContainersReady",
             all_running,
-            (!all_running).then_some("ContainersNotReady"),
+            (!all_running).then_some(not_ready),
         ),
         cond("PodScheduled", true, None),
     ];
@@ -102,6 +100,57 @@ pub fn pod_status(
         status["podIPs"] = json!([{ "ip": sandbox.ip }]);
     }
     status
+}
+
+/// The pod's phase from its containers' states and its restart policy: upstream's `getPhase`
+/// (pkg/kubelet/kubelet_pods.go), for containers that are not restarted yet (an exited container of
+/// an `Always` pod counts as restarting, so the pod stays Running).
+pub fn pod_phase(pod: &Value, containers: &[Container]) -> &'static str {
+    let find = |name: &str| containers.iter().find(|c| c.name == name).map(|c| &c.state);
+    let restart_policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+    let names = |field: &str| -> Vec<&str> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    };
+    let (mut pending_init, mut failed_init) = (0, 0);
+    for name in names("initContainers") {
+        match find(name) {
+            Some(ContainerState::Exited { exit_code, .. }) => failed_init += usize::from(*exit_code != 0),
+            _ => pending_init += 1,
+        }
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for name in names("containers") {
+        match find(name) {
+            Some(ContainerState::Running { .. }) => running += 1,
+            Some(ContainerState::Exited { exit_code, .. }) => {
+                stopped += 1;
+                succeeded += usize::from(*exit_code == 0);
+            }
+            // Not created yet: its status says Waiting (ContainerCreating).
+            None => waiting += 1,
+        }
+    }
+    if failed_init > 0 && restart_policy == "Never" {
+        return "Failed";
+    }
+    if pending_init > 0 || failed_init > 0 || waiting > 0 {
+        return "Pending";
+    }
+    match (running, stopped) {
+        (r, _) if r > 0 => "Running",
+        (0, s) if s > 0 => match restart_policy {
+            "Always" => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            "Never" => "Failed",
+            _ => "Running",
+        },
+        _ => "Pending",
+    }
 }
 
 /// One `containerStatuses` entry (upstream's `convertToAPIContainerStatuses`).
@@ -291,6 +340,104 @@ mod tests {
         );
         assert!(!changed(&stored["status"], &again));
         assert!(changed(&pod()["status"], &first));
+    }
+
+    fn exited(name: &str, exit_code: i32) -> Container {
+        Container {
+            name: name.into(),
+            id: format!("runc://{name}"),
+            image: "busybox".into(),
+            state: ContainerState::Exited {
+                exit_code,
+                reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+                started_at: "t".into(),
+                finished_at: "t".into(),
+            },
+            restart_count: 0,
+        }
+    }
+
+    fn running(name: &str) -> Container {
+        Container {
+            state: ContainerState::Running {
+                started_at: "t".into(),
+            },
+            ..exited(name, 0)
+        }
+    }
+
+    #[test]
+    fn phases_follow_upstream_get_phase() {
+        let pod = |policy: &str| {
+            json!({ "spec": { "restartPolicy": policy, "initContainers": [{ "name": "i" }],
+                              "containers": [{ "name": "a" }, { "name": "b" }] } })
+        };
+        let init_ok = exited("i", 0);
+        let cases: [(&str, Vec<Container>, &str); 11] = [
+            ("Always", vec![], "Pending"),
+            ("Always", vec![running("i")], "Pending"),
+            ("Never", vec![exited("i", 1)], "Failed"),
+            ("OnFailure", vec![exited("i", 1)], "Pending"),
+            ("Always", vec![init_ok.clone(), running("a")], "Pending"),
+            (
+                "Always",
+                vec![init_ok.clone(), running("a"), exited("b", 0)],
+                "Running",
+            ),
+            (
+                "Always",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Running",
+            ),
+            (
+                "Never",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Succeeded",
+            ),
+            (
+                "OnFailure",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Succeeded",
+            ),
+            (
+                "Never",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 2)],
+                "Failed",
+            ),
+            (
+                "OnFailure",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 2)],
+                "Running",
+            ),
+        ];
+        for (policy, containers, phase) in cases {
+            let names: Vec<_> = containers.iter().map(|c| (c.name.clone(), exit_of(c))).collect();
+            assert_eq!(pod_phase(&pod(policy), &containers), phase, "{policy} {names:?}");
+        }
+        // A completed pod says why it is not ready.
+        let done = pod_status(
+            &pod("Never"),
+            None,
+            &[init_ok, exited("a", 0), exited("b", 0)],
+            "h",
+            "t",
+        );
+        let ready = done["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready["reason"], "PodCompleted");
+        assert_eq!(done["phase"], "Succeeded");
+    }
+
+    fn exit_of(c: &Container) -> Option<i32> {
+        match c.state {
+            ContainerState::Exited { exit_code, .. } => Some(exit_code),
+            ContainerState::Running { .. } => None,
+        }
     }
 
     #[test]

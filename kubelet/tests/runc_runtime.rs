@@ -776,6 +776,49 @@ async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete(
     );
     assert_eq!(runtime.pods(), vec![uid.clone()]);
 
+    // A pod that runs to completion ends Succeeded, with its container's exit code.
+    let once: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "once" },
+        "spec": {
+            "nodeName": "rt-node", "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "job", "image": "busybox", "command": ["sh", "-c", "echo done"] }]
+        }
+    }))
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.create(&PostParams::default(), &once),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let done = eventually("the one-shot pod succeeds", Duration::from_secs(30), || {
+        let pods = pods.clone();
+        async move {
+            let status = pods.get("once").await.ok()?.status?;
+            (status.phase.as_deref() == Some("Succeeded")).then_some(status)
+        }
+    })
+    .await;
+    let terminated = done.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.delete("once", &DeleteParams::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
     tokio::time::timeout(
         Duration::from_secs(10),
         pods.delete("web", &DeleteParams::default()),
@@ -784,11 +827,18 @@ async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete(
     .unwrap()
     .unwrap();
     eventually(
-        "the kubelet stops the pod and deletes it for good",
+        "the kubelet stops the pods and deletes them for good",
         Duration::from_secs(30),
         || {
             let pods = pods.clone();
-            async move { pods.get_opt("web").await.ok()?.is_none().then_some(()) }
+            async move {
+                pods.list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            }
         },
     )
     .await;
