@@ -13,6 +13,7 @@
 //! runc ([`runc`]) and CNI bridge networking ([`cni`]).
 
 pub mod cni;
+pub mod dns;
 pub mod hollow;
 pub mod kubelet;
 pub mod lease;

@@ -237,22 +237,41 @@ pub struct Pids {
     pub limit: i64,
 }
 
-/// The pod sandbox: `pause` (its path inside `rootfs`) in new network, IPC, UTS, mount and PID
-/// namespaces, `hostname` set, read-only root.
+/// The network a sandbox has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SandboxNetwork {
+    /// Its own network and UTS namespaces (a pod network pod): CNI attaches it.
+    Own,
+    /// The node's network namespace at this path (`hostNetwork` on a node that is a namespace), and
+    /// the UTS namespace runc runs in.
+    Join(String),
+    /// The network and UTS namespaces runc runs in (`hostNetwork` on a node that is the host).
+    Inherit,
+}
+
+/// The pod sandbox: `pause` (its path inside `rootfs`) in new IPC, mount and PID namespaces and the
+/// network `network` says (its own, with `hostname`; or the node's, whose hostname it keeps, as
+/// containerd does for host-network pods), read-only root.
 pub fn sandbox_spec(
     hostname: &str,
+    network: &SandboxNetwork,
     rootfs: &str,
     pause: &str,
     cgroups_path: &str,
     annotations: BTreeMap<String, String>,
 ) -> Spec {
-    let namespaces = ["pid", "network", "ipc", "uts", "mount"]
-        .into_iter()
-        .map(|kind| Namespace {
-            kind: kind.into(),
-            path: None,
-        })
-        .collect();
+    let ns = |kind: &str, path: Option<&String>| Namespace {
+        kind: kind.into(),
+        path: path.cloned(),
+    };
+    let mut namespaces = vec![ns("pid", None)];
+    match network {
+        SandboxNetwork::Own => namespaces.extend([ns("network", None), ns("ipc", None), ns("uts", None)]),
+        SandboxNetwork::Join(path) => namespaces.extend([ns("network", Some(path)), ns("ipc", None)]),
+        SandboxNetwork::Inherit => namespaces.push(ns("ipc", None)),
+    }
+    namespaces.push(ns("mount", None));
+    let own = *network == SandboxNetwork::Own;
     Spec {
         oci_version: OCI_VERSION.into(),
         process: Process {
@@ -269,7 +288,7 @@ pub fn sandbox_spec(
             path: rootfs.into(),
             readonly: true,
         },
-        hostname: Some(hostname.into()),
+        hostname: own.then(|| hostname.into()),
         mounts: default_mounts(),
         annotations,
         linux: Linux {
@@ -291,13 +310,15 @@ pub fn sandbox_spec(
 }
 
 /// An app container of the pod whose pause process is `pause_pid`: joins its network, IPC and UTS
-/// namespaces, has its own mount and PID namespaces, runs `spec`'s command from `rootfs`.
+/// namespaces, has its own mount and PID namespaces, runs `spec`'s command from `rootfs`, with
+/// `mounts` (the pod's /etc files) after runc's defaults.
 pub fn container_spec(
     spec: &ContainerSpec,
     rootfs: &str,
     hostname: &str,
     pause_pid: u32,
     cgroups_path: &str,
+    mounts: &[Mount],
     annotations: BTreeMap<String, String>,
 ) -> Spec {
     let join = |kind: &str, ns: &str| Namespace {
@@ -334,7 +355,10 @@ pub fn container_spec(
             readonly: false,
         },
         hostname: None,
-        mounts: default_mounts(),
+        mounts: default_mounts()
+            .into_iter()
+            .chain(mounts.iter().cloned())
+            .collect(),
         annotations,
         linux: Linux {
             namespaces: vec![
@@ -398,6 +422,17 @@ fn deny_all_devices() -> Vec<DeviceRule> {
     }]
 }
 
+/// A file or directory of the host bind-mounted at `destination` (how the pod's /etc/hosts,
+/// /etc/hostname and /etc/resolv.conf get into each container, as containerd mounts them).
+pub fn bind_mount(source: &str, destination: &str) -> Mount {
+    Mount {
+        destination: destination.into(),
+        kind: "bind".into(),
+        source: source.into(),
+        options: vec!["rbind".into(), "rprivate".into(), "rw".into()],
+    }
+}
+
 /// runc's default mounts (`runc spec`): /proc, a tmpfs /dev with pts, shm and mqueue, a read-only
 /// /sys and its cgroups.
 pub fn default_mounts() -> Vec<Mount> {
@@ -459,6 +494,7 @@ mod tests {
     fn the_sandbox_gets_new_namespaces_a_hostname_and_a_read_only_root() {
         let spec = sandbox_spec(
             "web-1",
+            &SandboxNetwork::Own,
             "/var/lib/skiff/pause",
             "/pause",
             "/skiff/podu1/u1",
@@ -485,6 +521,27 @@ mod tests {
     }
 
     #[test]
+    fn a_host_network_sandbox_joins_the_nodes_network_and_keeps_its_hostname() {
+        let kinds = |network: SandboxNetwork| {
+            let v = serde_json::to_value(sandbox_spec("h", &network, "/r", "/pause", "/c", BTreeMap::new()))
+                .unwrap();
+            assert!(
+                v.get("hostname").is_none(),
+                "{network:?} keeps the node's hostname"
+            );
+            v["linux"]["namespaces"].clone()
+        };
+        assert_eq!(
+            kinds(SandboxNetwork::Join("/run/netns/node".into())),
+            json!([{ "type": "pid" }, { "type": "network", "path": "/run/netns/node" }, { "type": "ipc" }, { "type": "mount" }])
+        );
+        assert_eq!(
+            kinds(SandboxNetwork::Inherit),
+            json!([{ "type": "pid" }, { "type": "ipc" }, { "type": "mount" }])
+        );
+    }
+
+    #[test]
     fn an_app_container_joins_the_sandbox_namespaces_by_path() {
         let c = ContainerSpec {
             name: "web".into(),
@@ -507,6 +564,7 @@ mod tests {
             "web-1",
             4242,
             "/skiff/podu1/u1_web",
+            &[bind_mount("/var/lib/skiff/pods/u1/sandbox/hosts", "/etc/hosts")],
             annotations(),
         ))
         .unwrap();
@@ -578,8 +636,14 @@ mod tests {
                 "/dev/shm",
                 "/dev/mqueue",
                 "/sys",
-                "/sys/fs/cgroup"
+                "/sys/fs/cgroup",
+                "/etc/hosts"
             ]
+        );
+        assert_eq!(
+            v["mounts"][7],
+            json!({ "destination": "/etc/hosts", "type": "bind", "source": "/var/lib/skiff/pods/u1/sandbox/hosts",
+                    "options": ["rbind", "rprivate", "rw"] })
         );
         assert_eq!(
             v["mounts"][5]["options"],
@@ -594,7 +658,7 @@ mod tests {
             env: vec![("PATH".into(), "/bin".into())],
             ..Default::default()
         };
-        let v = serde_json::to_value(container_spec(&c, "/r", "h", 1, "/c", BTreeMap::new())).unwrap();
+        let v = serde_json::to_value(container_spec(&c, "/r", "h", 1, "/c", &[], BTreeMap::new())).unwrap();
         assert_eq!(v["process"]["env"], json!(["HOSTNAME=h", "PATH=/bin"]));
         assert_eq!(v["linux"]["resources"]["cpu"], json!({ "shares": 2 }));
         assert!(v["linux"]["resources"].get("memory").is_none());

@@ -21,7 +21,8 @@ use std::{
 
 use crate::{
     cni::Cni,
-    oci,
+    dns::{self, ClusterDns},
+    oci::{self, SandboxNetwork},
     pause::{self, PAUSE_BINARY, SHIM_BINARY},
     runc::{Runc, State},
     runtime::{
@@ -67,6 +68,12 @@ pub struct RuncConfig {
     pub bridge: String,
     /// Where images' root filesystems are.
     pub images: RootfsResolver,
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` resolve through.
+    pub cluster_dns: ClusterDns,
+    /// The node's resolv.conf (`--resolv-conf`): what `dnsPolicy: Default` pods get.
+    pub resolv_conf: PathBuf,
+    /// The node's hosts file: what host-network pods get as /etc/hosts.
+    pub hosts_file: PathBuf,
 }
 
 impl RuncConfig {
@@ -84,6 +91,9 @@ impl RuncConfig {
             cgroup_parent: "/skiff".into(),
             bridge: "cni0".into(),
             images,
+            cluster_dns: ClusterDns::default(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            hosts_file: "/etc/hosts".into(),
         }
     }
 }
@@ -207,32 +217,45 @@ impl RuncRuntime {
 
     fn create_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
         let uid = &spec.uid;
-        let cidr = spec
-            .pod_cidr
-            .as_deref()
-            .ok_or_else(|| RuntimeError("the node has no pod CIDR yet".into()))?;
+        if !spec.host_network && spec.pod_cidr.is_none() {
+            return Err(RuntimeError("the node has no pod CIDR yet".into()));
+        }
         let bundle = self.pod_dir(uid).join("sandbox");
         std::fs::create_dir_all(&bundle).map_err(io_err("creating the sandbox bundle"))?;
         let rootfs = self.cfg.state_dir.join("pause-rootfs");
+        let network = match (spec.host_network, &self.cfg.node_netns) {
+            (false, _) => SandboxNetwork::Own,
+            (true, Some(node)) => SandboxNetwork::Join(node.to_string_lossy().into_owned()),
+            (true, None) => SandboxNetwork::Inherit,
+        };
         let config = oci::sandbox_spec(
             &spec.hostname,
+            &network,
             &rootfs.to_string_lossy(),
             "/pause",
             &format!("{}/{uid}", self.pod_cgroup(uid)),
             Self::annotations(spec, "sandbox"),
         );
         write_json(&bundle.join("config.json"), &config)?;
-        // The pod annotations again, for `pods()` to tell whose a leftover directory is.
+        // The pod annotations again, for containers to carry.
         write_json(&bundle.join("pod.json"), &Self::annotations(spec, "sandbox"))?;
         self.runc.run_detached(uid, &bundle, &bundle.join("log"))?;
         let attach = || -> Result<String, RuntimeError> {
             let pid = self
                 .pause_pid(uid)?
                 .ok_or_else(|| RuntimeError(format!("the pause process of {uid} is not running")))?;
+            if spec.host_network {
+                // The node's network: no CNI, and the pod's IP is the node's (status says so).
+                return Ok(String::new());
+            }
+            let cidr = spec
+                .pod_cidr
+                .as_deref()
+                .ok_or_else(|| RuntimeError("the node has no pod CIDR yet".into()))?;
             let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
             self.cni.add(uid, &netns, cidr, &spec.port_mappings)
         };
-        let ip = match attach() {
+        let ip = match attach().and_then(|ip| self.write_etc_files(spec, &bundle, &ip).map(|()| ip)) {
             Ok(ip) => ip,
             Err(e) => {
                 // Leave nothing half made: the next sync starts over.
@@ -242,6 +265,32 @@ impl RuncRuntime {
         };
         std::fs::write(bundle.join("ip"), &ip).map_err(io_err("recording the pod IP"))?;
         Ok(Sandbox { id: uid.clone(), ip })
+    }
+
+    /// The pod's /etc/hosts, /etc/hostname and /etc/resolv.conf, which every container of it mounts.
+    fn write_etc_files(&self, spec: &SandboxSpec, bundle: &Path, ip: &str) -> Result<(), RuntimeError> {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let hostname = match spec.host_network {
+            // The node's hostname (its UTS namespace is the one runc runs in).
+            true => read(Path::new("/proc/sys/kernel/hostname")).trim().to_owned(),
+            false => spec.hostname.clone(),
+        };
+        let hosts = dns::hosts_file(ip, &hostname, spec.host_network, &read(&self.cfg.hosts_file));
+        let resolv = dns::pod_resolv_conf(
+            &spec.dns,
+            &spec.namespace,
+            spec.host_network,
+            &self.cfg.cluster_dns,
+            &read(&self.cfg.resolv_conf),
+        );
+        for (file, text) in [
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv.render()),
+        ] {
+            std::fs::write(bundle.join(file), text).map_err(io_err(format!("writing the pod's {file}")))?;
+        }
+        Ok(())
     }
 
     /// The app containers of pod `uid` that runc knows, from one `runc list`.
@@ -261,8 +310,11 @@ impl RuncRuntime {
         let name = state.annotation(CONTAINER_NAME).unwrap_or_default().to_owned();
         let started_at = rfc3339_secs(&state.created);
         let exit_file = self.pod_dir(uid).join(&name).join("exit");
+        // Stopped, but the shim has not written the code yet: still ending (not yet an unknown exit,
+        // which a `Never` pod would take for a failure).
+        let ending = state.status == "stopped" && !exit_file.exists() && self.shim_alive(uid, &name);
         let container_state = match state.status.as_str() {
-            "stopped" => {
+            "stopped" if !ending => {
                 let exit_code = std::fs::read_to_string(&exit_file)
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
@@ -315,12 +367,18 @@ impl RuncRuntime {
         let hostname = self.sandbox_hostname(uid)?;
         let bundle = self.pod_dir(uid).join(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("creating the container bundle"))?;
+        let etc = self.pod_dir(uid).join("sandbox");
+        let mounts: Vec<oci::Mount> = ["hosts", "hostname", "resolv.conf"]
+            .iter()
+            .map(|f| oci::bind_mount(&etc.join(f).to_string_lossy(), &format!("/etc/{f}")))
+            .collect();
         let config = oci::container_spec(
             spec,
             &rootfs.to_string_lossy(),
             &hostname,
             pid,
             &format!("{}/{id}", self.pod_cgroup(uid)),
+            &mounts,
             annotations,
         );
         write_json(&bundle.join("config.json"), &config)?;
@@ -360,6 +418,8 @@ impl RuncRuntime {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        // Its pid, to tell "still ending" from "ended without a word" later (even after a restart).
+        let _ = std::fs::write(bundle.join("shim.pid"), shim.id().to_string());
         std::thread::spawn(move || shim.wait());
         Ok(self.container_status(uid, &state))
     }
@@ -368,18 +428,16 @@ impl RuncRuntime {
     /// stop it meanwhile).
     fn wait_for_exit(&self, uid: &str, name: &str) -> Result<Container, RuntimeError> {
         let id = Self::container_id(uid, name);
-        let exit_file = self.pod_dir(uid).join(name).join("exit");
-        let mut stopped_since = None;
         loop {
             match self.runc.state(&id)? {
                 None => {
                     return Err(RuntimeError(format!("container {name} of pod {uid} was removed")));
                 }
                 Some(state) if state.status == "stopped" => {
-                    // The shim writes the exit code just after runc sees the exit; give it a moment.
-                    let since = *stopped_since.get_or_insert_with(Instant::now);
-                    if exit_file.exists() || since.elapsed() > Duration::from_secs(2) {
-                        return Ok(self.container_status(uid, &state));
+                    // Ended once its exit code is known (or its shim died without one).
+                    let container = self.container_status(uid, &state);
+                    if matches!(container.state, ContainerState::Exited { .. }) {
+                        return Ok(container);
                     }
                 }
                 Some(_) => {}
@@ -388,12 +446,21 @@ impl RuncRuntime {
         }
     }
 
+    /// Whether the shim of container `name` of pod `uid` still runs.
+    fn shim_alive(&self, uid: &str, name: &str) -> bool {
+        let Ok(pid) = std::fs::read_to_string(self.pod_dir(uid).join(name).join("shim.pid")) else {
+            return false;
+        };
+        // The pid is the shim's only while its command line says so (pids are reused).
+        std::fs::read(format!("/proc/{}/cmdline", pid.trim()))
+            .map(|cmd| String::from_utf8_lossy(&cmd).contains(SHIM_BINARY))
+            .unwrap_or(false)
+    }
+
     fn sandbox_hostname(&self, uid: &str) -> Result<String, RuntimeError> {
-        let config = std::fs::read_to_string(self.pod_dir(uid).join("sandbox").join("config.json"))
-            .map_err(io_err("reading the sandbox config"))?;
-        let spec: oci::Spec = serde_json::from_str(&config)
-            .map_err(|e| RuntimeError(format!("parsing the sandbox config: {e}")))?;
-        Ok(spec.hostname.unwrap_or_default())
+        std::fs::read_to_string(self.pod_dir(uid).join("sandbox").join("hostname"))
+            .map(|h| h.trim().to_owned())
+            .map_err(io_err("reading the pod's hostname"))
     }
 
     /// Stops and removes everything of pod `uid`: containers (TERM, up to `grace_seconds`, then

@@ -86,6 +86,10 @@ pub struct SandboxSpec {
     pub pod_cidr: Option<String>,
     /// `hostPort`s of its containers (CNI's portMappings capability).
     pub port_mappings: Vec<PortMapping>,
+    /// `spec.hostNetwork`: the pod uses the node's network (and UTS) namespace, no CNI.
+    pub host_network: bool,
+    /// `spec.dnsPolicy` and `spec.dnsConfig`.
+    pub dns: crate::dns::PodDns,
 }
 
 /// One `hostPort` of a container, as CNI's `portMappings` runtime config.
@@ -204,6 +208,34 @@ impl SandboxSpec {
                 });
             }
         }
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let config = &pod["spec"]["dnsConfig"];
+        let dns = crate::dns::PodDns {
+            policy: pod["spec"]["dnsPolicy"]
+                .as_str()
+                .unwrap_or("ClusterFirst")
+                .to_owned(),
+            nameservers: strings(&config["nameservers"]),
+            searches: strings(&config["searches"]),
+            options: config["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| {
+                    let name = o["name"].as_str()?;
+                    Some(match o["value"].as_str() {
+                        Some(v) => format!("{name}:{v}"),
+                        None => name.to_owned(),
+                    })
+                })
+                .collect(),
+        };
         Self {
             uid: pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
             name: name.to_owned(),
@@ -215,6 +247,8 @@ impl SandboxSpec {
             hostname: hostname.chars().take(63).collect(),
             pod_cidr: pod_cidr.map(str::to_owned),
             port_mappings,
+            host_network: pod["spec"]["hostNetwork"].as_bool().unwrap_or(false),
+            dns,
         }
     }
 }
@@ -435,6 +469,7 @@ pub(crate) fn test_sandbox(uid: &str, pod_cidr: Option<&str>) -> SandboxSpec {
         hostname: uid.into(),
         pod_cidr: pod_cidr.map(str::to_owned),
         port_mappings: Vec::new(),
+        ..Default::default()
     }
 }
 

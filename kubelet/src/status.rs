@@ -96,8 +96,13 @@ pub fn pod_status(
         status["initContainerStatuses"] = json!(init_statuses);
     }
     if let Some(sandbox) = sandbox {
-        status["podIP"] = json!(sandbox.ip);
-        status["podIPs"] = json!([{ "ip": sandbox.ip }]);
+        // A pod on the host network has the node's address.
+        let ip = match pod["spec"]["hostNetwork"].as_bool() {
+            Some(true) => host_ip,
+            _ => sandbox.ip.as_str(),
+        };
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
     }
     status
 }

@@ -133,6 +133,10 @@ impl Node {
         cfg.shim = shim;
         cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
         cfg.cgroup_parent = format!("/skiff-test-{tag}");
+        cfg.cluster_dns = skiff_kubelet::dns::ClusterDns {
+            servers: vec!["10.96.0.10".into()],
+            domain: "cluster.local".into(),
+        };
         let mut node = Node {
             netns: netns.clone(),
             dir,
@@ -148,6 +152,11 @@ impl Node {
                 .unwrap()
                 .success()
         );
+        // A node has its loopback up (traffic to its own addresses goes through it).
+        let lo = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status();
+        assert!(lo.unwrap().success());
         make_busybox_rootfs(&node.rootfs);
         node.rt = Some(RuncRuntime::new(cfg).expect("the runtime starts"));
         node
@@ -226,7 +235,7 @@ fn sandbox(uid: &str, hostname: &str, cidr: &str) -> SandboxSpec {
         namespace: "default".into(),
         hostname: hostname.into(),
         pod_cidr: Some(cidr.into()),
-        port_mappings: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -308,6 +317,31 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
     assert_eq!(exit_code(&by_name("fetch")), Some(0));
     assert_eq!(by_name("web").image, "busybox");
     assert_eq!(rt.pods(), vec![pod.uid.clone()]);
+
+    // The pod's /etc files: its own address and name, the cluster DNS with the namespace's search path.
+    let etc = rt
+        .start_container(
+            &pod.uid,
+            &sh(
+                "etc",
+                "cat /etc/hosts /etc/resolv.conf /etc/hostname; echo HOSTNAME=$HOSTNAME",
+                true,
+            ),
+        )
+        .unwrap();
+    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "etc")).unwrap();
+    assert_eq!(exit_code(&etc), Some(0), "{log}");
+    assert!(log.contains(&format!("{}\tweb-1\n", sb.ip)), "/etc/hosts: {log}");
+    assert!(log.contains("nameserver 10.96.0.10\n"), "/etc/resolv.conf: {log}");
+    assert!(
+        log.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{log}"
+    );
+    assert!(log.contains("options ndots:5"), "{log}");
+    assert!(
+        log.contains("web-1\nHOSTNAME=web-1"),
+        "/etc/hostname and $HOSTNAME: {log}"
+    );
 
     // A container that fails reports its exit code.
     let failing = rt.start_container(&pod.uid, &sh("fail", "exit 3", true)).unwrap();
@@ -476,6 +510,81 @@ fn limits_become_cgroup_settings_and_host_ports_are_mapped() {
         !String::from_utf8_lossy(&nat.stdout).contains("8081"),
         "the host port rules are gone"
     );
+}
+
+#[test]
+fn a_host_network_pod_uses_the_nodes_namespace_without_cni() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    // An ordinary pod first, so the node's namespace has its bridge.
+    rt.run_sandbox(&sandbox(
+        "3f0e6a52-0000-4000-8000-0000000000b1",
+        "ordinary",
+        "10.244.16.0/24",
+    ))
+    .unwrap();
+    let mut host = sandbox(
+        "3f0e6a52-0000-4000-8000-0000000000b2",
+        "hostnet",
+        "10.244.16.0/24",
+    );
+    host.host_network = true;
+    let sb = rt.run_sandbox(&host).unwrap();
+    assert_eq!(sb.ip, "", "no pod address: the status reports the node's");
+    assert_eq!(node.veths(), 1, "no veth for it");
+    assert_eq!(node.allocations().len(), 1, "no IP allocated for it");
+    let mut server = web();
+    server.command = vec![
+        "httpd".into(),
+        "-f".into(),
+        "-p".into(),
+        "8082".into(),
+        "-h".into(),
+        "/www".into(),
+    ];
+    rt.start_container(&host.uid, &server).unwrap();
+    let view = rt
+        .start_container(
+            &host.uid,
+            &sh("view", "cat /proc/net/dev; head -1 /etc/hosts", true),
+        )
+        .unwrap();
+    let log = std::fs::read_to_string(rt.log_path(&host.uid, "view")).unwrap();
+    assert_eq!(exit_code(&view), Some(0), "{log}");
+    assert!(log.contains("cni0:"), "it sees the node's interfaces: {log}");
+    assert!(
+        log.contains("# Kubernetes-managed hosts file (host network)."),
+        "{log}"
+    );
+    // It listens in the node's namespace (its loopback: not a pod's, not the host's).
+    let mut body = String::new();
+    for _ in 0..20 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node.netns,
+                "busybox",
+                "timeout",
+                "2",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+            ])
+            .arg("http://127.0.0.1:8082/")
+            .output()
+            .unwrap();
+        body = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(body.contains("hello from skiff"), "{body:?}");
+    rt.kill_pod(&host.uid, 0).unwrap();
+    assert_eq!(node.veths(), 1, "killing it leaves the other pod's network alone");
 }
 
 fn alive(pid: i64) -> bool {
@@ -666,8 +775,8 @@ fn a_pod_stuck_in_an_init_container_can_still_be_killed() {
         );
         let result = waiting.join().unwrap();
         assert!(
-            result.is_err(),
-            "the start of a killed init container fails: {result:?}"
+            !matches!(&result, Ok(c) if exit_code(c).is_none_or(|code| code == 0)),
+            "the start of a killed init container fails, or reports it killed: {result:?}"
         );
     });
     assert!(node.rt().pods().is_empty());
