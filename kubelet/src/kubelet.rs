@@ -50,6 +50,24 @@ impl KubeletOptions {
     }
 }
 
+/// What this machine offers: (`cpu`, `memory`) as Node capacity quantities (CPUs the process may use,
+/// MemTotal from /proc/meminfo in Ki).
+pub fn machine_capacity() -> (String, String) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    (cpus.to_string(), mem_total(&meminfo))
+}
+
+/// `MemTotal` of a /proc/meminfo text as a quantity (`16318060Ki`).
+pub fn mem_total(meminfo: &str) -> String {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .map(|kib| format!("{kib}Ki"))
+        .unwrap_or_else(|| "0".into())
+}
+
 /// The pods the runtime runs that the API no longer has (HandlePodCleanups' orphans).
 pub fn orphans(running: &[String], in_api: &HashSet<String>) -> Vec<String> {
     running
@@ -193,6 +211,18 @@ fn hand_over(workers: &Arc<PodWorkers>, pod: Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capacity_comes_from_the_machine() {
+        assert_eq!(
+            mem_total("MemTotal:       16318060 kB\nMemFree: 1 kB\n"),
+            "16318060Ki"
+        );
+        assert_eq!(mem_total(""), "0");
+        let (cpu, memory) = machine_capacity();
+        assert!(cpu.parse::<usize>().unwrap() >= 1);
+        assert!(memory.ends_with("Ki"));
+    }
 
     #[test]
     fn orphans_are_running_pods_the_api_does_not_have() {

@@ -47,6 +47,21 @@ pub const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 /// says where each image's files are.)
 pub type RootfsResolver = Arc<dyn Fn(&str) -> Result<PathBuf, RuntimeError> + Send + Sync>;
 
+/// Images as directories until the image store exists: `busybox:1.36` is `<dir>/busybox_1.36` if that
+/// exists, else `<dir>/busybox` (registry hosts and paths are dropped: `docker.io/library/busybox` is
+/// `busybox`).
+pub fn images_in_dir(dir: PathBuf) -> RootfsResolver {
+    Arc::new(move |image: &str| {
+        let name = image.rsplit('/').next().unwrap_or(image);
+        let name = name.split('@').next().unwrap_or(name);
+        let (repo, tag) = name.split_once(':').unwrap_or((name, "latest"));
+        [dir.join(format!("{repo}_{tag}")), dir.join(repo)]
+            .into_iter()
+            .find(|p| p.is_dir())
+            .ok_or_else(|| RuntimeError(format!("image {image:?} not found in {}", dir.display())))
+    })
+}
+
 /// How the runtime is set up.
 #[derive(Clone)]
 pub struct RuncConfig {
@@ -644,6 +659,22 @@ fn remove_tree(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_directories() {
+        let dir = std::env::temp_dir().join(format!("skiff-images-unit-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("busybox")).unwrap();
+        std::fs::create_dir_all(dir.join("nginx_1.27")).unwrap();
+        let images = images_in_dir(dir.clone());
+        assert_eq!(images("busybox").unwrap(), dir.join("busybox"));
+        assert_eq!(
+            images("docker.io/library/busybox:1.36").unwrap(),
+            dir.join("busybox")
+        );
+        assert_eq!(images("nginx:1.27").unwrap(), dir.join("nginx_1.27"));
+        assert!(images("nginx").unwrap_err().0.contains("not found"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn times_and_ids() {

@@ -27,7 +27,7 @@ fn missing() -> Option<String> {
     if !nix_is_root() {
         return Some("not root".into());
     }
-    for tool in ["runc", "nsenter", "ip", "busybox", "cargo"] {
+    for tool in ["runc", "nsenter", "ip", "busybox"] {
         if which(tool).is_none() {
             return Some(format!("{tool} not found"));
         }
@@ -74,7 +74,9 @@ fn helpers() -> &'static (PathBuf, PathBuf) {
         let exe = std::env::current_exe().unwrap();
         let target = exe.ancestors().nth(3).unwrap().join("pause-build");
         for bin in ["skiff-pause", "skiff-shim"] {
-            let status = Command::new("cargo")
+            // The cargo running these tests (it says where it is), else the one on PATH.
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
                 .args(["rustc", "--quiet", "--manifest-path"])
                 .arg(&manifest)
                 .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
@@ -713,8 +715,8 @@ fn the_host_network_is_unchanged_by_a_pod_lifecycle() {
 
 #[test]
 fn pause_is_static_and_exits_0_on_sigterm_and_sigint() {
-    if which("cargo").is_none() || which("kill").is_none() {
-        eprintln!("skipped: cargo or kill not found");
+    if which("kill").is_none() {
+        eprintln!("skipped: kill not found");
         return;
     }
     let (pause, _) = helpers();
