@@ -8,7 +8,7 @@
 //! running, as upstream does; a restarted kubelet finds them through the runtime.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
@@ -25,7 +25,7 @@ use crate::{
     lease,
     node::{self, NodeConfig},
     pod_workers::{NodeContext, PodWorkers},
-    runtime::ContainerRuntime,
+    runtime::{Container, ContainerRuntime},
 };
 
 /// What the kubelet of one node needs besides its client and runtime.
@@ -37,6 +37,9 @@ pub struct KubeletOptions {
     pub lease_interval: Duration,
     /// How often node status is posted when nothing changed (upstream's nodeStatusReportFrequency).
     pub status_interval: Duration,
+    /// How often the PLEG relists the runtime to notice containers that started or exited
+    /// (upstream's relist period: 1 s).
+    pub relist_interval: Duration,
 }
 
 impl KubeletOptions {
@@ -46,6 +49,7 @@ impl KubeletOptions {
             node,
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),
+            relist_interval: Duration::from_secs(1),
         }
     }
 }
@@ -106,7 +110,8 @@ pub async fn run_kubelet(
         )),
         tokio::spawn(post_status(client.clone(), cfg.clone(), options.status_interval)),
         tokio::spawn(follow_node(client.clone(), workers.clone())),
-        tokio::spawn(follow_pods(client, workers.clone(), runtime)),
+        tokio::spawn(follow_pods(client, workers.clone(), runtime.clone())),
+        tokio::spawn(relist(workers.clone(), runtime, options.relist_interval)),
     ];
     shutdown.await;
     for task in tasks {
@@ -202,6 +207,37 @@ async fn follow_pods(client: Client, workers: Arc<PodWorkers>, runtime: Arc<dyn 
     }
 }
 
+/// The pods whose containers differ between two relists (or that appeared): upstream's PLEG events.
+pub fn changed_pods(
+    previous: &HashMap<String, Vec<Container>>,
+    current: &[(String, Vec<Container>)],
+) -> Vec<String> {
+    current
+        .iter()
+        .filter(|(uid, containers)| previous.get(uid) != Some(containers))
+        .map(|(uid, _)| uid.clone())
+        .collect()
+}
+
+/// The PLEG (pkg/kubelet/pleg/generic.go): relists the runtime every `every` and resyncs each pod
+/// whose containers changed, so a container that exits is reported without the pod changing.
+async fn relist(workers: Arc<PodWorkers>, runtime: Arc<dyn ContainerRuntime>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: HashMap<String, Vec<Container>> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let rt = runtime.clone();
+        let Ok(current) = tokio::task::spawn_blocking(move || rt.relist()).await else {
+            continue;
+        };
+        for uid in changed_pods(&previous, &current) {
+            workers.resync(&uid);
+        }
+        previous = current.into_iter().collect();
+    }
+}
+
 fn hand_over(workers: &Arc<PodWorkers>, pod: Pod) {
     if let Ok(pod) = serde_json::to_value(pod) {
         workers.update(pod);
@@ -222,6 +258,41 @@ mod tests {
         let (cpu, memory) = machine_capacity();
         assert!(cpu.parse::<usize>().unwrap() >= 1);
         assert!(memory.ends_with("Ki"));
+    }
+
+    #[test]
+    fn the_pleg_reports_pods_whose_containers_changed() {
+        use crate::runtime::ContainerState;
+        let c = |state: ContainerState| Container {
+            name: "c".into(),
+            id: "runc://x".into(),
+            image: "busybox".into(),
+            state,
+            restart_count: 0,
+        };
+        let running = c(ContainerState::Running {
+            started_at: "t".into(),
+        });
+        let exited = c(ContainerState::Exited {
+            exit_code: 0,
+            reason: "Completed".into(),
+            started_at: "t".into(),
+            finished_at: "t2".into(),
+        });
+        let previous: HashMap<String, Vec<Container>> = [
+            ("a".to_owned(), vec![running.clone()]),
+            ("b".to_owned(), vec![running.clone()]),
+        ]
+        .into();
+        let current = vec![
+            ("a".to_owned(), vec![running.clone()]),
+            ("b".to_owned(), vec![exited]),
+            ("new".to_owned(), vec![]),
+        ];
+        assert_eq!(
+            changed_pods(&previous, &current),
+            vec!["b".to_owned(), "new".to_owned()]
+        );
     }
 
     #[test]

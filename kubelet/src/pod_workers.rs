@@ -123,6 +123,14 @@ impl PodWorkers {
         tokio::spawn(worker(self.clone(), uid, rx));
     }
 
+    /// Syncs the pod again with the version its worker has (what runs for it changed: the PLEG saw a
+    /// container start or exit).
+    pub fn resync(&self, uid: &str) {
+        if let Some(tx) = self.workers.lock().unwrap_or_else(|e| e.into_inner()).get(uid) {
+            tx.send_modify(|_| {});
+        }
+    }
+
     /// The pod is gone from the API: its worker stops once its current sync ends.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);

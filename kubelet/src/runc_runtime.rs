@@ -605,6 +605,26 @@ impl ContainerRuntime for RuncRuntime {
             .filter_map(|s| s.annotation(SANDBOX_UID).map(str::to_owned))
             .collect()
     }
+
+    fn relist(&self) -> Vec<(String, Vec<Container>)> {
+        // One `runc list` for the whole node.
+        let all = self.runc.list().unwrap_or_default();
+        let mut pods: BTreeMap<String, Vec<Container>> = all
+            .iter()
+            .filter(|s| s.annotation(CONTAINER_TYPE) == Some("sandbox"))
+            .filter_map(|s| Some((s.annotation(SANDBOX_UID)?.to_owned(), Vec::new())))
+            .collect();
+        for s in all
+            .iter()
+            .filter(|s| s.annotation(CONTAINER_TYPE) == Some("container"))
+        {
+            if let Some(containers) = s.annotation(SANDBOX_UID).and_then(|uid| pods.get_mut(uid)) {
+                let uid = s.annotation(SANDBOX_UID).unwrap_or_default();
+                containers.push(self.container_status(uid, s));
+            }
+        }
+        pods.into_iter().collect()
+    }
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {

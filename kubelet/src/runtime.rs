@@ -298,6 +298,15 @@ pub trait ContainerRuntime: Send + Sync {
     fn pod_status(&self, pod_uid: &str) -> Option<(Sandbox, Vec<Container>)>;
     /// UIDs of every pod the runtime has a sandbox for (a restarted kubelet adopts them).
     fn pods(&self) -> Vec<String>;
+    /// Every pod's containers at once: what the kubelet's PLEG relists every second to notice
+    /// containers that changed (exited) without the pod changing. Runtimes that can list everything
+    /// in one go do better than this default.
+    fn relist(&self) -> Vec<(String, Vec<Container>)> {
+        self.pods()
+            .into_iter()
+            .filter_map(|uid| self.pod_status(&uid).map(|(_, containers)| (uid, containers)))
+            .collect()
+    }
 }
 
 #[derive(Default)]

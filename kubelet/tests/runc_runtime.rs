@@ -887,13 +887,14 @@ async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete(
     );
     assert_eq!(runtime.pods(), vec![uid.clone()]);
 
-    // A pod that runs to completion ends Succeeded, with its container's exit code.
+    // A pod that runs to completion ends Succeeded, with its container's exit code: the container
+    // ends seconds after the last change to the pod, so only the PLEG's relist can notice it.
     let once: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": { "name": "once" },
         "spec": {
             "nodeName": "rt-node", "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
-            "containers": [{ "name": "job", "image": "busybox", "command": ["sh", "-c", "echo done"] }]
+            "containers": [{ "name": "job", "image": "busybox", "command": ["sh", "-c", "sleep 2; echo done"] }]
         }
     }))
     .unwrap();
