@@ -351,12 +351,27 @@ impl RuncRuntime {
             }
             _ => ContainerState::Running { started_at },
         };
+        let bundle = self.pod_dir(uid).join(&name);
+        let restart_count = std::fs::read_to_string(bundle.join("restarts"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let last_state = std::fs::read_to_string(bundle.join("last.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<LastState>(&s).ok())
+            .map(|l| ContainerState::Exited {
+                exit_code: l.exit_code,
+                reason: l.reason,
+                started_at: l.started_at,
+                finished_at: l.finished_at,
+            });
         Container {
             name,
             id: format!("runc://{}", state.id),
             image: state.annotation(IMAGE_NAME).unwrap_or_default().to_owned(),
             state: container_state,
-            restart_count: 0,
+            restart_count,
+            last_state,
         }
     }
 
@@ -365,8 +380,30 @@ impl RuncRuntime {
             .pause_pid(uid)?
             .ok_or_else(|| RuntimeError(format!("pod {uid} has no running sandbox")))?;
         let id = Self::container_id(uid, &spec.name);
+        let mut restarts = 0;
         if let Some(state) = self.runc.state(&id)? {
-            return Ok(self.container_status(uid, &state));
+            let current = self.container_status(uid, &state);
+            let ContainerState::Exited {
+                exit_code,
+                reason,
+                started_at,
+                finished_at,
+            } = current.state
+            else {
+                return Ok(current);
+            };
+            // A restart: the run that ended becomes the last state, the count goes up, and the old
+            // container makes way for the new one (same id).
+            let bundle = self.pod_dir(uid).join(&spec.name);
+            let last = LastState {
+                exit_code,
+                reason,
+                started_at,
+                finished_at,
+            };
+            write_json(&bundle.join("last.json"), &last)?;
+            restarts = current.restart_count + 1;
+            self.runc.delete_force(&id)?;
         }
         let rootfs = (self.cfg.images)(&spec.image)?;
         let sandbox_meta: BTreeMap<String, String> =
@@ -397,8 +434,16 @@ impl RuncRuntime {
             annotations,
         );
         write_json(&bundle.join("config.json"), &config)?;
+        std::fs::write(bundle.join("restarts"), restarts.to_string())
+            .map_err(io_err("recording restarts"))?;
         let exit_file = bundle.join("exit");
         let _ = std::fs::remove_file(&exit_file);
+        let _ = std::fs::remove_file(bundle.join("shim.pid"));
+        // A fresh log per run, as upstream's `<restartCount>.log`; the previous run's is kept beside it.
+        let log = bundle.join("log");
+        if log.exists() {
+            let _ = std::fs::rename(&log, bundle.join("previous.log"));
+        }
         let mut shim = self
             .runc
             .spawn_monitored(
@@ -625,6 +670,15 @@ impl ContainerRuntime for RuncRuntime {
         }
         pods.into_iter().collect()
     }
+}
+
+/// How a container's previous run ended, kept across its restart.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LastState {
+    exit_code: i32,
+    reason: String,
+    started_at: String,
+    finished_at: String,
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {

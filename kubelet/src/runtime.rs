@@ -57,6 +57,8 @@ pub struct Container {
     pub state: ContainerState,
     /// Times it was restarted.
     pub restart_count: i32,
+    /// How its previous run ended, once it was restarted (`lastState` in the status).
+    pub last_state: Option<ContainerState>,
 }
 
 /// A runtime error.
@@ -289,8 +291,9 @@ pub trait ContainerRuntime: Send + Sync {
     fn version(&self) -> String;
     /// Creates the pod's sandbox if it has none; returns it.
     fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError>;
-    /// Runs `spec` in the pod's sandbox if it is not running; an init container (`spec.init`) runs to
-    /// completion before this returns.
+    /// Runs `spec` in the pod's sandbox if it is not running (a container of that name that exited is
+    /// started again: its restart count goes up and its last run becomes its last state); an init
+    /// container (`spec.init`) runs to completion before this returns.
     fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<Container, RuntimeError>;
     /// Stops and removes the pod's containers and sandbox, giving them `grace_seconds` to stop.
     fn kill_pod(&self, pod_uid: &str, grace_seconds: i64) -> Result<(), RuntimeError>;
@@ -381,6 +384,7 @@ impl FakeRuntime {
                     image: c["image"].as_str().unwrap_or_default().to_owned(),
                     state,
                     restart_count: c["restartCount"].as_i64().unwrap_or(0) as i32,
+                    last_state: None,
                 });
             }
         }
@@ -449,6 +453,7 @@ impl ContainerRuntime for FakeRuntime {
             image: image.to_owned(),
             state,
             restart_count: 0,
+            last_state: None,
         };
         containers.push(container.clone());
         Ok(container)

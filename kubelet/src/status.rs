@@ -50,14 +50,30 @@ pub fn pod_status(
         "ContainersNotReady"
     };
 
-    let init_statuses: Vec<Value> = init
-        .iter()
-        .map(|(n, image)| container_status(n, image, find(n), true))
-        .collect();
-    let statuses: Vec<Value> = app
-        .iter()
-        .map(|(n, image)| container_status(n, image, find(n), false))
-        .collect();
+    let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+    let meta = &pod["metadata"];
+    let pod_ref = format!(
+        "{}_{}({})",
+        meta["name"].as_str().unwrap_or_default(),
+        meta["namespace"].as_str().unwrap_or("default"),
+        meta["uid"].as_str().unwrap_or_default()
+    );
+    let entry = |(n, image): &(String, String), init: bool| {
+        let container = find(n);
+        let backing_off = container.is_some_and(|c| will_restart(policy, init, &c.state));
+        let mut status = container_status(n, image, container, init);
+        if backing_off && let Some(c) = container {
+            // Exited and to be started again: waiting in back-off, the run that ended as lastState.
+            let delay =
+                crate::pod_workers::restart_backoff(crate::pod_workers::BACKOFF_BASE, c.restart_count);
+            status["lastState"] = status["state"].clone();
+            status["state"] = json!({ "waiting": { "reason": "CrashLoopBackOff",
+                "message": format!("back-off {} restarting failed container={n} pod={pod_ref}", go_duration(delay)) } });
+        }
+        status
+    };
+    let init_statuses: Vec<Value> = init.iter().map(|c| entry(c, true)).collect();
+    let statuses: Vec<Value> = app.iter().map(|c| entry(c, false)).collect();
 
     let cond = |kind: &str, ok: bool, reason: Option<&str>| condition(old, kind, ok, reason, now);
     let mut conditions = vec![
@@ -158,6 +174,29 @@ pub fn pod_phase(pod: &Value, containers: &[Container]) -> &'static str {
     }
 }
 
+/// Whether a container in `state` is to be started again under `policy` (an init container only
+/// when it failed).
+pub fn will_restart(policy: &str, init: bool, state: &ContainerState) -> bool {
+    let ContainerState::Exited { exit_code, .. } = state else {
+        return false;
+    };
+    match (policy, init) {
+        ("Never", _) => false,
+        (_, true) | ("OnFailure", false) => *exit_code != 0,
+        _ => true,
+    }
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`), as upstream's back-off messages show it.
+fn go_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
+}
+
 /// One `containerStatuses` entry (upstream's `convertToAPIContainerStatuses`).
 fn container_status(name: &str, image: &str, container: Option<&Container>, init: bool) -> Value {
     let Some(c) = container else {
@@ -185,9 +224,19 @@ fn container_status(name: &str, image: &str, container: Option<&Container>, init
             false,
         ),
     };
+    let last_state = match &c.last_state {
+        Some(ContainerState::Exited {
+            exit_code,
+            reason,
+            started_at,
+            finished_at,
+        }) => json!({ "terminated": { "exitCode": exit_code, "reason": reason, "startedAt": started_at,
+                                       "finishedAt": finished_at } }),
+        _ => json!({}),
+    };
     json!({
         "name": name, "image": image, "imageID": format!("{image}@fake"), "containerID": c.id,
-        "ready": ready, "started": started, "restartCount": c.restart_count, "state": state, "lastState": {},
+        "ready": ready, "started": started, "restartCount": c.restart_count, "state": state, "lastState": last_state,
     })
 }
 
@@ -359,6 +408,7 @@ mod tests {
                 finished_at: "t".into(),
             },
             restart_count: 0,
+            last_state: None,
         }
     }
 
@@ -436,6 +486,42 @@ mod tests {
             .clone();
         assert_eq!(ready["reason"], "PodCompleted");
         assert_eq!(done["phase"], "Succeeded");
+    }
+
+    #[test]
+    fn a_container_to_restart_waits_in_back_off_with_its_last_run() {
+        let pod = json!({ "metadata": { "name": "web", "namespace": "prod", "uid": "u9" },
+                          "spec": { "containers": [{ "name": "app", "image": "busybox" }] } });
+        let mut crashed = exited("app", 1);
+        crashed.restart_count = 2;
+        let s = pod_status(&pod, None, &[crashed], "h", "t");
+        let status = &s["containerStatuses"][0];
+        assert_eq!(status["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(
+            status["state"]["waiting"]["message"],
+            "back-off 40s restarting failed container=app pod=web_prod(u9)"
+        );
+        assert_eq!(status["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(status["restartCount"], 2);
+        assert_eq!(s["phase"], "Running", "Always: it is restarting");
+        // Running again, the previous run is the last state.
+        let mut again = running("app");
+        again.restart_count = 3;
+        again.last_state = Some(exited("app", 1).state);
+        let s = pod_status(&pod, None, &[again], "h", "t");
+        assert!(s["containerStatuses"][0]["state"]["running"].is_object());
+        assert_eq!(
+            s["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
+        assert!(will_restart("OnFailure", false, &exited("a", 2).state));
+        assert!(!will_restart("OnFailure", false, &exited("a", 0).state));
+        assert!(
+            !will_restart("Always", true, &exited("i", 0).state),
+            "a completed init container stays done"
+        );
+        assert!(!will_restart("Never", false, &exited("a", 2).state));
+        assert_eq!(go_duration(std::time::Duration::from_secs(300)), "5m0s");
     }
 
     fn exit_of(c: &Container) -> Option<i32> {

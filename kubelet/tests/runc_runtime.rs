@@ -348,6 +348,20 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
     // A container that fails reports its exit code.
     let failing = rt.start_container(&pod.uid, &sh("fail", "exit 3", true)).unwrap();
     assert_eq!(exit_code(&failing), Some(3));
+    // Starting it again is a restart: a new run, counted, the last one kept as its last state.
+    let again = rt
+        .start_container(&pod.uid, &sh("fail", "echo second run; exit 4", true))
+        .unwrap();
+    assert_eq!((exit_code(&again), again.restart_count), (Some(4), 1));
+    assert!(
+        matches!(
+            again.last_state,
+            Some(ContainerState::Exited { exit_code: 3, .. })
+        ),
+        "{again:?}"
+    );
+    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "fail")).unwrap();
+    assert_eq!(log, "second run\n", "each run has its own log");
     // An image the node does not have is an error, not a hang.
     let mut missing = web();
     missing.name = "other".into();
@@ -805,6 +819,7 @@ async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete(
     let runtime = Arc::new(RuncRuntime::new(node.cfg.clone()).unwrap());
     let options = KubeletOptions {
         lease_interval: Duration::from_secs(1),
+        restart_backoff: Duration::from_millis(500),
         status_interval: Duration::from_secs(5),
         ..KubeletOptions::new(NodeConfig {
             name: "rt-node".into(),
@@ -926,6 +941,54 @@ async fn the_kubelet_runs_a_bound_pod_reports_it_running_and_stops_it_on_delete(
     tokio::time::timeout(
         Duration::from_secs(10),
         pods.delete("once", &DeleteParams::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // A container that keeps crashing is restarted (after a back-off), counted, its last run kept.
+    let crasher: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "crasher" },
+        "spec": {
+            "nodeName": "rt-node", "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "app", "image": "busybox", "command": ["sh", "-c", "sleep 0.2; exit 7"] }]
+        }
+    }))
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.create(&PostParams::default(), &crasher),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let crashed = eventually(
+        "the crashing container is restarted twice",
+        Duration::from_secs(30),
+        || {
+            let pods = pods.clone();
+            async move {
+                let status = pods
+                    .get("crasher")
+                    .await
+                    .ok()?
+                    .status?
+                    .container_statuses?
+                    .pop()?;
+                (status.restart_count >= 2).then_some(status)
+            }
+        },
+    )
+    .await;
+    let last = crashed
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("lastState.terminated");
+    assert_eq!(last.exit_code, 7);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        pods.delete("crasher", &DeleteParams::default()),
     )
     .await
     .unwrap()
