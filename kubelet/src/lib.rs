@@ -10,7 +10,9 @@
 //! [`hollow`] run many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
 //! control plane at the scale of a thousand nodes on one machine. [`runc_runtime::RuncRuntime`] runs
 //! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
-//! runc ([`runc`]) and CNI bridge networking ([`cni`]).
+//! runc ([`runc`]), CNI bridge networking ([`cni`]) and the pod's /etc files ([`dns`]);
+//! [`kubelet::run_kubelet`] is one real node's main loop over it (with a PLEG that relists the
+//! runtime, so exits are noticed, and restarts by the pod's restart policy).
 
 pub mod cni;
 pub mod dns;
