@@ -324,7 +324,7 @@ struct FakeState {
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<FakeState>>,
-    /// The second octet of IPs handed out without a pod CIDR (10.<this>.x.y), so two hollow nodes
+    /// The second octet of IPs handed out without a pod CIDR (`10.<this>.x.y`), so two hollow nodes
     /// without CIDRs still give out distinct IPs.
     fallback_octet: u8,
 }
