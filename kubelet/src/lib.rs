@@ -19,6 +19,7 @@ pub mod dns;
 pub mod hollow;
 pub mod kubelet;
 pub mod lease;
+pub mod logs;
 pub mod node;
 pub mod oci;
 pub mod pause;

@@ -153,8 +153,8 @@ impl Runc {
 
     /// Starts `monitor` with `monitor_args` followed by the arguments of a foreground
     /// `runc run --keep` of `id` (so runc stays the container's parent and reports its exit status
-    /// to the monitor, and the stopped container stays listed), in its own process group, stdio to
-    /// `log`. The caller reaps the returned child.
+    /// to the monitor, and the stopped container stays listed), in its own process group, the
+    /// monitor's own stdio to `log`. The caller reaps the returned child.
     pub fn spawn_monitored(
         &self,
         monitor: &Path,

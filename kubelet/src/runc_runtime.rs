@@ -186,7 +186,8 @@ impl RuncRuntime {
         self.cfg.state_dir.join("pods").join(uid)
     }
 
-    /// The log file of container `name` of pod `uid` (its stdout and stderr).
+    /// The log file of container `name` of pod `uid`: its stdout and stderr in the CRI log format
+    /// (read it with [`crate::logs`]); the previous run's is `previous.log` beside it.
     pub fn log_path(&self, uid: &str, name: &str) -> PathBuf {
         self.pod_dir(uid).join(name).join("log")
     }
@@ -448,10 +449,10 @@ impl RuncRuntime {
             .runc
             .spawn_monitored(
                 &self.cfg.shim,
-                &[exit_file.clone().into()],
+                &[exit_file.clone().into(), log.clone().into()],
                 &id,
                 &bundle,
-                &bundle.join("log"),
+                &bundle.join("shim.log"),
             )
             .map_err(io_err(format!("starting {}", self.cfg.shim.display())))?;
         // Wait until runc has it (or it already ended); the shim is reaped by its own thread.
@@ -464,10 +465,14 @@ impl RuncRuntime {
                 if let Some(state) = self.runc.state(&id)? {
                     break state;
                 }
+                // runc's complaint is in the container's log (runc's stderr), the shim's in its own.
+                let said = crate::logs::read_log_text(&log)
+                    + &std::fs::read_to_string(bundle.join("shim.log")).unwrap_or_default();
+                let lines: Vec<&str> = said.lines().collect();
                 return Err(RuntimeError(format!(
                     "container {} of pod {uid} failed to start: {}",
                     spec.name,
-                    tail(&bundle.join("log"))
+                    lines[lines.len().saturating_sub(5)..].join("\n")
                 )));
             }
             if Instant::now() > deadline {
@@ -694,12 +699,6 @@ fn rfc3339_secs(t: &str) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         })
         .unwrap_or_else(|_| t.to_owned())
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
 /// Removes the (empty) cgroup `path` and what is left below it from every hierarchy: each controller's

@@ -301,7 +301,13 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
     let client = rt
         .start_container(&pod.uid, &fetch("http://127.0.0.1:8080/"))
         .expect("fetch runs");
-    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "fetch")).unwrap();
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&pod.uid, "fetch"));
+    let raw = std::fs::read_to_string(rt.log_path(&pod.uid, "fetch")).unwrap();
+    assert!(
+        raw.lines()
+            .all(|l| skiff_kubelet::logs::parse_line(l).is_some_and(|e| e.stream == "stdout" && !e.partial)),
+        "the log is in the CRI format: {raw}"
+    );
     assert_eq!(exit_code(&client), Some(0), "log: {log}");
     assert!(
         log.contains("hello from skiff"),
@@ -331,7 +337,7 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
             ),
         )
         .unwrap();
-    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "etc")).unwrap();
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&pod.uid, "etc"));
     assert_eq!(exit_code(&etc), Some(0), "{log}");
     assert!(log.contains(&format!("{}\tweb-1\n", sb.ip)), "/etc/hosts: {log}");
     assert!(log.contains("nameserver 10.96.0.10\n"), "/etc/resolv.conf: {log}");
@@ -350,7 +356,10 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
     assert_eq!(exit_code(&failing), Some(3));
     // Starting it again is a restart: a new run, counted, the last one kept as its last state.
     let again = rt
-        .start_container(&pod.uid, &sh("fail", "echo second run; exit 4", true))
+        .start_container(
+            &pod.uid,
+            &sh("fail", "echo second run; echo oops >&2; exit 4", true),
+        )
         .unwrap();
     assert_eq!((exit_code(&again), again.restart_count), (Some(4), 1));
     assert!(
@@ -360,8 +369,21 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
         ),
         "{again:?}"
     );
-    let log = std::fs::read_to_string(rt.log_path(&pod.uid, "fail")).unwrap();
-    assert_eq!(log, "second run\n", "each run has its own log");
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&pod.uid, "fail"));
+    // Two streams, two pipes: their lines interleave in no fixed order.
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["oops", "second run"], "each run has its own log");
+    let raw = std::fs::read_to_string(rt.log_path(&pod.uid, "fail")).unwrap();
+    assert!(
+        raw.contains(" stderr F oops\n"),
+        "stderr is its own stream: {raw}"
+    );
+    assert!(
+        rt.log_path(&pod.uid, "fail")
+            .with_file_name("previous.log")
+            .exists()
+    );
     // An image the node does not have is an error, not a hang.
     let mut missing = web();
     missing.name = "other".into();
@@ -384,7 +406,7 @@ fn two_pods_reach_each_other_across_the_bridge() {
     let client = rt
         .start_container(&b.uid, &fetch(&format!("http://{ip_a}:8080/")))
         .unwrap();
-    let log = std::fs::read_to_string(rt.log_path(&b.uid, "fetch")).unwrap();
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&b.uid, "fetch"));
     assert_eq!(exit_code(&client), Some(0), "log: {log}");
     assert!(
         log.contains("hello from skiff") && log.contains("hostname=b"),
@@ -566,7 +588,7 @@ fn a_host_network_pod_uses_the_nodes_namespace_without_cni() {
             &sh("view", "cat /proc/net/dev; head -1 /etc/hosts", true),
         )
         .unwrap();
-    let log = std::fs::read_to_string(rt.log_path(&host.uid, "view")).unwrap();
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&host.uid, "view"));
     assert_eq!(exit_code(&view), Some(0), "{log}");
     assert!(log.contains("cni0:"), "it sees the node's interfaces: {log}");
     assert!(
