@@ -311,7 +311,8 @@ pub fn sandbox_spec(
 
 /// An app container of the pod whose pause process is `pause_pid`: joins its network, IPC and UTS
 /// namespaces, has its own mount and PID namespaces, runs `spec`'s command from `rootfs`, with
-/// `mounts` (the pod's /etc files) after runc's defaults.
+/// `mounts` (the pod's /etc files, its shared /dev/shm) after runc's defaults, replacing any default of
+/// the same destination.
 pub fn container_spec(
     spec: &ContainerSpec,
     rootfs: &str,
@@ -355,8 +356,10 @@ pub fn container_spec(
             readonly: false,
         },
         hostname: None,
+        // A mount given for one of the defaults' destinations replaces it.
         mounts: default_mounts()
             .into_iter()
+            .filter(|d| !mounts.iter().any(|m| m.destination == d.destination))
             .chain(mounts.iter().cloned())
             .collect(),
         annotations,
@@ -649,6 +652,27 @@ mod tests {
             v["mounts"][5]["options"],
             json!(["nosuid", "noexec", "nodev", "ro"])
         );
+    }
+
+    #[test]
+    fn a_mount_replaces_the_default_at_its_destination() {
+        let shm = bind_mount("/var/lib/skiff/pods/u1/sandbox/shm", "/dev/shm");
+        let spec = container_spec(
+            &ContainerSpec::default(),
+            "/r",
+            "h",
+            42,
+            "/c",
+            std::slice::from_ref(&shm),
+            BTreeMap::new(),
+        );
+        let at_shm: Vec<&Mount> = spec
+            .mounts
+            .iter()
+            .filter(|m| m.destination == "/dev/shm")
+            .collect();
+        assert_eq!(at_shm, [&shm]);
+        assert_eq!(spec.mounts.len(), default_mounts().len());
     }
 
     #[test]

@@ -421,10 +421,21 @@ impl RuncRuntime {
         let bundle = self.pod_dir(uid).join(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("creating the container bundle"))?;
         let etc = self.pod_dir(uid).join("sandbox");
-        let mounts: Vec<oci::Mount> = ["hosts", "hostname", "resolv.conf"]
+        let mut mounts: Vec<oci::Mount> = ["hosts", "hostname", "resolv.conf"]
             .iter()
             .map(|f| oci::bind_mount(&etc.join(f).to_string_lossy(), &format!("/etc/{f}")))
             .collect();
+        // One /dev/shm for the pod's containers (as containerd shares the sandbox's): POSIX shared
+        // memory goes with the IPC namespace they share. A directory of the pod, not a tmpfs of its
+        // own as upstream mounts (64 MiB): nothing to unmount on the node, gone with the pod.
+        let shm = etc.join("shm");
+        std::fs::create_dir_all(&shm).map_err(io_err("creating the pod's /dev/shm"))?;
+        let mut perms = std::fs::metadata(&shm)
+            .map_err(io_err("reading the pod's /dev/shm"))?
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
+        std::fs::set_permissions(&shm, perms).map_err(io_err("opening the pod's /dev/shm to all"))?;
+        mounts.push(oci::bind_mount(&shm.to_string_lossy(), "/dev/shm"));
         let config = oci::container_spec(
             spec,
             &rootfs.to_string_lossy(),

@@ -351,6 +351,15 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
         "/etc/hostname and $HOSTNAME: {log}"
     );
 
+    // /dev/shm is the pod's: what one container puts there, another reads.
+    rt.start_container(&pod.uid, &sh("shm-writer", "echo shared > /dev/shm/note", true))
+        .unwrap();
+    let reader = rt
+        .start_container(&pod.uid, &sh("shm-reader", "cat /dev/shm/note", true))
+        .unwrap();
+    let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&pod.uid, "shm-reader"));
+    assert_eq!((exit_code(&reader), log.as_str()), (Some(0), "shared\n"));
+
     // A container that fails reports its exit code.
     let failing = rt.start_container(&pod.uid, &sh("fail", "exit 3", true)).unwrap();
     assert_eq!(exit_code(&failing), Some(3));
