@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{ContainerSpec, Resources};
+use crate::runtime::{ContainerSpec, Resources, SecurityContext};
 
 /// The OCI runtime-spec version written.
 pub const OCI_VERSION: &str = "1.0.2";
@@ -42,6 +42,85 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// Every Linux capability (what `privileged` and `add: [ALL]` give).
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capabilities of a container with `security` (containerd's `WithAddedCapabilities` /
+/// `WithDroppedCapabilities`): the defaults, less what it drops (`ALL`: everything), plus what it
+/// adds; every capability when privileged. Kubernetes names (`NET_ADMIN`) gain the `CAP_` prefix.
+pub fn capabilities(security: &SecurityContext) -> Vec<String> {
+    let full = |c: &str| {
+        let c = c.to_ascii_uppercase();
+        if c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let is_all = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    if security.privileged || is_all(&security.add_capabilities) {
+        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    }
+    let mut caps: Vec<String> = if is_all(&security.drop_capabilities) {
+        Vec::new()
+    } else {
+        let dropped: Vec<String> = security.drop_capabilities.iter().map(|c| full(c)).collect();
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !dropped.contains(c))
+            .collect()
+    };
+    for c in security.add_capabilities.iter().map(|c| full(c)) {
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    caps
+}
 
 /// runc's default masked paths (`runc spec`): hidden behind /dev/null or an empty tmpfs.
 pub const MASKED_PATHS: [&str; 10] = [
@@ -339,21 +418,31 @@ pub fn container_spec(
     // containerd sets HOSTNAME to the sandbox's hostname.
     env.push(format!("HOSTNAME={hostname}"));
     env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let security = &spec.security;
+    let caps = capabilities(security);
+    let privileged = security.privileged;
     Spec {
         oci_version: OCI_VERSION.into(),
         process: Process {
             terminal: false,
-            user: User::default(),
+            user: User {
+                uid: security.run_as_user.unwrap_or(0),
+                gid: security.run_as_group.unwrap_or(0),
+            },
             args,
             env,
             cwd: spec.working_dir.clone().unwrap_or_else(|| "/".into()),
-            capabilities: default_capabilities(),
+            capabilities: Capabilities {
+                bounding: caps.clone(),
+                effective: caps.clone(),
+                permitted: caps,
+            },
             // allowPrivilegeEscalation defaults to true.
-            no_new_privileges: false,
+            no_new_privileges: security.allow_privilege_escalation == Some(false) && !privileged,
         },
         root: Root {
             path: rootfs.into(),
-            readonly: false,
+            readonly: security.read_only_root_filesystem,
         },
         hostname: None,
         // A mount given for one of the defaults' destinations replaces it.
@@ -372,9 +461,25 @@ pub fn container_spec(
                 new("pid"),
             ],
             cgroups_path: cgroups_path.into(),
-            resources: linux_resources(&spec.resources),
-            masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
-            readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+            resources: LinuxResources {
+                // Privileged: every device (the default rule denies them all but runc's few).
+                devices: vec![DeviceRule {
+                    allow: privileged,
+                    access: "rwm".into(),
+                }],
+                ..linux_resources(&spec.resources)
+            },
+            // Privileged containers see /proc and /sys unmasked, as upstream.
+            masked_paths: if privileged {
+                Vec::new()
+            } else {
+                MASKED_PATHS.iter().map(|p| p.to_string()).collect()
+            },
+            readonly_paths: if privileged {
+                Vec::new()
+            } else {
+                READONLY_PATHS.iter().map(|p| p.to_string()).collect()
+            },
         },
     }
 }
@@ -560,6 +665,7 @@ mod tests {
                 pids_limit: Some(100),
             },
             init: false,
+            security: SecurityContext::default(),
         };
         let v = serde_json::to_value(container_spec(
             &c,
@@ -651,6 +757,76 @@ mod tests {
         assert_eq!(
             v["mounts"][5]["options"],
             json!(["nosuid", "noexec", "nodev", "ro"])
+        );
+    }
+
+    #[test]
+    fn security_contexts_set_user_capabilities_and_privilege() {
+        let caps = |drop: &[&str], add: &[&str]| {
+            capabilities(&SecurityContext {
+                drop_capabilities: drop.iter().map(|c| c.to_string()).collect(),
+                add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(caps(&["ALL"], &["NET_BIND_SERVICE"]), ["CAP_NET_BIND_SERVICE"]);
+        let fewer = caps(&["NET_RAW", "CAP_KILL"], &["NET_ADMIN"]);
+        assert_eq!(fewer.len(), 13);
+        assert!(!fewer.contains(&"CAP_NET_RAW".into()) && fewer.contains(&"CAP_NET_ADMIN".into()));
+        assert_eq!(caps(&[], &["ALL"]).len(), ALL_CAPABILITIES.len());
+
+        let spec = ContainerSpec {
+            security: SecurityContext {
+                run_as_user: Some(1000),
+                run_as_group: Some(3000),
+                read_only_root_filesystem: true,
+                allow_privilege_escalation: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let v =
+            serde_json::to_value(container_spec(&spec, "/r", "h", 1, "/c", &[], BTreeMap::new())).unwrap();
+        assert_eq!(v["process"]["user"], json!({ "uid": 1000, "gid": 3000 }));
+        assert_eq!(
+            (
+                v["root"]["readonly"].as_bool(),
+                v["process"]["noNewPrivileges"].as_bool()
+            ),
+            (Some(true), Some(true))
+        );
+
+        let privileged = ContainerSpec {
+            security: SecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let v = serde_json::to_value(container_spec(
+            &privileged,
+            "/r",
+            "h",
+            1,
+            "/c",
+            &[],
+            BTreeMap::new(),
+        ))
+        .unwrap();
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"].as_array().unwrap().len(),
+            ALL_CAPABILITIES.len()
+        );
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([{ "allow": true, "access": "rwm" }])
+        );
+        assert_eq!(
+            (
+                v["linux"]["maskedPaths"].clone(),
+                v["linux"]["readonlyPaths"].clone()
+            ),
+            (json!([]), json!([]))
         );
     }
 

@@ -114,11 +114,11 @@ pub fn plan(pod: &Value, current: &[Container], now: DateTime<Utc>, base: Durati
         if !wanted(c, true) {
             return Plan::Run { start, retry_after };
         }
-        start.push(ContainerSpec::from_pod_container(c, true));
+        start.push(ContainerSpec::from_pod_container(pod, c, true));
     }
     for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
         if wanted(c, false) {
-            start.push(ContainerSpec::from_pod_container(c, false));
+            start.push(ContainerSpec::from_pod_container(pod, c, false));
         }
     }
     Plan::Run { start, retry_after }

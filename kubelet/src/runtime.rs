@@ -139,12 +139,63 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// An init container: runs to completion before the next one starts.
     pub init: bool,
+    /// Its security context (the pod's, overridden by the container's).
+    pub security: SecurityContext,
+}
+
+/// The parts of a container's `securityContext` (and the pod's) the runtime applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityContext {
+    /// `runAsUser` (root when unset: there is no image config yet to say otherwise).
+    pub run_as_user: Option<u32>,
+    /// `runAsGroup`.
+    pub run_as_group: Option<u32>,
+    /// `privileged`: every capability and device, nothing masked.
+    pub privileged: bool,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: bool,
+    /// `allowPrivilegeEscalation` (true when unset, as upstream).
+    pub allow_privilege_escalation: Option<bool>,
+    /// `capabilities.add` (Kubernetes names: `NET_ADMIN`, or `ALL`).
+    pub add_capabilities: Vec<String>,
+    /// `capabilities.drop`.
+    pub drop_capabilities: Vec<String>,
+}
+
+impl SecurityContext {
+    /// The container `c`'s context over its pod's (`spec.securityContext` of `pod`).
+    pub fn of(pod: &Value, c: &Value) -> Self {
+        let (own, pods) = (&c["securityContext"], &pod["spec"]["securityContext"]);
+        let id = |field: &str| {
+            own[field]
+                .as_u64()
+                .or_else(|| pods[field].as_u64())
+                .map(|n| n as u32)
+        };
+        let caps = |list: &str| -> Vec<String> {
+            own["capabilities"][list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        Self {
+            run_as_user: id("runAsUser"),
+            run_as_group: id("runAsGroup"),
+            privileged: own["privileged"].as_bool().unwrap_or(false),
+            read_only_root_filesystem: own["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+            allow_privilege_escalation: own["allowPrivilegeEscalation"].as_bool(),
+            add_capabilities: caps("add"),
+            drop_capabilities: caps("drop"),
+        }
+    }
 }
 
 impl ContainerSpec {
-    /// The spec of one container of a pod (a `containers[]` or `initContainers[]` entry as JSON).
+    /// The spec of one container `c` of `pod` (a `containers[]` or `initContainers[]` entry as JSON).
     /// Env entries taken from other objects (`valueFrom`) are not resolved here.
-    pub fn from_pod_container(c: &Value, init: bool) -> Self {
+    pub fn from_pod_container(pod: &Value, c: &Value, init: bool) -> Self {
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .into_iter()
@@ -183,6 +234,7 @@ impl ContainerSpec {
                 pids_limit: None,
             },
             init,
+            security: SecurityContext::of(pod, c),
         }
     }
 }
@@ -556,7 +608,24 @@ mod tests {
                 host_ip: None
             }]
         );
-        let c = ContainerSpec::from_pod_container(&pod["spec"]["containers"][0], false);
+        let c = ContainerSpec::from_pod_container(&pod, &pod["spec"]["containers"][0], false);
+        assert_eq!(c.security, SecurityContext::default());
+        let mut secure = pod.clone();
+        secure["spec"]["securityContext"] = serde_json::json!({ "runAsUser": 1000, "runAsGroup": 3000 });
+        secure["spec"]["containers"][0]["securityContext"] = serde_json::json!({
+            "runAsUser": 2000, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"], "add": ["NET_BIND_SERVICE"] } });
+        let s = ContainerSpec::from_pod_container(&secure, &secure["spec"]["containers"][0], false).security;
+        assert_eq!(
+            (s.run_as_user, s.run_as_group),
+            (Some(2000), Some(3000)),
+            "the container's over the pod's"
+        );
+        assert!(s.read_only_root_filesystem && s.allow_privilege_escalation == Some(false));
+        assert_eq!(
+            (s.drop_capabilities, s.add_capabilities),
+            (vec!["ALL".to_owned()], vec!["NET_BIND_SERVICE".to_owned()])
+        );
         assert_eq!(
             (c.command, c.args),
             (vec!["httpd".to_owned()], vec!["-f".to_owned()])

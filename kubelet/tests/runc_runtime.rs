@@ -223,7 +223,8 @@ fn make_busybox_rootfs(dir: &Path) {
     }
     std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
     for applet in [
-        "sh", "sleep", "hostname", "httpd", "wget", "timeout", "seq", "echo", "cat", "true",
+        "sh", "sleep", "hostname", "httpd", "wget", "timeout", "seq", "echo", "cat", "true", "id", "grep",
+        "touch",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
@@ -632,6 +633,50 @@ fn a_host_network_pod_uses_the_nodes_namespace_without_cni() {
     assert!(body.contains("hello from skiff"), "{body:?}");
     rt.kill_pod(&host.uid, 0).unwrap();
     assert_eq!(node.veths(), 1, "killing it leaves the other pod's network alone");
+}
+
+#[test]
+fn security_contexts_apply_in_the_container() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let pod = sandbox("3f0e6a52-0000-4000-8000-0000000000f7", "secure", "10.244.17.0/24");
+    rt.run_sandbox(&pod).unwrap();
+    let run = |mut spec: ContainerSpec, security: skiff_kubelet::runtime::SecurityContext| {
+        spec.security = security;
+        let c = rt.start_container(&pod.uid, &spec).unwrap();
+        let log = skiff_kubelet::logs::read_log_text(&rt.log_path(&pod.uid, &spec.name));
+        assert_eq!(exit_code(&c), Some(0), "{}: {log}", spec.name);
+        log
+    };
+    let nobody = run(
+        sh("nobody", "id -u; id -g; grep CapEff /proc/self/status", true),
+        skiff_kubelet::runtime::SecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(3000),
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(nobody, "1000\n3000\nCapEff:\t0000000000000000\n");
+    let default = run(
+        sh("default", "id -u; grep CapEff /proc/self/status", true),
+        Default::default(),
+    );
+    assert_eq!(
+        default, "0\nCapEff:\t00000000a80425fb\n",
+        "root with containerd's 14 default capabilities"
+    );
+    let probe = "touch /tmp/probe-$HOSTNAME && echo writable || echo read-only";
+    let read_only = run(
+        sh("ro", probe, true),
+        skiff_kubelet::runtime::SecurityContext {
+            read_only_root_filesystem: true,
+            ..Default::default()
+        },
+    );
+    assert!(read_only.ends_with("read-only\n"), "{read_only}");
+    assert_eq!(run(sh("rw", probe, true), Default::default()), "writable\n");
 }
 
 fn alive(pid: i64) -> bool {
