@@ -343,9 +343,17 @@ impl RuncRuntime {
                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     })
                     .unwrap_or_else(|_| crate::now());
+                // The kernel's OOM killer ended it: its cgroup (kept until the container is deleted)
+                // counted a kill. Upstream reports that as OOMKilled whatever the exit code says.
+                let cgroup = format!("{}/{}", self.pod_cgroup(uid), state.id);
+                let reason = match (exit_code, oom_killed(&cgroup)) {
+                    (0, _) => "Completed",
+                    (_, true) => "OOMKilled",
+                    _ => "Error",
+                };
                 ContainerState::Exited {
                     exit_code,
-                    reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+                    reason: reason.into(),
                     started_at,
                     finished_at,
                 }
@@ -712,6 +720,27 @@ fn rfc3339_secs(t: &str) -> String {
         .unwrap_or_else(|_| t.to_owned())
 }
 
+/// Whether the OOM killer killed a process of cgroup `path`: `oom_kill` in memory.events (cgroup v2)
+/// or memory.oom_control (v1).
+pub fn oom_killed(path: &str) -> bool {
+    let rel = path.trim_start_matches('/');
+    [
+        format!("/sys/fs/cgroup/{rel}/memory.events"),
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+    ]
+    .iter()
+    .filter_map(|f| std::fs::read_to_string(f).ok())
+    .any(|text| oom_kills(&text) > 0)
+}
+
+/// The `oom_kill` count of a memory.events / memory.oom_control text.
+fn oom_kills(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Removes the (empty) cgroup `path` and what is left below it from every hierarchy: each controller's
 /// on cgroup v1, the unified one on v2. runc removes a container's own cgroup; the pod's and the
 /// parent's are ours. Errors (not there, still busy) are ignored.
@@ -758,6 +787,17 @@ mod tests {
         assert_eq!(images("nginx:1.27").unwrap(), dir.join("nginx_1.27"));
         assert!(images("nginx").unwrap_err().0.contains("not found"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_either_cgroup_version() {
+        assert_eq!(oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
+        assert_eq!(
+            oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
+        assert_eq!(oom_kills("oom_kill_disable 0\n"), 0);
+        assert!(!oom_killed("/no/such/cgroup"));
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn make_busybox_rootfs(dir: &Path) {
     std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
     for applet in [
         "sh", "sleep", "hostname", "httpd", "wget", "timeout", "seq", "echo", "cat", "true", "id", "grep",
-        "touch",
+        "dd", "touch",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
@@ -543,6 +543,19 @@ fn limits_become_cgroup_settings_and_host_ports_are_mapped() {
         assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/memory.max")), "67108864");
         assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/cpu.max")), "50000 100000");
         assert_eq!(read(format!("/sys/fs/cgroup/{cgroup}/pids.max")), "64");
+    }
+
+    // Going over the memory limit: the OOM killer ends it, and the reason says so.
+    let mut hog = sh("hog", "dd if=/dev/zero of=/dev/null bs=64M count=1", true);
+    hog.resources.memory_limit_bytes = Some(16 << 20);
+    let killed = rt.start_container(&pod.uid, &hog).unwrap();
+    match &killed.state {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => {
+            assert_eq!((*exit_code, reason.as_str()), (137, "OOMKilled"))
+        }
+        other => panic!("{other:?}"),
     }
 
     // hostPort 8081 on the node (here: its bridge address, inside its namespace) reaches the pod.
