@@ -8,6 +8,10 @@ PACKAGES=(
   etcd-server                         # the etcd backend's tests and benchmark start a real etcd
   sqlite3                             # to look inside the embedded store (not needed to build)
   curl ca-certificates                # the quickstart talks to the server with curl
+  runc                                # the node runs pod sandboxes and containers with it
+  containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
+  iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it
+  busybox-static                      # node tests build a container rootfs from its one static binary
 )
 
 missing=()

@@ -99,6 +99,7 @@ pub async fn run_hollow_nodes(
             host_ip: cfg.address.clone(),
             pod_cidr: std::sync::Mutex::new(stored["spec"]["podCIDR"].as_str().map(str::to_owned)),
             runtime: runtime.clone() as Arc<dyn ContainerRuntime>,
+            backoff_base: crate::pod_workers::BACKOFF_BASE,
         });
         let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         nodes.insert(cfg.name.clone(), (cfg, uid, Arc::new(PodWorkers::new(context))));

@@ -6,15 +6,26 @@
 //! What runs them sits behind the [`runtime::ContainerRuntime`] trait (CRI's RuntimeService in
 //! miniature).
 //!
-//! So far the only runtime is [`runtime::FakeRuntime`], whose containers "run" at once: with it,
-//! [`hollow`] runs many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
-//! control plane at the scale of a thousand nodes on one machine. The real runtime (pause sandbox,
-//! runc, CNI: issue 5) slots in under the same node, lease, worker and status code.
+//! Two runtimes implement it. [`runtime::FakeRuntime`], whose containers "run" at once, lets
+//! [`hollow`] run many *hollow nodes* in one process (as kubemark and kwok do), enough to measure the
+//! control plane at the scale of a thousand nodes on one machine. [`runc_runtime::RuncRuntime`] runs
+//! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
+//! runc ([`runc`]), CNI bridge networking ([`cni`]) and the pod's /etc files ([`dns`]);
+//! [`kubelet::run_kubelet`] is one real node's main loop over it (with a PLEG that relists the
+//! runtime, so exits are noticed, and restarts by the pod's restart policy).
 
+pub mod cni;
+pub mod dns;
 pub mod hollow;
+pub mod kubelet;
 pub mod lease;
+pub mod logs;
 pub mod node;
+pub mod oci;
+pub mod pause;
 pub mod pod_workers;
+pub mod runc;
+pub mod runc_runtime;
 pub mod runtime;
 pub mod status;
 

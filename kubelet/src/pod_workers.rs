@@ -10,7 +10,10 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
+
+use chrono::{DateTime, Utc};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -21,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
-    runtime::{ContainerRuntime, ContainerState},
+    runtime::{Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, SandboxSpec},
     status,
 };
 
@@ -37,13 +40,28 @@ pub enum Plan {
     Done,
     /// Run the sandbox if needed, then start these containers in order (init first), then report.
     Run {
-        /// (name, image, is an init container), in the order to start them.
-        start: Vec<(String, String, bool)>,
+        /// The containers to start (or start again), in order.
+        start: Vec<ContainerSpec>,
+        /// A container waits out its restart back-off: sync again after this long.
+        retry_after: Option<Duration>,
     },
 }
 
-/// Decides what a sync of `pod` does, given the names of the containers the runtime has for it.
-pub fn plan(pod: &Value, running: &[String]) -> Plan {
+/// The first restart back-off (upstream: 10 s, doubling per restart up to 5 min).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
+/// The longest restart back-off.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long a container that exited after `restart_count` restarts waits before it starts again.
+pub fn restart_backoff(base: Duration, restart_count: i32) -> Duration {
+    let doublings = restart_count.clamp(0, 16) as u32;
+    base.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+}
+
+/// Decides what a sync of `pod` does, given what the runtime has for it, at `now`: containers never
+/// started are started; exited ones are started again as the restart policy says (upstream's
+/// `computePodActions`), each once its back-off (from `base`) has passed since it finished.
+pub fn plan(pod: &Value, current: &[Container], now: DateTime<Utc>, base: Duration) -> Plan {
     if pod["metadata"]
         .get("deletionTimestamp")
         .is_some_and(|t| !t.is_null())
@@ -56,24 +74,54 @@ pub fn plan(pod: &Value, running: &[String]) -> Plan {
     if matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
         return Plan::Done;
     }
-    let spec = |field: &str, init: bool| -> Vec<(String, String, bool)> {
-        pod["spec"][field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                Some((
-                    c["name"].as_str()?.to_owned(),
-                    c["image"].as_str().unwrap_or("").to_owned(),
-                    init,
-                ))
-            })
-            .filter(|(name, _, _)| !running.contains(name))
-            .collect()
+    let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+    let mut retry_after: Option<Duration> = None;
+    let mut wanted = |c: &Value, init: bool| -> bool {
+        let Some(existing) = c["name"]
+            .as_str()
+            .and_then(|n| current.iter().find(|x| x.name == n))
+        else {
+            return c["name"].is_string();
+        };
+        if !status::will_restart(policy, init, &existing.state) {
+            return false;
+        }
+        let ContainerState::Exited { finished_at, .. } = &existing.state else {
+            return false;
+        };
+        let wait = restart_backoff(base, existing.restart_count);
+        let since = DateTime::parse_from_rfc3339(finished_at)
+            .map(|t| now.signed_duration_since(t).to_std().unwrap_or_default())
+            .unwrap_or(wait);
+        if since >= wait {
+            return true;
+        }
+        let left = wait - since;
+        retry_after = Some(retry_after.map_or(left, |r| r.min(left)));
+        false
     };
-    let mut start = spec("initContainers", true);
-    start.extend(spec("containers", false));
-    Plan::Run { start }
+    let mut start = Vec::new();
+    // Init containers in order: one that is neither done nor to be started (running, backing off,
+    // failed for good) holds back everything after it.
+    for c in pod["spec"]["initContainers"].as_array().into_iter().flatten() {
+        let done = current.iter().any(|x| {
+            Some(x.name.as_str()) == c["name"].as_str()
+                && matches!(x.state, ContainerState::Exited { exit_code: 0, .. })
+        });
+        if done {
+            continue;
+        }
+        if !wanted(c, true) {
+            return Plan::Run { start, retry_after };
+        }
+        start.push(ContainerSpec::from_pod_container(pod, c, true));
+    }
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        if wanted(c, false) {
+            start.push(ContainerSpec::from_pod_container(pod, c, false));
+        }
+    }
+    Plan::Run { start, retry_after }
 }
 
 /// What every worker of one node shares.
@@ -88,6 +136,19 @@ pub struct NodeContext {
     pub pod_cidr: Mutex<Option<String>>,
     /// What runs the pods.
     pub runtime: Arc<dyn ContainerRuntime>,
+    /// The first restart back-off of a container ([`BACKOFF_BASE`]; shorter in tests).
+    pub backoff_base: Duration,
+}
+
+/// How a sync of a pod ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// The pod is deleted for good: its worker ends.
+    Finished,
+    /// Up to date: sync again when something changes.
+    Idle,
+    /// A container waits out its back-off: sync again after this long at the latest.
+    RetryAfter(Duration),
 }
 
 /// The workers of one node, by pod uid.
@@ -125,6 +186,14 @@ impl PodWorkers {
         tokio::spawn(worker(self.clone(), uid, rx));
     }
 
+    /// Syncs the pod again with the version its worker has (what runs for it changed: the PLEG saw a
+    /// container start or exit).
+    pub fn resync(&self, uid: &str) {
+        if let Some(tx) = self.workers.lock().unwrap_or_else(|e| e.into_inner()).get(uid) {
+            tx.send_modify(|_| {});
+        }
+    }
+
     /// The pod is gone from the API: its worker stops once its current sync ends.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
@@ -150,43 +219,53 @@ impl PodWorkers {
 async fn worker(workers: Arc<PodWorkers>, uid: String, mut rx: watch::Receiver<Value>) {
     loop {
         let pod = rx.borrow_and_update().clone();
-        match sync_pod(&workers.node, &pod).await {
-            Ok(true) => {
+        let wait = match sync_pod(&workers.node, &pod).await {
+            Ok(Synced::Finished) => {
                 workers.forget(&uid);
                 return;
             }
-            Ok(false) => {}
+            Ok(Synced::Idle) => None,
+            Ok(Synced::RetryAfter(after)) => Some(after),
             Err(e) => {
                 tracing::debug!(pod = %uid, error = %e, "pod sync failed; retrying");
                 // Retry after a pause unless a newer version of the pod arrives first.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
                 continue;
             }
-        }
-        if rx.changed().await.is_err() {
+        };
+        let changed = match wait {
+            Some(after) => match tokio::time::timeout(after, rx.changed()).await {
+                Ok(changed) => changed,
+                Err(_) => Ok(()), // The back-off is over: sync again.
+            },
+            None => rx.changed().await,
+        };
+        if changed.is_err() {
             return;
         }
     }
 }
 
-/// One sync of `pod`; `Ok(true)` when the pod is finished with (deleted for good).
+/// One sync of `pod`.
 pub async fn sync_pod(
     node: &NodeContext,
     pod: &Value,
-) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Synced, Box<dyn std::error::Error + Send + Sync>> {
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), ns);
-    let running: Vec<String> = node
-        .runtime
-        .pod_status(uid)
-        .map(|(_, c)| c.into_iter().map(|c| c.name).collect())
+    let rt = node.runtime.clone();
+    let key = uid.to_owned();
+    let current: Vec<Container> = blocking(move || Ok(rt.pod_status(&key)))
+        .await?
+        .map(|(_, c)| c)
         .unwrap_or_default();
-    match plan(pod, &running) {
-        Plan::Done => Ok(false),
+    match plan(pod, &current, chrono::Utc::now(), node.backoff_base) {
+        Plan::Done => Ok(Synced::Idle),
         Plan::Kill { grace_seconds } => {
-            node.runtime.kill_pod(uid, grace_seconds)?;
+            let (rt, key) = (node.runtime.clone(), uid.to_owned());
+            blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
@@ -196,22 +275,32 @@ pub async fn sync_pod(
                 ..Default::default()
             };
             match pods.delete(name, &params).await {
-                Ok(_) => Ok(true),
+                Ok(_) => Ok(Synced::Finished),
                 // Gone already, or another pod of the same name: either way this one is done.
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(Synced::Finished),
                 Err(e) => Err(e.into()),
             }
         }
-        Plan::Run { start } => {
+        Plan::Run { start, retry_after } => {
             let cidr = node.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            node.runtime.run_sandbox(uid, cidr.as_deref())?;
-            for (container, image, init) in start {
-                let started = node.runtime.start_container(uid, &container, &image, init)?;
-                if init && !matches!(started.state, ContainerState::Exited { exit_code: 0, .. }) {
-                    break; // The next init container waits for this one.
+            let (rt, key, sandbox) = (
+                node.runtime.clone(),
+                uid.to_owned(),
+                SandboxSpec::from_pod(pod, cidr.as_deref()),
+            );
+            let status = blocking(move || {
+                rt.run_sandbox(&sandbox)?;
+                for container in start {
+                    let started = rt.start_container(&key, &container)?;
+                    if container.init && !matches!(started.state, ContainerState::Exited { exit_code: 0, .. })
+                    {
+                        break; // The next init container waits for this one.
+                    }
                 }
-            }
-            let (sandbox, containers) = node.runtime.pod_status(uid).ok_or("the sandbox vanished")?;
+                Ok(rt.pod_status(&key))
+            })
+            .await?;
+            let (sandbox, containers) = status.ok_or("the sandbox vanished")?;
             let new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &crate::now());
             if status::changed(&pod["status"], &new) {
                 match pods
@@ -228,41 +317,172 @@ pub async fn sync_pod(
                     Err(e) => return Err(e.into()),
                 }
             }
-            Ok(false)
+            Ok(retry_after.map_or(Synced::Idle, Synced::RetryAfter))
         }
     }
+}
+
+/// Runs runtime calls (which fork processes and wait for them) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn container(name: &str, state: ContainerState, restart_count: i32) -> Container {
+        Container {
+            name: name.into(),
+            id: format!("runc://{name}"),
+            image: "b".into(),
+            state,
+            restart_count,
+            last_state: None,
+        }
+    }
+
+    fn running(name: &str) -> Container {
+        container(
+            name,
+            ContainerState::Running {
+                started_at: "t".into(),
+            },
+            0,
+        )
+    }
+
+    fn exited(name: &str, exit_code: i32, finished_at: &str, restart_count: i32) -> Container {
+        let state = ContainerState::Exited {
+            exit_code,
+            reason: "Error".into(),
+            started_at: "t".into(),
+            finished_at: finished_at.into(),
+        };
+        container(name, state, restart_count)
+    }
+
+    fn at(t: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+    }
+
+    fn names(p: Plan) -> Vec<(String, bool)> {
+        match p {
+            Plan::Run { start, .. } => start.into_iter().map(|c| (c.name, c.init)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    const T0: &str = "2026-01-01T00:00:00Z";
+
     #[test]
     fn plans() {
         let pod = json!({ "metadata": { "uid": "u" }, "spec": {
             "initContainers": [{ "name": "i", "image": "b" }], "containers": [{ "name": "a", "image": "b" }, { "name": "c", "image": "d" }] } });
+        let now = at(T0);
         assert_eq!(
-            plan(&pod, &[]),
-            Plan::Run {
-                start: vec![
-                    ("i".into(), "b".into(), true),
-                    ("a".into(), "b".into(), false),
-                    ("c".into(), "d".into(), false)
-                ]
-            }
+            names(plan(&pod, &[], now, BACKOFF_BASE)),
+            vec![("i".into(), true), ("a".into(), false), ("c".into(), false)]
         );
         assert_eq!(
-            plan(&pod, &["i".into(), "a".into()]),
-            Plan::Run {
-                start: vec![("c".into(), "d".into(), false)]
-            }
+            names(plan(
+                &pod,
+                &[exited("i", 0, T0, 0), running("a")],
+                now,
+                BACKOFF_BASE
+            )),
+            vec![("c".to_owned(), false)]
+        );
+        assert!(
+            names(plan(&pod, &[running("i")], now, BACKOFF_BASE)).is_empty(),
+            "a running init container holds the rest back"
         );
         let mut deleting = pod.clone();
-        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        deleting["metadata"]["deletionTimestamp"] = json!(T0);
         deleting["metadata"]["deletionGracePeriodSeconds"] = json!(5);
-        assert_eq!(plan(&deleting, &[]), Plan::Kill { grace_seconds: 5 });
+        assert_eq!(
+            plan(&deleting, &[], now, BACKOFF_BASE),
+            Plan::Kill { grace_seconds: 5 }
+        );
         let mut done = pod;
         done["status"]["phase"] = json!("Succeeded");
-        assert_eq!(plan(&done, &[]), Plan::Done);
+        assert_eq!(plan(&done, &[], now, BACKOFF_BASE), Plan::Done);
+    }
+
+    #[test]
+    fn exited_containers_restart_by_policy_after_their_back_off() {
+        let pod = |policy: &str| json!({ "spec": { "restartPolicy": policy, "containers": [{ "name": "a", "image": "b" }] } });
+        // Exited at T0 after 2 restarts: the back-off is 40 s.
+        let crashed = [exited("a", 1, T0, 2)];
+        let early = plan(&pod("Always"), &crashed, at("2026-01-01T00:00:30Z"), BACKOFF_BASE);
+        assert_eq!(
+            early,
+            Plan::Run {
+                start: vec![],
+                retry_after: Some(Duration::from_secs(10))
+            }
+        );
+        let due = plan(&pod("Always"), &crashed, at("2026-01-01T00:00:40Z"), BACKOFF_BASE);
+        assert_eq!(names(due), vec![("a".to_owned(), false)]);
+        let later = at("2026-01-01T01:00:00Z");
+        assert_eq!(
+            names(plan(&pod("OnFailure"), &crashed, later, BACKOFF_BASE)).len(),
+            1
+        );
+        assert!(
+            names(plan(
+                &pod("OnFailure"),
+                &[exited("a", 0, T0, 0)],
+                later,
+                BACKOFF_BASE
+            ))
+            .is_empty()
+        );
+        assert!(names(plan(&pod("Never"), &crashed, later, BACKOFF_BASE)).is_empty());
+        assert_eq!(
+            names(plan(
+                &pod("Always"),
+                &[exited("a", 0, T0, 0)],
+                later,
+                BACKOFF_BASE
+            ))
+            .len(),
+            1
+        );
+        // A failed init container is retried (unless Never); the app containers follow it in the plan
+        // but a sync starts them only once it succeeded.
+        let init =
+            json!({ "spec": { "initContainers": [{ "name": "i" }], "containers": [{ "name": "a" }] } });
+        assert_eq!(
+            names(plan(&init, &[exited("i", 1, T0, 0)], later, BACKOFF_BASE)),
+            vec![("i".to_owned(), true), ("a".to_owned(), false)]
+        );
+        let mut never = init.clone();
+        never["spec"]["restartPolicy"] = json!("Never");
+        assert!(names(plan(&never, &[exited("i", 1, T0, 0)], later, BACKOFF_BASE)).is_empty());
+        let waiting = plan(
+            &init,
+            &[exited("i", 1, T0, 0)],
+            at("2026-01-01T00:00:01Z"),
+            BACKOFF_BASE,
+        );
+        assert_eq!(
+            waiting,
+            Plan::Run {
+                start: vec![],
+                retry_after: Some(Duration::from_secs(9))
+            }
+        );
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_five_minutes() {
+        let b = |n| restart_backoff(BACKOFF_BASE, n).as_secs();
+        assert_eq!(
+            (b(0), b(1), b(2), b(4), b(5), b(100)),
+            (10, 20, 40, 160, 300, 300)
+        );
     }
 }

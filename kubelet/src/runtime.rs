@@ -4,13 +4,15 @@
 //!
 //! [`FakeRuntime`] is the runtime of hollow nodes: sandboxes get an IP from the node's pod CIDR and
 //! containers run at once and never exit (kwok's and kubemark's fake). The real runtime (pause + runc
-//! + CNI) implements the same trait in issue 5.
+//! + CNI) is [`crate::runc_runtime::RuncRuntime`].
 
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
+
+use serde_json::Value;
 
 /// A running sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub struct Container {
     pub state: ContainerState,
     /// Times it was restarted.
     pub restart_count: i32,
+    /// How its previous run ended, once it was restarted (`lastState` in the status).
+    pub last_state: Option<ContainerState>,
 }
 
 /// A runtime error.
@@ -69,27 +73,295 @@ impl std::fmt::Display for RuntimeError {
 
 impl std::error::Error for RuntimeError {}
 
-/// What the kubelet asks of a runtime, per pod UID.
+/// What a sandbox is asked to be: the pod it belongs to and what its network needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The pod's UID (the runtime's key for it).
+    pub uid: String,
+    /// The pod's name.
+    pub name: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The hostname its containers see (`spec.hostname`, else the pod's name).
+    pub hostname: String,
+    /// The node's pod CIDR, which pod IPs come from (None until node IPAM assigned one).
+    pub pod_cidr: Option<String>,
+    /// `hostPort`s of its containers (CNI's portMappings capability).
+    pub port_mappings: Vec<PortMapping>,
+    /// `spec.hostNetwork`: the pod uses the node's network (and UTS) namespace, no CNI.
+    pub host_network: bool,
+    /// `spec.dnsPolicy` and `spec.dnsConfig`.
+    pub dns: crate::dns::PodDns,
+}
+
+/// One `hostPort` of a container, as CNI's `portMappings` runtime config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    /// The port on the node.
+    pub host_port: u16,
+    /// The port in the pod.
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp` (lower case, as CNI wants it).
+    pub protocol: String,
+    /// The node address to bind, if not all.
+    pub host_ip: Option<String>,
+}
+
+/// The cgroup settings of a container, from its requests and limits (already in plain units).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// `requests.cpu` in millicores (becomes cpu shares).
+    pub cpu_request_milli: Option<i64>,
+    /// `limits.cpu` in millicores (becomes a CFS quota).
+    pub cpu_limit_milli: Option<i64>,
+    /// `limits.memory` in bytes.
+    pub memory_limit_bytes: Option<i64>,
+    /// A limit on the number of processes (upstream sets it per pod: `podPidsLimit`).
+    pub pids_limit: Option<i64>,
+}
+
+/// What a container is asked to run: the parts of a pod's container spec the runtime uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Its name in the pod spec.
+    pub name: String,
+    /// The image it runs.
+    pub image: String,
+    /// `command` (the image's entrypoint when empty).
+    pub command: Vec<String>,
+    /// `args` (the image's cmd when empty).
+    pub args: Vec<String>,
+    /// `env` entries with literal values, in order.
+    pub env: Vec<(String, String)>,
+    /// `workingDir`, if set.
+    pub working_dir: Option<String>,
+    /// Requests and limits.
+    pub resources: Resources,
+    /// An init container: runs to completion before the next one starts.
+    pub init: bool,
+    /// Its security context (the pod's, overridden by the container's).
+    pub security: SecurityContext,
+}
+
+/// The parts of a container's `securityContext` (and the pod's) the runtime applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityContext {
+    /// `runAsUser` (root when unset: there is no image config yet to say otherwise).
+    pub run_as_user: Option<u32>,
+    /// `runAsGroup`.
+    pub run_as_group: Option<u32>,
+    /// `privileged`: every capability and device, nothing masked.
+    pub privileged: bool,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: bool,
+    /// `allowPrivilegeEscalation` (true when unset, as upstream).
+    pub allow_privilege_escalation: Option<bool>,
+    /// `capabilities.add` (Kubernetes names: `NET_ADMIN`, or `ALL`).
+    pub add_capabilities: Vec<String>,
+    /// `capabilities.drop`.
+    pub drop_capabilities: Vec<String>,
+}
+
+impl SecurityContext {
+    /// The container `c`'s context over its pod's (`spec.securityContext` of `pod`).
+    pub fn of(pod: &Value, c: &Value) -> Self {
+        let (own, pods) = (&c["securityContext"], &pod["spec"]["securityContext"]);
+        let id = |field: &str| {
+            own[field]
+                .as_u64()
+                .or_else(|| pods[field].as_u64())
+                .map(|n| n as u32)
+        };
+        let caps = |list: &str| -> Vec<String> {
+            own["capabilities"][list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        Self {
+            run_as_user: id("runAsUser"),
+            run_as_group: id("runAsGroup"),
+            privileged: own["privileged"].as_bool().unwrap_or(false),
+            read_only_root_filesystem: own["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+            allow_privilege_escalation: own["allowPrivilegeEscalation"].as_bool(),
+            add_capabilities: caps("add"),
+            drop_capabilities: caps("drop"),
+        }
+    }
+}
+
+impl ContainerSpec {
+    /// The spec of one container `c` of `pod` (a `containers[]` or `initContainers[]` entry as JSON).
+    /// Env entries taken from other objects (`valueFrom`) are not resolved here.
+    pub fn from_pod_container(pod: &Value, c: &Value, init: bool) -> Self {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let env = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+            .collect();
+        let res = &c["resources"];
+        let cpu = |v: &Value| {
+            v.as_str()
+                .and_then(parse_quantity)
+                .map(|n| (n * 1000.0).ceil() as i64)
+        };
+        let bytes = |v: &Value| v.as_str().and_then(parse_quantity).map(|n| n.ceil() as i64);
+        Self {
+            name: c["name"].as_str().unwrap_or_default().to_owned(),
+            image: c["image"].as_str().unwrap_or_default().to_owned(),
+            command: strings(&c["command"]),
+            args: strings(&c["args"]),
+            env,
+            working_dir: c["workingDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            resources: Resources {
+                // A limit without a request defaults the request (API defaulting does the same).
+                cpu_request_milli: cpu(&res["requests"]["cpu"]).or_else(|| cpu(&res["limits"]["cpu"])),
+                cpu_limit_milli: cpu(&res["limits"]["cpu"]),
+                memory_limit_bytes: bytes(&res["limits"]["memory"]),
+                pids_limit: None,
+            },
+            init,
+            security: SecurityContext::of(pod, c),
+        }
+    }
+}
+
+impl SandboxSpec {
+    /// The sandbox of `pod` (JSON) on a node whose pod CIDR is `pod_cidr`.
+    pub fn from_pod(pod: &Value, pod_cidr: Option<&str>) -> Self {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let hostname = pod["spec"]["hostname"]
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(name);
+        let mut port_mappings = Vec::new();
+        for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+            for p in c["ports"].as_array().into_iter().flatten() {
+                let (Some(host), Some(container)) = (p["hostPort"].as_u64(), p["containerPort"].as_u64())
+                else {
+                    continue;
+                };
+                port_mappings.push(PortMapping {
+                    host_port: host as u16,
+                    container_port: container as u16,
+                    protocol: p["protocol"].as_str().unwrap_or("TCP").to_ascii_lowercase(),
+                    host_ip: p["hostIP"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
+                });
+            }
+        }
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        };
+        let config = &pod["spec"]["dnsConfig"];
+        let dns = crate::dns::PodDns {
+            policy: pod["spec"]["dnsPolicy"]
+                .as_str()
+                .unwrap_or("ClusterFirst")
+                .to_owned(),
+            nameservers: strings(&config["nameservers"]),
+            searches: strings(&config["searches"]),
+            options: config["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| {
+                    let name = o["name"].as_str()?;
+                    Some(match o["value"].as_str() {
+                        Some(v) => format!("{name}:{v}"),
+                        None => name.to_owned(),
+                    })
+                })
+                .collect(),
+        };
+        Self {
+            uid: pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+            name: name.to_owned(),
+            namespace: pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+            // A DNS label: upstream truncates the hostname to 63 characters.
+            hostname: hostname.chars().take(63).collect(),
+            pod_cidr: pod_cidr.map(str::to_owned),
+            port_mappings,
+            host_network: pod["spec"]["hostNetwork"].as_bool().unwrap_or(false),
+            dns,
+        }
+    }
+}
+
+/// The value of a Kubernetes quantity (`500m`, `1.5`, `128Mi`, `1G`, `1e3`), or None if malformed.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+/// What the kubelet asks of a runtime, per pod UID. Calls block (a real runtime forks processes and
+/// waits for them): async callers run them on blocking threads.
 pub trait ContainerRuntime: Send + Sync {
     /// The name in `containerID`s and the node's `containerRuntimeVersion` (`fake://0.1`).
     fn version(&self) -> String;
     /// Creates the pod's sandbox if it has none; returns it.
-    fn run_sandbox(&self, pod_uid: &str, pod_cidr: Option<&str>) -> Result<Sandbox, RuntimeError>;
-    /// Runs `name` (from `image`) in the pod's sandbox if it is not running; an init container
-    /// (`init: true`) runs to completion before this returns.
-    fn start_container(
-        &self,
-        pod_uid: &str,
-        name: &str,
-        image: &str,
-        init: bool,
-    ) -> Result<Container, RuntimeError>;
+    fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError>;
+    /// Runs `spec` in the pod's sandbox if it is not running (a container of that name that exited is
+    /// started again: its restart count goes up and its last run becomes its last state); an init
+    /// container (`spec.init`) runs to completion before this returns.
+    fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<Container, RuntimeError>;
     /// Stops and removes the pod's containers and sandbox, giving them `grace_seconds` to stop.
     fn kill_pod(&self, pod_uid: &str, grace_seconds: i64) -> Result<(), RuntimeError>;
     /// The pod's sandbox and containers, if it has any.
     fn pod_status(&self, pod_uid: &str) -> Option<(Sandbox, Vec<Container>)>;
     /// UIDs of every pod the runtime has a sandbox for (a restarted kubelet adopts them).
     fn pods(&self) -> Vec<String>;
+    /// Every pod's containers at once: what the kubelet's PLEG relists every second to notice
+    /// containers that changed (exited) without the pod changing. Runtimes that can list everything
+    /// in one go do better than this default.
+    fn relist(&self) -> Vec<(String, Vec<Container>)> {
+        self.pods()
+            .into_iter()
+            .filter_map(|uid| self.pod_status(&uid).map(|(_, containers)| (uid, containers)))
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -104,7 +376,7 @@ struct FakeState {
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<FakeState>>,
-    /// The second octet of IPs handed out without a pod CIDR (10.<this>.x.y), so two hollow nodes
+    /// The second octet of IPs handed out without a pod CIDR (`10.<this>.x.y`), so two hollow nodes
     /// without CIDRs still give out distinct IPs.
     fallback_octet: u8,
 }
@@ -164,6 +436,7 @@ impl FakeRuntime {
                     image: c["image"].as_str().unwrap_or_default().to_owned(),
                     state,
                     restart_count: c["restartCount"].as_i64().unwrap_or(0) as i32,
+                    last_state: None,
                 });
             }
         }
@@ -181,7 +454,8 @@ impl ContainerRuntime for FakeRuntime {
         "fake://0.1.0".into()
     }
 
-    fn run_sandbox(&self, pod_uid: &str, pod_cidr: Option<&str>) -> Result<Sandbox, RuntimeError> {
+    fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
+        let (pod_uid, pod_cidr) = (spec.uid.as_str(), spec.pod_cidr.as_deref());
         let fallback = format!("10.{}.0.0/16", self.fallback_octet);
         let mut state = self.lock();
         if let Some((sandbox, _)) = state.pods.get(pod_uid) {
@@ -203,13 +477,8 @@ impl ContainerRuntime for FakeRuntime {
         Ok(sandbox)
     }
 
-    fn start_container(
-        &self,
-        pod_uid: &str,
-        name: &str,
-        image: &str,
-        init: bool,
-    ) -> Result<Container, RuntimeError> {
+    fn start_container(&self, pod_uid: &str, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
+        let (name, image, init) = (spec.name.as_str(), spec.image.as_str(), spec.init);
         let mut state = self.lock();
         state.next_id += 1;
         let id = format!("fake://{:016x}", state.next_id);
@@ -236,6 +505,7 @@ impl ContainerRuntime for FakeRuntime {
             image: image.to_owned(),
             state,
             restart_count: 0,
+            last_state: None,
         };
         containers.push(container.clone());
         Ok(container)
@@ -255,6 +525,31 @@ impl ContainerRuntime for FakeRuntime {
     }
 }
 
+/// A sandbox spec for tests: pod `uid` named after it, in `default`.
+#[cfg(test)]
+pub(crate) fn test_sandbox(uid: &str, pod_cidr: Option<&str>) -> SandboxSpec {
+    SandboxSpec {
+        uid: uid.into(),
+        name: uid.into(),
+        namespace: "default".into(),
+        hostname: uid.into(),
+        pod_cidr: pod_cidr.map(str::to_owned),
+        port_mappings: Vec::new(),
+        ..Default::default()
+    }
+}
+
+/// A container spec for tests.
+#[cfg(test)]
+pub(crate) fn test_container(name: &str, image: &str, init: bool) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: image.into(),
+        init,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,26 +557,104 @@ mod tests {
     #[test]
     fn sandboxes_get_distinct_ips_from_the_cidr_and_are_idempotent() {
         let rt = FakeRuntime::new(250);
-        let a = rt.run_sandbox("a", Some("10.244.3.0/24")).unwrap();
-        let b = rt.run_sandbox("b", Some("10.244.3.0/24")).unwrap();
+        let a = rt.run_sandbox(&test_sandbox("a", Some("10.244.3.0/24"))).unwrap();
+        let b = rt.run_sandbox(&test_sandbox("b", Some("10.244.3.0/24"))).unwrap();
         assert_eq!((a.ip.as_str(), b.ip.as_str()), ("10.244.3.2", "10.244.3.3"));
         assert_eq!(
-            rt.run_sandbox("a", Some("10.244.3.0/24")).unwrap(),
+            rt.run_sandbox(&test_sandbox("a", Some("10.244.3.0/24"))).unwrap(),
             a,
             "a second run finds the first"
         );
-        let c = rt.run_sandbox("c", None).unwrap();
+        let c = rt.run_sandbox(&test_sandbox("c", None)).unwrap();
         assert_eq!(c.ip, "10.250.0.2");
-        rt.start_container("a", "web", "busybox", false).unwrap();
-        let init = rt.start_container("a", "setup", "busybox", true).unwrap();
+        rt.start_container("a", &test_container("web", "busybox", false))
+            .unwrap();
+        let init = rt
+            .start_container("a", &test_container("setup", "busybox", true))
+            .unwrap();
         assert!(matches!(init.state, ContainerState::Exited { exit_code: 0, .. }));
         assert_eq!(rt.pod_status("a").unwrap().1.len(), 2);
         rt.kill_pod("a", 30).unwrap();
         assert!(rt.pod_status("a").is_none());
         assert!(
-            rt.start_container("a", "web", "busybox", false).is_err(),
+            rt.start_container("a", &test_container("web", "busybox", false))
+                .is_err(),
             "no sandbox, no container"
         );
+    }
+
+    #[test]
+    fn specs_come_from_the_pod() {
+        let pod = serde_json::json!({
+            "metadata": { "name": "web-1", "namespace": "prod", "uid": "u1" },
+            "spec": { "containers": [{
+                "name": "web", "image": "busybox", "command": ["httpd"], "args": ["-f"],
+                "env": [{ "name": "A", "value": "1" }, { "name": "B", "valueFrom": {} }],
+                "ports": [{ "containerPort": 80, "hostPort": 8080 }, { "containerPort": 81 }],
+                "resources": { "limits": { "cpu": "250m", "memory": "64Mi" } }
+            }] }
+        });
+        let sandbox = SandboxSpec::from_pod(&pod, Some("10.244.1.0/24"));
+        assert_eq!(
+            (sandbox.hostname.as_str(), sandbox.namespace.as_str()),
+            ("web-1", "prod")
+        );
+        assert_eq!(
+            sandbox.port_mappings,
+            vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: None
+            }]
+        );
+        let c = ContainerSpec::from_pod_container(&pod, &pod["spec"]["containers"][0], false);
+        assert_eq!(c.security, SecurityContext::default());
+        let mut secure = pod.clone();
+        secure["spec"]["securityContext"] = serde_json::json!({ "runAsUser": 1000, "runAsGroup": 3000 });
+        secure["spec"]["containers"][0]["securityContext"] = serde_json::json!({
+            "runAsUser": 2000, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"], "add": ["NET_BIND_SERVICE"] } });
+        let s = ContainerSpec::from_pod_container(&secure, &secure["spec"]["containers"][0], false).security;
+        assert_eq!(
+            (s.run_as_user, s.run_as_group),
+            (Some(2000), Some(3000)),
+            "the container's over the pod's"
+        );
+        assert!(s.read_only_root_filesystem && s.allow_privilege_escalation == Some(false));
+        assert_eq!(
+            (s.drop_capabilities, s.add_capabilities),
+            (vec!["ALL".to_owned()], vec!["NET_BIND_SERVICE".to_owned()])
+        );
+        assert_eq!(
+            (c.command, c.args),
+            (vec!["httpd".to_owned()], vec!["-f".to_owned()])
+        );
+        assert_eq!(
+            c.env,
+            vec![("A".to_owned(), "1".to_owned())],
+            "valueFrom is not resolved here"
+        );
+        assert_eq!(
+            c.resources,
+            Resources {
+                cpu_request_milli: Some(250),
+                cpu_limit_milli: Some(250),
+                memory_limit_bytes: Some(64 << 20),
+                pids_limit: None
+            }
+        );
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1.5Gi"), Some(1.5 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_quantity("1G"), Some(1e9));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("12Q"), None);
+        assert_eq!(parse_quantity(""), None);
     }
 
     #[test]

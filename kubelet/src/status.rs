@@ -42,20 +42,38 @@ pub fn pod_status(
     });
     let running = |n: &str| matches!(find(n).map(|c| &c.state), Some(ContainerState::Running { .. }));
     let all_running = !app.is_empty() && app.iter().all(|(n, _)| running(n));
-    let phase = if init_done && app.iter().any(|(n, _)| running(n)) {
-        "Running"
+    let phase = pod_phase(pod, containers);
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let not_ready = if terminal {
+        "PodCompleted"
     } else {
-        "Pending"
+        "ContainersNotReady"
     };
 
-    let init_statuses: Vec<Value> = init
-        .iter()
-        .map(|(n, image)| container_status(n, image, find(n), true))
-        .collect();
-    let statuses: Vec<Value> = app
-        .iter()
-        .map(|(n, image)| container_status(n, image, find(n), false))
-        .collect();
+    let policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+    let meta = &pod["metadata"];
+    let pod_ref = format!(
+        "{}_{}({})",
+        meta["name"].as_str().unwrap_or_default(),
+        meta["namespace"].as_str().unwrap_or("default"),
+        meta["uid"].as_str().unwrap_or_default()
+    );
+    let entry = |(n, image): &(String, String), init: bool| {
+        let container = find(n);
+        let backing_off = container.is_some_and(|c| will_restart(policy, init, &c.state));
+        let mut status = container_status(n, image, container, init);
+        if backing_off && let Some(c) = container {
+            // Exited and to be started again: waiting in back-off, the run that ended as lastState.
+            let delay =
+                crate::pod_workers::restart_backoff(crate::pod_workers::BACKOFF_BASE, c.restart_count);
+            status["lastState"] = status["state"].clone();
+            status["state"] = json!({ "waiting": { "reason": "CrashLoopBackOff",
+                "message": format!("back-off {} restarting failed container={n} pod={pod_ref}", go_duration(delay)) } });
+        }
+        status
+    };
+    let init_statuses: Vec<Value> = init.iter().map(|c| entry(c, true)).collect();
+    let statuses: Vec<Value> = app.iter().map(|c| entry(c, false)).collect();
 
     let cond = |kind: &str, ok: bool, reason: Option<&str>| condition(old, kind, ok, reason, now);
     let mut conditions = vec![
@@ -65,15 +83,11 @@ pub fn pod_status(
             init_done,
             (!init_done).then_some("ContainersNotInitialized"),
         ),
-        cond(
-            "Ready",
-            all_running,
-            (!all_running).then_some("ContainersNotReady"),
-        ),
+        cond("Ready", all_running, (!all_running).then_some(not_ready)),
         cond(
             "ContainersReady",
             all_running,
-            (!all_running).then_some("ContainersNotReady"),
+            (!all_running).then_some(not_ready),
         ),
         cond("PodScheduled", true, None),
     ];
@@ -98,10 +112,89 @@ pub fn pod_status(
         status["initContainerStatuses"] = json!(init_statuses);
     }
     if let Some(sandbox) = sandbox {
-        status["podIP"] = json!(sandbox.ip);
-        status["podIPs"] = json!([{ "ip": sandbox.ip }]);
+        // A pod on the host network has the node's address.
+        let ip = match pod["spec"]["hostNetwork"].as_bool() {
+            Some(true) => host_ip,
+            _ => sandbox.ip.as_str(),
+        };
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
     }
     status
+}
+
+/// The pod's phase from its containers' states and its restart policy: upstream's `getPhase`
+/// (pkg/kubelet/kubelet_pods.go), for containers that are not restarted yet (an exited container of
+/// an `Always` pod counts as restarting, so the pod stays Running).
+pub fn pod_phase(pod: &Value, containers: &[Container]) -> &'static str {
+    let find = |name: &str| containers.iter().find(|c| c.name == name).map(|c| &c.state);
+    let restart_policy = pod["spec"]["restartPolicy"].as_str().unwrap_or("Always");
+    let names = |field: &str| -> Vec<&str> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    };
+    let (mut pending_init, mut failed_init) = (0, 0);
+    for name in names("initContainers") {
+        match find(name) {
+            Some(ContainerState::Exited { exit_code, .. }) => failed_init += usize::from(*exit_code != 0),
+            _ => pending_init += 1,
+        }
+    }
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for name in names("containers") {
+        match find(name) {
+            Some(ContainerState::Running { .. }) => running += 1,
+            Some(ContainerState::Exited { exit_code, .. }) => {
+                stopped += 1;
+                succeeded += usize::from(*exit_code == 0);
+            }
+            // Not created yet: its status says Waiting (ContainerCreating).
+            None => waiting += 1,
+        }
+    }
+    if failed_init > 0 && restart_policy == "Never" {
+        return "Failed";
+    }
+    if pending_init > 0 || failed_init > 0 || waiting > 0 {
+        return "Pending";
+    }
+    match (running, stopped) {
+        (r, _) if r > 0 => "Running",
+        (0, s) if s > 0 => match restart_policy {
+            "Always" => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            "Never" => "Failed",
+            _ => "Running",
+        },
+        _ => "Pending",
+    }
+}
+
+/// Whether a container in `state` is to be started again under `policy` (an init container only
+/// when it failed).
+pub fn will_restart(policy: &str, init: bool, state: &ContainerState) -> bool {
+    let ContainerState::Exited { exit_code, .. } = state else {
+        return false;
+    };
+    match (policy, init) {
+        ("Never", _) => false,
+        (_, true) | ("OnFailure", false) => *exit_code != 0,
+        _ => true,
+    }
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`), as upstream's back-off messages show it.
+fn go_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m{}s", s / 60, s % 60)
+    }
 }
 
 /// One `containerStatuses` entry (upstream's `convertToAPIContainerStatuses`).
@@ -131,9 +224,19 @@ fn container_status(name: &str, image: &str, container: Option<&Container>, init
             false,
         ),
     };
+    let last_state = match &c.last_state {
+        Some(ContainerState::Exited {
+            exit_code,
+            reason,
+            started_at,
+            finished_at,
+        }) => json!({ "terminated": { "exitCode": exit_code, "reason": reason, "startedAt": started_at,
+                                       "finishedAt": finished_at } }),
+        _ => json!({}),
+    };
     json!({
         "name": name, "image": image, "imageID": format!("{image}@fake"), "containerID": c.id,
-        "ready": ready, "started": started, "restartCount": c.restart_count, "state": state, "lastState": {},
+        "ready": ready, "started": started, "restartCount": c.restart_count, "state": state, "lastState": last_state,
     })
 }
 
@@ -194,7 +297,7 @@ pub fn changed(stored: &Value, new: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{ContainerRuntime, FakeRuntime};
+    use crate::runtime::{ContainerRuntime, FakeRuntime, test_container, test_sandbox};
 
     fn pod() -> Value {
         json!({ "metadata": { "name": "p", "uid": "u1" },
@@ -207,9 +310,13 @@ mod tests {
     #[test]
     fn a_pod_whose_containers_run_is_running_and_ready() {
         let rt = FakeRuntime::new(250);
-        let sandbox = rt.run_sandbox("u1", Some("10.244.1.0/24")).unwrap();
-        rt.start_container("u1", "setup", "busybox", true).unwrap();
-        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let sandbox = rt
+            .run_sandbox(&test_sandbox("u1", Some("10.244.1.0/24")))
+            .unwrap();
+        rt.start_container("u1", &test_container("setup", "busybox", true))
+            .unwrap();
+        rt.start_container("u1", &test_container("web", "nginx", false))
+            .unwrap();
         let (_, containers) = rt.pod_status("u1").unwrap();
         let s = pod_status(
             &pod(),
@@ -271,9 +378,11 @@ mod tests {
     #[test]
     fn transition_times_hold_while_the_status_does_and_unchanged_is_not_rewritten() {
         let rt = FakeRuntime::new(250);
-        let sandbox = rt.run_sandbox("u1", None).unwrap();
-        rt.start_container("u1", "setup", "busybox", true).unwrap();
-        rt.start_container("u1", "web", "nginx", false).unwrap();
+        let sandbox = rt.run_sandbox(&test_sandbox("u1", None)).unwrap();
+        rt.start_container("u1", &test_container("setup", "busybox", true))
+            .unwrap();
+        rt.start_container("u1", &test_container("web", "nginx", false))
+            .unwrap();
         let (_, containers) = rt.pod_status("u1").unwrap();
         let first = pod_status(&pod(), Some(&sandbox), &containers, "h", "2026-02-02T00:00:00Z");
         let mut stored = pod();
@@ -285,6 +394,141 @@ mod tests {
         );
         assert!(!changed(&stored["status"], &again));
         assert!(changed(&pod()["status"], &first));
+    }
+
+    fn exited(name: &str, exit_code: i32) -> Container {
+        Container {
+            name: name.into(),
+            id: format!("runc://{name}"),
+            image: "busybox".into(),
+            state: ContainerState::Exited {
+                exit_code,
+                reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+                started_at: "t".into(),
+                finished_at: "t".into(),
+            },
+            restart_count: 0,
+            last_state: None,
+        }
+    }
+
+    fn running(name: &str) -> Container {
+        Container {
+            state: ContainerState::Running {
+                started_at: "t".into(),
+            },
+            ..exited(name, 0)
+        }
+    }
+
+    #[test]
+    fn phases_follow_upstream_get_phase() {
+        let pod = |policy: &str| {
+            json!({ "spec": { "restartPolicy": policy, "initContainers": [{ "name": "i" }],
+                              "containers": [{ "name": "a" }, { "name": "b" }] } })
+        };
+        let init_ok = exited("i", 0);
+        let cases: [(&str, Vec<Container>, &str); 11] = [
+            ("Always", vec![], "Pending"),
+            ("Always", vec![running("i")], "Pending"),
+            ("Never", vec![exited("i", 1)], "Failed"),
+            ("OnFailure", vec![exited("i", 1)], "Pending"),
+            ("Always", vec![init_ok.clone(), running("a")], "Pending"),
+            (
+                "Always",
+                vec![init_ok.clone(), running("a"), exited("b", 0)],
+                "Running",
+            ),
+            (
+                "Always",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Running",
+            ),
+            (
+                "Never",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Succeeded",
+            ),
+            (
+                "OnFailure",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 0)],
+                "Succeeded",
+            ),
+            (
+                "Never",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 2)],
+                "Failed",
+            ),
+            (
+                "OnFailure",
+                vec![init_ok.clone(), exited("a", 0), exited("b", 2)],
+                "Running",
+            ),
+        ];
+        for (policy, containers, phase) in cases {
+            let names: Vec<_> = containers.iter().map(|c| (c.name.clone(), exit_of(c))).collect();
+            assert_eq!(pod_phase(&pod(policy), &containers), phase, "{policy} {names:?}");
+        }
+        // A completed pod says why it is not ready.
+        let done = pod_status(
+            &pod("Never"),
+            None,
+            &[init_ok, exited("a", 0), exited("b", 0)],
+            "h",
+            "t",
+        );
+        let ready = done["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
+        assert_eq!(ready["reason"], "PodCompleted");
+        assert_eq!(done["phase"], "Succeeded");
+    }
+
+    #[test]
+    fn a_container_to_restart_waits_in_back_off_with_its_last_run() {
+        let pod = json!({ "metadata": { "name": "web", "namespace": "prod", "uid": "u9" },
+                          "spec": { "containers": [{ "name": "app", "image": "busybox" }] } });
+        let mut crashed = exited("app", 1);
+        crashed.restart_count = 2;
+        let s = pod_status(&pod, None, &[crashed], "h", "t");
+        let status = &s["containerStatuses"][0];
+        assert_eq!(status["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(
+            status["state"]["waiting"]["message"],
+            "back-off 40s restarting failed container=app pod=web_prod(u9)"
+        );
+        assert_eq!(status["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(status["restartCount"], 2);
+        assert_eq!(s["phase"], "Running", "Always: it is restarting");
+        // Running again, the previous run is the last state.
+        let mut again = running("app");
+        again.restart_count = 3;
+        again.last_state = Some(exited("app", 1).state);
+        let s = pod_status(&pod, None, &[again], "h", "t");
+        assert!(s["containerStatuses"][0]["state"]["running"].is_object());
+        assert_eq!(
+            s["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+            1
+        );
+        assert!(will_restart("OnFailure", false, &exited("a", 2).state));
+        assert!(!will_restart("OnFailure", false, &exited("a", 0).state));
+        assert!(
+            !will_restart("Always", true, &exited("i", 0).state),
+            "a completed init container stays done"
+        );
+        assert!(!will_restart("Never", false, &exited("a", 2).state));
+        assert_eq!(go_duration(std::time::Duration::from_secs(300)), "5m0s");
+    }
+
+    fn exit_of(c: &Container) -> Option<i32> {
+        match c.state {
+            ContainerState::Exited { exit_code, .. } => Some(exit_code),
+            ContainerState::Running { .. } => None,
+        }
     }
 
     #[test]

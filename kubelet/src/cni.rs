@@ -1,0 +1,334 @@
+//! Pod networking through CNI: the kubelet's side of the CNI spec (what libcni and containerd's CRI
+//! `sandbox_run.go` do), executing the standard plugins (Debian's `containernetworking-plugins` in
+//! /usr/lib/cni) with a network built from the node's podCIDR:
+//!
+//! - `loopback` brings `lo` up in the pod (its own one-plugin network, as containerd runs it);
+//! - `skiff` chains `bridge` (cni0, the pods' gateway, masquerading traffic that leaves the pod CIDR)
+//!   with `host-local` IPAM over the podCIDR, and `portmap` for `hostPort`s.
+//!
+//! ADD returns the pod IP from the result; the whole ADD (network config and result) is cached so DEL
+//! can hand each plugin its `prevResult` later, even after a kubelet restart. DEL is idempotent.
+//!
+//! The plugins act on the *node's* network namespace (they create the bridge and the host end of the
+//! veth, and iptables rules, where they run). That is the host's for a node set up by hand; tests and
+//! the quickstart give a namespace of their own (`node_netns`) and each plugin is then run inside it
+//! with `nsenter --net=<path>`, so nothing lands in the host's namespace.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use serde_json::{Value, json};
+
+use crate::runtime::{PortMapping, RuntimeError};
+
+/// The CNI version of the configs written (supported by plugins from 0.8 on; DEL gets prevResult).
+pub const CNI_VERSION: &str = "0.4.0";
+
+/// The name of the pod network.
+pub const NETWORK_NAME: &str = "skiff";
+
+/// The interface a pod's network is attached as.
+pub const POD_INTERFACE: &str = "eth0";
+
+/// Where CNI plugins are and where their state goes.
+#[derive(Clone, Debug)]
+pub struct Cni {
+    /// The plugin binaries (`/usr/lib/cni` on Debian).
+    pub plugin_dir: PathBuf,
+    /// Our CNI state: `networks/` (host-local's allocations) and `results/` (cached ADDs).
+    pub state_dir: PathBuf,
+    /// The node's network namespace (a path such as /run/netns/x), if it is not ours.
+    pub node_netns: Option<PathBuf>,
+    /// The bridge's name (`cni0`).
+    pub bridge: String,
+}
+
+/// The pod network (bridge + host-local + portmap) over `pod_cidr`, host-local keeping its state in
+/// `data_dir`.
+pub fn network_config(pod_cidr: &str, bridge: &str, data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": pod_cidr }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                    "dataDir": data_dir,
+                }
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+        ]
+    })
+}
+
+/// The loopback network.
+pub fn loopback_config() -> Value {
+    json!({ "cniVersion": CNI_VERSION, "name": "cni-loopback", "plugins": [{ "type": "loopback" }] })
+}
+
+/// The config one plugin of `network` gets on stdin: its own entry plus the network's name and
+/// version, the previous plugin's result, and the runtime config for the capabilities it declares.
+pub fn plugin_config(network: &Value, plugin: &Value, prev: Option<&Value>, ports: &[PortMapping]) -> Value {
+    let mut conf = plugin.clone();
+    conf["name"] = network["name"].clone();
+    conf["cniVersion"] = network["cniVersion"].clone();
+    if let Some(prev) = prev {
+        conf["prevResult"] = prev.clone();
+    }
+    if plugin["capabilities"]["portMappings"] == json!(true) && !ports.is_empty() {
+        let maps: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                let mut m = json!({ "hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol });
+                if let Some(ip) = &p.host_ip {
+                    m["hostIP"] = json!(ip);
+                }
+                m
+            })
+            .collect();
+        conf["runtimeConfig"] = json!({ "portMappings": maps });
+    }
+    conf
+}
+
+/// The first IPv4 address of a CNI result, without its prefix length.
+pub fn result_ip(result: &Value) -> Option<String> {
+    result["ips"].as_array()?.iter().find_map(|ip| {
+        let addr = ip["address"].as_str()?.split('/').next()?;
+        addr.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string())
+    })
+}
+
+impl Cni {
+    /// Attaches the pod `id` whose network namespace is `netns` to the pod network; returns its IP.
+    pub fn add(
+        &self,
+        id: &str,
+        netns: &Path,
+        pod_cidr: &str,
+        ports: &[PortMapping],
+    ) -> Result<String, RuntimeError> {
+        let network = network_config(pod_cidr, &self.bridge, &self.state_dir.join("networks"));
+        self.run_network("ADD", &loopback_config(), id, Some(netns), "lo", None, &[])?;
+        let result = self.run_network("ADD", &network, id, Some(netns), POD_INTERFACE, None, ports)?;
+        let ip = result_ip(&result)
+            .ok_or_else(|| RuntimeError(format!("CNI result without an IPv4 address: {result}")))?;
+        // What DEL needs later: the exact network, the result, the port mappings.
+        let cache = json!({ "network": network, "result": result, "ports": ports.iter().map(|p| json!([p.host_port, p.container_port, p.protocol, p.host_ip])).collect::<Vec<_>>() });
+        let dir = self.state_dir.join("results");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(id), cache.to_string()))
+            .map_err(|e| RuntimeError(format!("caching the CNI result of {id}: {e}")))?;
+        Ok(ip)
+    }
+
+    /// Detaches pod `id` (releasing its IP, removing its veth and rules); `netns` is None once the
+    /// namespace is gone. Nothing to do (and no error) when it was never attached or already detached.
+    pub fn del(&self, id: &str, netns: Option<&Path>) -> Result<(), RuntimeError> {
+        let cached = self.state_dir.join("results").join(id);
+        let Ok(text) = std::fs::read_to_string(&cached) else {
+            return Ok(());
+        };
+        let cache: Value = serde_json::from_str(&text).unwrap_or_default();
+        let netns = netns.filter(|p| p.exists());
+        let ports: Vec<PortMapping> = cache["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortMapping {
+                    host_port: p[0].as_u64()? as u16,
+                    container_port: p[1].as_u64()? as u16,
+                    protocol: p[2].as_str()?.to_owned(),
+                    host_ip: p[3].as_str().map(str::to_owned),
+                })
+            })
+            .collect();
+        self.run_network(
+            "DEL",
+            &cache["network"],
+            id,
+            netns,
+            POD_INTERFACE,
+            Some(&cache["result"]),
+            &ports,
+        )?;
+        self.run_network("DEL", &loopback_config(), id, netns, "lo", None, &[])?;
+        std::fs::remove_file(&cached).map_err(|e| RuntimeError(format!("removing {}: {e}", cached.display())))
+    }
+
+    /// Runs every plugin of `network` for `command` (ADD in order, each fed the previous result; DEL
+    /// in reverse, each fed `prev`); returns the last ADD result.
+    #[allow(clippy::too_many_arguments)]
+    fn run_network(
+        &self,
+        command: &str,
+        network: &Value,
+        id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        prev: Option<&Value>,
+        ports: &[PortMapping],
+    ) -> Result<Value, RuntimeError> {
+        let mut plugins: Vec<&Value> = network["plugins"].as_array().into_iter().flatten().collect();
+        if command == "DEL" {
+            plugins.reverse();
+        }
+        let mut result = prev.cloned();
+        for plugin in plugins {
+            let conf = plugin_config(network, plugin, result.as_ref(), ports);
+            let out = self.exec(
+                command,
+                plugin["type"].as_str().unwrap_or_default(),
+                &conf,
+                id,
+                netns,
+                ifname,
+            )?;
+            if command == "ADD" {
+                result = Some(out);
+            }
+        }
+        Ok(result.unwrap_or_default())
+    }
+
+    /// Executes one plugin as the CNI spec says: parameters in the environment, config on stdin, result
+    /// (or error) on stdout; inside the node's namespace when there is one.
+    fn exec(
+        &self,
+        command: &str,
+        kind: &str,
+        conf: &Value,
+        id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+    ) -> Result<Value, RuntimeError> {
+        let plugin = self.plugin_dir.join(kind);
+        let mut cmd = match &self.node_netns {
+            Some(node) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", node.display())).arg(&plugin);
+                c
+            }
+            None => Command::new(&plugin),
+        };
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns.map(|p| p.as_os_str()).unwrap_or_default())
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.plugin_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let fail = |msg: String| RuntimeError(format!("CNI {command} {kind} for {id}: {msg}"));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("running {}: {e}", plugin.display())))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(conf.to_string().as_bytes())
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        let stdout: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if !out.status.success() {
+            let msg = match stdout["msg"].as_str() {
+                Some(msg) => format!("{msg} {}", stdout["details"].as_str().unwrap_or_default()),
+                None => String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            return Err(fail(msg.trim().to_owned()));
+        }
+        Ok(stdout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_is_built_from_the_pod_cidr() {
+        let net = network_config("10.244.3.0/24", "cni0", Path::new("/var/lib/skiff/cni/networks"));
+        assert_eq!(net["name"], "skiff");
+        let bridge = &net["plugins"][0];
+        assert_eq!(
+            (bridge["type"].as_str(), bridge["bridge"].as_str()),
+            (Some("bridge"), Some("cni0"))
+        );
+        assert_eq!(
+            (bridge["isGateway"].as_bool(), bridge["ipMasq"].as_bool()),
+            (Some(true), Some(true))
+        );
+        assert_eq!(bridge["ipam"]["ranges"], json!([[{ "subnet": "10.244.3.0/24" }]]));
+        assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/skiff/cni/networks");
+        assert_eq!(net["plugins"][1]["type"], "portmap");
+    }
+
+    #[test]
+    fn plugins_get_name_version_prev_result_and_port_mappings() {
+        let net = network_config("10.244.3.0/24", "cni0", Path::new("/d"));
+        let prev = json!({ "ips": [{ "address": "10.244.3.2/24" }] });
+        let ports = [PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: None,
+        }];
+        let bridge = plugin_config(&net, &net["plugins"][0], None, &ports);
+        assert_eq!(
+            (bridge["name"].as_str(), bridge["cniVersion"].as_str()),
+            (Some("skiff"), Some("0.4.0"))
+        );
+        assert!(
+            bridge.get("runtimeConfig").is_none(),
+            "bridge does not declare portMappings"
+        );
+        assert!(bridge.get("prevResult").is_none());
+        let portmap = plugin_config(&net, &net["plugins"][1], Some(&prev), &ports);
+        assert_eq!(portmap["prevResult"], prev);
+        assert_eq!(
+            portmap["runtimeConfig"],
+            json!({ "portMappings": [{ "hostPort": 8080, "containerPort": 80, "protocol": "tcp" }] })
+        );
+        assert!(
+            plugin_config(&net, &net["plugins"][1], None, &[])
+                .get("runtimeConfig")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_pod_ip_comes_from_the_result() {
+        let result = json!({ "cniVersion": "0.4.0", "interfaces": [{ "name": "cni0" }],
+            "ips": [{ "version": "6", "address": "fd00::2/64" }, { "version": "4", "address": "10.244.3.7/24", "gateway": "10.244.3.1" }] });
+        assert_eq!(result_ip(&result).as_deref(), Some("10.244.3.7"));
+        assert_eq!(result_ip(&json!({})), None);
+    }
+
+    #[test]
+    fn del_of_a_pod_never_added_is_a_no_op_and_plugin_errors_are_reported() {
+        let dir = std::env::temp_dir().join(format!("skiff-cni-unit-{}", std::process::id()));
+        let cni = Cni {
+            plugin_dir: dir.join("no-plugins"),
+            state_dir: dir.clone(),
+            node_netns: None,
+            bridge: "cni0".into(),
+        };
+        assert!(cni.del("never-added", None).is_ok());
+        let err = cni
+            .add("p", Path::new("/proc/self/ns/net"), "10.244.3.0/24", &[])
+            .unwrap_err();
+        assert!(err.0.contains("CNI ADD loopback for p"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
