@@ -79,7 +79,7 @@ pub fn node_status(cfg: &NodeConfig, stored: &Value, now: &str) -> Value {
             "systemUUID": format!("{:032x}", fnv(&cfg.address)),
             "bootID": "",
             "kernelVersion": kernel_version(),
-            "osImage": "skiff hollow node",
+            "osImage": os_image(cfg),
             "containerRuntimeVersion": cfg.runtime_version,
             "kubeletVersion": KUBELET_VERSION,
             "kubeProxyVersion": "",
@@ -99,6 +99,20 @@ fn fnv(s: &str) -> u128 {
     s.bytes().fold(0x6c62272e07bb014262b821756295c58d_u128, |h, b| {
         (h ^ b as u128).wrapping_mul(0x0000000001000000000000000000013B)
     })
+}
+
+/// `nodeInfo.osImage`: the machine's `PRETTY_NAME` from /etc/os-release, as upstream reads it; hollow
+/// nodes say what they are.
+fn os_image(cfg: &NodeConfig) -> String {
+    if cfg.labels.iter().any(|(k, _)| k == crate::hollow::HOLLOW_LABEL) {
+        return "skiff hollow node".into();
+    }
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_else(|| "Linux".into())
 }
 
 fn kernel_version() -> String {

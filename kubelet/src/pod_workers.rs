@@ -217,6 +217,8 @@ impl PodWorkers {
 
 /// Syncs one pod until it is forgotten (or deleted for good).
 async fn worker(workers: Arc<PodWorkers>, uid: String, mut rx: watch::Receiver<Value>) {
+    // The last failure logged, so a sync retried every second says so once, not every second.
+    let mut last_error: Option<String> = None;
     loop {
         let pod = rx.borrow_and_update().clone();
         let wait = match sync_pod(&workers.node, &pod).await {
@@ -227,12 +229,18 @@ async fn worker(workers: Arc<PodWorkers>, uid: String, mut rx: watch::Receiver<V
             Ok(Synced::Idle) => None,
             Ok(Synced::RetryAfter(after)) => Some(after),
             Err(e) => {
-                tracing::debug!(pod = %uid, error = %e, "pod sync failed; retrying");
+                let message = e.to_string();
+                if last_error.as_deref() != Some(message.as_str()) {
+                    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+                    tracing::warn!(pod = %name, uid = %uid, error = %message, "pod sync failed; retrying every second");
+                    last_error = Some(message);
+                }
                 // Retry after a pause unless a newer version of the pod arrives first.
                 let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
                 continue;
             }
         };
+        last_error = None;
         let changed = match wait {
             Some(after) => match tokio::time::timeout(after, rx.changed()).await {
                 Ok(changed) => changed,

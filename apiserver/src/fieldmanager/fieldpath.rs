@@ -218,6 +218,50 @@ impl FieldSet {
         out
     }
 
+    /// [`Self::union`] of two owned sets: `other` is taken apart rather than copied (the write path
+    /// builds big sets, a whole pod's fields, and cloning them was a fifth of a create's CPU).
+    pub fn merge(mut self, other: Self) -> Self {
+        self.merge_from(other);
+        self
+    }
+
+    fn merge_from(&mut self, other: Self) {
+        self.members.extend(other.members);
+        for (element, child) in other.children {
+            match self.children.entry(element) {
+                std::collections::btree_map::Entry::Occupied(mut mine) => mine.get_mut().merge_from(child),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(child);
+                }
+            }
+        }
+    }
+
+    /// [`Self::difference`] in place.
+    pub fn remove_all(&mut self, other: &Self) {
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|e, mine| {
+            if let Some(o) = other.children.get(e) {
+                mine.remove_all(o);
+            }
+            !mine.is_empty()
+        });
+    }
+
+    /// [`Self::recursive_difference`] in place.
+    pub fn remove_recursive(&mut self, other: &Self) {
+        self.members.retain(|m| !other.members.contains(m));
+        self.children.retain(|e, mine| {
+            if other.members.contains(e) {
+                return false;
+            }
+            if let Some(o) = other.children.get(e) {
+                mine.remove_recursive(o);
+            }
+            !mine.is_empty()
+        });
+    }
+
     /// Paths in both sets.
     pub fn intersection(&self, other: &Self) -> Self {
         let members = self.members.intersection(&other.members).cloned().collect();
@@ -568,6 +612,30 @@ mod tests {
         assert!(set.has(&[containers.as_slice(), &[web(), f("image")]].concat()));
         assert!(set.has(&[f("spec"), f("finalizers"), PathElement::Value(json!("a"))]));
         assert_eq!(set.to_fields_v1(), wire);
+    }
+
+    /// The in-place and owned set operations the write path uses agree with the copying ones.
+    #[test]
+    fn in_place_operations_equal_copying_ones() {
+        let sets = [
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:replicas": {}}}),
+            json!({"f:metadata": {}, "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:x": {}}}}}),
+            json!({"f:spec": {".": {}, "f:template": {"f:spec": {"f:x": {}, "f:y": {}}}}, "f:status": {}}),
+            json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}}}, "f:status": {"f:phase": {}}}),
+            json!({}),
+        ]
+        .map(|wire| FieldSet::from_fields_v1(&wire).unwrap());
+        for a in &sets {
+            for b in &sets {
+                assert_eq!(a.clone().merge(b.clone()), a.union(b), "{a:?} ∪ {b:?}");
+                let mut d = a.clone();
+                d.remove_all(b);
+                assert_eq!(d, a.difference(b), "{a:?} - {b:?}");
+                let mut r = a.clone();
+                r.remove_recursive(b);
+                assert_eq!(r, a.recursive_difference(b), "{a:?} -r {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -336,12 +336,13 @@ pub(crate) struct Comparison {
 
 impl Comparison {
     /// Drops every change at or below a path of `ignored` (upstream's `ExcludeFields`).
-    pub fn excluding(self, ignored: &FieldSet) -> Self {
-        Self {
-            removed: self.removed.recursive_difference(ignored),
-            modified: self.modified.recursive_difference(ignored),
-            added: self.added.recursive_difference(ignored),
+    pub fn excluding(mut self, ignored: &FieldSet) -> Self {
+        if !ignored.is_empty() {
+            self.removed.remove_recursive(ignored);
+            self.modified.remove_recursive(ignored);
+            self.added.remove_recursive(ignored);
         }
+        self
     }
 }
 

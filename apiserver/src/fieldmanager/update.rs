@@ -122,11 +122,9 @@ pub(crate) fn record_update(
         // A forced transfer reports no conflicts; this arm only keeps the match total.
         Err(TransferError::Conflicts(_)) => return Err("unexpected conflicts".to_owned()),
     };
-    let set = cmp
-        .modified
-        .union(&cmp.added)
-        .recursive_difference(&ignored)
-        .difference(&managed::server_fields());
+    let mut set = cmp.modified.merge(cmp.added);
+    set.remove_recursive(&ignored);
+    set.remove_all(&managed::server_fields());
     if set.is_empty() {
         return Ok(managed);
     }
@@ -139,7 +137,7 @@ pub(crate) fn record_update(
         subresource: subresource.to_owned(),
         api_version: api_version.to_owned(),
         time: Some(now.to_owned()),
-        set: set.union(&previous),
+        set: set.merge(previous),
     });
     Ok(managed)
 }
