@@ -371,7 +371,7 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         cpu,
         memory,
         pods: args.max_pods,
-        ephemeral_storage: "10Gi".into(),
+        ephemeral_storage: filesystem_size(&args.data_dir).unwrap_or_else(|| "10Gi".into()),
         runtime_version: runtime.version(),
         labels: Vec::new(),
     };
@@ -383,6 +383,19 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
     )
     .await
     .context("the kubelet stopped")
+}
+
+/// `capacity.ephemeral-storage`: the size of the filesystem holding `dir` (upstream reads the
+/// kubelet's root directory's filesystem), from `df -Pk`.
+fn filesystem_size(dir: &std::path::Path) -> Option<String> {
+    let output = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(format!("{kib}Ki"))
 }
 
 /// The node name the kubelet defaults to (upstream: the hostname, lower-cased).
