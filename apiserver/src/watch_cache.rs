@@ -11,7 +11,8 @@
 //!   answers 410 as soon as the revision is outside the window; serving it from the store spares the
 //!   client a full re-list after every restart.)
 //! - one bounded queue per client watch. Dispatch never waits: a client too slow to drain its queue is
-//!   closed with [`WatchError::TooSlow`] and re-lists, so it never blocks the others or grows memory.
+//!   closed with [`WatchError::TooSlow`], so it never blocks the others or grows memory (the HTTP
+//!   watch then ends quietly and the client watches again from the last resourceVersion it got).
 //!
 //! Periodic bookmarks tell idle watchers the revision the cache has reached.
 
