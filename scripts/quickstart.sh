@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Quickstart: installs what is needed, builds skiff, starts `skiff server` on the embedded SQLite
-# store and a real node (`skiff agent`: pause sandboxes, runc containers, CNI), loads the demo from
-# manifests/, runs a small web Deployment on the node and asks each pod for its page. Everything keeps
-# running in the background; `scripts/quickstart.sh stop` stops it and removes what it made.
+# store with its embedded node (the kubelet: pause sandboxes, runc containers, CNI), loads the demo
+# from manifests/, runs a small web Deployment on the node and asks each pod for its page. Everything
+# keeps running in the background; `scripts/quickstart.sh stop` stops it and removes what it made.
 #
-# The node's network (the CNI bridge, pod veths, the masquerade rule) lives in a network namespace
-# this script creates, `skiff-quickstart`, so trying skiff never rewires the host: pod IPs answer
-# inside it (`ip netns exec skiff-quickstart curl …`). Services (the proxy) and cluster DNS come
-# with issue 6; until then the demo talks to pods directly.
+# The node's network (its address, the CNI bridge, pod veths, the masquerade rule) lives in a network
+# namespace this script creates, `skiff-quickstart`, the way kind puts a node in a container, so
+# trying skiff never rewires the host: `skiff server --node-netns` runs its node side in there and
+# still answers kubectl on the host's 127.0.0.1. Pod IPs answer inside the namespace
+# (`ip netns exec skiff-quickstart curl …`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA_DIR="${SKIFF_DATA_DIR:-$PWD/.skiff}"
 PORT="${SKIFF_PORT:-6443}"
 PIDFILE="$DATA_DIR/server.pid"
-AGENT_PIDFILE="$DATA_DIR/agent.pid"
 NETNS=skiff-quickstart
-RUNC_ROOT="$DATA_DIR/node/agent/runc"
+NODE_IP=10.200.0.1 # the node's address, on the namespace's loopback: nothing outside routes to it
+RUNC_ROOT="$DATA_DIR/agent/runc"
 
 stop_pid() { # name pidfile
   if [ -f "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then
@@ -26,7 +27,7 @@ stop_pid() { # name pidfile
 }
 
 if [ "${1:-}" = "stop" ]; then
-  stop_pid agent "$AGENT_PIDFILE"
+  stop_pid agent "$DATA_DIR/agent.pid" # a quickstart of an earlier version ran the node apart
   stop_pid server "$PIDFILE"
   # A stopped kubelet leaves its containers running (as upstream's does); the quickstart removes them.
   if [ -d "$RUNC_ROOT" ]; then
@@ -34,9 +35,13 @@ if [ "${1:-}" = "stop" ]; then
       runc --root "$RUNC_ROOT" delete --force "$id" >/dev/null 2>&1 || true
     done
   fi
+  # The pods' cgroups (the kubelet removes them when it tears a pod down; here it is stopped).
+  for dir in /sys/fs/cgroup/*/skiff /sys/fs/cgroup/skiff; do
+    [ -d "$dir" ] && find "$dir" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
   # With the namespace go the bridge and the pods' veths; the IP allocations go with them.
   ip netns del "$NETNS" 2>/dev/null || true
-  rm -rf "$DATA_DIR/node/agent/cni" "$DATA_DIR/node/agent/pods"
+  rm -rf "$DATA_DIR/agent/cni" "$DATA_DIR/agent/pods" "$DATA_DIR/node"
   exit 0
 fi
 
@@ -50,11 +55,32 @@ for bin in skiff-pause skiff-shim; do
 done
 
 mkdir -p "$DATA_DIR"
+# The node: an image directory with busybox (until the image store exists, an image is a directory)
+# and the node's network namespace, with the node's address on its loopback.
+NODE_FLAGS=(--disable-agent)
+if [ "$(id -u)" -eq 0 ]; then
+  IMAGE="$DATA_DIR/images/busybox"
+  if [ ! -x "$IMAGE/bin/busybox" ]; then
+    mkdir -p "$IMAGE/bin" "$IMAGE/www" "$IMAGE/tmp" "$IMAGE/proc" "$IMAGE/dev" "$IMAGE/sys"
+    cp "$(command -v busybox)" "$IMAGE/bin/busybox"
+    for applet in $("$IMAGE/bin/busybox" --list); do
+      [ -e "$IMAGE/bin/$applet" ] || ln -s busybox "$IMAGE/bin/$applet"
+    done
+    echo "served by a skiff pod" >"$IMAGE/www/index.html"
+  fi
+  ip netns add "$NETNS" 2>/dev/null || true
+  ip -n "$NETNS" link set lo up
+  ip -n "$NETNS" addr replace "$NODE_IP/32" dev lo
+  NODE_FLAGS=(--node-netns "/run/netns/$NETNS" --node-name skiff-node --node-ip "$NODE_IP"
+    --images-dir "$DATA_DIR/images")
+else
+  echo "(not root: the server runs without its node; pods stay Pending)"
+fi
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "skiff server already running (pid $(cat "$PIDFILE"))"
 else
   nohup ./target/release/skiff server --data-dir "$DATA_DIR" --bind-address 127.0.0.1 \
-    --https-listen-port "$PORT" >"$DATA_DIR/server.log" 2>&1 &
+    --https-listen-port "$PORT" "${NODE_FLAGS[@]}" >"$DATA_DIR/server.log" 2>&1 &
   echo $! >"$PIDFILE"
 fi
 
@@ -70,33 +96,8 @@ URL="https://127.0.0.1:$PORT"
 
 export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
 
-# The node: an image directory with busybox (until the image store exists, an image is a directory),
-# the node's network namespace, and the agent, which runs CNI inside that namespace.
 NODE=0
-if [ "$(id -u)" -eq 0 ]; then
-  IMAGE="$DATA_DIR/images/busybox"
-  if [ ! -x "$IMAGE/bin/busybox" ]; then
-    mkdir -p "$IMAGE/bin" "$IMAGE/www" "$IMAGE/tmp" "$IMAGE/proc" "$IMAGE/dev" "$IMAGE/sys"
-    cp "$(command -v busybox)" "$IMAGE/bin/busybox"
-    for applet in $("$IMAGE/bin/busybox" --list); do
-      [ -e "$IMAGE/bin/$applet" ] || ln -s busybox "$IMAGE/bin/$applet"
-    done
-    echo "served by a skiff pod" >"$IMAGE/www/index.html"
-  fi
-  ip netns add "$NETNS" 2>/dev/null || true
-  ip -n "$NETNS" link set lo up
-  if [ -f "$AGENT_PIDFILE" ] && kill -0 "$(cat "$AGENT_PIDFILE")" 2>/dev/null; then
-    echo "skiff agent already running (pid $(cat "$AGENT_PIDFILE"))"
-  else
-    nohup ./target/release/skiff agent --kubeconfig "$KUBECONFIG" --node-name skiff-node \
-      --node-ip 127.0.0.1 --data-dir "$DATA_DIR/node" --images-dir "$DATA_DIR/images" \
-      --node-netns "/run/netns/$NETNS" >"$DATA_DIR/agent.log" 2>&1 &
-    echo $! >"$AGENT_PIDFILE"
-  fi
-  NODE=1
-else
-  echo "(not root: no node is started; pods stay Pending)"
-fi
+if [ "$(id -u)" -eq 0 ]; then NODE=1; fi
 echo
 if command -v kubectl >/dev/null; then
   echo "== kubectl apply -f manifests/demo-page.json"
@@ -125,8 +126,8 @@ if [ "$NODE" = 1 ] && command -v kubectl >/dev/null; then
 fi
 echo
 cat <<MSG
-skiff server is running (pid $(cat "$PIDFILE")), data in $DATA_DIR, log in $DATA_DIR/server.log;
-the node's agent logs to $DATA_DIR/agent.log.
+skiff server is running (pid $(cat "$PIDFILE")) with its node skiff-node, data in $DATA_DIR,
+log in $DATA_DIR/server.log.
 Try:
   export KUBECONFIG=$DATA_DIR/kubeconfig.yaml
   kubectl get configmaps -w                                   # then change one from another shell:
