@@ -31,6 +31,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
@@ -139,6 +140,7 @@ impl ApiServer {
                     .patch(handlers::patch)
                     .delete(handlers::delete),
             )
+            .route("/openapi/v2", get(openapi_v2::document))
             .route("/openapi/v3", get(openapi::index))
             .route("/openapi/v3/{*gv}", get(openapi::group_version))
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })
