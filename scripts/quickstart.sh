@@ -90,38 +90,23 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -sf --cacert "$CA" "https://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$DATA_DIR/server.log"; exit 1; }
-TOKEN="$(cat "$DATA_DIR/server/tls/admin.token")"
-api() { curl -sS --cacert "$CA" -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" "$@"; }
-URL="https://127.0.0.1:$PORT"
 
 export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
 
-NODE=0
-if [ "$(id -u)" -eq 0 ]; then NODE=1; fi
+command -v kubectl >/dev/null || { echo "kubectl not found: install it (Debian: kubernetes-client)"; exit 1; }
 echo
-if command -v kubectl >/dev/null; then
-  echo "== kubectl apply -f manifests/demo-page.json"
-  kubectl apply -f manifests/demo-page.json
-  echo "== kubectl get configmaps,services,namespaces"
-  kubectl get configmaps,services,namespaces
-else
-  echo "== the demo page, stored as a ConfigMap (manifests/demo-page.json; kubectl not found, using curl)"
-  api -X PUT "$URL/api/v1/namespaces/default/configmaps/demo-page" -d @manifests/demo-page.json -o /dev/null -w '%{http_code}\n' |
-    grep -q '^200$' || api -X POST "$URL/api/v1/namespaces/default/configmaps" -d @manifests/demo-page.json -o /dev/null
-  api "$URL/api/v1/namespaces/default/configmaps/demo-page"
-  echo
-fi
-if [ "$NODE" = 1 ] && command -v kubectl >/dev/null; then
-  echo
-  echo "== a web Deployment on the node: busybox httpd in runc containers, each pod with its own IP"
+echo "== kubectl apply -f manifests/demo.yaml   (a ConfigMap, a web Deployment of 3 pods, a Service)"
+kubectl apply -f manifests/demo.yaml
+if [ "$(id -u)" -eq 0 ]; then
   kubectl wait --for=condition=Ready node/skiff-node --timeout=60s
-  kubectl create deployment web --image=busybox --replicas=3 --dry-run=client -o yaml \
-    -- httpd -f -p 8080 -h /www | kubectl apply -f -
   kubectl rollout status deployment/web --timeout=120s
   kubectl get pods -o wide
-  for ip in $(kubectl get pods -l app=web -o jsonpath='{.items[*].status.podIP}'); do
-    printf '%s answers: ' "$ip"
-    ip netns exec "$NETNS" curl -s -m 3 "http://$ip:8080/" || echo "(no answer)"
+  kubectl get service web
+  VIP="$(kubectl get service web -o jsonpath='{.spec.clusterIP}')"
+  echo
+  echo "== the Service's ClusterIP $VIP, asked from inside the node's network namespace:"
+  for _ in 1 2 3 4 5 6; do
+    ip netns exec "$NETNS" curl -s -m 3 "http://$VIP/" | sed 's/<[^>]*>/ /g; s/  */ /g' || echo "(no answer)"
   done
 fi
 echo
@@ -130,11 +115,14 @@ skiff server is running (pid $(cat "$PIDFILE")) with its node skiff-node, data i
 log in $DATA_DIR/server.log.
 Try:
   export KUBECONFIG=$DATA_DIR/kubeconfig.yaml
-  kubectl get configmaps -w                                   # then change one from another shell:
-  kubectl patch configmap demo-page -p '{"data":{"extra":"1"}}'
+  kubectl get pods -o wide -w                                 # then, from another shell:
+  kubectl scale deployment web --replicas=5
+  kubectl rollout restart deployment/web && kubectl rollout status deployment/web
+  kubectl get events -w; kubectl describe deployment web
+  kubectl apply -f manifests/examples/crashloop.yaml          # and the other examples there
   kubectl explain deployment.spec.strategy
-  kubectl scale deployment web --replicas=5; kubectl get pods -o wide -w
-  kubectl set image deployment/web busybox=busybox:1.36 && kubectl rollout status deployment/web
+  ip netns exec $NETNS curl -s http://\$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')/
+  ip netns exec $NETNS iptables-save -t nat | grep -i web     # the Service's rules, in the node's namespace
   runc --root $RUNC_ROOT list                                    # the containers underneath
   ip netns exec $NETNS ip addr show cni0                          # the node's pod bridge
   ./target/release/skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing
