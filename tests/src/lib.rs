@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod node;
+
 /// The `skiff` binary under test.
 pub fn skiff_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SKIFF_BIN") {
