@@ -1,0 +1,258 @@
+//! The OS boundary: [`RuleSink`] applies rendered rules with the real tools (`iptables-restore
+//! --noflush`, `iptables`, `nft -f`, `ip`) in the node's network namespace, or records them
+//! ([`FakeSink`]) for unit tests.
+//!
+//! Like kube-proxy, the iptables side never rewrites a built-in chain: its jumps are checked and
+//! inserted one by one (`iptables -C`/`-I`), and restore input only names our own chains. The nft
+//! side owns one table. Both keep traffic to the service CIDR on the node with a route to the dummy
+//! interface `kube-ipvs0` (upstream ipvs mode's device): a VIP without rules yet is discarded there,
+//! never sent to the default gateway. Cleanup removes exactly that: our jumps, our chains, our table,
+//! the dummy interface.
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+};
+
+use crate::{Cidr, iptables, ipvs::DUMMY_INTERFACE, nftables};
+
+/// A tool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The program exited non-zero.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        /// The program and arguments.
+        program: String,
+        /// Its exit status.
+        status: String,
+        /// What it said.
+        stderr: String,
+    },
+}
+
+/// Where rules go. Calls block (they run a process); the proxier calls them off the async runtime.
+pub trait RuleSink: Send + Sync {
+    /// Makes sure the node's side of things exists: the service CIDR route, and in iptables mode our
+    /// jumps from the built-in chains (after our chains exist). Idempotent; run at every full sync.
+    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError>;
+    /// Our iptables chains that exist now, as (table, chain) (for a full sync to delete stale ones).
+    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError>;
+    /// Applies iptables-restore input with `--noflush`, atomically per table.
+    fn iptables_restore(&self, input: &str) -> Result<(), SinkError>;
+    /// Applies `nft -f` input, atomically.
+    fn nft(&self, input: &str) -> Result<(), SinkError>;
+    /// Removes everything any mode created.
+    fn cleanup(&self) -> Result<(), SinkError>;
+}
+
+/// The real tools, in a network namespace (`nsenter --net=<path>`) or the current one.
+#[derive(Debug, Clone)]
+pub struct SystemSink {
+    /// The node's network namespace (e.g. `/run/netns/node1`); None = this process's.
+    pub netns: Option<PathBuf>,
+    /// The service CIDR to route to the dummy interface.
+    pub service_cidr: Cidr,
+}
+
+impl SystemSink {
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args);
+        cmd
+    }
+
+    /// Runs `program args` with `stdin`; its stdout, or an error with its stderr.
+    pub fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SinkError> {
+        let name = format!("{program} {}", args.join(" "));
+        let mut child = self
+            .command(program, args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SinkError::Spawn {
+                program: program.to_owned(),
+                source,
+            })?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A write error shows up as the tool's failure below.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|source| SinkError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
+        if !out.status.success() {
+            let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            stderr.truncate(2000);
+            return Err(SinkError::Failed {
+                program: name,
+                status: out.status.to_string(),
+                stderr: stderr.trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn succeeds(&self, program: &str, args: &[&str]) -> bool {
+        self.run(program, args, None).is_ok()
+    }
+
+    fn jump_args<'a>(j: &'a iptables::Jump, op: &'a str) -> Vec<&'a str> {
+        let mut args = vec!["-w", "-t", j.table, op, j.chain];
+        args.extend(j.args.iter().map(String::as_str));
+        args
+    }
+}
+
+impl RuleSink for SystemSink {
+    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError> {
+        if !self.succeeds("ip", &["link", "show", DUMMY_INTERFACE]) {
+            self.run("ip", &["link", "add", DUMMY_INTERFACE, "type", "dummy"], None)?;
+        }
+        self.run("ip", &["link", "set", DUMMY_INTERFACE, "up"], None)?;
+        let cidr = self.service_cidr.to_string();
+        self.run("ip", &["route", "replace", &cidr, "dev", DUMMY_INTERFACE], None)?;
+        for j in jumps {
+            if !self.succeeds("iptables", &Self::jump_args(j, "-C")) {
+                self.run("iptables", &Self::jump_args(j, "-I"), None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError> {
+        let mut chains = Vec::new();
+        for table in ["filter", "nat"] {
+            let saved = self.run("iptables-save", &["-t", table], None)?;
+            for line in saved.lines() {
+                if let Some(name) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next()) {
+                    if iptables::is_our_chain(name) {
+                        chains.push((table.to_owned(), name.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(chains)
+    }
+
+    fn iptables_restore(&self, input: &str) -> Result<(), SinkError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.run("iptables-restore", &["-w", "5", "--noflush"], Some(input)).map(drop)
+    }
+
+    fn nft(&self, input: &str) -> Result<(), SinkError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.run("nft", &["-f", "-"], Some(input)).map(drop)
+    }
+
+    fn cleanup(&self) -> Result<(), SinkError> {
+        // iptables: jumps first (a referenced chain cannot be deleted), then our chains.
+        for j in iptables::jumps() {
+            while self.succeeds("iptables", &Self::jump_args(&j, "-C")) {
+                self.run("iptables", &Self::jump_args(&j, "-D"), None)?;
+            }
+        }
+        let stale = self.existing_iptables_chains()?;
+        self.iptables_restore(&iptables::Rules::default().restore_text(None, &stale))?;
+        // nftables: our table.
+        if self.succeeds("nft", &["list", "table", "ip", nftables::TABLE]) {
+            self.run("nft", &["delete", "table", "ip", nftables::TABLE], None)?;
+        }
+        // The dummy interface takes its route with it.
+        if self.succeeds("ip", &["link", "show", DUMMY_INTERFACE]) {
+            self.run("ip", &["link", "del", DUMMY_INTERFACE], None)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a [`FakeSink`] was asked to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `ensure_base` (the number of jumps).
+    EnsureBase(usize),
+    /// `iptables_restore` input.
+    IptablesRestore(String),
+    /// `nft` input.
+    Nft(String),
+    /// `cleanup`.
+    Cleanup,
+}
+
+/// Records calls; can be told to fail the next apply.
+#[derive(Debug, Clone, Default)]
+pub struct FakeSink {
+    /// Every call so far.
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    /// When set, the next apply fails (and clears this).
+    pub fail_next: Arc<Mutex<bool>>,
+    /// Chains `existing_iptables_chains` reports.
+    pub existing: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeSink {
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, call: Call, is_apply: bool) -> Result<(), SinkError> {
+        if is_apply {
+            if let Ok(mut fail) = self.fail_next.lock() {
+                if *fail {
+                    *fail = false;
+                    return Err(SinkError::Failed {
+                        program: "fake".into(),
+                        status: "exit status: 1".into(),
+                        stderr: "told to fail".into(),
+                    });
+                }
+            }
+        }
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push(call);
+        }
+        Ok(())
+    }
+}
+
+impl RuleSink for FakeSink {
+    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError> {
+        self.record(Call::EnsureBase(jumps.len()), false)
+    }
+    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError> {
+        Ok(self.existing.lock().map(|e| e.clone()).unwrap_or_default())
+    }
+    fn iptables_restore(&self, input: &str) -> Result<(), SinkError> {
+        self.record(Call::IptablesRestore(input.to_owned()), true)
+    }
+    fn nft(&self, input: &str) -> Result<(), SinkError> {
+        self.record(Call::Nft(input.to_owned()), true)
+    }
+    fn cleanup(&self) -> Result<(), SinkError> {
+        self.record(Call::Cleanup, false)
+    }
+}
