@@ -127,7 +127,12 @@ impl Rules {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for j in &self.jumps {
-            let _ = writeln!(out, "# jump: -t {} -I {} {}", j.table, j.chain, j.args.join(" "));
+            let args: Vec<String> = j
+                .args
+                .iter()
+                .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
+                .collect();
+            let _ = writeln!(out, "# jump: -t {} -I {} {}", j.table, j.chain, args.join(" "));
         }
         out + &self.restore_text(None, &[])
     }
@@ -257,11 +262,17 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
         return;
     }
 
-    // The endpoint chains: one per endpoint any path uses.
-    let mut used: Vec<&Endpoint> = cat.all.clone();
-    for ep in &cat.local {
-        if !used.contains(ep) {
-            used.push(ep);
+    // KUBE-SVC (every endpoint) is needed by the cluster path unless it is Local, and by the
+    // short-circuit of pod and node traffic of an external Local path; KUBE-SVL by the Local paths.
+    let wants_svc = !svc.internal_local || svc.external_local;
+    let wants_svl = (svc.internal_local || svc.external_local) && !cat.local.is_empty();
+    // The endpoint chains: one per endpoint a chosen chain uses.
+    let mut used: Vec<&Endpoint> = if wants_svc { cat.all.clone() } else { Vec::new() };
+    if wants_svl {
+        for ep in &cat.local {
+            if !used.contains(ep) {
+                used.push(ep);
+            }
         }
     }
     for ep in &used {
@@ -300,12 +311,10 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
             );
         }
     }
-    // KUBE-SVC (every endpoint) is needed by the cluster path unless it is Local, and by the
-    // short-circuit of pod and node traffic of an external Local path; KUBE-SVL by the Local paths.
-    if !svc.internal_local || svc.external_local {
+    if wants_svc {
         endpoint_choice(r, &svc_chain, svc, &cat.all);
     }
-    if (svc.internal_local || svc.external_local) && !cat.local.is_empty() {
+    if wants_svl {
         endpoint_choice(r, &svl_chain, svc, &cat.local);
     }
 

@@ -332,10 +332,14 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
     // Upstream's per-service chains.
     let h = hash(svc);
     let (svc_chain, svl_chain, ext_chain) = (format!("svc-{h}"), format!("svl-{h}"), format!("ext-{h}"));
-    let mut used: Vec<&Endpoint> = cat.all.clone();
-    for ep in &cat.local {
-        if !used.contains(ep) {
-            used.push(ep);
+    let wants_svc = !svc.internal_local || svc.external_local;
+    let wants_svl = (svc.internal_local || svc.external_local) && !cat.local.is_empty();
+    let mut used: Vec<&Endpoint> = if wants_svc { cat.all.clone() } else { Vec::new() };
+    if wants_svl {
+        for ep in &cat.local {
+            if !used.contains(ep) {
+                used.push(ep);
+            }
         }
     }
     for ep in &used {
@@ -351,10 +355,10 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
         r.chain(&chain)
             .push(format!("meta l4proto {proto} dnat ip to {}", ep.addr()));
     }
-    if !svc.internal_local || svc.external_local {
+    if wants_svc {
         choice_chain(r, &svc_chain, svc, &cat.all);
     }
-    if (svc.internal_local || svc.external_local) && !cat.local.is_empty() {
+    if wants_svl {
         choice_chain(r, &svl_chain, svc, &cat.local);
     }
     let cluster_chain = if svc.internal_local { &svl_chain } else { &svc_chain };
