@@ -230,14 +230,16 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
         "KUBE-SERVICES",
         "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS".into(),
     );
-    r.add(
-        "filter",
-        "KUBE-SERVICES",
-        format!(
-            "-m comment --comment \"service CIDR address without rules\" -d {} -j REJECT --reject-with icmp-port-unreachable",
-            config.service_cidr
-        ),
-    );
+    for (proto, with) in [("-p tcp ", "tcp-reset"), ("", "icmp-port-unreachable")] {
+        r.add(
+            "filter",
+            "KUBE-SERVICES",
+            format!(
+                "-m comment --comment \"service CIDR address without rules\" {proto}-d {} -j REJECT --reject-with {with}",
+                config.service_cidr
+            ),
+        );
+    }
     r
 }
 
@@ -251,12 +253,15 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
 
     if !cat.any {
         let comment = format!("-m comment --comment \"{name} has no endpoints\"");
-        r.add("filter", "KUBE-SERVICES", format!("{comment} {vip} -j REJECT --reject-with icmp-port-unreachable"));
+        // A TCP reset, not upstream's ICMP: an ICMP error for a locally generated packet routed to
+        // `lo` (the service CIDR route, see sink) never reaches the socket; a reset does.
+        let with = if proto == "tcp" { "tcp-reset" } else { "icmp-port-unreachable" };
+        r.add("filter", "KUBE-SERVICES", format!("{comment} {vip} -j REJECT --reject-with {with}"));
         if let Some(np) = svc.node_port {
             r.add(
                 "filter",
                 "KUBE-EXTERNAL-SERVICES",
-                format!("{comment} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j REJECT --reject-with icmp-port-unreachable"),
+                format!("{comment} -m addrtype --dst-type LOCAL -m {proto} -p {proto} --dport {np} -j REJECT --reject-with {with}"),
             );
         }
         return;

@@ -235,7 +235,7 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     r.map("hairpin", "type ipv4_addr . ipv4_addr");
 
     r.base_chain("nat-prerouting", "type nat hook prerouting priority dstnat; policy accept;", &["jump services"]);
-    r.base_chain("nat-output", "type nat hook output priority dstnat; policy accept;", &["jump services"]);
+    r.base_chain("nat-output", "type nat hook output priority -100; policy accept;", &["jump services"]);
     r.base_chain(
         "nat-postrouting",
         "type nat hook postrouting priority srcnat; policy accept;",
@@ -244,7 +244,7 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     // The filter checks run after DNAT (priority filter > dstnat): a new connection still addressed
     // to the service CIDR found no endpoint.
     let reject_rest = format!(
-        "ct state new ip daddr {} reject comment \"service CIDR address without rules\"",
+        "ct state new ip daddr {} goto reject-chain comment \"service CIDR address without rules\"",
         config.service_cidr
     );
     let no_endpoints = "ct state new ip daddr . meta l4proto . th dport vmap @no-endpoint-services";
@@ -260,7 +260,10 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
             &[no_endpoints, &reject_rest],
         );
     }
-    r.chain("reject-chain").push("reject".into());
+    // A TCP reset first: an ICMP error for a locally generated packet routed to `lo` (the service
+    // CIDR route, see sink) never reaches the socket; a reset does.
+    r.chain("reject-chain")
+        .extend(["meta l4proto tcp reject with tcp reset".to_owned(), "reject".to_owned()]);
     r.chain("mark-for-masquerade").push(format!("meta mark set meta mark | {m:#x}"));
     r.chain("masquerading").extend([
         format!("meta mark & {m:#x} == 0 return"),

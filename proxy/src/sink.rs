@@ -4,10 +4,11 @@
 //!
 //! Like kube-proxy, the iptables side never rewrites a built-in chain: its jumps are checked and
 //! inserted one by one (`iptables -C`/`-I`), and restore input only names our own chains. The nft
-//! side owns one table. Both keep traffic to the service CIDR on the node with a route to the dummy
-//! interface `kube-ipvs0` (upstream ipvs mode's device): a VIP without rules yet is discarded there,
-//! never sent to the default gateway. Cleanup removes exactly that: our jumps, our chains, our table,
-//! the dummy interface.
+//! side owns one table. Both keep traffic to the service CIDR on the node with a route of the service
+//! CIDR to `lo`: a VIP without rules yet is discarded there, never sent to the default gateway (a dummy
+//! interface would do too, but this machine kind's kernel has no dummy driver). Locally generated
+//! connections still get a source address of a real interface, and are rerouted after DNAT. Cleanup
+//! removes exactly what was made: our jumps, our chains, our table, the route.
 
 use std::{
     io::Write as _,
@@ -16,7 +17,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::{Cidr, iptables, ipvs::DUMMY_INTERFACE, nftables};
+use crate::{Cidr, iptables, nftables};
 
 /// A tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,12 +126,8 @@ impl SystemSink {
 
 impl RuleSink for SystemSink {
     fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError> {
-        if !self.succeeds("ip", &["link", "show", DUMMY_INTERFACE]) {
-            self.run("ip", &["link", "add", DUMMY_INTERFACE, "type", "dummy"], None)?;
-        }
-        self.run("ip", &["link", "set", DUMMY_INTERFACE, "up"], None)?;
         let cidr = self.service_cidr.to_string();
-        self.run("ip", &["route", "replace", &cidr, "dev", DUMMY_INTERFACE], None)?;
+        self.run("ip", &["route", "replace", &cidr, "dev", "lo"], None)?;
         for j in jumps {
             if !self.succeeds("iptables", &Self::jump_args(j, "-C")) {
                 self.run("iptables", &Self::jump_args(j, "-I"), None)?;
@@ -181,9 +178,10 @@ impl RuleSink for SystemSink {
         if self.succeeds("nft", &["list", "table", "ip", nftables::TABLE]) {
             self.run("nft", &["delete", "table", "ip", nftables::TABLE], None)?;
         }
-        // The dummy interface takes its route with it.
-        if self.succeeds("ip", &["link", "show", DUMMY_INTERFACE]) {
-            self.run("ip", &["link", "del", DUMMY_INTERFACE], None)?;
+        let cidr = self.service_cidr.to_string();
+        let routes = self.run("ip", &["route", "show", &cidr, "dev", "lo"], None)?;
+        if !routes.trim().is_empty() {
+            self.run("ip", &["route", "del", &cidr, "dev", "lo"], None)?;
         }
         Ok(())
     }
