@@ -12,7 +12,6 @@ PACKAGES=(
   containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
   iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it; the proxy too
   nftables                            # the proxy's nftables mode (nft -f)
-  conntrack                           # inspecting the proxy's NAT state
   busybox-static                      # node tests build a container rootfs from its one static binary
 )
 

@@ -73,9 +73,11 @@ impl Rules {
     }
 
     /// iptables-restore input (for `--noflush`): every chain when `old` is None, otherwise only the
-    /// chains that differ from `old`; chains of `old` (and `stale`, chains found in the kernel) that are
-    /// gone are flushed and deleted.
-    pub fn restore_text(&self, old: Option<&Rules>, stale: &[(String, String)]) -> String {
+    /// chains that differ from `old`; chains of `old` that are gone, and on a full sync our chains
+    /// found in the kernel (`existing`) that are not wanted, are flushed and deleted. A full sync also
+    /// inserts the jumps from built-in chains that `existing` lacks (all of them without `existing`):
+    /// `-I` into a built-in chain that is never declared, so nobody else's rules are rewritten.
+    pub fn restore_text(&self, old: Option<&Rules>, existing: Option<&Existing>) -> String {
         let mut out = String::new();
         for table in ["filter", "nat"] {
             let empty = BTreeMap::new();
@@ -91,15 +93,26 @@ impl Rules {
                 .filter(|name| !new.contains_key(*name))
                 .map(String::as_str)
                 .collect();
-            gone.extend(
-                stale
-                    .iter()
-                    .filter(|(t, name)| t == table && !new.contains_key(name))
-                    .map(|(_, name)| name.as_str()),
-            );
+            let mut jumps = Vec::new();
+            if old.is_none() {
+                if let Some(existing) = existing {
+                    gone.extend(
+                        existing
+                            .chains
+                            .iter()
+                            .filter(|(t, name)| t == table && !new.contains_key(name))
+                            .map(|(_, name)| name.as_str()),
+                    );
+                }
+                for j in self.jumps.iter().filter(|j| j.table == table) {
+                    if existing.is_none_or(|e| !e.has_jump(j)) {
+                        jumps.push(j);
+                    }
+                }
+            }
             gone.sort_unstable();
             gone.dedup();
-            if changed.is_empty() && gone.is_empty() {
+            if changed.is_empty() && gone.is_empty() && jumps.is_empty() {
                 continue;
             }
             let _ = writeln!(out, "*{table}");
@@ -109,6 +122,9 @@ impl Rules {
             }
             for name in &gone {
                 let _ = writeln!(out, ":{name} - [0:0]");
+            }
+            for j in jumps {
+                let _ = writeln!(out, "-I {} 1 {}", j.chain, j.quoted_args());
             }
             for (name, rules) in &changed {
                 for rule in *rules {
@@ -123,18 +139,90 @@ impl Rules {
         out
     }
 
-    /// The whole ruleset as text: the jumps (as `iptables` arguments) then the restore input.
+    /// The whole ruleset as restore input into a namespace where nothing of ours exists yet.
     pub fn text(&self) -> String {
-        let mut out = String::new();
-        for j in &self.jumps {
-            let args: Vec<String> = j
-                .args
-                .iter()
-                .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
-                .collect();
-            let _ = writeln!(out, "# jump: -t {} -I {} {}", j.table, j.chain, args.join(" "));
+        self.restore_text(None, None)
+    }
+}
+
+/// What of ours is in the kernel now, read from `iptables-save`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// Our chains, as (table, chain).
+    pub chains: Vec<(String, String)>,
+    /// Rules of built-in chains jumping to our chains, as (table, chain, target, the rule as saved
+    /// after `-A `), once per rule.
+    pub jumps: Vec<(String, String, String, String)>,
+}
+
+impl Existing {
+    /// Parses `iptables-save` output (the filter and nat tables matter).
+    pub fn parse(save: &str) -> Self {
+        let mut existing = Self::default();
+        let mut table = String::new();
+        for line in save.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.trim().to_owned();
+            } else if let Some(name) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next()) {
+                if is_our_chain(name) {
+                    existing.chains.push((table.clone(), name.to_owned()));
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                let chain = rule.split_whitespace().next().unwrap_or_default();
+                let target = rule.rsplit_once(" -j ").map(|(_, t)| t.split_whitespace().next().unwrap_or_default());
+                if let Some(target) = target.filter(|t| is_our_chain(t)) {
+                    if !is_our_chain(chain) {
+                        existing
+                            .jumps
+                            .push((table.clone(), chain.to_owned(), target.to_owned(), rule.to_owned()));
+                    }
+                }
+            }
         }
-        out + &self.restore_text(None, &[])
+        existing
+    }
+
+    fn has_jump(&self, j: &Jump) -> bool {
+        self.jumps
+            .iter()
+            .any(|(t, c, target, _)| t == j.table && c == j.chain && Some(target.as_str()) == j.args.last().map(String::as_str))
+    }
+
+    /// Restore input removing all of it: our jumps (`-D`, once per rule found), then our chains.
+    pub fn cleanup_text(&self) -> String {
+        let mut out = String::new();
+        for table in ["filter", "nat"] {
+            let chains: Vec<&String> = self.chains.iter().filter(|(t, _)| t == table).map(|(_, c)| c).collect();
+            // Deleted by the rule exactly as saved (iptables-nft matches a rule spec in its own order).
+            let deletes: Vec<&String> =
+                self.jumps.iter().filter(|(t, ..)| t == table).map(|(.., rule)| rule).collect();
+            if chains.is_empty() && deletes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "*{table}");
+            for c in &chains {
+                let _ = writeln!(out, ":{c} - [0:0]");
+            }
+            for rule in deletes {
+                let _ = writeln!(out, "-D {rule}");
+            }
+            for c in &chains {
+                let _ = writeln!(out, "-X {c}");
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+impl Jump {
+    /// The arguments, quoted for restore input.
+    fn quoted_args(&self) -> String {
+        self.args
+            .iter()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -421,13 +509,35 @@ mod tests {
         new.tables.get_mut("nat").expect("nat").remove("KUBE-SEP-A");
         new.tables.get_mut("nat").expect("nat").insert("KUBE-SVC-A".into(), vec!["-j KUBE-SEP-B".into()]);
         new.add("nat", "KUBE-SEP-B", "-j DNAT --to-destination 10.0.0.2:80".into());
-        let text = new.restore_text(Some(&old), &[]);
+        let text = new.restore_text(Some(&old), None);
         assert_eq!(
             text,
             "*nat\n:KUBE-SEP-B - [0:0]\n:KUBE-SVC-A - [0:0]\n:KUBE-SEP-A - [0:0]\n\
              -A KUBE-SEP-B -j DNAT --to-destination 10.0.0.2:80\n-A KUBE-SVC-A -j KUBE-SEP-B\n\
              -X KUBE-SEP-A\nCOMMIT\n"
         );
-        assert_eq!(new.restore_text(Some(&new), &[]), "");
+        assert_eq!(new.restore_text(Some(&new), None), "");
+    }
+
+    #[test]
+    fn existing_rules_are_read_from_iptables_save() {
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD - [0:0]\n:CNI-X - [0:0]\n\
+                    -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+                    -A KUBE-SERVICES -j KUBE-SVC-OLD\n-A PREROUTING -j CNI-X\nCOMMIT\n";
+        let e = Existing::parse(save);
+        assert_eq!(e.chains, [("nat".to_owned(), "KUBE-SERVICES".to_owned()), ("nat".into(), "KUBE-SVC-OLD".into())]);
+        assert_eq!(e.jumps.len(), 1);
+        assert_eq!((e.jumps[0].1.as_str(), e.jumps[0].2.as_str()), ("PREROUTING", "KUBE-SERVICES"));
+        let mut rules = Rules::default();
+        rules.jumps = jumps();
+        rules.add("nat", "KUBE-SERVICES", "-j RETURN".into());
+        let text = rules.restore_text(None, Some(&e));
+        // The PREROUTING jump exists; OUTPUT's and POSTROUTING's are inserted; the old chain goes.
+        assert!(!text.contains("-I PREROUTING"), "{text}");
+        assert!(text.contains("-I OUTPUT 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{text}");
+        assert!(text.contains("-X KUBE-SVC-OLD"), "{text}");
+        let cleanup = e.cleanup_text();
+        assert!(cleanup.contains("-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"), "{cleanup}");
+        assert!(!cleanup.contains("CNI-X"), "{cleanup}");
     }
 }

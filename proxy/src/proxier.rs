@@ -135,12 +135,15 @@ impl Programmer {
                 };
                 let apply = Instant::now();
                 let result = (|| {
-                    let stale = if old.is_none() { self.sink.existing_iptables_chains()? } else { Vec::new() };
-                    let text = rules.restore_text(old, &stale);
+                    let existing = match old {
+                        None => Some(iptables::Existing::parse(&self.sink.iptables_save()?)),
+                        Some(_) => None,
+                    };
+                    let text = rules.restore_text(old, existing.as_ref());
                     report.input_bytes = text.len();
                     self.sink.iptables_restore(&text)?;
                     if old.is_none() {
-                        self.sink.ensure_base(&rules.jumps)?;
+                        self.sink.ensure_route()?;
                     }
                     Ok(())
                 })();
@@ -165,7 +168,7 @@ impl Programmer {
                     None => {
                         let text = rules.full_text();
                         report.input_bytes = text.len();
-                        self.sink.nft(&text).and_then(|()| self.sink.ensure_base(&[]))
+                        self.sink.nft(&text).and_then(|()| self.sink.ensure_route())
                     }
                 };
                 report.apply = apply.elapsed();

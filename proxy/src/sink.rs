@@ -2,8 +2,8 @@
 //! --noflush`, `iptables`, `nft -f`, `ip`) in the node's network namespace, or records them
 //! ([`FakeSink`]) for unit tests.
 //!
-//! Like kube-proxy, the iptables side never rewrites a built-in chain: its jumps are checked and
-//! inserted one by one (`iptables -C`/`-I`), and restore input only names our own chains. The nft
+//! Like kube-proxy, the iptables side never rewrites a built-in chain: restore input declares only our
+//! own chains, and inserts (`-I`) the jumps from built-in chains that `iptables-save` did not show. The nft
 //! side owns one table. Both keep traffic to the service CIDR on the node with a route of the service
 //! CIDR to `lo`: a VIP without rules yet is discarded there, never sent to the default gateway (a dummy
 //! interface would do too, but this machine kind's kernel has no dummy driver). Locally generated
@@ -44,11 +44,10 @@ pub enum SinkError {
 
 /// Where rules go. Calls block (they run a process); the proxier calls them off the async runtime.
 pub trait RuleSink: Send + Sync {
-    /// Makes sure the node's side of things exists: the service CIDR route, and in iptables mode our
-    /// jumps from the built-in chains (after our chains exist). Idempotent; run at every full sync.
-    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError>;
-    /// Our iptables chains that exist now, as (table, chain) (for a full sync to delete stale ones).
-    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError>;
+    /// Makes sure the service CIDR is routed locally. Idempotent; run at every full sync.
+    fn ensure_route(&self) -> Result<(), SinkError>;
+    /// `iptables-save` of the filter and nat tables (a full sync reads what of ours exists).
+    fn iptables_save(&self) -> Result<String, SinkError>;
     /// Applies iptables-restore input with `--noflush`, atomically per table.
     fn iptables_restore(&self, input: &str) -> Result<(), SinkError>;
     /// Applies `nft -f` input, atomically.
@@ -116,39 +115,18 @@ impl SystemSink {
     fn succeeds(&self, program: &str, args: &[&str]) -> bool {
         self.run(program, args, None).is_ok()
     }
-
-    fn jump_args<'a>(j: &'a iptables::Jump, op: &'a str) -> Vec<&'a str> {
-        let mut args = vec!["-w", "-t", j.table, op, j.chain];
-        args.extend(j.args.iter().map(String::as_str));
-        args
-    }
 }
 
 impl RuleSink for SystemSink {
-    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError> {
+    fn ensure_route(&self) -> Result<(), SinkError> {
         let cidr = self.service_cidr.to_string();
-        self.run("ip", &["route", "replace", &cidr, "dev", "lo"], None)?;
-        for j in jumps {
-            if !self.succeeds("iptables", &Self::jump_args(j, "-C")) {
-                self.run("iptables", &Self::jump_args(j, "-I"), None)?;
-            }
-        }
-        Ok(())
+        self.run("ip", &["route", "replace", &cidr, "dev", "lo"], None).map(drop)
     }
 
-    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError> {
-        let mut chains = Vec::new();
-        for table in ["filter", "nat"] {
-            let saved = self.run("iptables-save", &["-t", table], None)?;
-            for line in saved.lines() {
-                if let Some(name) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next()) {
-                    if iptables::is_our_chain(name) {
-                        chains.push((table.to_owned(), name.to_owned()));
-                    }
-                }
-            }
-        }
-        Ok(chains)
+    fn iptables_save(&self) -> Result<String, SinkError> {
+        let mut out = self.run("iptables-save", &["-t", "filter"], None)?;
+        out.push_str(&self.run("iptables-save", &["-t", "nat"], None)?);
+        Ok(out)
     }
 
     fn iptables_restore(&self, input: &str) -> Result<(), SinkError> {
@@ -166,14 +144,9 @@ impl RuleSink for SystemSink {
     }
 
     fn cleanup(&self) -> Result<(), SinkError> {
-        // iptables: jumps first (a referenced chain cannot be deleted), then our chains.
-        for j in iptables::jumps() {
-            while self.succeeds("iptables", &Self::jump_args(&j, "-C")) {
-                self.run("iptables", &Self::jump_args(&j, "-D"), None)?;
-            }
-        }
-        let stale = self.existing_iptables_chains()?;
-        self.iptables_restore(&iptables::Rules::default().restore_text(None, &stale))?;
+        // iptables: our jumps and chains, in one restore.
+        let existing = iptables::Existing::parse(&self.iptables_save()?);
+        self.iptables_restore(&existing.cleanup_text())?;
         // nftables: our table.
         if self.succeeds("nft", &["list", "table", "ip", nftables::TABLE]) {
             self.run("nft", &["delete", "table", "ip", nftables::TABLE], None)?;
@@ -190,8 +163,8 @@ impl RuleSink for SystemSink {
 /// What a [`FakeSink`] was asked to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// `ensure_base` (the number of jumps).
-    EnsureBase(usize),
+    /// `ensure_route`.
+    EnsureRoute,
     /// `iptables_restore` input.
     IptablesRestore(String),
     /// `nft` input.
@@ -207,8 +180,8 @@ pub struct FakeSink {
     pub calls: Arc<Mutex<Vec<Call>>>,
     /// When set, the next apply fails (and clears this).
     pub fail_next: Arc<Mutex<bool>>,
-    /// Chains `existing_iptables_chains` reports.
-    pub existing: Arc<Mutex<Vec<(String, String)>>>,
+    /// What `iptables_save` returns.
+    pub saved: Arc<Mutex<String>>,
 }
 
 impl FakeSink {
@@ -238,11 +211,11 @@ impl FakeSink {
 }
 
 impl RuleSink for FakeSink {
-    fn ensure_base(&self, jumps: &[iptables::Jump]) -> Result<(), SinkError> {
-        self.record(Call::EnsureBase(jumps.len()), false)
+    fn ensure_route(&self) -> Result<(), SinkError> {
+        self.record(Call::EnsureRoute, false)
     }
-    fn existing_iptables_chains(&self) -> Result<Vec<(String, String)>, SinkError> {
-        Ok(self.existing.lock().map(|e| e.clone()).unwrap_or_default())
+    fn iptables_save(&self) -> Result<String, SinkError> {
+        Ok(self.saved.lock().map(|e| e.clone()).unwrap_or_default())
     }
     fn iptables_restore(&self, input: &str) -> Result<(), SinkError> {
         self.record(Call::IptablesRestore(input.to_owned()), true)

@@ -127,7 +127,7 @@ fn renders_are_deterministic_and_partial_syncs_touch_only_the_change() {
     let web = b.endpoints.iter_mut().find(|(k, _)| k.name == "web").expect("web").1;
     web[0].ready = false;
     let (old, new) = (iptables::render(&a, &config()), iptables::render(&b, &config()));
-    let text = new.restore_text(Some(&old), &[]);
+    let text = new.restore_text(Some(&old), None);
     assert!(text.contains("-X KUBE-SEP-"), "{text}");
     assert!(!text.contains("sticky"), "{text}");
     assert_eq!(text.matches("*nat").count(), 1, "{text}");
