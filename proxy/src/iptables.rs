@@ -61,7 +61,12 @@ pub struct Rules {
 impl Rules {
     /// The number of rules (jumps included).
     pub fn rule_count(&self) -> usize {
-        self.tables.values().flat_map(|t| t.values()).map(Vec::len).sum::<usize>() + self.jumps.len()
+        self.tables
+            .values()
+            .flat_map(|t| t.values())
+            .map(Vec::len)
+            .sum::<usize>()
+            + self.jumps.len()
     }
 
     fn add(&mut self, table: &'static str, chain: &str, rule: String) {
@@ -69,7 +74,11 @@ impl Rules {
     }
 
     fn chain(&mut self, table: &'static str, chain: &str) -> &mut Vec<String> {
-        self.tables.entry(table).or_default().entry(chain.to_owned()).or_default()
+        self.tables
+            .entry(table)
+            .or_default()
+            .entry(chain.to_owned())
+            .or_default()
     }
 
     /// iptables-restore input (for `--noflush`): every chain when `old` is None, otherwise only the
@@ -169,13 +178,16 @@ impl Existing {
                 }
             } else if let Some(rule) = line.strip_prefix("-A ") {
                 let chain = rule.split_whitespace().next().unwrap_or_default();
-                let target = rule.rsplit_once(" -j ").map(|(_, t)| t.split_whitespace().next().unwrap_or_default());
-                if let Some(target) = target.filter(|t| is_our_chain(t)) {
-                    if !is_our_chain(chain) {
-                        existing
-                            .jumps
-                            .push((table.clone(), chain.to_owned(), target.to_owned(), rule.to_owned()));
-                    }
+                let target = rule
+                    .rsplit_once(" -j ")
+                    .map(|(_, t)| t.split_whitespace().next().unwrap_or_default());
+                if let Some(target) = target.filter(|t| is_our_chain(t) && !is_our_chain(chain)) {
+                    existing.jumps.push((
+                        table.clone(),
+                        chain.to_owned(),
+                        target.to_owned(),
+                        rule.to_owned(),
+                    ));
                 }
             }
         }
@@ -183,19 +195,28 @@ impl Existing {
     }
 
     fn has_jump(&self, j: &Jump) -> bool {
-        self.jumps
-            .iter()
-            .any(|(t, c, target, _)| t == j.table && c == j.chain && Some(target.as_str()) == j.args.last().map(String::as_str))
+        self.jumps.iter().any(|(t, c, target, _)| {
+            t == j.table && c == j.chain && Some(target.as_str()) == j.args.last().map(String::as_str)
+        })
     }
 
     /// Restore input removing all of it: our jumps (`-D`, once per rule found), then our chains.
     pub fn cleanup_text(&self) -> String {
         let mut out = String::new();
         for table in ["filter", "nat"] {
-            let chains: Vec<&String> = self.chains.iter().filter(|(t, _)| t == table).map(|(_, c)| c).collect();
+            let chains: Vec<&String> = self
+                .chains
+                .iter()
+                .filter(|(t, _)| t == table)
+                .map(|(_, c)| c)
+                .collect();
             // Deleted by the rule exactly as saved (iptables-nft matches a rule spec in its own order).
-            let deletes: Vec<&String> =
-                self.jumps.iter().filter(|(t, ..)| t == table).map(|(.., rule)| rule).collect();
+            let deletes: Vec<&String> = self
+                .jumps
+                .iter()
+                .filter(|(t, ..)| t == table)
+                .map(|(.., rule)| rule)
+                .collect();
             if chains.is_empty() && deletes.is_empty() {
                 continue;
             }
@@ -220,7 +241,13 @@ impl Jump {
     fn quoted_args(&self) -> String {
         self.args
             .iter()
-            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a.clone() })
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("{a:?}")
+                } else {
+                    a.clone()
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -234,17 +261,26 @@ fn hash(text: &str) -> String {
 
 /// `KUBE-SVC-<hash>`, the chain of a service port's endpoints.
 pub fn svc_chain(svc: &ServicePort) -> String {
-    format!("KUBE-SVC-{}", hash(&format!("{}{}", svc.name, svc.name.protocol.lower())))
+    format!(
+        "KUBE-SVC-{}",
+        hash(&format!("{}{}", svc.name, svc.name.protocol.lower()))
+    )
 }
 
 /// `KUBE-SVL-<hash>`, the chain of a service port's local endpoints.
 pub fn svl_chain(svc: &ServicePort) -> String {
-    format!("KUBE-SVL-{}", hash(&format!("{}{}", svc.name, svc.name.protocol.lower())))
+    format!(
+        "KUBE-SVL-{}",
+        hash(&format!("{}{}", svc.name, svc.name.protocol.lower()))
+    )
 }
 
 /// `KUBE-EXT-<hash>`, the chain of a service port's external (node port) traffic.
 pub fn ext_chain(svc: &ServicePort) -> String {
-    format!("KUBE-EXT-{}", hash(&format!("{}{}", svc.name, svc.name.protocol.lower())))
+    format!(
+        "KUBE-EXT-{}",
+        hash(&format!("{}{}", svc.name, svc.name.protocol.lower()))
+    )
 }
 
 /// `KUBE-SEP-<hash>`, the chain of one endpoint of a service port.
@@ -267,35 +303,103 @@ fn jump(table: &'static str, chain: &'static str, comment: &str, target: &str, n
 /// The jumps from the built-in chains into ours (upstream's iptablesJumpChains).
 pub fn jumps() -> Vec<Jump> {
     vec![
-        jump("nat", "PREROUTING", "kubernetes service portals", "KUBE-SERVICES", false),
-        jump("nat", "OUTPUT", "kubernetes service portals", "KUBE-SERVICES", false),
-        jump("nat", "POSTROUTING", "kubernetes postrouting rules", "KUBE-POSTROUTING", false),
-        jump("filter", "INPUT", "kubernetes externally-visible service portals", "KUBE-EXTERNAL-SERVICES", true),
-        jump("filter", "FORWARD", "kubernetes externally-visible service portals", "KUBE-EXTERNAL-SERVICES", true),
-        jump("filter", "FORWARD", "kubernetes service portals", "KUBE-SERVICES", true),
-        jump("filter", "OUTPUT", "kubernetes service portals", "KUBE-SERVICES", true),
-        jump("filter", "FORWARD", "kubernetes forwarding rules", "KUBE-FORWARD", false),
+        jump(
+            "nat",
+            "PREROUTING",
+            "kubernetes service portals",
+            "KUBE-SERVICES",
+            false,
+        ),
+        jump(
+            "nat",
+            "OUTPUT",
+            "kubernetes service portals",
+            "KUBE-SERVICES",
+            false,
+        ),
+        jump(
+            "nat",
+            "POSTROUTING",
+            "kubernetes postrouting rules",
+            "KUBE-POSTROUTING",
+            false,
+        ),
+        jump(
+            "filter",
+            "INPUT",
+            "kubernetes externally-visible service portals",
+            "KUBE-EXTERNAL-SERVICES",
+            true,
+        ),
+        jump(
+            "filter",
+            "FORWARD",
+            "kubernetes externally-visible service portals",
+            "KUBE-EXTERNAL-SERVICES",
+            true,
+        ),
+        jump(
+            "filter",
+            "FORWARD",
+            "kubernetes service portals",
+            "KUBE-SERVICES",
+            true,
+        ),
+        jump(
+            "filter",
+            "OUTPUT",
+            "kubernetes service portals",
+            "KUBE-SERVICES",
+            true,
+        ),
+        jump(
+            "filter",
+            "FORWARD",
+            "kubernetes forwarding rules",
+            "KUBE-FORWARD",
+            false,
+        ),
     ]
 }
 
 /// Renders the whole ruleset. Pure: the same snapshot and config give the same rules.
 pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
-    let mut r = Rules::default();
-    r.jumps = jumps();
+    let mut r = Rules {
+        jumps: jumps(),
+        ..Default::default()
+    };
     // The fixed chains exist even when empty (the jumps point at them).
-    for chain in ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"] {
+    for chain in [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ] {
         r.chain("nat", chain);
     }
     for chain in ["KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD"] {
         r.chain("filter", chain);
     }
-    r.add("nat", "KUBE-MARK-MASQ", format!("-j MARK --or-mark {MASQ_MARK:#x}"));
-    r.add("nat", "KUBE-POSTROUTING", format!("-m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN"));
-    r.add("nat", "KUBE-POSTROUTING", format!("-j MARK --xor-mark {MASQ_MARK:#x}"));
+    r.add(
+        "nat",
+        "KUBE-MARK-MASQ",
+        format!("-j MARK --or-mark {MASQ_MARK:#x}"),
+    );
     r.add(
         "nat",
         "KUBE-POSTROUTING",
-        "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully".into(),
+        format!("-m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN"),
+    );
+    r.add(
+        "nat",
+        "KUBE-POSTROUTING",
+        format!("-j MARK --xor-mark {MASQ_MARK:#x}"),
+    );
+    r.add(
+        "nat",
+        "KUBE-POSTROUTING",
+        "-m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+            .into(),
     );
     // Upstream's KUBE-FORWARD: marked and established service traffic passes a DROP forward policy.
     r.add(
@@ -335,7 +439,10 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
     let cat = snapshot.categorize(svc, &config.node_name);
     let name = &svc.name;
     let proto = svc.name.protocol.lower();
-    let vip = format!("-m {proto} -p {proto} -d {}/32 --dport {}", svc.cluster_ip, svc.port);
+    let vip = format!(
+        "-m {proto} -p {proto} -d {}/32 --dport {}",
+        svc.cluster_ip, svc.port
+    );
     let svc_chain = svc_chain(svc);
     let svl_chain = svl_chain(svc);
 
@@ -343,8 +450,16 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
         let comment = format!("-m comment --comment \"{name} has no endpoints\"");
         // A TCP reset, not upstream's ICMP: an ICMP error for a locally generated packet routed to
         // `lo` (the service CIDR route, see sink) never reaches the socket; a reset does.
-        let with = if proto == "tcp" { "tcp-reset" } else { "icmp-port-unreachable" };
-        r.add("filter", "KUBE-SERVICES", format!("{comment} {vip} -j REJECT --reject-with {with}"));
+        let with = if proto == "tcp" {
+            "tcp-reset"
+        } else {
+            "icmp-port-unreachable"
+        };
+        r.add(
+            "filter",
+            "KUBE-SERVICES",
+            format!("{comment} {vip} -j REJECT --reject-with {with}"),
+        );
         if let Some(np) = svc.node_port {
             r.add(
                 "filter",
@@ -370,7 +485,11 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
     }
     for ep in &used {
         let sep = sep_chain(svc, ep);
-        r.add("nat", &sep, format!("-m comment --comment {name} -s {}/32 -j KUBE-MARK-MASQ", ep.ip));
+        r.add(
+            "nat",
+            &sep,
+            format!("-m comment --comment {name} -s {}/32 -j KUBE-MARK-MASQ", ep.ip),
+        );
         let recent = match svc.affinity_timeout {
             Some(_) => format!(" -m recent --name {sep} --mask 255.255.255.255 --rsource --set"),
             None => String::new(),
@@ -378,12 +497,19 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
         r.add(
             "nat",
             &sep,
-            format!("-m comment --comment {name}{recent} -m {proto} -p {proto} -j DNAT --to-destination {}", ep.addr()),
+            format!(
+                "-m comment --comment {name}{recent} -m {proto} -p {proto} -j DNAT --to-destination {}",
+                ep.addr()
+            ),
         );
     }
 
     // The cluster path.
-    let cluster_chain = if svc.internal_local { &svl_chain } else { &svc_chain };
+    let cluster_chain = if svc.internal_local {
+        &svl_chain
+    } else {
+        &svc_chain
+    };
     if cat.cluster.is_empty() {
         r.add(
             "filter",
@@ -477,14 +603,20 @@ fn endpoint_choice(r: &mut Rules, chain: &str, svc: &ServicePort, eps: &[&Endpoi
     for (i, ep) in eps.iter().enumerate() {
         let sep = sep_chain(svc, ep);
         let statistic = if i + 1 < n {
-            format!(" -m statistic --mode random --probability {:.10}", 1.0 / (n - i) as f64)
+            format!(
+                " -m statistic --mode random --probability {:.10}",
+                1.0 / (n - i) as f64
+            )
         } else {
             String::new()
         };
         r.add(
             "nat",
             chain,
-            format!("-m comment --comment \"{name} -> {}\"{statistic} -j {sep}", ep.addr()),
+            format!(
+                "-m comment --comment \"{name} -> {}\"{statistic} -j {sep}",
+                ep.addr()
+            ),
         );
     }
 }
@@ -507,7 +639,10 @@ mod tests {
         old.add("nat", "KUBE-SEP-A", "-j DNAT --to-destination 10.0.0.1:80".into());
         let mut new = old.clone();
         new.tables.get_mut("nat").expect("nat").remove("KUBE-SEP-A");
-        new.tables.get_mut("nat").expect("nat").insert("KUBE-SVC-A".into(), vec!["-j KUBE-SEP-B".into()]);
+        new.tables
+            .get_mut("nat")
+            .expect("nat")
+            .insert("KUBE-SVC-A".into(), vec!["-j KUBE-SEP-B".into()]);
         new.add("nat", "KUBE-SEP-B", "-j DNAT --to-destination 10.0.0.2:80".into());
         let text = new.restore_text(Some(&old), None);
         assert_eq!(
@@ -525,19 +660,38 @@ mod tests {
                     -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
                     -A KUBE-SERVICES -j KUBE-SVC-OLD\n-A PREROUTING -j CNI-X\nCOMMIT\n";
         let e = Existing::parse(save);
-        assert_eq!(e.chains, [("nat".to_owned(), "KUBE-SERVICES".to_owned()), ("nat".into(), "KUBE-SVC-OLD".into())]);
+        assert_eq!(
+            e.chains,
+            [
+                ("nat".to_owned(), "KUBE-SERVICES".to_owned()),
+                ("nat".into(), "KUBE-SVC-OLD".into())
+            ]
+        );
         assert_eq!(e.jumps.len(), 1);
-        assert_eq!((e.jumps[0].1.as_str(), e.jumps[0].2.as_str()), ("PREROUTING", "KUBE-SERVICES"));
-        let mut rules = Rules::default();
-        rules.jumps = jumps();
+        assert_eq!(
+            (e.jumps[0].1.as_str(), e.jumps[0].2.as_str()),
+            ("PREROUTING", "KUBE-SERVICES")
+        );
+        let mut rules = Rules {
+            jumps: jumps(),
+            ..Default::default()
+        };
         rules.add("nat", "KUBE-SERVICES", "-j RETURN".into());
         let text = rules.restore_text(None, Some(&e));
         // The PREROUTING jump exists; OUTPUT's and POSTROUTING's are inserted; the old chain goes.
         assert!(!text.contains("-I PREROUTING"), "{text}");
-        assert!(text.contains("-I OUTPUT 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"), "{text}");
+        assert!(
+            text.contains("-I OUTPUT 1 -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
+            "{text}"
+        );
         assert!(text.contains("-X KUBE-SVC-OLD"), "{text}");
         let cleanup = e.cleanup_text();
-        assert!(cleanup.contains("-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"), "{cleanup}");
+        assert!(
+            cleanup.contains(
+                "-D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n"
+            ),
+            "{cleanup}"
+        );
         assert!(!cleanup.contains("CNI-X"), "{cleanup}");
     }
 }

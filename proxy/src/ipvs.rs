@@ -82,7 +82,8 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Model {
     for svc in snapshot.services.values() {
         let cat = snapshot.categorize(svc, &config.node_name);
         let protocol = svc.name.protocol.lower();
-        let real = |eps: &[&crate::snapshot::Endpoint]| eps.iter().map(|e| (e.ip, e.port)).collect::<Vec<_>>();
+        let real =
+            |eps: &[&crate::snapshot::Endpoint]| eps.iter().map(|e| (e.ip, e.port)).collect::<Vec<_>>();
         model.bound.push(svc.cluster_ip);
         model.servers.push(VirtualServer {
             protocol,
@@ -109,7 +110,9 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Model {
     }
     model.bound.sort_unstable();
     model.bound.dedup();
-    model.servers.sort_by(|a, b| (a.addr, a.port, a.protocol).cmp(&(b.addr, b.port, b.protocol)));
+    model
+        .servers
+        .sort_by(|a, b| (a.addr, a.port, a.protocol).cmp(&(b.addr, b.port, b.protocol)));
     model
 }
 

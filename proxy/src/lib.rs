@@ -27,7 +27,11 @@ pub struct Cidr {
 impl Cidr {
     /// Whether `ip` is inside.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        };
         u32::from(ip) & mask == u32::from(self.addr)
     }
 }
@@ -42,7 +46,11 @@ impl FromStr for Cidr {
             .ok()
             .filter(|p| *p <= 32)
             .ok_or_else(|| format!("{s:?} has a bad prefix length"))?;
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
         Ok(Self {
             addr: Ipv4Addr::from(u32::from(addr) & mask),
             prefix,

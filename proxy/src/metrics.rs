@@ -31,7 +31,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("kubeproxy");
         let sync_duration = Family::<SyncLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
         });
         let programming_latency =
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 60.0]);
@@ -53,8 +55,16 @@ impl Default for Metrics {
             "From an endpoint change seen by the proxy to its rules applied",
             programming_latency.clone(),
         );
-        registry.register("sync_proxy_rules_total", "Rules (and map elements) programmed", rules.clone());
-        registry.register("sync_proxy_rules_services", "Service ports programmed", services.clone());
+        registry.register(
+            "sync_proxy_rules_total",
+            "Rules (and map elements) programmed",
+            rules.clone(),
+        );
+        registry.register(
+            "sync_proxy_rules_services",
+            "Service ports programmed",
+            services.clone(),
+        );
         registry.register("sync_proxy_rules_endpoints", "Endpoints known", endpoints.clone());
         registry.register("sync_proxy_rules_errors", "Failed applies", sync_errors.clone());
         Self {

@@ -155,7 +155,10 @@ impl Rules {
                 .map(|(k, _)| k)
                 .collect();
             write_elements(&mut out, "delete", name, deleted.iter().map(|k| (*k, None)));
-            let added = set.elements.iter().filter(|(k, v)| old_elements.get(*k) != Some(*v));
+            let added = set
+                .elements
+                .iter()
+                .filter(|(k, v)| old_elements.get(*k) != Some(*v));
             write_elements(&mut out, "add", name, added.map(|(k, v)| (k, v.as_ref())));
         }
         for (name, chain) in &self.chains {
@@ -170,7 +173,11 @@ impl Rules {
             }
         }
         // Gone chains may jump to each other: flush them all before deleting any.
-        let gone: Vec<&String> = old.chains.keys().filter(|n| !self.chains.contains_key(*n)).collect();
+        let gone: Vec<&String> = old
+            .chains
+            .keys()
+            .filter(|n| !self.chains.contains_key(*n))
+            .collect();
         for name in &gone {
             let _ = writeln!(out, "flush chain ip {t} {name}");
         }
@@ -228,18 +235,38 @@ fn sep_name(svc: &ServicePort, ep: &Endpoint) -> String {
 pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     let mut r = Rules::default();
     let m = MASQ_MARK;
-    r.map("service-ips", "type ipv4_addr . inet_proto . inet_service : verdict");
+    r.map(
+        "service-ips",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+    );
     r.map("service-nodeports", "type inet_proto . inet_service : verdict");
-    r.map("no-endpoint-services", "type ipv4_addr . inet_proto . inet_service : verdict");
-    r.map("no-endpoint-nodeports", "type inet_proto . inet_service : verdict");
+    r.map(
+        "no-endpoint-services",
+        "type ipv4_addr . inet_proto . inet_service : verdict",
+    );
+    r.map(
+        "no-endpoint-nodeports",
+        "type inet_proto . inet_service : verdict",
+    );
     r.map("hairpin", "type ipv4_addr . ipv4_addr");
 
-    r.base_chain("nat-prerouting", "type nat hook prerouting priority dstnat; policy accept;", &["jump services"]);
-    r.base_chain("nat-output", "type nat hook output priority -100; policy accept;", &["jump services"]);
+    r.base_chain(
+        "nat-prerouting",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        &["jump services"],
+    );
+    r.base_chain(
+        "nat-output",
+        "type nat hook output priority -100; policy accept;",
+        &["jump services"],
+    );
     r.base_chain(
         "nat-postrouting",
         "type nat hook postrouting priority srcnat; policy accept;",
-        &["jump masquerading", "ct status dnat ip saddr . ip daddr @hairpin masquerade"],
+        &[
+            "jump masquerading",
+            "ct status dnat ip saddr . ip daddr @hairpin masquerade",
+        ],
     );
     // The filter checks run after DNAT (priority filter > dstnat): a new connection still addressed
     // to the service CIDR found no endpoint.
@@ -251,7 +278,10 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     r.base_chain(
         "filter-input",
         "type filter hook input priority filter; policy accept;",
-        &["ct state new meta l4proto . th dport vmap @no-endpoint-nodeports", no_endpoints],
+        &[
+            "ct state new meta l4proto . th dport vmap @no-endpoint-nodeports",
+            no_endpoints,
+        ],
     );
     for (chain, hook) in [("filter-forward", "forward"), ("filter-output", "output")] {
         r.base_chain(
@@ -262,9 +292,12 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     }
     // A TCP reset first: an ICMP error for a locally generated packet routed to `lo` (the service
     // CIDR route, see sink) never reaches the socket; a reset does.
-    r.chain("reject-chain")
-        .extend(["meta l4proto tcp reject with tcp reset".to_owned(), "reject".to_owned()]);
-    r.chain("mark-for-masquerade").push(format!("meta mark set meta mark | {m:#x}"));
+    r.chain("reject-chain").extend([
+        "meta l4proto tcp reject with tcp reset".to_owned(),
+        "reject".to_owned(),
+    ]);
+    r.chain("mark-for-masquerade")
+        .push(format!("meta mark set meta mark | {m:#x}"));
     r.chain("masquerading").extend([
         format!("meta mark & {m:#x} == 0 return"),
         format!("meta mark set meta mark ^ {m:#x}"),
@@ -353,7 +386,8 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
                 &format!("affinity-{sep}"),
                 &format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"),
             );
-            r.chain(&chain).push(format!("update @affinity-{sep} {{ ip saddr }}"));
+            r.chain(&chain)
+                .push(format!("update @affinity-{sep} {{ ip saddr }}"));
         }
         r.chain(&chain)
             .push(format!("meta l4proto {proto} dnat ip to {}", ep.addr()));
@@ -364,7 +398,11 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
     if wants_svl {
         choice_chain(r, &svl_chain, svc, &cat.local);
     }
-    let cluster_chain = if svc.internal_local { &svl_chain } else { &svc_chain };
+    let cluster_chain = if svc.internal_local {
+        &svl_chain
+    } else {
+        &svc_chain
+    };
     if cat.cluster.is_empty() {
         r.element("no-endpoint-services", vip_key, Some("drop".into()));
     } else {
@@ -426,7 +464,11 @@ fn choice_chain(r: &mut Rules, chain: &str, svc: &ServicePort, eps: &[&Endpoint]
         .enumerate()
         .map(|(i, ep)| format!("{i} : goto sep-{}", sep_name(svc, ep)))
         .collect();
-    rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        eps.len(),
+        arms.join(", ")
+    ));
     r.chain(chain).extend(rules);
 }
 
@@ -448,8 +490,14 @@ mod tests {
 
     #[test]
     fn partial_updates_elements_and_chains() {
-        let old = rules(&[("1.1.1.1", "goto a"), ("2.2.2.2", "goto a")], &[("a", &["accept"]), ("b", &["drop"])]);
-        let new = rules(&[("1.1.1.1", "goto c"), ("3.3.3.3", "goto a")], &[("a", &["accept"]), ("c", &["drop"])]);
+        let old = rules(
+            &[("1.1.1.1", "goto a"), ("2.2.2.2", "goto a")],
+            &[("a", &["accept"]), ("b", &["drop"])],
+        );
+        let new = rules(
+            &[("1.1.1.1", "goto c"), ("3.3.3.3", "goto a")],
+            &[("a", &["accept"]), ("c", &["drop"])],
+        );
         let text = new.partial_text(&old).expect("partial");
         assert_eq!(
             text,

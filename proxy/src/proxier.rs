@@ -54,7 +54,9 @@ pub enum ProxyError {
     #[error(transparent)]
     NoIpvs(#[from] NoIpvs),
     /// `--proxy-mode ipvs` where the kernel has it: skiff renders IPVS but does not program it yet.
-    #[error("--proxy-mode ipvs: this kernel has ip_vs, but skiff cannot program IPVS yet; use iptables or nftables")]
+    #[error(
+        "--proxy-mode ipvs: this kernel has ip_vs, but skiff cannot program IPVS yet; use iptables or nftables"
+    )]
     IpvsUnsupported,
     /// A tool failed during cleanup.
     #[error(transparent)]
@@ -141,7 +143,9 @@ impl Programmer {
                     };
                     let text = rules.restore_text(old, existing.as_ref());
                     report.input_bytes = text.len();
-                    self.sink.iptables_restore(&text)?;
+                    if !text.is_empty() {
+                        self.sink.iptables_restore(&text)?;
+                    }
                     if old.is_none() {
                         self.sink.ensure_route()?;
                     }
@@ -161,6 +165,7 @@ impl Programmer {
                 report.full = partial.is_none();
                 let apply = Instant::now();
                 let result = match &partial {
+                    Some(text) if text.is_empty() => Ok(()),
                     Some(text) => {
                         report.input_bytes = text.len();
                         self.sink.nft(text)
@@ -354,4 +359,101 @@ pub async fn run_with_sink(
         () = shutdown => {}
     }
     watches.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        sink::{Call, FakeSink},
+        snapshot::{Endpoint, Protocol, ServicePort, ServicePortName},
+    };
+
+    fn config() -> RenderConfig {
+        RenderConfig {
+            node_name: "n1".into(),
+            cluster_cidr: None,
+            service_cidr: "10.96.0.0/12".parse().expect("cidr"),
+            node_ips: Vec::new(),
+        }
+    }
+
+    fn snapshot(endpoints: &[&str]) -> Snapshot {
+        let name = ServicePortName {
+            namespace: "ns".into(),
+            name: "web".into(),
+            port: String::new(),
+            protocol: Protocol::Tcp,
+        };
+        let mut s = Snapshot::default();
+        s.services.insert(
+            name.clone(),
+            ServicePort {
+                name: name.clone(),
+                cluster_ip: "10.96.0.10".parse().expect("ip"),
+                port: 80,
+                node_port: None,
+                affinity_timeout: None,
+                internal_local: false,
+                external_local: false,
+            },
+        );
+        let eps = endpoints
+            .iter()
+            .map(|ip| Endpoint {
+                ip: ip.parse().expect("ip"),
+                port: 8080,
+                ready: true,
+                serving: true,
+                terminating: false,
+                node_name: None,
+            })
+            .collect();
+        s.endpoints.insert(name, eps);
+        s
+    }
+
+    #[test]
+    fn nftables_syncs_whole_then_partial_then_nothing() {
+        let sink = FakeSink::default();
+        let mut p = Programmer::new(Mode::Nftables, config(), Arc::new(sink.clone()));
+        let first = p.sync(&snapshot(&["10.244.0.2"]), false).expect("sync");
+        assert!(first.full && first.applied);
+        let second = p.sync(&snapshot(&["10.244.0.3"]), false).expect("sync");
+        assert!(!second.full && second.applied);
+        let third = p.sync(&snapshot(&["10.244.0.3"]), false).expect("sync");
+        assert!(!third.applied, "an unchanged render applies nothing");
+        let calls = sink.calls();
+        assert!(matches!(&calls[0], Call::Nft(t) if t.starts_with("add table ip kube-proxy\ndelete table")));
+        assert_eq!(calls[1], Call::EnsureRoute);
+        let Call::Nft(partial) = &calls[2] else {
+            panic!("{calls:?}")
+        };
+        assert!(
+            partial.contains("delete element ip kube-proxy cluster-endpoints-1"),
+            "{partial}"
+        );
+        assert!(partial.contains("10.244.0.3"), "{partial}");
+        assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn a_failed_apply_makes_the_next_sync_full() {
+        let sink = FakeSink::default();
+        let mut p = Programmer::new(Mode::Iptables, config(), Arc::new(sink.clone()));
+        p.sync(&snapshot(&["10.244.0.2"]), false).expect("first sync");
+        if let Ok(mut f) = sink.fail_next.lock() {
+            *f = true;
+        }
+        assert!(p.sync(&snapshot(&["10.244.0.3"]), false).is_err());
+        let next = p.sync(&snapshot(&["10.244.0.3"]), false).expect("retry");
+        assert!(next.full, "after a failure the whole ruleset is rewritten");
+        let Some(Call::IptablesRestore(text)) = sink.calls().into_iter().rev().nth(1) else {
+            panic!("{:?}", sink.calls())
+        };
+        assert!(
+            text.contains("-I PREROUTING 1"),
+            "a full sync re-checks the jumps: {text}"
+        );
+    }
 }

@@ -84,7 +84,11 @@ impl SystemSink {
         let name = format!("{program} {}", args.join(" "));
         let mut child = self
             .command(program, args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -120,7 +124,8 @@ impl SystemSink {
 impl RuleSink for SystemSink {
     fn ensure_route(&self) -> Result<(), SinkError> {
         let cidr = self.service_cidr.to_string();
-        self.run("ip", &["route", "replace", &cidr, "dev", "lo"], None).map(drop)
+        self.run("ip", &["route", "replace", &cidr, "dev", "lo"], None)
+            .map(drop)
     }
 
     fn iptables_save(&self) -> Result<String, SinkError> {
@@ -133,7 +138,8 @@ impl RuleSink for SystemSink {
         if input.is_empty() {
             return Ok(());
         }
-        self.run("iptables-restore", &["-w", "5", "--noflush"], Some(input)).map(drop)
+        self.run("iptables-restore", &["-w", "5", "--noflush"], Some(input))
+            .map(drop)
     }
 
     fn nft(&self, input: &str) -> Result<(), SinkError> {
@@ -191,17 +197,18 @@ impl FakeSink {
     }
 
     fn record(&self, call: Call, is_apply: bool) -> Result<(), SinkError> {
-        if is_apply {
-            if let Ok(mut fail) = self.fail_next.lock() {
-                if *fail {
-                    *fail = false;
-                    return Err(SinkError::Failed {
-                        program: "fake".into(),
-                        status: "exit status: 1".into(),
-                        stderr: "told to fail".into(),
-                    });
-                }
-            }
+        let fail = is_apply
+            && self
+                .fail_next
+                .lock()
+                .map(|mut f| std::mem::replace(&mut *f, false))
+                .unwrap_or(false);
+        if fail {
+            return Err(SinkError::Failed {
+                program: "fake".into(),
+                status: "exit status: 1".into(),
+                stderr: "told to fail".into(),
+            });
         }
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(call);

@@ -172,15 +172,24 @@ fn usable<'a>(eps: impl Iterator<Item = &'a Endpoint> + Clone) -> Vec<&'a Endpoi
 impl Snapshot {
     /// The endpoints of `svc` each path uses, seen from node `node_name`.
     pub fn categorize<'a>(&'a self, svc: &ServicePort, node_name: &str) -> Categorized<'a> {
-        let all = self.endpoints.get(&svc.name).map(Vec::as_slice).unwrap_or_default();
+        let all = self
+            .endpoints
+            .get(&svc.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let everywhere = usable(all.iter());
-        let local = usable(
-            all.iter()
-                .filter(|e| e.node_name.as_deref() == Some(node_name)),
-        );
+        let local = usable(all.iter().filter(|e| e.node_name.as_deref() == Some(node_name)));
         Categorized {
-            cluster: if svc.internal_local { local.clone() } else { everywhere.clone() },
-            external: if svc.external_local { local.clone() } else { everywhere.clone() },
+            cluster: if svc.internal_local {
+                local.clone()
+            } else {
+                everywhere.clone()
+            },
+            external: if svc.external_local {
+                local.clone()
+            } else {
+                everywhere.clone()
+            },
             any: !everywhere.is_empty(),
             all: everywhere,
             local,
@@ -238,7 +247,11 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
     if spec.type_.as_deref() == Some("ExternalName") {
         return Vec::new();
     }
-    let Some(cluster_ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
+    let Some(cluster_ip) = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    else {
         return Vec::new();
     };
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -271,8 +284,7 @@ pub fn service_ports(svc: &Service) -> Vec<ServicePort> {
                     .filter(|n| *n != 0),
                 affinity_timeout,
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-                external_local: wants_node_port
-                    && spec.external_traffic_policy.as_deref() == Some("Local"),
+                external_local: wants_node_port && spec.external_traffic_policy.as_deref() == Some("Local"),
             })
         })
         .collect()
@@ -379,7 +391,10 @@ mod tests {
     fn headless_external_name_and_cluster_ip_node_ports_are_skipped() {
         assert!(service_ports(&svc(json!({ "clusterIP": "None", "ports": [{ "port": 80 }] }))).is_empty());
         assert!(
-            service_ports(&svc(json!({ "type": "ExternalName", "externalName": "x.example" }))).is_empty()
+            service_ports(&svc(
+                json!({ "type": "ExternalName", "externalName": "x.example" })
+            ))
+            .is_empty()
         );
         // A ClusterIP service never opens its (stale) nodePort, nor honours externalTrafficPolicy.
         let p = service_ports(&svc(json!({
@@ -429,7 +444,10 @@ mod tests {
         );
         let port = s.services.values().next().expect("port");
         let c = s.categorize(port, "n1");
-        assert_eq!(c.cluster.iter().map(|e| e.addr()).collect::<Vec<_>>(), ["10.244.0.5:8080"]);
+        assert_eq!(
+            c.cluster.iter().map(|e| e.addr()).collect::<Vec<_>>(),
+            ["10.244.0.5:8080"]
+        );
 
         let s = snapshot(
             json!([
@@ -440,7 +458,10 @@ mod tests {
             json!({}),
         );
         let c = s.categorize(s.services.values().next().expect("port"), "n1");
-        assert_eq!(c.cluster.iter().map(|e| e.addr()).collect::<Vec<_>>(), ["10.244.0.7:8080"]);
+        assert_eq!(
+            c.cluster.iter().map(|e| e.addr()).collect::<Vec<_>>(),
+            ["10.244.0.7:8080"]
+        );
         assert!(c.any);
     }
 
@@ -456,7 +477,10 @@ mod tests {
         let port = s.services.values().next().expect("port");
         let c = s.categorize(port, "n2");
         assert_eq!(c.cluster.len(), 2);
-        assert_eq!(c.external.iter().map(|e| e.addr()).collect::<Vec<_>>(), ["10.244.1.5:8080"]);
+        assert_eq!(
+            c.external.iter().map(|e| e.addr()).collect::<Vec<_>>(),
+            ["10.244.1.5:8080"]
+        );
         assert!(s.categorize(port, "n3").external.is_empty());
         assert!(s.categorize(port, "n3").any);
     }
@@ -468,7 +492,10 @@ mod tests {
             json!({}),
         );
         assert_eq!(s.endpoint_count(), 1);
-        let other = Snapshot::build(std::iter::empty(), [&slice(json!([{ "addresses": ["10.0.0.1"] }]))]);
+        let other = Snapshot::build(
+            std::iter::empty(),
+            [&slice(json!([{ "addresses": ["10.0.0.1"] }]))],
+        );
         assert_eq!(other.endpoint_count(), 0);
     }
 }

@@ -35,33 +35,76 @@ pub fn fixture() -> Snapshot {
     let port = |n: u16| json!([{ "name": "p", "port": n, "targetPort": 8080 }]);
     let services = vec![
         service("web", json!({ "clusterIP": "10.96.0.10", "ports": port(80) })),
-        service("np", json!({ "type": "NodePort", "clusterIP": "10.96.0.11",
-                              "ports": [{ "name": "p", "port": 80, "nodePort": 30080 }] })),
-        service("sticky", json!({ "clusterIP": "10.96.0.12", "ports": port(80),
+        service(
+            "np",
+            json!({ "type": "NodePort", "clusterIP": "10.96.0.11",
+                              "ports": [{ "name": "p", "port": 80, "nodePort": 30080 }] }),
+        ),
+        service(
+            "sticky",
+            json!({ "clusterIP": "10.96.0.12", "ports": port(80),
                                   "sessionAffinity": "ClientIP",
-                                  "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 60 } } })),
-        service("empty", json!({ "type": "NodePort", "clusterIP": "10.96.0.13",
-                                 "ports": [{ "name": "p", "port": 80, "nodePort": 30081 }] })),
-        service("local", json!({ "type": "NodePort", "clusterIP": "10.96.0.14",
+                                  "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 60 } } }),
+        ),
+        service(
+            "empty",
+            json!({ "type": "NodePort", "clusterIP": "10.96.0.13",
+                                 "ports": [{ "name": "p", "port": 80, "nodePort": 30081 }] }),
+        ),
+        service(
+            "local",
+            json!({ "type": "NodePort", "clusterIP": "10.96.0.14",
                                  "externalTrafficPolicy": "Local",
-                                 "ports": [{ "name": "p", "port": 80, "nodePort": 30082 }] })),
-        service("dns", json!({ "clusterIP": "10.96.0.15",
-                               "ports": [{ "name": "p", "port": 53, "protocol": "UDP" }] })),
-        service("intlocal", json!({ "clusterIP": "10.96.0.16", "internalTrafficPolicy": "Local",
-                                    "ports": port(80) })),
+                                 "ports": [{ "name": "p", "port": 80, "nodePort": 30082 }] }),
+        ),
+        service(
+            "dns",
+            json!({ "clusterIP": "10.96.0.15",
+                               "ports": [{ "name": "p", "port": 53, "protocol": "UDP" }] }),
+        ),
+        service(
+            "intlocal",
+            json!({ "clusterIP": "10.96.0.16", "internalTrafficPolicy": "Local",
+                                    "ports": port(80) }),
+        ),
     ];
     let slices = vec![
-        slice("web", 8080, "TCP", json!([
-            ep("10.244.1.2", "n1"), ep("10.244.2.2", "n2"), ep("10.244.1.3", "n1"),
-            { "addresses": ["10.244.2.9"], "nodeName": "n2", "conditions": { "ready": false } },
-        ])),
-        slice("np", 8080, "TCP", json!([ep("10.244.1.4", "n1"), ep("10.244.2.4", "n2")])),
-        slice("sticky", 8080, "TCP", json!([ep("10.244.1.5", "n1"), ep("10.244.2.5", "n2")])),
-        slice("local", 8080, "TCP", json!([ep("10.244.1.6", "n1"), ep("10.244.2.6", "n2")])),
-        slice("dns", 5353, "UDP", json!([
-            { "addresses": ["10.244.2.7"], "nodeName": "n2",
-              "conditions": { "ready": false, "serving": true, "terminating": true } },
-        ])),
+        slice(
+            "web",
+            8080,
+            "TCP",
+            json!([
+                ep("10.244.1.2", "n1"), ep("10.244.2.2", "n2"), ep("10.244.1.3", "n1"),
+                { "addresses": ["10.244.2.9"], "nodeName": "n2", "conditions": { "ready": false } },
+            ]),
+        ),
+        slice(
+            "np",
+            8080,
+            "TCP",
+            json!([ep("10.244.1.4", "n1"), ep("10.244.2.4", "n2")]),
+        ),
+        slice(
+            "sticky",
+            8080,
+            "TCP",
+            json!([ep("10.244.1.5", "n1"), ep("10.244.2.5", "n2")]),
+        ),
+        slice(
+            "local",
+            8080,
+            "TCP",
+            json!([ep("10.244.1.6", "n1"), ep("10.244.2.6", "n2")]),
+        ),
+        slice(
+            "dns",
+            5353,
+            "UDP",
+            json!([
+                { "addresses": ["10.244.2.7"], "nodeName": "n2",
+                  "conditions": { "ready": false, "serving": true, "terminating": true } },
+            ]),
+        ),
         slice("intlocal", 8080, "TCP", json!([ep("10.244.2.8", "n2")])),
     ];
     Snapshot::build(&services, &slices)
@@ -78,7 +121,9 @@ pub fn config() -> RenderConfig {
 }
 
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("SKIFF_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
         std::fs::write(&path, actual).expect("write golden");
@@ -109,7 +154,10 @@ fn iptables_golden() {
 
 #[test]
 fn nftables_golden() {
-    check("nftables.nft", &nftables::render(&fixture(), &config()).full_text());
+    check(
+        "nftables.nft",
+        &nftables::render(&fixture(), &config()).full_text(),
+    );
 }
 
 #[test]
@@ -124,7 +172,12 @@ fn renders_are_deterministic_and_partial_syncs_touch_only_the_change() {
     // One endpoint of web goes unready: iptables rewrites KUBE-SVC of web and drops one KUBE-SEP;
     // nftables changes map elements only.
     let mut b = a.clone();
-    let web = b.endpoints.iter_mut().find(|(k, _)| k.name == "web").expect("web").1;
+    let web = b
+        .endpoints
+        .iter_mut()
+        .find(|(k, _)| k.name == "web")
+        .expect("web")
+        .1;
     web[0].ready = false;
     let (old, new) = (iptables::render(&a, &config()), iptables::render(&b, &config()));
     let text = new.restore_text(Some(&old), None);
@@ -133,8 +186,18 @@ fn renders_are_deterministic_and_partial_syncs_touch_only_the_change() {
     assert_eq!(text.matches("*nat").count(), 1, "{text}");
     let (old, new) = (nftables::render(&a, &config()), nftables::render(&b, &config()));
     let text = new.partial_text(&old).expect("partial");
-    assert!(text.lines().all(|l| ["element", "chain", "rule", "map"].iter().any(|w| l.contains(w))), "{text}");
+    assert!(
+        text.lines()
+            .all(|l| ["element", "chain", "rule", "map"].iter().any(|w| l.contains(w))),
+        "{text}"
+    );
     // web moves from the 3-endpoint map to the 2-endpoint one; nothing else has 3 endpoints.
-    assert!(text.contains("delete map ip kube-proxy cluster-endpoints-3"), "{text}");
-    assert!(text.contains("add element ip kube-proxy cluster-endpoints-2"), "{text}");
+    assert!(
+        text.contains("delete map ip kube-proxy cluster-endpoints-3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add element ip kube-proxy cluster-endpoints-2"),
+        "{text}"
+    );
 }

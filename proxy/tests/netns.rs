@@ -45,7 +45,11 @@ const NODE_PORT: u16 = 30080;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn in_ns(ns: &str, program: &str, args: &[&str]) -> String {
@@ -54,15 +58,22 @@ fn in_ns(ns: &str, program: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run ip netns exec");
-    assert!(out.status.success(), "{program} {args:?} in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn can_run() -> bool {
     let root = nix_uid_is_root();
-    let tools = ["ip", "nft", "iptables-restore", "nsenter"]
-        .iter()
-        .all(|t| Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success()));
+    let tools = ["ip", "nft", "iptables-restore", "nsenter"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     if !(root && tools) {
         eprintln!("skipping: needs root and ip, nft, iptables-restore, nsenter");
     }
@@ -72,19 +83,30 @@ fn can_run() -> bool {
 fn nix_uid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 /// The host's own rules, normalised (no timestamps or counters), to compare before and after.
 fn host_rules() -> String {
-    let save = Command::new("iptables-save").output().map(|o| o.stdout).unwrap_or_default();
+    let save = Command::new("iptables-save")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
     let save: String = String::from_utf8_lossy(&save)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split(" [").next().unwrap_or(l).to_owned() + "\n")
         .collect();
-    let nft = Command::new("nft").args(["list", "ruleset"]).output().map(|o| o.stdout).unwrap_or_default();
+    let nft = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
     save + &String::from_utf8_lossy(&nft)
 }
 
@@ -115,18 +137,47 @@ impl Net {
         in_ns(&node, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         for (i, pod) in net.pods.clone().iter().enumerate() {
             let vp = format!("vp{i}");
-            ip(&["-n", &node, "link", "add", &vp, "type", "veth", "peer", "name", "eth0", "netns", pod]);
-            ip(&["-n", &node, "addr", "add", &format!("10.244.{i}.1/24"), "dev", &vp]);
+            ip(&[
+                "-n", &node, "link", "add", &vp, "type", "veth", "peer", "name", "eth0", "netns", pod,
+            ]);
+            ip(&[
+                "-n",
+                &node,
+                "addr",
+                "add",
+                &format!("10.244.{i}.1/24"),
+                "dev",
+                &vp,
+            ]);
             ip(&["-n", &node, "link", "set", &vp, "up"]);
-            ip(&["-n", pod, "addr", "add", &format!("10.244.{i}.2/24"), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                pod,
+                "addr",
+                "add",
+                &format!("10.244.{i}.2/24"),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", pod, "link", "set", "eth0", "up"]);
-            ip(&["-n", pod, "route", "add", "default", "via", &format!("10.244.{i}.1")]);
+            ip(&[
+                "-n",
+                pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.244.{i}.1"),
+            ]);
             let (name, stop) = (format!("pod{i}"), net.stop.clone());
             let pod = pod.clone();
-            net.backends.push(std::thread::spawn(move || serve(&pod, &name, &stop)));
+            net.backends
+                .push(std::thread::spawn(move || serve(&pod, &name, &stop)));
         }
         let out = net.outside.clone();
-        ip(&["-n", &node, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", &out]);
+        ip(&[
+            "-n", &node, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", &out,
+        ]);
         ip(&["-n", &node, "addr", "add", "192.168.77.1/24", "dev", "vout"]);
         ip(&["-n", &node, "link", "set", "vout", "up"]);
         ip(&["-n", &out, "addr", "add", "192.168.77.2/24", "dev", "eth0"]);
@@ -181,25 +232,32 @@ async fn fetch(ns: &str, addr: &str, n: usize) -> Vec<Result<String, std::io::Er
         enter(&ns);
         (0..n)
             .map(|_| {
-                let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.kind())?;
-                conn.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.kind())?;
+                let mut conn =
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.kind())?;
+                conn.set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.kind())?;
                 let mut answer = String::new();
                 conn.read_to_string(&mut answer).map_err(|e| e.kind())?;
                 Ok(answer)
             })
             .collect()
     });
-    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || handle.join()))
-        .await
-        .expect("requests in time")
-        .expect("join")
-        .expect("client thread")
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || handle.join()),
+    )
+    .await
+    .expect("requests in time")
+    .expect("join")
+    .expect("client thread")
 }
 
 fn counts(answers: &[Result<String, std::io::ErrorKind>]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for a in answers {
-        *counts.entry(a.clone().unwrap_or_else(|e| format!("error: {e:?}"))).or_insert(0) += 1;
+        *counts
+            .entry(a.clone().unwrap_or_else(|e| format!("error: {e:?}")))
+            .or_insert(0) += 1;
     }
     counts
 }
@@ -211,7 +269,9 @@ async fn assert_balanced(ns: &str, addr: &str) {
     for _ in 0..2 {
         last = counts(&fetch(ns, addr, 300).await);
         let ok = last.len() == 3
-            && ["pod0", "pod1", "pod2"].iter().all(|p| last.get(*p).is_some_and(|c| (80..=120).contains(c)));
+            && ["pod0", "pod1", "pod2"]
+                .iter()
+                .all(|p| last.get(*p).is_some_and(|c| (80..=120).contains(c)));
         if ok {
             return;
         }
@@ -230,8 +290,10 @@ fn service(name: &str, vip: &str, extra: Value) -> Service {
 
 fn slice(service: &str, ready: [bool; 3]) -> EndpointSlice {
     let endpoints: Vec<Value> = (0..3)
-        .map(|i| json!({ "addresses": [format!("10.244.{i}.2")], "nodeName": "node1",
-                          "conditions": { "ready": ready[i] } }))
+        .map(|i| {
+            json!({ "addresses": [format!("10.244.{i}.2")], "nodeName": "node1",
+                          "conditions": { "ready": ready[i] } })
+        })
         .collect();
     serde_json::from_value(json!({
         "metadata": { "name": format!("{service}-1"), "namespace": "default",
@@ -253,7 +315,9 @@ async fn end_to_end(mode: Mode) {
     }
     let host_before = host_rules();
     let net = Net::create(&mode.to_string()[..3]);
-    let server = t(InProcess::start(WatchCacheOptions::default())).await.expect("API server");
+    let server = t(InProcess::start(WatchCacheOptions::default()))
+        .await
+        .expect("API server");
     let client = server.client.clone();
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -263,13 +327,27 @@ async fn end_to_end(mode: Mode) {
         .expect("web");
     // The NodePort the server allocated (a fixed one may collide with its allocator's choice).
     let web = t(services.get("web")).await.expect("get web");
-    let node_port = web.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|p| p[0].node_port).unwrap_or(i32::from(NODE_PORT));
-    t(services.create(&pp, &service("sticky", STICKY_VIP, json!({ "sessionAffinity": "ClientIP" }))))
+    let node_port = web
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p[0].node_port)
+        .unwrap_or(i32::from(NODE_PORT));
+    t(services.create(
+        &pp,
+        &service("sticky", STICKY_VIP, json!({ "sessionAffinity": "ClientIP" })),
+    ))
+    .await
+    .expect("sticky");
+    t(services.create(&pp, &service("empty", EMPTY_VIP, json!({}))))
         .await
-        .expect("sticky");
-    t(services.create(&pp, &service("empty", EMPTY_VIP, json!({})))).await.expect("empty");
-    t(slices.create(&pp, &slice("web", [true; 3]))).await.expect("web slice");
-    t(slices.create(&pp, &slice("sticky", [true; 3]))).await.expect("sticky slice");
+        .expect("empty");
+    t(slices.create(&pp, &slice("web", [true; 3])))
+        .await
+        .expect("web slice");
+    t(slices.create(&pp, &slice("sticky", [true; 3])))
+        .await
+        .expect("sticky slice");
 
     let node_ns = format!("/run/netns/{}", net.node);
     let config = proxier::Config {
@@ -290,9 +368,15 @@ async fn end_to_end(mode: Mode) {
     });
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let proxy = tokio::spawn(proxier::run_with_sink(client, config, sink, metrics.clone(), async {
-        let _ = stopped.await;
-    }));
+    let proxy = tokio::spawn(proxier::run_with_sink(
+        client,
+        config,
+        sink,
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let web_addr = format!("{WEB_VIP}:80");
     // The first sync lands.
@@ -318,20 +402,35 @@ async fn end_to_end(mode: Mode) {
 
     // NodePort from another namespace, through the node's address.
     let answers = fetch(&net.outside, &format!("192.168.77.1:{node_port}"), 30).await;
-    assert!(answers.iter().all(Result::is_ok), "node port: {:?}", counts(&answers));
-    assert!(counts(&answers).len() > 1, "node port reaches one backend only: {:?}", counts(&answers));
+    assert!(
+        answers.iter().all(Result::is_ok),
+        "node port: {:?}",
+        counts(&answers)
+    );
+    assert!(
+        counts(&answers).len() > 1,
+        "node port reaches one backend only: {:?}",
+        counts(&answers)
+    );
 
     // ClientIP affinity sticks.
     let answers = counts(&fetch(&net.pods[1], &format!("{STICKY_VIP}:80"), 30).await);
     assert_eq!(answers.len(), 1, "affinity did not stick: {answers:?}");
-    assert!(!answers.keys().next().expect("one").starts_with("error"), "{answers:?}");
+    assert!(
+        !answers.keys().next().expect("one").starts_with("error"),
+        "{answers:?}"
+    );
 
     // A service without endpoints fails at once, from the node and from a pod.
     for ns in [&net.node, &net.pods[2]] {
         let start = Instant::now();
         let r = fetch(ns, &format!("{EMPTY_VIP}:80"), 1).await;
         assert_eq!(r[0], Err(std::io::ErrorKind::ConnectionRefused), "from {ns}");
-        assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            start.elapsed()
+        );
     }
     // So does an address of the service CIDR no Service has.
     let r = fetch(&net.pods[2], "10.96.200.200:80", 1).await;
@@ -340,7 +439,9 @@ async fn end_to_end(mode: Mode) {
     // An endpoint going unready leaves the rules within about a second.
     let changed = Instant::now();
     let patch = Patch::Merge(json!({ "endpoints": slice("web", [true, true, false]).endpoints }));
-    t(slices.patch("web-1", &PatchParams::default(), &patch)).await.expect("patch slice");
+    t(slices.patch("web-1", &PatchParams::default(), &patch))
+        .await
+        .expect("patch slice");
     let gone_after = loop {
         let answers = counts(&fetch(&net.node, &web_addr, 20).await);
         if !answers.contains_key("pod2") {
@@ -354,18 +455,26 @@ async fn end_to_end(mode: Mode) {
     assert!(gone_after < Duration::from_millis(2500), "took {gone_after:?}");
 
     // Deleted: the slice goes, the service has no endpoints, connections are refused.
-    t(slices.delete("web-1", &Default::default())).await.expect("delete slice");
+    t(slices.delete("web-1", &Default::default()))
+        .await
+        .expect("delete slice");
     let start = Instant::now();
     loop {
         if fetch(&net.node, &web_addr, 1).await[0] == Err(std::io::ErrorKind::ConnectionRefused) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_millis(2500), "deleted endpoints still answer");
+        assert!(
+            start.elapsed() < Duration::from_millis(2500),
+            "deleted endpoints still answer"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let text = metrics.render();
-    assert!(text.contains("kubeproxy_network_programming_duration_seconds_count"), "{text}");
+    assert!(
+        text.contains("kubeproxy_network_programming_duration_seconds_count"),
+        "{text}"
+    );
 
     let _ = stop.send(());
     t(proxy).await.expect("proxy task");

@@ -40,9 +40,9 @@ use tokio::sync::oneshot;
 
 pub mod api;
 pub mod cluster;
-pub mod proxy;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod proxy;
 mod report;
 
 use report::*;
