@@ -5,6 +5,7 @@
 //! [`sink::RuleSink`] applies it — atomically, only when it changed, as a partial update of what changed
 //! between full syncs. [`proxier`] runs that loop and keeps the [`metrics`].
 
+pub mod bench;
 pub mod iptables;
 pub mod ipvs;
 pub mod metrics;
