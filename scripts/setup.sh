@@ -10,7 +10,8 @@ PACKAGES=(
   curl ca-certificates                # the quickstart talks to the server with curl
   runc                                # the node runs pod sandboxes and containers with it
   containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
-  iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it
+  iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it; the proxy too
+  nftables                            # the proxy's nftables mode (nft -f)
   busybox-static                      # node tests build a container rootfs from its one static binary
 )
 

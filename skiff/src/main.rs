@@ -4,6 +4,7 @@
 mod bench;
 mod components;
 mod node;
+mod proxy;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler alone against an API server.
     Scheduler(components::SchedulerArgs),
+    /// Run the service proxy alone (kube-proxy): Services and EndpointSlices to iptables/nft rules.
+    Proxy(proxy::ProxyArgs),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -47,6 +50,8 @@ enum BenchCommand {
     Api(bench::api::ApiBenchArgs),
     /// The control plane at scale with hollow nodes: scheduler throughput, a big Deployment's rollout, pod replacement.
     Cluster(bench::cluster::ClusterBenchArgs),
+    /// The service proxy: full sync and endpoint-change programming at 1,000-10,000 services, per mode.
+    Proxy(bench::proxy::ProxyBenchArgs),
 }
 
 fn main() {
@@ -81,9 +86,11 @@ fn main() {
                         Command::Agent(args) => components::agent(args).await,
                         Command::ControllerManager(args) => components::controller_manager(args).await,
                         Command::Scheduler(args) => components::scheduler(args).await,
+                        Command::Proxy(args) => proxy::run(args).await,
                         Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                         Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
+                        Command::Bench(BenchCommand::Proxy(args)) => bench::proxy::run(args).await,
                     }
                 })
             })

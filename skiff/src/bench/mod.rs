@@ -42,6 +42,7 @@ pub mod api;
 pub mod cluster;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod proxy;
 mod report;
 
 use report::*;

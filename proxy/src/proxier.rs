@@ -1,0 +1,459 @@
+//! The proxy's loop: reflectors over Services and EndpointSlices, and syncs that render the snapshot
+//! and apply it — only when it changed, at most every `min_sync_period`, as a partial update between
+//! full syncs.
+//!
+//! Mirrors upstream's `Proxier.syncProxyRules` driven by a `BoundedFrequencyRunner`: changes mark the
+//! state dirty, a sync runs no sooner than `min_sync_period` after the previous one, a full sync runs
+//! at start, after a failed apply, and every `full_sync_period` (upstream: an hour), and every sync in
+//! between writes only what differs from what was last applied ([`Programmer`]). The network
+//! programming latency is measured from when the proxy saw an EndpointSlice change to when the sync
+//! that contains it was applied.
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client, ResourceExt as _,
+    runtime::{WatchStreamExt as _, reflector, watcher},
+};
+
+use crate::{
+    Mode, RenderConfig, iptables,
+    ipvs::{self, NoIpvs},
+    metrics::Metrics,
+    nftables,
+    sink::{RuleSink, SinkError, SystemSink},
+    snapshot::Snapshot,
+};
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The mode.
+    pub mode: Mode,
+    /// What render needs.
+    pub render: RenderConfig,
+    /// The shortest time between two syncs (`--min-sync-period`, 1 s).
+    pub min_sync_period: Duration,
+    /// The time between full syncs.
+    pub full_sync_period: Duration,
+    /// The node's network namespace (None = this process's).
+    pub netns: Option<PathBuf>,
+}
+
+/// Why the proxy cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `--proxy-mode ipvs` on a kernel without ip_vs.
+    #[error(transparent)]
+    NoIpvs(#[from] NoIpvs),
+    /// `--proxy-mode ipvs` where the kernel has it: skiff renders IPVS but does not program it yet.
+    #[error(
+        "--proxy-mode ipvs: this kernel has ip_vs, but skiff cannot program IPVS yet; use iptables or nftables"
+    )]
+    IpvsUnsupported,
+    /// A tool failed during cleanup.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// What was last applied.
+#[derive(Debug, Clone)]
+enum Applied {
+    Iptables(iptables::Rules),
+    Nftables(nftables::Rules),
+    Ipvs(ipvs::Model),
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// A full sync (else partial).
+    pub full: bool,
+    /// Whether anything was applied (a partial sync of an unchanged render applies nothing).
+    pub applied: bool,
+    /// Time to render.
+    pub render: Duration,
+    /// Time to apply (the tool's run).
+    pub apply: Duration,
+    /// Rules (and elements) in the ruleset.
+    pub rules: usize,
+    /// Bytes of input given to the tool.
+    pub input_bytes: usize,
+}
+
+/// Renders snapshots and applies them through a sink, remembering what is applied.
+pub struct Programmer {
+    mode: Mode,
+    config: RenderConfig,
+    sink: Arc<dyn RuleSink>,
+    applied: Option<Applied>,
+}
+
+impl Programmer {
+    /// A programmer for `mode` writing to `sink`.
+    pub fn new(mode: Mode, config: RenderConfig, sink: Arc<dyn RuleSink>) -> Self {
+        Self {
+            mode,
+            config,
+            sink,
+            applied: None,
+        }
+    }
+
+    /// The text of what is applied (the whole ruleset), for tests and debugging.
+    pub fn applied_text(&self) -> Option<String> {
+        Some(match self.applied.as_ref()? {
+            Applied::Iptables(r) => r.text(),
+            Applied::Nftables(r) => r.full_text(),
+            Applied::Ipvs(m) => m.text(),
+        })
+    }
+
+    /// Renders `snapshot` and applies it: whole when `full` or nothing is applied yet, else only
+    /// the difference. A failed apply forgets what is applied, so the next sync is full.
+    pub fn sync(&mut self, snapshot: &Snapshot, full: bool) -> Result<SyncReport, SinkError> {
+        let full = full || self.applied.is_none();
+        let start = Instant::now();
+        let mut report = SyncReport {
+            full,
+            ..Default::default()
+        };
+        let previous = if full { None } else { self.applied.take() };
+        let result = match self.mode {
+            Mode::Iptables => {
+                let rules = iptables::render(snapshot, &self.config);
+                report.render = start.elapsed();
+                report.rules = rules.rule_count();
+                let old = match &previous {
+                    Some(Applied::Iptables(old)) => Some(old),
+                    _ => None,
+                };
+                let apply = Instant::now();
+                let result = (|| {
+                    let existing = match old {
+                        None => Some(iptables::Existing::parse(&self.sink.iptables_save()?)),
+                        Some(_) => None,
+                    };
+                    let text = rules.restore_text(old, existing.as_ref());
+                    report.input_bytes = text.len();
+                    if !text.is_empty() {
+                        self.sink.iptables_restore(&text)?;
+                    }
+                    if old.is_none() {
+                        self.sink.ensure_route()?;
+                    }
+                    Ok(())
+                })();
+                report.apply = apply.elapsed();
+                result.map(|()| Applied::Iptables(rules))
+            }
+            Mode::Nftables => {
+                let rules = nftables::render(snapshot, &self.config);
+                report.render = start.elapsed();
+                report.rules = rules.rule_count();
+                let partial = match &previous {
+                    Some(Applied::Nftables(old)) => rules.partial_text(old),
+                    _ => None,
+                };
+                report.full = partial.is_none();
+                let apply = Instant::now();
+                let result = match &partial {
+                    Some(text) if text.is_empty() => Ok(()),
+                    Some(text) => {
+                        report.input_bytes = text.len();
+                        self.sink.nft(text)
+                    }
+                    None => {
+                        let text = rules.full_text();
+                        report.input_bytes = text.len();
+                        self.sink.nft(&text).and_then(|()| self.sink.ensure_route())
+                    }
+                };
+                report.apply = apply.elapsed();
+                result.map(|()| Applied::Nftables(rules))
+            }
+            Mode::Ipvs => {
+                let model = ipvs::render(snapshot, &self.config);
+                report.render = start.elapsed();
+                report.rules = model.rule_count();
+                Ok(Applied::Ipvs(model))
+            }
+        };
+        report.applied = report.input_bytes > 0;
+        self.applied = Some(result?);
+        Ok(report)
+    }
+}
+
+/// When the proxy saw endpoint changes that are not applied yet.
+#[derive(Default)]
+struct Pending {
+    dirty: bool,
+    first_endpoint_change: Option<Instant>,
+}
+
+/// Runs the proxy with the real tools until `shutdown`. Fails at once for a mode this node cannot run.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProxyError> {
+    if config.mode == Mode::Ipvs {
+        let proc_net = match &config.netns {
+            // /proc/net is the namespace of the reading thread; ip_vs is global, so the host's
+            // answer holds for every namespace.
+            Some(_) | None => PathBuf::from("/proc/net"),
+        };
+        ipvs::check_kernel(&proc_net)?;
+        return Err(ProxyError::IpvsUnsupported);
+    }
+    let sink = Arc::new(SystemSink {
+        netns: config.netns.clone(),
+        service_cidr: config.render.service_cidr,
+    });
+    run_with_sink(client, config, sink, metrics, shutdown).await;
+    Ok(())
+}
+
+/// Removes every rule, chain, table and interface any mode of the proxy created (`--cleanup`).
+pub fn cleanup(netns: Option<PathBuf>, service_cidr: crate::Cidr) -> Result<(), ProxyError> {
+    SystemSink { netns, service_cidr }.cleanup()?;
+    Ok(())
+}
+
+/// Runs the proxy's loop against any sink until `shutdown`.
+pub async fn run_with_sink(
+    client: Client,
+    config: Config,
+    sink: Arc<dyn RuleSink>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let wake = Arc::new(tokio::sync::Notify::new());
+
+    let (services, svc_writer) = reflector::store::<Service>();
+    let (p, w) = (pending.clone(), wake.clone());
+    let svc_watch = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(svc_writer)
+        .for_each(move |_| {
+            if let Ok(mut p) = p.lock() {
+                p.dirty = true;
+            }
+            w.notify_one();
+            std::future::ready(())
+        });
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let (p, w) = (pending.clone(), wake.clone());
+    let slice_watch = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(slice_writer)
+        .for_each(move |_| {
+            if let Ok(mut p) = p.lock() {
+                p.dirty = true;
+                p.first_endpoint_change.get_or_insert_with(Instant::now);
+            }
+            w.notify_one();
+            std::future::ready(())
+        });
+    let watches = tokio::spawn(async move {
+        futures::join!(svc_watch, slice_watch);
+    });
+
+    let sync_loop = async {
+        // The first sync waits for both initial lists: an empty snapshot would reject every service.
+        let _ = services.wait_until_ready().await;
+        let _ = slices.wait_until_ready().await;
+        let mut programmer = Some(Programmer::new(config.mode, config.render.clone(), sink));
+        let mut last_sync: Option<Instant> = None;
+        let mut last_full = Instant::now();
+        let mut force_full = true;
+        loop {
+            if !force_full {
+                let dirty = pending.lock().map(|p| p.dirty).unwrap_or(true);
+                if !dirty {
+                    let until_full = config.full_sync_period.saturating_sub(last_full.elapsed());
+                    let _ = tokio::time::timeout(until_full, wake.notified()).await;
+                }
+            }
+            // At most one sync per min_sync_period.
+            if let Some(last) = last_sync {
+                tokio::time::sleep(config.min_sync_period.saturating_sub(last.elapsed())).await;
+            }
+            let full = force_full || last_full.elapsed() >= config.full_sync_period;
+            let seen = match pending.lock() {
+                Ok(mut p) => {
+                    p.dirty = false;
+                    p.first_endpoint_change.take()
+                }
+                Err(_) => None,
+            };
+            let svcs = services.state();
+            let eps = slices.state();
+            let Some(mut prog) = programmer.take() else { return };
+            let started = Instant::now();
+            let joined = tokio::task::spawn_blocking(move || {
+                let snapshot = Snapshot::build(svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let result = prog.sync(&snapshot, full);
+                (prog, snapshot, result)
+            })
+            .await;
+            let Ok((prog, snapshot, result)) = joined else {
+                tracing::error!("a proxy sync panicked; stopping the proxy");
+                return;
+            };
+            programmer = Some(prog);
+            last_sync = Some(started);
+            match result {
+                Ok(report) => {
+                    force_full = false;
+                    if report.full {
+                        last_full = started;
+                    }
+                    metrics.synced(
+                        report.full,
+                        started.elapsed().as_secs_f64(),
+                        report.rules,
+                        snapshot.services.len(),
+                        snapshot.endpoint_count(),
+                    );
+                    if let Some(seen) = seen {
+                        metrics.programmed(seen.elapsed().as_secs_f64());
+                    }
+                    tracing::debug!(
+                        full = report.full,
+                        render_ms = report.render.as_millis() as u64,
+                        apply_ms = report.apply.as_millis() as u64,
+                        rules = report.rules,
+                        "proxy rules synced"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying proxy rules failed; the next sync is full");
+                    metrics.sync_failed();
+                    force_full = true;
+                    // The changes are not applied yet: keep them pending.
+                    if let Ok(mut p) = pending.lock() {
+                        p.dirty = true;
+                        if let Some(seen) = seen {
+                            p.first_endpoint_change.get_or_insert(seen);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = sync_loop => {}
+        () = shutdown => {}
+    }
+    watches.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        sink::{Call, FakeSink},
+        snapshot::{Endpoint, Protocol, ServicePort, ServicePortName},
+    };
+
+    fn config() -> RenderConfig {
+        RenderConfig {
+            node_name: "n1".into(),
+            cluster_cidr: None,
+            service_cidr: "10.96.0.0/12".parse().expect("cidr"),
+            node_ips: Vec::new(),
+        }
+    }
+
+    fn snapshot(endpoints: &[&str]) -> Snapshot {
+        let name = ServicePortName {
+            namespace: "ns".into(),
+            name: "web".into(),
+            port: String::new(),
+            protocol: Protocol::Tcp,
+        };
+        let mut s = Snapshot::default();
+        s.services.insert(
+            name.clone(),
+            ServicePort {
+                name: name.clone(),
+                cluster_ip: "10.96.0.10".parse().expect("ip"),
+                port: 80,
+                node_port: None,
+                affinity_timeout: None,
+                internal_local: false,
+                external_local: false,
+            },
+        );
+        let eps = endpoints
+            .iter()
+            .map(|ip| Endpoint {
+                ip: ip.parse().expect("ip"),
+                port: 8080,
+                ready: true,
+                serving: true,
+                terminating: false,
+                node_name: None,
+            })
+            .collect();
+        s.endpoints.insert(name, eps);
+        s
+    }
+
+    #[test]
+    fn nftables_syncs_whole_then_partial_then_nothing() {
+        let sink = FakeSink::default();
+        let mut p = Programmer::new(Mode::Nftables, config(), Arc::new(sink.clone()));
+        let first = p.sync(&snapshot(&["10.244.0.2"]), false).expect("sync");
+        assert!(first.full && first.applied);
+        let second = p.sync(&snapshot(&["10.244.0.3"]), false).expect("sync");
+        assert!(!second.full && second.applied);
+        let third = p.sync(&snapshot(&["10.244.0.3"]), false).expect("sync");
+        assert!(!third.applied, "an unchanged render applies nothing");
+        let calls = sink.calls();
+        assert!(matches!(&calls[0], Call::Nft(t) if t.starts_with("add table ip kube-proxy\ndelete table")));
+        assert_eq!(calls[1], Call::EnsureRoute);
+        let Call::Nft(partial) = &calls[2] else {
+            panic!("{calls:?}")
+        };
+        assert!(
+            partial.contains("delete element ip kube-proxy cluster-endpoints-1"),
+            "{partial}"
+        );
+        assert!(partial.contains("10.244.0.3"), "{partial}");
+        assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn a_failed_apply_makes_the_next_sync_full() {
+        let sink = FakeSink::default();
+        let mut p = Programmer::new(Mode::Iptables, config(), Arc::new(sink.clone()));
+        p.sync(&snapshot(&["10.244.0.2"]), false).expect("first sync");
+        if let Ok(mut f) = sink.fail_next.lock() {
+            *f = true;
+        }
+        assert!(p.sync(&snapshot(&["10.244.0.3"]), false).is_err());
+        let next = p.sync(&snapshot(&["10.244.0.3"]), false).expect("retry");
+        assert!(next.full, "after a failure the whole ruleset is rewritten");
+        let Some(Call::IptablesRestore(text)) = sink.calls().into_iter().rev().nth(1) else {
+            panic!("{:?}", sink.calls())
+        };
+        assert!(
+            text.contains("-I PREROUTING 1"),
+            "a full sync re-checks the jumps: {text}"
+        );
+    }
+}
