@@ -3,6 +3,7 @@
 
 mod bench;
 mod components;
+mod dns;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler alone against an API server.
     Scheduler(components::SchedulerArgs),
+    /// Run the cluster DNS alone against an API server (what CoreDNS is in Kubernetes).
+    Dns(dns::DnsArgs),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -46,6 +49,8 @@ enum BenchCommand {
     Api(bench::api::ApiBenchArgs),
     /// The control plane at scale with hollow nodes: scheduler throughput, a big Deployment's rollout, pod replacement.
     Cluster(bench::cluster::ClusterBenchArgs),
+    /// Cluster DNS queries per second and latency on loopback.
+    Dns(bench::dns::DnsBenchArgs),
 }
 
 fn main() {
@@ -73,9 +78,11 @@ fn main() {
                     Command::Agent(args) => components::agent(args).await,
                     Command::ControllerManager(args) => components::controller_manager(args).await,
                     Command::Scheduler(args) => components::scheduler(args).await,
+                    Command::Dns(args) => dns::run(args).await,
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                     Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                     Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
+                    Command::Bench(BenchCommand::Dns(args)) => bench::dns::run(args).await,
                 }
             })
         });
