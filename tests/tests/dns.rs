@@ -148,7 +148,13 @@ where
         .expect("create")
 }
 
-fn slice(ns: &str, svc: &str, name: &str, endpoints: serde_json::Value, ports: serde_json::Value) -> serde_json::Value {
+fn slice(
+    ns: &str,
+    svc: &str,
+    name: &str,
+    endpoints: serde_json::Value,
+    ports: serde_json::Value,
+) -> serde_json::Value {
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
@@ -166,10 +172,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let server = tokio::time::timeout(Duration::from_secs(60), InProcess::start(WatchCacheOptions::default()))
-        .await
-        .expect("server in time")
-        .expect("server");
+    let server = tokio::time::timeout(
+        Duration::from_secs(60),
+        InProcess::start(WatchCacheOptions::default()),
+    )
+    .await
+    .expect("server in time")
+    .expect("server");
     let client = server.client.clone();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": "dns-other"}})).await;
@@ -180,7 +189,11 @@ async fn setup() -> Setup {
                "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
     )
     .await;
-    let web_ip = ip(web.spec.and_then(|s| s.cluster_ip).expect("allocated ClusterIP").as_str());
+    let web_ip = ip(web
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("allocated ClusterIP")
+        .as_str());
     create(
         &services,
         json!({"metadata": {"name": "db"},
@@ -226,10 +239,14 @@ async fn setup() -> Setup {
         .expect("DNS in time")
         .expect("DNS");
     let udp_addr = dns.udp[0];
-    eventually("the DNS to see the cluster", Duration::from_secs(10), || async move {
-        let m = udp(udp_addr, "web.default.svc.cluster.local.", RecordType::A).await;
-        (m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()).then_some(())
-    })
+    eventually(
+        "the DNS to see the cluster",
+        Duration::from_secs(10),
+        || async move {
+            let m = udp(udp_addr, "web.default.svc.cluster.local.", RecordType::A).await;
+            (m.metadata.response_code == ResponseCode::NoError && !m.answers.is_empty()).then_some(())
+        },
+    )
     .await;
     Setup {
         _server: server,
@@ -278,7 +295,10 @@ async fn cluster_names_resolve_over_udp_and_tcp() {
     targets.sort();
     assert_eq!(
         targets,
-        ["db-0.db.default.svc.cluster.local.", "db-1.db.default.svc.cluster.local."]
+        [
+            "db-0.db.default.svc.cluster.local.",
+            "db-1.db.default.svc.cluster.local."
+        ]
     );
 
     // PTR of the ClusterIP and of a headless endpoint.
@@ -287,11 +307,17 @@ async fn cluster_names_resolve_over_udp_and_tcp() {
     };
     let [a, b, c, d] = v4.octets();
     let m = udp(u, &format!("{d}.{c}.{b}.{a}.in-addr.arpa."), RecordType::PTR).await;
-    assert!(matches!(&m.answers[..], [r] if matches!(&r.data,
-        RData::PTR(p) if p.0.to_ascii() == "web.default.svc.cluster.local.")), "{m:?}");
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data,
+        RData::PTR(p) if p.0.to_ascii() == "web.default.svc.cluster.local.")),
+        "{m:?}"
+    );
     let m = udp(u, "5.1.244.10.in-addr.arpa.", RecordType::PTR).await;
-    assert!(matches!(&m.answers[..], [r] if matches!(&r.data,
-        RData::PTR(p) if p.0.to_ascii() == "db-0.db.default.svc.cluster.local.")), "{m:?}");
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data,
+        RData::PTR(p) if p.0.to_ascii() == "db-0.db.default.svc.cluster.local.")),
+        "{m:?}"
+    );
 
     // Unknown names: NXDOMAIN with the SOA; a known name with another type: NODATA.
     for name in [
@@ -325,10 +351,14 @@ async fn changes_show_within_a_second() {
         .expect("delete in time")
         .expect("delete");
     let started = Instant::now();
-    eventually("the deleted Service to be NXDOMAIN", Duration::from_secs(2), || async move {
-        let m = udp(u, "api.dns-other.svc.cluster.local.", RecordType::A).await;
-        (m.metadata.response_code == ResponseCode::NXDomain).then_some(())
-    })
+    eventually(
+        "the deleted Service to be NXDOMAIN",
+        Duration::from_secs(2),
+        || async move {
+            let m = udp(u, "api.dns-other.svc.cluster.local.", RecordType::A).await;
+            (m.metadata.response_code == ResponseCode::NXDomain).then_some(())
+        },
+    )
     .await;
     let deleted = started.elapsed();
 
@@ -340,15 +370,22 @@ async fn changes_show_within_a_second() {
         {"addresses": ["10.244.1.7"], "hostname": "db-2", "conditions": {"ready": true}},
         {"addresses": ["10.244.1.8"], "hostname": "db-3", "conditions": {"ready": true}},
     ]});
-    tokio::time::timeout(T, slices.patch("db-1", &PatchParams::default(), &Patch::Merge(&patch)))
-        .await
-        .expect("patch in time")
-        .expect("patch");
+    tokio::time::timeout(
+        T,
+        slices.patch("db-1", &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .expect("patch in time")
+    .expect("patch");
     let started = Instant::now();
-    eventually("the new endpoint to resolve", Duration::from_secs(2), || async move {
-        let m = udp(u, "db-3.db.default.svc.cluster.local.", RecordType::A).await;
-        (ips(&m) == [ip("10.244.1.8")]).then_some(())
-    })
+    eventually(
+        "the new endpoint to resolve",
+        Duration::from_secs(2),
+        || async move {
+            let m = udp(u, "db-3.db.default.svc.cluster.local.", RecordType::A).await;
+            (ips(&m) == [ip("10.244.1.8")]).then_some(())
+        },
+    )
     .await;
     let added = started.elapsed();
     let m = udp(u, "db.default.svc.cluster.local.", RecordType::A).await;
@@ -370,5 +407,67 @@ async fn other_names_go_to_the_upstream_and_are_cached() {
         s.upstream.queries.load(Ordering::SeqCst) - before,
         1,
         "the second answer came from the cache"
+    );
+}
+
+/// Pods with `hostname` and `subdomain` behind a headless Service, through the real EndpointSlice
+/// controller: the StatefulSet pattern (`web-0.nginx.default.svc.cluster.local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_hostnames_behind_a_headless_service_through_the_endpointslice_controller() {
+    use k8s_openapi::{api::core::v1::Node, jiff::Timestamp};
+    use skiff_tests::Component;
+    let s = setup().await;
+    let client = s.client.clone();
+    let _controller = Component::spawn(|shutdown| {
+        skiff_controllers::endpointslice::run(client, Default::default(), shutdown)
+    });
+    // The controller leaves out pods of unknown nodes.
+    create(
+        &Api::<Node>::all(s.client.clone()),
+        json!({"metadata": {"name": "n1"}}),
+    )
+    .await;
+    let services: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    create(
+        &services,
+        json!({"metadata": {"name": "nginx"},
+               "spec": {"clusterIP": "None", "selector": {"app": "nginx"},
+                        "ports": [{"name": "web", "port": 80}]}}),
+    )
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.client.clone(), "default");
+    for (i, ip) in ["10.244.3.10", "10.244.3.11"].iter().enumerate() {
+        let name = format!("web-{i}");
+        create(
+            &pods,
+            json!({"metadata": {"name": name, "labels": {"app": "nginx"}},
+                   "spec": {"nodeName": "n1", "hostname": name, "subdomain": "nginx",
+                            "containers": [{"name": "c", "image": "nginx"}]}}),
+        )
+        .await;
+        let status = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True",
+                            "lastTransitionTime": Timestamp::now().to_string()}]}});
+        tokio::time::timeout(
+            T,
+            pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)),
+        )
+        .await
+        .expect("status in time")
+        .expect("status");
+    }
+    let u = s.dns.udp[0];
+    eventually("web-1.nginx to resolve", Duration::from_secs(10), || async move {
+        let m = udp(u, "web-1.nginx.default.svc.cluster.local.", RecordType::A).await;
+        (ips(&m) == [ip("10.244.3.11")]).then_some(())
+    })
+    .await;
+    let m = udp(u, "nginx.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(ips(&m), [ip("10.244.3.10"), ip("10.244.3.11")]);
+    let m = udp(u, "10.3.244.10.in-addr.arpa.", RecordType::PTR).await;
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data,
+        RData::PTR(p) if p.0.to_ascii() == "web-0.nginx.default.svc.cluster.local.")),
+        "{m:?}"
     );
 }

@@ -205,7 +205,7 @@ impl Responder {
                 .filter(|ip| family_matches(ip, qtype))
                 .map(|ip| address_record(qname.clone(), ip, ttl))
                 .collect()),
-            RecordType::A | RecordType::AAAA => self.addresses(snap, qname, base, qtype, &mut m, 0),
+            RecordType::A | RecordType::AAAA => self.addresses(snap, qname, base, qtype, 0),
             RecordType::SRV => self.lookup(snap, base).map(|targets| {
                 let (answers, extra) = self.srv(qname, &targets);
                 m.additionals = extra;
@@ -246,7 +246,6 @@ impl Responder {
         qname: &Name,
         base: &str,
         qtype: RecordType,
-        m: &mut Message,
         depth: usize,
     ) -> Result<Vec<Record>, NameError> {
         let targets = self.lookup(snap, base)?;
@@ -279,11 +278,11 @@ impl Responder {
                                 continue;
                             };
                             let next = next.clone();
-                            if let Ok(more) = self.addresses(snap, &next, inner, qtype, m, depth + 1) {
-                                if !more.is_empty() {
-                                    records.push(cname);
-                                    records.extend(more);
-                                }
+                            if let Ok(more) = self.addresses(snap, &next, inner, qtype, depth + 1)
+                                && !more.is_empty()
+                            {
+                                records.push(cname);
+                                records.extend(more);
                             }
                         }
                         // Outside the zone: the server asks upstream and appends (see `Outcome`).
@@ -298,10 +297,7 @@ impl Responder {
     /// SRV records and their additional addresses (CoreDNS's `plugin.SRV`): priority 0, the
     /// weight split evenly (at least 1), one record per distinct target and port.
     fn srv(&self, qname: &Name, targets: &[Target]) -> (Vec<Record>, Vec<Record>) {
-        let internal: Vec<&Target> = targets
-            .iter()
-            .filter(|t| matches!(t.host, Host::Ip(_)))
-            .collect();
+        let internal: Vec<&Target> = targets.iter().filter(|t| matches!(t.host, Host::Ip(_))).collect();
         let weight = if internal.is_empty() {
             100
         } else {

@@ -119,10 +119,10 @@ async fn exchange_one(upstream: SocketAddr, req: &Message) -> std::io::Result<Me
     let answer = loop {
         let n = socket.recv(&mut buf).await?;
         // Anything that is not the answer to this query (a stale or forged packet) is ignored.
-        if let Ok(answer) = Message::from_vec(&buf[..n]) {
-            if answers(&query, &answer) {
-                break answer;
-            }
+        if let Ok(answer) = Message::from_vec(&buf[..n])
+            && answers(&query, &answer)
+        {
+            break answer;
         }
     };
     if !answer.metadata.truncation {
@@ -147,9 +147,7 @@ fn answers(query: &Message, answer: &Message) -> bool {
     answer.metadata.id == query.metadata.id
         && answer.metadata.message_type == MessageType::Response
         && match (query.queries.first(), answer.queries.first()) {
-            (Some(q), Some(a)) => {
-                q.query_type() == a.query_type() && q.name().eq_ignore_root(a.name())
-            }
+            (Some(q), Some(a)) => q.query_type() == a.query_type() && q.name().eq_ignore_root(a.name()),
             (None, None) => true,
             _ => false,
         }
@@ -165,10 +163,10 @@ pub fn upstreams_from_resolv_conf(path: &Path) -> std::io::Result<Vec<SocketAddr
     let stub: IpAddr = Ipv4Addr::new(127, 0, 0, 53).into();
     if !servers.is_empty() && servers.iter().all(|s| s.ip() == stub) {
         let real = Path::new("/run/systemd/resolve/resolv.conf");
-        if path != real {
-            if let Ok(text) = std::fs::read_to_string(real) {
-                return Ok(parse_resolv_conf(&text));
-            }
+        if path != real
+            && let Ok(text) = std::fs::read_to_string(real)
+        {
+            return Ok(parse_resolv_conf(&text));
         }
     }
     Ok(servers)
@@ -275,9 +273,7 @@ fn cache_ttl(answer: &Message) -> Option<u32> {
         return None;
     }
     match answer.metadata.response_code {
-        ResponseCode::NoError if !answer.answers.is_empty() => {
-            answer.answers.iter().map(|r| r.ttl).min()
-        }
+        ResponseCode::NoError if !answer.answers.is_empty() => answer.answers.iter().map(|r| r.ttl).min(),
         ResponseCode::NoError | ResponseCode::NXDomain => {
             answer.authorities.iter().find_map(|r| match &r.data {
                 RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),

@@ -7,10 +7,7 @@
 //! `endpointsliceReady`); and reverse indexes from a ClusterIP to its Service and from an endpoint IP
 //! to the names it answers to. A snapshot is immutable: a changed object means a new snapshot.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Service},
@@ -218,7 +215,11 @@ fn service_kind(svc: &Service) -> Option<ServiceKind> {
         .filter_map(|ip| ip.parse().ok())
         .collect();
     if ips.is_empty() {
-        ips.extend(spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
+        ips.extend(
+            spec.cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
     }
     if ips.is_empty() {
         return None;

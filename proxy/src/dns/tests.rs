@@ -59,16 +59,44 @@ fn slice(ns: &str, svc: &str, endpoints: serde_json::Value, ports: serde_json::V
 fn cluster() -> Snapshot {
     let namespaces = [ns("default"), ns("other"), ns("kube-system")];
     let services = [
-        svc("default", "web", json!({"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+        svc(
+            "default",
+            "web",
+            json!({"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
             "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
-                      {"name": "metrics", "port": 9090, "protocol": "TCP"}]})),
-        svc("default", "db", json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]})),
-        svc("default", "ext", json!({"type": "ExternalName", "externalName": "example.com"})),
-        svc("default", "alias", json!({"type": "ExternalName", "externalName": "web.default.svc.cluster.local"})),
-        svc("default", "dual", json!({"clusterIP": "10.96.0.40", "clusterIPs": ["10.96.0.40", "fd00::40"],
-            "ports": [{"port": 80}]})),
-        svc("other", "api", json!({"clusterIP": "10.96.0.30", "ports": [{"name": "https", "port": 443}]})),
-        svc("kube-system", "kube-dns", json!({"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]})),
+                      {"name": "metrics", "port": 9090, "protocol": "TCP"}]}),
+        ),
+        svc(
+            "default",
+            "db",
+            json!({"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}),
+        ),
+        svc(
+            "default",
+            "ext",
+            json!({"type": "ExternalName", "externalName": "example.com"}),
+        ),
+        svc(
+            "default",
+            "alias",
+            json!({"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}),
+        ),
+        svc(
+            "default",
+            "dual",
+            json!({"clusterIP": "10.96.0.40", "clusterIPs": ["10.96.0.40", "fd00::40"],
+            "ports": [{"port": 80}]}),
+        ),
+        svc(
+            "other",
+            "api",
+            json!({"clusterIP": "10.96.0.30", "ports": [{"name": "https", "port": 443}]}),
+        ),
+        svc(
+            "kube-system",
+            "kube-dns",
+            json!({"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
+        ),
     ];
     let slices = [
         slice(
@@ -141,7 +169,10 @@ fn assert_soa_authority(m: &Message) {
     assert_eq!(soa.name.to_ascii(), "cluster.local.");
     assert_eq!(data.mname.to_ascii(), "ns.dns.cluster.local.");
     assert_eq!(data.rname.to_ascii(), "hostmaster.cluster.local.");
-    assert_eq!((data.refresh, data.retry, data.expire, data.minimum), (7200, 1800, 86400, 30));
+    assert_eq!(
+        (data.refresh, data.retry, data.expire, data.minimum),
+        (7200, 1800, 86400, 30)
+    );
 }
 
 #[test]
@@ -184,7 +215,11 @@ fn endpoint_names_are_hostnames_or_dashed_ips() {
 
 #[test]
 fn srv_of_a_named_port_points_at_the_service() {
-    let m = ask(&cluster(), "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    let m = ask(
+        &cluster(),
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     let [srv] = m.answers.as_slice() else {
         panic!("one SRV: {m:?}");
     };
@@ -197,13 +232,21 @@ fn srv_of_a_named_port_points_at_the_service() {
     let m = ask(&cluster(), "web.default.svc.cluster.local.", RecordType::SRV);
     assert_eq!(m.answers.len(), 2);
     // A port that does not exist.
-    let m = ask(&cluster(), "_nope._tcp.web.default.svc.cluster.local.", RecordType::SRV);
+    let m = ask(
+        &cluster(),
+        "_nope._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
 #[test]
 fn srv_of_a_headless_service_has_one_record_per_endpoint() {
-    let m = ask(&cluster(), "_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV);
+    let m = ask(
+        &cluster(),
+        "_pg._tcp.db.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     let mut targets: Vec<(String, u16, u16)> = m
         .answers
         .iter()
@@ -237,10 +280,19 @@ fn ptr_for_cluster_ips_and_endpoint_ips() {
             })
             .collect()
     };
-    assert_eq!(ptr("20.0.96.10.in-addr.arpa."), ["web.default.svc.cluster.local."]);
+    assert_eq!(
+        ptr("20.0.96.10.in-addr.arpa."),
+        ["web.default.svc.cluster.local."]
+    );
     assert_eq!(ptr("30.0.96.10.in-addr.arpa."), ["api.other.svc.cluster.local."]);
-    assert_eq!(ptr("5.1.244.10.in-addr.arpa."), ["db-0.db.default.svc.cluster.local."]);
-    assert_eq!(ptr("7.1.244.10.in-addr.arpa."), ["10-244-1-7.db.default.svc.cluster.local."]);
+    assert_eq!(
+        ptr("5.1.244.10.in-addr.arpa."),
+        ["db-0.db.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        ptr("7.1.244.10.in-addr.arpa."),
+        ["10-244-1-7.db.default.svc.cluster.local."]
+    );
     let v6 = "0.4.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
     assert_eq!(ptr(v6), ["dual.default.svc.cluster.local."]);
     // Not ours: forwarded (CoreDNS's `fallthrough in-addr.arpa ip6.arpa`).
@@ -304,7 +356,10 @@ fn external_name_is_a_cname() {
     let Outcome::Chase { reply, target, qtype } = outcome else {
         panic!("an external CNAME target is chased upstream: {outcome:?}");
     };
-    assert_eq!((target.to_ascii().as_str(), qtype), ("example.com.", RecordType::A));
+    assert_eq!(
+        (target.to_ascii().as_str(), qtype),
+        ("example.com.", RecordType::A)
+    );
     assert!(matches!(&reply.answers[0].data, RData::CNAME(c) if c.0.to_ascii() == "example.com."));
     let m = ask(&snap, "ext.default.svc.cluster.local.", RecordType::CNAME);
     assert!(matches!(&m.answers[0].data, RData::CNAME(c) if c.0.to_ascii() == "example.com."));
@@ -400,7 +455,11 @@ async fn fake_upstream() -> FakeUpstream {
             if q.name().to_ascii().starts_with("missing") {
                 m.metadata.response_code = ResponseCode::NXDomain;
             } else {
-                m.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A([192, 0, 2, 1].into()))));
+                m.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    60,
+                    RData::A(A([192, 0, 2, 1].into())),
+                ));
             }
             let _ = socket.send_to(&m.to_vec().expect("encode"), peer).await;
         }
@@ -460,7 +519,12 @@ fn big_headless(n: usize) -> Snapshot {
     let mut snap = Snapshot::build(
         &[ns("default")],
         &[svc("default", "big", json!({"clusterIP": "None"}))],
-        &[slice("default", "big", json!(endpoints), json!([{"name": "p", "port": 1}]))],
+        &[slice(
+            "default",
+            "big",
+            json!(endpoints),
+            json!([{"name": "p", "port": 1}]),
+        )],
     );
     snap.synced = true;
     snap
@@ -503,9 +567,20 @@ async fn forwarding_uses_the_upstream_once_per_ttl() {
     assert_eq!(m.answers[0].ttl, 60, "the upstream's TTL, first time");
     let m = tcp(dns.tcp[0], &request("EXAMPLE.org.", RecordType::A)).await;
     assert_eq!(ips(&m), [ip("192.0.2.1")]);
-    assert_eq!(m.queries[0].name().to_ascii(), "EXAMPLE.org.", "the asker's question back");
-    assert!(m.answers[0].ttl <= 30, "cached answers live at most 30 s (`cache 30`)");
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), 1, "the second came from the cache");
+    assert_eq!(
+        m.queries[0].name().to_ascii(),
+        "EXAMPLE.org.",
+        "the asker's question back"
+    );
+    assert!(
+        m.answers[0].ttl <= 30,
+        "cached answers live at most 30 s (`cache 30`)"
+    );
+    assert_eq!(
+        upstream.queries.load(Ordering::SeqCst),
+        1,
+        "the second came from the cache"
+    );
     // An NXDOMAIN without SOA is passed on but not cached.
     for _ in 0..2 {
         let m = udp(dns.udp[0], &request("missing.example.org.", RecordType::A)).await;
@@ -513,12 +588,20 @@ async fn forwarding_uses_the_upstream_once_per_ttl() {
     }
     assert_eq!(upstream.queries.load(Ordering::SeqCst), 3);
     // The ExternalName target is resolved upstream and appended to the CNAME.
-    let m = udp(dns.udp[0], &request("ext.default.svc.cluster.local.", RecordType::A)).await;
+    let m = udp(
+        dns.udp[0],
+        &request("ext.default.svc.cluster.local.", RecordType::A),
+    )
+    .await;
     assert!(matches!(&m.answers[0].data, RData::CNAME(_)));
     assert_eq!(ips(&m), [ip("192.0.2.1")]);
     // Cluster names never go upstream.
     let before = upstream.queries.load(Ordering::SeqCst);
-    let m = udp(dns.udp[0], &request("web.default.svc.cluster.local.", RecordType::A)).await;
+    let m = udp(
+        dns.udp[0],
+        &request("web.default.svc.cluster.local.", RecordType::A),
+    )
+    .await;
     assert_eq!(ips(&m), [ip("10.96.0.20")]);
     assert_eq!(upstream.queries.load(Ordering::SeqCst), before);
 }

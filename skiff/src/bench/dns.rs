@@ -85,14 +85,19 @@ pub async fn run(args: DnsBenchArgs) -> anyhow::Result<()> {
     let server = dns.udp[0];
 
     println!();
-    println!("{:<24} {:>10} {:>8} {:>8} {:>8} {:>6}", "cell", "queries/s", "p50 ms", "p99 ms", "max ms", "lost");
+    println!(
+        "{:<24} {:>10} {:>8} {:>8} {:>8} {:>6}",
+        "cell", "queries/s", "p50 ms", "p99 ms", "max ms", "lost"
+    );
     println!("{}", "-".repeat(70));
     let mut best: Option<(usize, Cell)> = None;
     for &clients in &args.concurrency {
         let queries = queries.clone();
         let duration = Duration::from_secs(args.duration);
         let cell = std::thread::spawn(move || -> anyhow::Result<Cell> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(load(server, clients, duration, queries))
         })
         .join()
@@ -135,7 +140,12 @@ struct Cell {
 }
 
 /// One cell: `clients` closed loops for `duration`.
-async fn load(server: SocketAddr, clients: usize, duration: Duration, queries: Arc<Vec<Vec<u8>>>) -> anyhow::Result<Cell> {
+async fn load(
+    server: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    queries: Arc<Vec<Vec<u8>>>,
+) -> anyhow::Result<Cell> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -218,8 +228,10 @@ fn snapshot(services: usize) -> Snapshot {
             .expect("service"),
         );
         let endpoints: Vec<_> = (0..3)
-            .map(|e| json!({"addresses": [format!("10.{}.{}.{}", 100 + e, i / 250, i % 250 + 1)],
-                            "hostname": format!("pod-{e}"), "conditions": {"ready": true}}))
+            .map(|e| {
+                json!({"addresses": [format!("10.{}.{}.{}", 100 + e, i / 250, i % 250 + 1)],
+                            "hostname": format!("pod-{e}"), "conditions": {"ready": true}})
+            })
             .collect();
         slices.push(
             serde_json::from_value(json!({
@@ -247,15 +259,27 @@ fn queries(services: usize) -> Vec<Vec<u8>> {
                 0..=6 => {
                     // A ClusterIP Service (skip to the next one when i is headless).
                     let i = if i % 10 == 9 { (i + 1) % services } else { i };
-                    (format!("svc-{i}.ns-{}.svc.cluster.local.", i % NAMESPACES), RecordType::A)
+                    (
+                        format!("svc-{i}.ns-{}.svc.cluster.local.", i % NAMESPACES),
+                        RecordType::A,
+                    )
                 }
                 7 => {
                     let i = (i / 10) * 10 + 9;
                     let i = if i < services { i } else { 9.min(services - 1) };
-                    (format!("svc-{i}.ns-{}.svc.cluster.local.", i % NAMESPACES), RecordType::A)
+                    (
+                        format!("svc-{i}.ns-{}.svc.cluster.local.", i % NAMESPACES),
+                        RecordType::A,
+                    )
                 }
-                8 => (format!("_http._tcp.svc-{i}.ns-{ns}.svc.cluster.local."), RecordType::SRV),
-                _ => (format!("svc-{i}.ns-{ns}.svc.cluster.local.ns-{ns}.svc.cluster.local."), RecordType::A),
+                8 => (
+                    format!("_http._tcp.svc-{i}.ns-{ns}.svc.cluster.local."),
+                    RecordType::SRV,
+                ),
+                _ => (
+                    format!("svc-{i}.ns-{ns}.svc.cluster.local.ns-{ns}.svc.cluster.local."),
+                    RecordType::A,
+                ),
             };
             let mut m = Message::query();
             m.metadata.recursion_desired = true;
