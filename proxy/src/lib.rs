@@ -6,6 +6,7 @@
 //! between full syncs. [`proxier`] runs that loop and keeps the [`metrics`].
 
 pub mod bench;
+pub mod dns;
 pub mod iptables;
 pub mod ipvs;
 pub mod metrics;

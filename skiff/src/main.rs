@@ -5,6 +5,7 @@ mod bench;
 mod components;
 mod node;
 mod proxy;
+mod dns;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Command {
     Scheduler(components::SchedulerArgs),
     /// Run the service proxy alone (kube-proxy): Services and EndpointSlices to iptables/nft rules.
     Proxy(proxy::ProxyArgs),
+    /// Run the cluster DNS alone against an API server (what CoreDNS is in Kubernetes).
+    Dns(dns::DnsArgs),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -52,6 +55,8 @@ enum BenchCommand {
     Cluster(bench::cluster::ClusterBenchArgs),
     /// The service proxy: full sync and endpoint-change programming at 1,000-10,000 services, per mode.
     Proxy(bench::proxy::ProxyBenchArgs),
+    /// Cluster DNS queries per second and latency on loopback.
+    Dns(bench::dns::DnsBenchArgs),
 }
 
 fn main() {
@@ -87,10 +92,12 @@ fn main() {
                         Command::ControllerManager(args) => components::controller_manager(args).await,
                         Command::Scheduler(args) => components::scheduler(args).await,
                         Command::Proxy(args) => proxy::run(args).await,
+                        Command::Dns(args) => dns::run(args).await,
                         Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                         Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
                         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy::run(args).await,
+                        Command::Bench(BenchCommand::Dns(args)) => bench::dns::run(args).await,
                     }
                 })
             })

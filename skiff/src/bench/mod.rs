@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 
 pub mod api;
 pub mod cluster;
+pub mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
 pub mod proxy;
