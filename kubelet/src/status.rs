@@ -241,7 +241,7 @@ fn container_status(name: &str, image: &str, container: Option<&Container>, init
 }
 
 /// A condition, keeping the stored one's transition time while its status holds.
-fn condition(old: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str) -> Value {
+pub fn condition(old: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str) -> Value {
     let status = if ok { "True" } else { "False" };
     let previous = old["conditions"]
         .as_array()

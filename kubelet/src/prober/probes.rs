@@ -1,0 +1,217 @@
+//! Running one probe: exec in the container, an HTTP GET or a TCP connect to the pod, as upstream's
+//! pkg/probe/{exec,http,tcp}. Blocking (callers run it on a blocking thread).
+//!
+//! HTTP and TCP probes go from the node to the pod IP. When the node is a network namespace the
+//! kubelet is not in (tests, nodes in namespaces), the connection is opened from a thread that
+//! entered that namespace: a socket belongs to the namespace it was made in.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    path::PathBuf,
+    time::Duration,
+};
+
+use super::results::Action;
+use crate::runtime::ContainerRuntime;
+
+/// What one probe run gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeRun {
+    /// It passed.
+    Success,
+    /// It failed, with what it said.
+    Failure(String),
+    /// It could not be run; upstream throws such results away.
+    Error(String),
+}
+
+/// Where a probe runs.
+pub struct Target<'a> {
+    /// The runtime (for exec).
+    pub runtime: &'a dyn ContainerRuntime,
+    /// The pod's UID.
+    pub pod_uid: &'a str,
+    /// The container's name.
+    pub container: &'a str,
+    /// The pod's IP (the default host of HTTP and TCP probes).
+    pub pod_ip: &'a str,
+}
+
+/// The User-Agent of HTTP probes (upstream: `kube-probe/<major>.<minor>`).
+pub const USER_AGENT: &str = "kube-probe/1.36";
+
+/// Runs `action` against `target` within `timeout`.
+pub fn run(action: &Action, target: &Target<'_>, timeout: Duration) -> ProbeRun {
+    match action {
+        Action::Exec(cmd) => match target.runtime.exec_sync(target.pod_uid, target.container, cmd, timeout) {
+            Ok(r) if r.exit_code == 0 => ProbeRun::Success,
+            Ok(r) => ProbeRun::Failure(format!("command {cmd:?} exited with {}: {}", r.exit_code, r.output.trim())),
+            // A command that outlasts its timeout fails (upstream since 1.20).
+            Err(e) if e.0.contains("timed out") => ProbeRun::Failure(e.0),
+            Err(e) => ProbeRun::Error(e.0),
+        },
+        Action::TcpSocket { host, port } => {
+            let host = host.as_deref().unwrap_or(target.pod_ip);
+            match connect(host, *port, timeout, target.runtime.node_netns()) {
+                Ok(_) => ProbeRun::Success,
+                Err(e) => ProbeRun::Failure(format!("dial tcp {host}:{port}: {e}")),
+            }
+        }
+        Action::HttpGet {
+            scheme,
+            host,
+            port,
+            path,
+            headers,
+        } => {
+            if scheme != "HTTP" {
+                return ProbeRun::Error(format!("{scheme} probes are not supported by this kubelet"));
+            }
+            let host = host.as_deref().unwrap_or(target.pod_ip);
+            match http_get(host, *port, path, headers, timeout, target.runtime.node_netns()) {
+                Ok(code) if (200..400).contains(&code) => ProbeRun::Success,
+                Ok(code) => ProbeRun::Failure(format!("HTTP probe failed with statuscode: {code}")),
+                Err(e) => ProbeRun::Failure(format!("Get \"http://{host}:{port}{path}\": {e}")),
+            }
+        }
+        Action::Unsupported(why) => ProbeRun::Error(why.clone()),
+    }
+}
+
+/// A TCP connection to `host:port` within `timeout`, made in network namespace `netns` if given.
+pub fn connect(host: &str, port: u16, timeout: Duration, netns: Option<PathBuf>) -> std::io::Result<TcpStream> {
+    let addr: SocketAddr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")))?;
+    let Some(netns) = netns else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    // A thread of its own enters the namespace (and ends with it: the kubelet's threads stay put).
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns)?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        TcpStream::connect_timeout(&addr, timeout)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
+}
+
+/// An HTTP/1.1 GET of `path` from `host:port`; the status code.
+fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+    netns: Option<PathBuf>,
+) -> std::io::Result<u16> {
+    let mut stream = connect(host, port, timeout, netns)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(request(host, port, path, headers).as_bytes())?;
+    // The status line is all a probe needs.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    status_code(&buf).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
+}
+
+/// The request upstream's prober sends: its headers, a Host of `host:port` unless given, and
+/// `User-Agent: kube-probe/…` and `Accept: */*` unless given.
+pub fn request(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> String {
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    if !given("Host") {
+        req.push_str(&format!("Host: {host}:{port}\r\n"));
+    }
+    if !given("User-Agent") {
+        req.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
+    }
+    if !given("Accept") {
+        req.push_str("Accept: */*\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    req
+}
+
+/// The status code of an HTTP response's first line.
+pub fn status_code(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    let line = text.lines().next()?;
+    let mut parts = line.split_whitespace();
+    parts.next().filter(|v| v.starts_with("HTTP/"))?;
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::runtime::FakeRuntime;
+
+    #[test]
+    fn requests_and_responses() {
+        let r = request("10.0.0.1", 80, "/healthz", &[("X-Token".into(), "t".into())]);
+        assert!(r.starts_with("GET /healthz HTTP/1.1\r\nHost: 10.0.0.1:80\r\nUser-Agent: kube-probe/"));
+        assert!(r.contains("X-Token: t\r\n") && r.ends_with("\r\n\r\n"));
+        let own = request("h", 1, "/", &[("Host".into(), "example".into())]);
+        assert!(!own.contains("Host: h:1"));
+        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code(b"garbage"), None);
+    }
+
+    fn serve_once(reply: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn http_and_tcp_probes_over_loopback() {
+        let rt = FakeRuntime::new(250);
+        let target = Target {
+            runtime: &rt,
+            pod_uid: "u",
+            container: "c",
+            pod_ip: "127.0.0.1",
+        };
+        let t = Duration::from_secs(2);
+        let get = |port| Action::HttpGet {
+            scheme: "HTTP".into(),
+            host: None,
+            port,
+            path: "/".into(),
+            headers: vec![],
+        };
+        assert_eq!(run(&get(serve_once("HTTP/1.1 302 Found\r\n\r\n")), &target, t), ProbeRun::Success);
+        assert!(matches!(
+            run(&get(serve_once("HTTP/1.1 500 Oops\r\n\r\n")), &target, t),
+            ProbeRun::Failure(m) if m.contains("500")
+        ));
+        let port = serve_once("");
+        assert_eq!(run(&Action::TcpSocket { host: None, port }, &target, t), ProbeRun::Success);
+        // A port nothing listens on (the one just closed is likely free).
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(matches!(run(&Action::TcpSocket { host: None, port: closed }, &target, t), ProbeRun::Failure(_)));
+        assert!(matches!(run(&Action::Exec(vec!["true".into()]), &target, t), ProbeRun::Error(_)));
+    }
+}

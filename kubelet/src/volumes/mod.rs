@@ -1,0 +1,278 @@
+//! A pod's volumes on the node and its containers' mounts of them: what upstream's volume manager
+//! (pkg/kubelet/volumemanager) and the in-tree plugins (pkg/volume/emptydir, hostpath, configmap,
+//! secret, downwardapi, projected) do for the volumes that need no storage system.
+//!
+//! Each volume of a pod is set up under the pod's volume directory, as upstream lays it out
+//! (`<pod>/volumes/kubernetes.io~empty-dir/<name>`, `…~configmap/…`, `…~secret/…`): an emptyDir is a
+//! directory (a tmpfs for `medium: Memory`, sized by `sizeLimit`), a hostPath is the node's path after
+//! its type check ([`host_path`]), and configMap, secret, downwardAPI and projected volumes are
+//! written by the [`atomic_writer`] (secret and projected ones on a tmpfs, never on disk). Setting
+//! up again on every pod sync rewrites them only when their content changed, which is how updates to
+//! a ConfigMap reach running pods. A container's `volumeMounts` become bind mounts
+//! ([`container_mounts`]); on teardown everything mounted under the pod's directory is unmounted
+//! ([`unmount_all`]) before the directory goes.
+
+pub mod atomic_writer;
+pub mod host_path;
+pub mod projection;
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::PermissionsExt,
+    path::{Component, Path, PathBuf},
+};
+
+use serde_json::Value;
+
+use crate::{envvars::Sources, runtime::VolumeMount};
+
+/// A volume as set up on the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostVolume {
+    /// Where it is on the node.
+    pub path: PathBuf,
+    /// Mounted read-only whatever the mount says (configMap, secret, downwardAPI, projected).
+    pub read_only: bool,
+    /// Its subPaths may be created (emptyDir, hostPath).
+    pub writable_source: bool,
+}
+
+/// Whether `pod` has volumes whose content follows API objects (and so is refreshed by resyncs).
+pub fn has_projected_volumes(pod: &Value) -> bool {
+    pod["spec"]["volumes"].as_array().into_iter().flatten().any(|v| {
+        ["configMap", "secret", "downwardAPI", "projected"]
+            .iter()
+            .any(|k| v[k].is_object())
+    })
+}
+
+/// Sets up (or refreshes) every volume of `pod` under `dir`; the volumes by name, or upstream's
+/// FailedMount message for the first that cannot be set up.
+pub fn set_up(pod: &Value, dir: &Path, sources: &Sources) -> Result<HashMap<String, HostVolume>, String> {
+    let mut volumes = HashMap::new();
+    for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        let name = v["name"].as_str().unwrap_or_default();
+        let volume = set_up_one(v, name, pod, dir, sources)
+            .map_err(|e| format!("MountVolume.SetUp failed for volume \"{name}\" : {e}"))?;
+        volumes.insert(name.to_owned(), volume);
+    }
+    Ok(volumes)
+}
+
+fn io(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+fn set_up_one(v: &Value, name: &str, pod: &Value, dir: &Path, sources: &Sources) -> Result<HostVolume, String> {
+    let plugin_dir = |plugin: &str| dir.join(format!("kubernetes.io~{plugin}")).join(name);
+    if v["emptyDir"].is_object() {
+        let path = plugin_dir("empty-dir");
+        std::fs::create_dir_all(&path).map_err(io)?;
+        if v["emptyDir"]["medium"] == "Memory" && !is_mount_point(&path) {
+            let size = v["emptyDir"]["sizeLimit"]
+                .as_str()
+                .and_then(crate::runtime::parse_quantity)
+                .map(|b| b.ceil() as u64);
+            mount_tmpfs(&path, size)?;
+        }
+        // Upstream's emptyDir is open to every user of the pod.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+        return Ok(HostVolume {
+            path,
+            read_only: false,
+            writable_source: true,
+        });
+    }
+    if v["hostPath"].is_object() {
+        let path = PathBuf::from(v["hostPath"]["path"].as_str().unwrap_or_default());
+        host_path::check_type(&path, v["hostPath"]["type"].as_str().unwrap_or_default())?;
+        return Ok(HostVolume {
+            path,
+            read_only: false,
+            writable_source: true,
+        });
+    }
+    let plugin = if v["configMap"].is_object() {
+        "configmap"
+    } else if v["secret"].is_object() {
+        "secret"
+    } else if v["downwardAPI"].is_object() {
+        "downward-api"
+    } else if v["projected"].is_object() {
+        "projected"
+    } else {
+        return Err("volume type not supported by this node".into());
+    };
+    let Some(payload) = projection::payload(v, pod, sources) else {
+        return Err("volume type not supported by this node".into());
+    };
+    // Compute the payload before touching the node: a missing object leaves nothing behind.
+    let payload = payload?;
+    let path = plugin_dir(plugin);
+    std::fs::create_dir_all(&path).map_err(io)?;
+    // Secrets (and projections, which may hold them) never touch the disk.
+    if matches!(plugin, "secret" | "projected") && !is_mount_point(&path) {
+        mount_tmpfs(&path, None)?;
+    }
+    atomic_writer::write(&path, &payload).map_err(io)?;
+    Ok(HostVolume {
+        path,
+        read_only: true,
+        writable_source: false,
+    })
+}
+
+/// The bind mounts of `container`'s `volumeMounts` (`subPath`, `subPathExpr` expanded with `env`,
+/// `readOnly`), or why one cannot be made.
+pub fn container_mounts(
+    container: &Value,
+    volumes: &HashMap<String, HostVolume>,
+    env: &[(String, String)],
+) -> Result<Vec<VolumeMount>, String> {
+    let mut mounts = Vec::new();
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or_default();
+        let volume = volumes
+            .get(name)
+            .ok_or_else(|| format!("cannot find volume \"{name}\" to mount into container \"{}\"", container["name"].as_str().unwrap_or_default()))?;
+        let sub = match (m["subPath"].as_str(), m["subPathExpr"].as_str()) {
+            (Some(s), _) if !s.is_empty() => s.to_owned(),
+            (_, Some(e)) if !e.is_empty() => crate::envvars::expand_command(&[e.to_owned()], env).remove(0),
+            _ => String::new(),
+        };
+        let mut source = volume.path.clone();
+        if !sub.is_empty() {
+            let p = Path::new(&sub);
+            if p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+                return Err(format!("subPath \"{sub}\" must be a relative path without '..'"));
+            }
+            source = volume.path.join(p);
+            if !source.exists() {
+                if !volume.writable_source {
+                    return Err(format!("subPath \"{sub}\" does not exist in volume \"{name}\""));
+                }
+                std::fs::create_dir_all(&source).map_err(io)?;
+                let _ = std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o777));
+            }
+            // Resolve links (a configMap key is two) and make sure the result stays in the volume.
+            let root = volume.path.canonicalize().map_err(io)?;
+            source = source.canonicalize().map_err(io)?;
+            if !source.starts_with(&root) {
+                return Err(format!("subPath \"{sub}\" is not within volume \"{name}\""));
+            }
+        }
+        mounts.push(VolumeMount {
+            host_path: source.to_string_lossy().into_owned(),
+            container_path: m["mountPath"].as_str().unwrap_or_default().to_owned(),
+            read_only: volume.read_only || m["readOnly"].as_bool().unwrap_or(false),
+        });
+    }
+    Ok(mounts)
+}
+
+/// The mount points of this mount namespace (/proc/self/mountinfo's fifth field, unescaped).
+fn mount_points() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")))
+        .collect()
+}
+
+/// Whether `path` is a mount point.
+pub fn is_mount_point(path: &Path) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mount_points().contains(&path)
+}
+
+/// Mounts a tmpfs (of at most `size` bytes) on `path`.
+pub fn mount_tmpfs(path: &Path, size: Option<u64>) -> Result<(), String> {
+    let mut data = String::from("mode=0755");
+    if let Some(size) = size {
+        data.push_str(&format!(",size={size}"));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mounting a tmpfs on {}: {e}", path.display()))
+}
+
+/// Unmounts everything mounted at or under `dir`, deepest first (lazily: a mount a dying process
+/// still holds goes once it is let go). Safe when nothing is mounted.
+pub fn unmount_all(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else {
+        return;
+    };
+    let mut under: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(&dir)).collect();
+    under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    under.dedup();
+    for p in under {
+        if let Err(e) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %p.display(), error = %e, "unmounting a pod volume");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn mounts_follow_volume_mounts() {
+        let dir = std::env::temp_dir().join(format!("skiff-vols-{}", std::process::id()));
+        let pod = json!({ "spec": { "volumes": [
+            { "name": "scratch", "emptyDir": {} },
+            { "name": "cfg", "configMap": { "name": "cm" } }
+        ] } });
+        let sources = Sources {
+            config_maps: [(
+                "cm".to_owned(),
+                crate::envvars::Fetched::Found(crate::envvars::ObjectData {
+                    data: [("k".to_owned(), b"v".to_vec())].into(),
+                    ..Default::default()
+                }),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let volumes = set_up(&pod, &dir, &sources).unwrap();
+        let scratch = dir.join("kubernetes.io~empty-dir/scratch");
+        assert_eq!(volumes["scratch"].path, scratch);
+        assert_eq!(std::fs::read_to_string(dir.join("kubernetes.io~configmap/cfg/k")).unwrap(), "v");
+        let container = json!({ "name": "c", "volumeMounts": [
+            { "name": "scratch", "mountPath": "/data" },
+            { "name": "scratch", "mountPath": "/logs", "subPathExpr": "$(POD)/logs", "readOnly": true },
+            { "name": "cfg", "mountPath": "/etc/k", "subPath": "k" }
+        ] });
+        let env = vec![("POD".to_owned(), "p1".to_owned())];
+        let mounts = container_mounts(&container, &volumes, &env).unwrap();
+        assert_eq!(mounts[0].host_path, scratch.to_string_lossy());
+        assert!(!mounts[0].read_only);
+        assert!(mounts[1].host_path.ends_with("scratch/p1/logs") && mounts[1].read_only);
+        assert!(dir.join("kubernetes.io~empty-dir/scratch/p1/logs").is_dir(), "subPaths are made");
+        assert!(mounts[2].host_path.contains("/..20"), "a key resolves to its file: {}", mounts[2].host_path);
+        assert!(mounts[2].read_only, "configMap volumes are read-only");
+        let escape = json!({ "name": "c", "volumeMounts": [{ "name": "scratch", "mountPath": "/x", "subPath": "../.." }] });
+        assert!(container_mounts(&escape, &volumes, &env).is_err());
+        let unknown = json!({ "name": "c", "volumeMounts": [{ "name": "nope", "mountPath": "/x" }] });
+        assert!(container_mounts(&unknown, &volumes, &env).is_err());
+
+        let broken = json!({ "spec": { "volumes": [{ "name": "cfg", "configMap": { "name": "absent" } }] } });
+        let mut missing = sources.clone();
+        missing.config_maps.insert(
+            "absent".into(),
+            crate::envvars::Fetched::NotFound("configmap \"absent\" not found".into()),
+        );
+        assert_eq!(
+            set_up(&broken, &dir, &missing).unwrap_err(),
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
