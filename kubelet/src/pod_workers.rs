@@ -243,8 +243,11 @@ async fn worker(workers: Arc<PodWorkers>, uid: String, mut rx: watch::Receiver<V
                     tracing::warn!(pod = %name, uid = %uid, error = %message, "pod sync failed; retrying every second");
                     last_error = Some(message);
                 }
-                // Retry after a pause unless a newer version of the pod arrives first.
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+                // Retry after a pause unless a newer version of the pod arrives first; a worker whose
+                // pod was forgotten (or whose node stopped) ends instead.
+                if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                    return;
+                }
                 continue;
             }
         };

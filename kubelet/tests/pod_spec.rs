@@ -82,6 +82,9 @@ struct Node {
     netns: String,
     dir: PathBuf,
     cfg: RuncConfig,
+    /// The kubelet's runtime: cleaning up through it marks its pods killed, so a sync still in
+    /// flight cannot bring a sandbox back.
+    kubelet_runtime: Option<Arc<RuncRuntime>>,
 }
 
 impl Node {
@@ -110,7 +113,12 @@ impl Node {
         cfg.shim = shim;
         cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
         cfg.cgroup_parent = format!("/skiff-test-{tag}");
-        let node = Node { netns: netns.clone(), dir, cfg };
+        let node = Node {
+            netns: netns.clone(),
+            dir,
+            cfg,
+            kubelet_runtime: None,
+        };
         assert!(Command::new("ip").args(["netns", "add", &netns]).status().unwrap().success());
         let lo = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
         assert!(lo.unwrap().success());
@@ -135,7 +143,11 @@ impl Drop for Node {
             if round > 0 {
                 std::thread::sleep(Duration::from_secs(2));
             }
-            if let Ok(rt) = RuncRuntime::new(self.cfg.clone()) {
+            let rt = match &self.kubelet_runtime {
+                Some(rt) => Ok(rt.clone()),
+                None => RuncRuntime::new(self.cfg.clone()).map(Arc::new),
+            };
+            if let Ok(rt) = rt {
                 for uid in rt.pods() {
                     let _ = rt.kill_pod(&uid, 0);
                 }
@@ -186,7 +198,7 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         eprintln!("skipped: {why} (run as root after scripts/setup.sh)");
         return;
     }
-    let node = Node::new();
+    let mut node = Node::new();
     let out = node.dir.join("out");
     let api = within(
         "the API server start",
@@ -196,6 +208,7 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     .expect("the API server starts");
     let client = api.client.clone();
     let runtime = Arc::new(RuncRuntime::new(node.cfg.clone()).unwrap());
+    node.kubelet_runtime = Some(runtime.clone());
     let options = KubeletOptions {
         lease_interval: Duration::from_secs(1),
         restart_backoff: Duration::from_millis(500),
