@@ -5,7 +5,9 @@
 //!
 //! The objects a pod refers to (ConfigMaps, Secrets, the node's allocatable) are fetched first into
 //! [`Sources`] ([`Sources::fetch`], through the API); everything after that is pure, so the rules are
-//! tested without a cluster. Service links (`FOO_SERVICE_HOST`…) are not added.
+//! tested without a cluster. Service environment variables (`FOO_SERVICE_HOST`, the Docker link
+//! style `FOO_PORT_80_TCP…`, upstream's pkg/kubelet/envvars) come from the `kubernetes` Service and,
+//! unless `enableServiceLinks: false`, the Services of the pod's namespace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -49,6 +51,54 @@ pub struct Sources {
     pub pod_ip: String,
     /// The node's IP (`status.hostIP`).
     pub host_ip: String,
+    /// The service environment variables ([`service_env`]).
+    pub service_env: BTreeMap<String, String>,
+}
+
+/// `my-svc` → `MY_SVC` (upstream `makeEnvVariableName`).
+fn env_name(s: &str) -> String {
+    s.replace('-', "_").to_ascii_uppercase()
+}
+
+/// The environment variables of `services` (JSON Services), as upstream's `FromServices`: for each
+/// with a cluster IP, `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT` (the first port), one per named
+/// port, and the Docker link variables of every port.
+pub fn service_env(services: &[Value]) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for svc in services {
+        let ip = svc["spec"]["clusterIP"].as_str().unwrap_or_default();
+        let ports: Vec<&Value> = svc["spec"]["ports"].as_array().into_iter().flatten().collect();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = env_name(svc["metadata"]["name"].as_str().unwrap_or_default());
+        let port = |p: &Value| p["port"].as_i64().unwrap_or_default();
+        env.insert(format!("{prefix}_SERVICE_HOST"), ip.to_owned());
+        env.insert(format!("{prefix}_SERVICE_PORT"), port(ports[0]).to_string());
+        for p in &ports {
+            if let Some(name) = p["name"].as_str().filter(|n| !n.is_empty()) {
+                env.insert(format!("{prefix}_SERVICE_PORT_{}", env_name(name)), port(p).to_string());
+            }
+        }
+        let host = |p: &Value| match ip.contains(':') {
+            true => format!("[{ip}]:{}", port(p)),
+            false => format!("{ip}:{}", port(p)),
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            let lower = protocol.to_ascii_lowercase();
+            let url = format!("{lower}://{}", host(p));
+            if i == 0 {
+                env.insert(format!("{prefix}_PORT"), url.clone());
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", port(p), protocol.to_ascii_uppercase());
+            env.insert(format!("{pp}_PROTO"), lower);
+            env.insert(format!("{pp}_PORT"), port(p).to_string());
+            env.insert(format!("{pp}_ADDR"), ip.to_owned());
+            env.insert(pp, url);
+        }
+    }
+    env
 }
 
 /// Whether `name` is a valid environment variable name (upstream `IsEnvVarName`:
@@ -166,6 +216,24 @@ impl Sources {
             };
             sources.secrets.insert(name, fetched);
         }
+        // The namespace's services unless the pod opts out, and the master service `kubernetes` of
+        // the default namespace always (a namesake in the pod's namespace wins, as upstream).
+        let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
+        let mut listed: Vec<Value> = Vec::new();
+        if pod["spec"]["enableServiceLinks"].as_bool() != Some(false)
+            && let Ok(list) = services.list(&Default::default()).await
+        {
+            listed.extend(list.items.into_iter().filter_map(|s| serde_json::to_value(s).ok()));
+        }
+        if !listed.iter().any(|s| s["metadata"]["name"] == "kubernetes") {
+            let defaults: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+            if let Ok(Some(master)) = defaults.get_opt("kubernetes").await
+                && let Ok(master) = serde_json::to_value(master)
+            {
+                listed.push(master);
+            }
+        }
+        sources.service_env = service_env(&listed);
         if refs.resources {
             if let Ok(n) = Api::<Node>::all(client.clone()).get(node).await {
                 sources.allocatable = n
@@ -388,7 +456,12 @@ pub fn make_environment(
         let from = &e["valueFrom"];
         let value = if !from.is_object() {
             let raw = e["value"].as_str().unwrap_or_default();
-            expand(raw, |var| env.iter().find(|(n, _)| n == var).map(|(_, v)| v.clone()))
+            expand(raw, |var| {
+                env.iter()
+                    .find(|(n, _)| n == var)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| sources.service_env.get(var).cloned())
+            })
         } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
             field_value(pod, path, sources, false)?
         } else if from["resourceFieldRef"].is_object() {
@@ -423,6 +496,12 @@ pub fn make_environment(
             continue;
         };
         set(&mut env, name.to_owned(), value);
+    }
+    // Service variables last, where the pod does not define the name itself.
+    for (k, v) in &sources.service_env {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.clone(), v.clone()));
+        }
     }
     Ok((env, invalid))
 }
@@ -531,6 +610,7 @@ mod tests {
             allocatable: [("cpu".to_owned(), "2".to_owned())].into(),
             pod_ip: "10.244.1.5".into(),
             host_ip: "192.168.1.2".into(),
+            service_env: BTreeMap::new(),
         }
     }
 
@@ -585,6 +665,43 @@ mod tests {
             expand_command(&["echo $(A) $$(B) $(C) $B".into()], &env),
             vec!["echo 1 $(B) $(C) $B".to_owned()]
         );
+    }
+
+    #[test]
+    fn services_become_variables_as_upstream() {
+        let svc = json!({ "metadata": { "name": "redis-primary" }, "spec": { "clusterIP": "10.96.0.11",
+            "ports": [{ "port": 6379 }, { "name": "metrics", "port": 9121, "protocol": "TCP" }] } });
+        let headless = json!({ "metadata": { "name": "h" }, "spec": { "clusterIP": "None", "ports": [{ "port": 80 }] } });
+        let env = service_env(&[svc, headless]);
+        let want = [
+            ("REDIS_PRIMARY_SERVICE_HOST", "10.96.0.11"),
+            ("REDIS_PRIMARY_SERVICE_PORT", "6379"),
+            ("REDIS_PRIMARY_SERVICE_PORT_METRICS", "9121"),
+            ("REDIS_PRIMARY_PORT", "tcp://10.96.0.11:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP", "tcp://10.96.0.11:6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PROTO", "tcp"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_PORT", "6379"),
+            ("REDIS_PRIMARY_PORT_6379_TCP_ADDR", "10.96.0.11"),
+            ("REDIS_PRIMARY_PORT_9121_TCP", "tcp://10.96.0.11:9121"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_PROTO", "tcp"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_PORT", "9121"),
+            ("REDIS_PRIMARY_PORT_9121_TCP_ADDR", "10.96.0.11"),
+        ];
+        assert_eq!(env.len(), want.len(), "{env:?}");
+        for (k, v) in want {
+            assert_eq!(env.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        // The pod's own definitions win; values may refer to service variables.
+        let mut s = sources();
+        s.service_env = env;
+        let pod = json!({ "metadata": { "namespace": "ns" }, "spec": { "containers": [{ "name": "c", "env": [
+            { "name": "REDIS_PRIMARY_SERVICE_PORT", "value": "1" },
+            { "name": "URL", "value": "redis://$(REDIS_PRIMARY_SERVICE_HOST)" }] }] } });
+        let (out, _) = make_environment(&pod, &pod["spec"]["containers"][0], &s).unwrap();
+        let get = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("REDIS_PRIMARY_SERVICE_PORT"), Some("1"));
+        assert_eq!(get("URL"), Some("redis://10.96.0.11"));
+        assert_eq!(get("REDIS_PRIMARY_PORT"), Some("tcp://10.96.0.11:6379"));
     }
 
     #[test]

@@ -252,6 +252,14 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     .unwrap();
     within("a Secret create", secrets.create(&PostParams::default(), &secret)).await.unwrap();
 
+    // A Service in the namespace: its variables reach the containers (service links).
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+    let svc = serde_json::from_value(json!({ "metadata": { "name": "backend" },
+        "spec": { "ports": [{ "name": "http", "port": 80 }] } }))
+    .unwrap();
+    let svc = within("a Service create", services.create(&PostParams::default(), &svc)).await.unwrap();
+    let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+
     let create = |spec: Value| {
         let pods = pods.clone();
         async move {
@@ -381,6 +389,9 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         "PASSWORD=s3cret".to_owned(),
         "CFG_color=blue".to_owned(),
         "CFG_size=L".to_owned(),
+        format!("BACKEND_SERVICE_HOST={cluster_ip}"),
+        "BACKEND_SERVICE_PORT_HTTP=80".to_owned(),
+        format!("BACKEND_PORT=tcp://{cluster_ip}:80"),
     ] {
         assert!(env.lines().any(|l| l == want), "{want} in the container's env:\n{env}");
     }
