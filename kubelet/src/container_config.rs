@@ -8,7 +8,8 @@
 //! container from starting (the pod stays Pending, its containers `ContainerCreating`, and a
 //! FailedMount warning is logged); a container whose env or mounts cannot be made waits with reason
 //! `CreateContainerConfigError` and the error as its message, while its siblings start (an init
-//! container holds back everything after it).
+//! container holds back everything after it). Both are also told as events (`FailedMount`,
+//! `Failed`), as are envFrom keys skipped for invalid names (`InvalidEnvironmentVariableNames`).
 
 use std::path::Path;
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     envvars::{self, Sources},
+    pod_workers::NodeContext,
     runtime::ContainerSpec,
     volumes,
 };
@@ -31,17 +33,16 @@ pub struct Prepared {
     pub mount_error: Option<String>,
 }
 
-/// Prepares `start` (from the plan) for `pod`, whose IP is `pod_ip`, with volumes under `volume_dir`.
+/// Prepares `start` (from the plan) for `pod` of `node`, whose IP is `pod_ip`, with volumes under
+/// `volume_dir`.
 pub async fn prepare(
-    client: &kube::Client,
-    node: &str,
-    host_ip: &str,
+    node: &NodeContext,
     pod: &Value,
     pod_ip: &str,
     volume_dir: &Path,
     start: Vec<ContainerSpec>,
 ) -> Prepared {
-    let sources = Sources::fetch(client, pod, node, pod_ip, host_ip).await;
+    let sources = Sources::fetch(&node.client, pod, &node.node, pod_ip, &node.host_ip).await;
     let (pod_copy, dir, src) = (pod.clone(), volume_dir.to_path_buf(), sources.clone());
     let set_up = tokio::task::spawn_blocking(move || volumes::set_up(&pod_copy, &dir, &src))
         .await
@@ -51,6 +52,7 @@ pub async fn prepare(
         Err(e) => {
             let name = pod["metadata"]["name"].as_str().unwrap_or_default();
             tracing::warn!(pod = %name, reason = "FailedMount", "{e}");
+            node.events.warning(pod, None, "FailedMount", "Mount", e.clone());
             return Prepared {
                 mount_error: Some(e),
                 ..Default::default()
@@ -63,10 +65,9 @@ pub async fn prepare(
             continue;
         };
         let made = envvars::make_environment(pod, c, &sources).and_then(|(env, invalid)| {
-            if !invalid.is_empty() {
-                let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-                tracing::warn!(pod = %name, container = %spec.name, reason = "InvalidEnvironmentVariableNames",
-                    "keys {invalid:?} from envFrom were skipped since they are considered invalid environment variable names");
+            for note in invalid {
+                node.events
+                    .warning(pod, Some(&spec.name), "InvalidEnvironmentVariableNames", "Create", note);
             }
             let mounts = volumes::container_mounts(c, &pod_volumes, &env)?;
             Ok((env, mounts))
@@ -80,6 +81,8 @@ pub async fn prepare(
                 prepared.start.push(spec);
             }
             Err(e) => {
+                node.events
+                    .warning(pod, Some(&spec.name), "Failed", "Create", format!("Error: {e}"));
                 let init = spec.init;
                 prepared.config_errors.push((spec.name, e));
                 if init {

@@ -413,7 +413,8 @@ fn object<'a>(fetched: Option<&'a Fetched>, optional: bool) -> Result<Option<&'a
 
 /// The environment of `container` of `pod`, in order (envFrom sources first, then env; a later
 /// definition of a name replaces the earlier value in its place), or the error that keeps it from
-/// starting (`CreateContainerConfigError`). Also returns the names from envFrom skipped as invalid.
+/// starting (`CreateContainerConfigError`). Also returns, per envFrom source, upstream's note on the
+/// keys skipped as invalid names.
 pub fn make_environment(
     pod: &Value,
     container: &Value,
@@ -428,25 +429,34 @@ pub fn make_environment(
     let mut invalid = Vec::new();
     for from in container["envFrom"].as_array().into_iter().flatten() {
         let prefix = from["prefix"].as_str().unwrap_or_default();
-        let (r, fetched) = if from["configMapRef"].is_object() {
+        let (r, fetched, kind) = if from["configMapRef"].is_object() {
             let r = &from["configMapRef"];
-            (r, sources.config_maps.get(r["name"].as_str().unwrap_or_default()))
+            (r, sources.config_maps.get(r["name"].as_str().unwrap_or_default()), "configMap")
         } else if from["secretRef"].is_object() {
             let r = &from["secretRef"];
-            (r, sources.secrets.get(r["name"].as_str().unwrap_or_default()))
+            (r, sources.secrets.get(r["name"].as_str().unwrap_or_default()), "secret")
         } else {
             continue;
         };
         let Some(obj) = object(fetched, r["optional"].as_bool().unwrap_or(false))? else {
             continue;
         };
+        let mut skipped = Vec::new();
         for (k, v) in &obj.data {
             let k = format!("{prefix}{k}");
             if !is_env_var_name(&k) {
-                invalid.push(k);
+                skipped.push(k);
                 continue;
             }
             set(&mut env, k, String::from_utf8_lossy(v).into_owned());
+        }
+        if !skipped.is_empty() {
+            skipped.sort();
+            let name = r["name"].as_str().unwrap_or_default();
+            invalid.push(format!(
+                "Keys [{}] from the EnvFrom {kind} {ns}/{name} were skipped since they are considered invalid environment variable names.",
+                skipped.join(", ")
+            ));
         }
     }
     for e in container["env"].as_array().into_iter().flatten() {
@@ -619,7 +629,10 @@ mod tests {
         let pod = pod();
         let (env, invalid) = make_environment(&pod, &pod["spec"]["containers"][0], &sources()).unwrap();
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(invalid, vec!["bad key".to_owned()]);
+        assert_eq!(
+            invalid,
+            vec!["Keys [bad key] from the EnvFrom configMap ns/cm were skipped since they are considered invalid environment variable names.".to_owned()]
+        );
         // PLAIN came from the ConfigMap and keeps its place when env redefines it.
         assert_eq!(env[0], ("PLAIN".to_owned(), "replaced".to_owned()));
         assert_eq!(get("color"), Some("blue"));

@@ -107,6 +107,7 @@ pub async fn run_kubelet(
         backoff_base: options.restart_backoff,
         probes: Arc::default(),
         volume_resync: options.volume_resync,
+        events: crate::events::PodEvents::new(client.clone(), &cfg.name),
     });
     let probe_updates = context.probes.subscribe();
     let workers = Arc::new(PodWorkers::new(context));

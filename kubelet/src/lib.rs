@@ -20,6 +20,7 @@ pub mod cni;
 pub mod container_config;
 pub mod dns;
 pub mod envvars;
+pub mod events;
 pub mod hollow;
 pub mod kubelet;
 pub mod lease;

@@ -143,6 +143,8 @@ pub struct NodeContext {
     /// How often a pod with configMap, secret, downwardAPI or projected volumes is synced again to
     /// refresh them ([`VOLUME_RESYNC`]; upstream's sync frequency).
     pub volume_resync: Duration,
+    /// Where events about the node's pods go.
+    pub events: crate::events::PodEvents,
 }
 
 /// How often projected volumes are refreshed (upstream resyncs every pod each minute).
@@ -347,8 +349,7 @@ pub async fn sync_pod(
                 let (rt, spec) = (node.runtime.clone(), sandbox.clone());
                 let sb = blocking(move || rt.run_sandbox(&spec)).await?;
                 let ip = pod_ip(pod, &sb.ip, &node.host_ip);
-                let p = crate::container_config::prepare(&node.client, &node.node, &node.host_ip, pod, &ip, dir, start)
-                    .await;
+                let p = crate::container_config::prepare(node, pod, &ip, dir, start).await;
                 start = p.start.clone();
                 let mut wait = |d: Duration| retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
                 if p.mount_error.is_some() || !p.config_errors.is_empty() {
@@ -379,7 +380,7 @@ pub async fn sync_pod(
                 crate::container_config::apply_to_status(prepared, &mut new);
                 node.probes.apply_to_status(pod, &containers, &mut new, &now);
                 let ip = pod_ip(pod, &sandbox.ip, &node.host_ip);
-                node.probes.sync(pod, &containers, &ip, node.runtime.clone());
+                node.probes.sync(pod, &containers, &ip, node.runtime.clone(), &node.events);
             }
             if status::changed(&pod["status"], &new) {
                 match pods

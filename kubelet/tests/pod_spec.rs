@@ -463,6 +463,30 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         stuck["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
         "ContainerCreating"
     );
+    // What kept them, and the failed probes, are events `kubectl describe` shows.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    for (pod, reason, note) in [
+        ("bad-volume", "FailedMount", "MountVolume.SetUp failed for volume \"v\" : configmap \"absent\" not found"),
+        ("bad-env", "Failed", "Error: couldn't find key nope in ConfigMap default/cfg"),
+        ("unhealthy", "Unhealthy", "Liveness probe failed: "),
+        ("unhealthy", "Killing", "Container app failed liveness probe, will be restarted"),
+    ] {
+        eventually(&format!("a {reason} event about {pod}"), Duration::from_secs(10), || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&Default::default()).await.ok()?;
+                list.items
+                    .into_iter()
+                    .find(|e| {
+                        e.involved_object.name.as_deref() == Some(pod)
+                            && e.reason.as_deref() == Some(reason)
+                            && e.message.as_deref().unwrap_or_default().starts_with(note)
+                    })
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
     // Made, the ConfigMap lets it start.
     let absent: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "absent" }, "data": { "k": "v" } })).unwrap();
     within("a ConfigMap create", cms.create(&PostParams::default(), &absent)).await.unwrap();

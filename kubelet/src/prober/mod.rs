@@ -29,7 +29,10 @@ use self::{
     probes::{ProbeRun, Target},
     results::{Counter, Outcome, ProbeKind, ProbeSpec},
 };
-use crate::runtime::{Container, ContainerRuntime, ContainerState};
+use crate::{
+    events::PodEvents,
+    runtime::{Container, ContainerRuntime, ContainerState},
+};
 
 /// A running container instance: its id and restart count (ids are reused across restarts here).
 fn instance(c: &Container) -> String {
@@ -68,7 +71,14 @@ impl ProbeManager {
     }
 
     /// Records what runs for `pod` and starts the probe workers its app containers lack.
-    pub fn sync(self: &Arc<Self>, pod: &Value, containers: &[Container], pod_ip: &str, runtime: Arc<dyn ContainerRuntime>) {
+    pub fn sync(
+        self: &Arc<Self>,
+        pod: &Value,
+        containers: &[Container],
+        pod_ip: &str,
+        runtime: Arc<dyn ContainerRuntime>,
+        events: &PodEvents,
+    ) {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         let running: HashMap<_, _> = containers
             .iter()
@@ -102,6 +112,8 @@ impl ProbeManager {
                     has_startup,
                     pod_ip: pod_ip.to_owned(),
                     runtime: runtime.clone(),
+                    events: events.clone(),
+                    pod: pod.clone(),
                 };
                 state.workers.insert(key, tokio::spawn(worker.run()).abort_handle());
             }
@@ -219,6 +231,9 @@ struct Worker {
     has_startup: bool,
     pod_ip: String,
     runtime: Arc<dyn ContainerRuntime>,
+    events: PodEvents,
+    /// The pod (what its events are about).
+    pod: Value,
 }
 
 impl Worker {
@@ -277,18 +292,21 @@ impl Worker {
             let outcome = match tokio::time::timeout(self.spec.timeout + Duration::from_secs(10), run).await {
                 Ok(Ok(ProbeRun::Success)) => Outcome::Success,
                 Ok(Ok(ProbeRun::Failure(why))) => {
-                    tracing::debug!(pod = %uid, container = %name, "{} probe failed: {why}", kind.title());
+                    let note = format!("{} probe failed: {why}", kind.title());
+                    self.events.warning(&self.pod, Some(&name), "Unhealthy", "Probe", note);
                     Outcome::Failure
                 }
                 Ok(Ok(ProbeRun::Error(why))) => {
-                    tracing::debug!(pod = %uid, container = %name, "{} probe errored: {why}", kind.title());
+                    let note = format!("{} probe errored: {why}", kind.title());
+                    self.events.warning(&self.pod, Some(&name), "ProbeWarning", "Probe", note);
                     continue;
                 }
                 _ => continue,
             };
             if counter.observe(outcome) {
                 if counter.result == Outcome::Failure && kind != ProbeKind::Readiness {
-                    tracing::info!(pod = %uid, container = %name, "container failed {} probe, will be restarted", kind.title().to_lowercase());
+                    let note = format!("Container {name} failed {} probe, will be restarted", kind.title().to_lowercase());
+                    self.events.normal(&self.pod, Some(&name), "Killing", "Kill", note);
                 }
                 self.manager.publish(&self.key, &inst, counter.result);
             }
