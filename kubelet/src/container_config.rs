@@ -66,8 +66,13 @@ pub async fn prepare(
         };
         let made = envvars::make_environment(pod, c, &sources).and_then(|(env, invalid)| {
             for note in invalid {
-                node.events
-                    .warning(pod, Some(&spec.name), "InvalidEnvironmentVariableNames", "Create", note);
+                node.events.warning(
+                    pod,
+                    Some(&spec.name),
+                    "InvalidEnvironmentVariableNames",
+                    "Create",
+                    note,
+                );
             }
             let mounts = volumes::container_mounts(c, &pod_volumes, &env)?;
             Ok((env, mounts))
@@ -107,7 +112,8 @@ pub fn apply_to_status(prepared: &Prepared, status: &mut Value) {
                 continue;
             };
             if entry["state"]["waiting"].is_object() {
-                entry["state"] = json!({ "waiting": { "reason": "CreateContainerConfigError", "message": message } });
+                entry["state"] =
+                    json!({ "waiting": { "reason": "CreateContainerConfigError", "message": message } });
             }
         }
     }
@@ -132,6 +138,9 @@ mod tests {
             status["containerStatuses"][0]["state"]["waiting"],
             json!({ "reason": "CreateContainerConfigError", "message": "configmap \"x\" not found" })
         );
-        assert_eq!(status["containerStatuses"][1]["state"]["waiting"]["reason"], "ContainerCreating");
+        assert_eq!(
+            status["containerStatuses"][1]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
     }
 }

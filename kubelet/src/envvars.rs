@@ -18,6 +18,9 @@ use serde_json::Value;
 
 use crate::runtime::parse_quantity;
 
+/// Environment variables, in order.
+pub type EnvList = Vec<(String, String)>;
+
 /// The keys of a ConfigMap or Secret, as bytes (Secret data decoded).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectData {
@@ -77,7 +80,10 @@ pub fn service_env(services: &[Value]) -> BTreeMap<String, String> {
         env.insert(format!("{prefix}_SERVICE_PORT"), port(ports[0]).to_string());
         for p in &ports {
             if let Some(name) = p["name"].as_str().filter(|n| !n.is_empty()) {
-                env.insert(format!("{prefix}_SERVICE_PORT_{}", env_name(name)), port(p).to_string());
+                env.insert(
+                    format!("{prefix}_SERVICE_PORT_{}", env_name(name)),
+                    port(p).to_string(),
+                );
             }
         }
         let host = |p: &Value| match ip.contains(':') {
@@ -105,7 +111,9 @@ pub fn service_env(services: &[Value]) -> BTreeMap<String, String> {
 /// `[-._a-zA-Z][-._a-zA-Z0-9]*`).
 pub fn is_env_var_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let ok = |c: char, first: bool| c == '-' || c == '.' || c == '_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit());
+    let ok = |c: char, first: bool| {
+        c == '-' || c == '.' || c == '_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit())
+    };
     chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
 }
 
@@ -200,8 +208,12 @@ impl Sources {
         for name in refs.secrets {
             let fetched = match secrets.get_opt(&name).await {
                 Ok(Some(s)) => {
-                    let mut data: BTreeMap<String, Vec<u8>> =
-                        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                    let mut data: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
                     // stringData is write-only upstream; an API that kept it still means the same.
                     for (k, v) in s.string_data.unwrap_or_default() {
                         data.insert(k, v.into_bytes());
@@ -223,10 +235,15 @@ impl Sources {
         if pod["spec"]["enableServiceLinks"].as_bool() != Some(false)
             && let Ok(list) = services.list(&Default::default()).await
         {
-            listed.extend(list.items.into_iter().filter_map(|s| serde_json::to_value(s).ok()));
+            listed.extend(
+                list.items
+                    .into_iter()
+                    .filter_map(|s| serde_json::to_value(s).ok()),
+            );
         }
         if !listed.iter().any(|s| s["metadata"]["name"] == "kubernetes") {
-            let defaults: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+            let defaults: Api<k8s_openapi::api::core::v1::Service> =
+                Api::namespaced(client.clone(), "default");
             if let Ok(Some(master)) = defaults.get_opt("kubernetes").await
                 && let Ok(master) = serde_json::to_value(master)
             {
@@ -234,16 +251,16 @@ impl Sources {
             }
         }
         sources.service_env = service_env(&listed);
-        if refs.resources {
-            if let Ok(n) = Api::<Node>::all(client.clone()).get(node).await {
-                sources.allocatable = n
-                    .status
-                    .and_then(|s| s.allocatable)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-            }
+        if refs.resources
+            && let Ok(n) = Api::<Node>::all(client.clone()).get(node).await
+        {
+            sources.allocatable = n
+                .status
+                .and_then(|s| s.allocatable)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
         }
         sources
     }
@@ -280,7 +297,8 @@ pub fn references(pod: &Value) -> References {
     }
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         refs.config_maps.extend(name(&v["configMap"]));
-        refs.secrets.extend(v["secret"]["secretName"].as_str().map(str::to_owned));
+        refs.secrets
+            .extend(v["secret"]["secretName"].as_str().map(str::to_owned));
         let downward = |items: &Value| {
             items
                 .as_array()
@@ -332,7 +350,10 @@ pub fn field_value(pod: &Value, path: &str, sources: &Sources, whole_maps: bool)
     let meta = &pod["metadata"];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let subscript = |path: &str, prefix: &str| -> Option<String> {
-        let key = path.strip_prefix(prefix)?.strip_prefix("['")?.strip_suffix("']")?;
+        let key = path
+            .strip_prefix(prefix)?
+            .strip_prefix("['")?
+            .strip_suffix("']")?;
         Some(key.to_owned())
     };
     Ok(match path {
@@ -402,7 +423,7 @@ pub fn find_container<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
 
 /// A ConfigMap or Secret `name` from `fetched`, or None when it is missing and `optional`; an error
 /// (upstream's message) when it is missing and required.
-fn object<'a>(fetched: Option<&'a Fetched>, optional: bool) -> Result<Option<&'a ObjectData>, String> {
+fn object(fetched: Option<&Fetched>, optional: bool) -> Result<Option<&ObjectData>, String> {
     match fetched {
         Some(Fetched::Found(o)) => Ok(Some(o)),
         Some(Fetched::NotFound(_)) if optional => Ok(None),
@@ -419,22 +440,31 @@ pub fn make_environment(
     pod: &Value,
     container: &Value,
     sources: &Sources,
-) -> Result<(Vec<(String, String)>, Vec<String>), String> {
+) -> Result<(EnvList, Vec<String>), String> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
-    let set = |env: &mut Vec<(String, String)>, k: String, v: String| match env.iter_mut().find(|(n, _)| *n == k) {
-        Some(slot) => slot.1 = v,
-        None => env.push((k, v)),
-    };
+    let set =
+        |env: &mut Vec<(String, String)>, k: String, v: String| match env.iter_mut().find(|(n, _)| *n == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
+        };
     let mut invalid = Vec::new();
     for from in container["envFrom"].as_array().into_iter().flatten() {
         let prefix = from["prefix"].as_str().unwrap_or_default();
         let (r, fetched, kind) = if from["configMapRef"].is_object() {
             let r = &from["configMapRef"];
-            (r, sources.config_maps.get(r["name"].as_str().unwrap_or_default()), "configMap")
+            (
+                r,
+                sources.config_maps.get(r["name"].as_str().unwrap_or_default()),
+                "configMap",
+            )
         } else if from["secretRef"].is_object() {
             let r = &from["secretRef"];
-            (r, sources.secrets.get(r["name"].as_str().unwrap_or_default()), "secret")
+            (
+                r,
+                sources.secrets.get(r["name"].as_str().unwrap_or_default()),
+                "secret",
+            )
         } else {
             continue;
         };
@@ -484,10 +514,18 @@ pub fn make_environment(
         } else if from["configMapKeyRef"].is_object() || from["secretKeyRef"].is_object() {
             let (r, fetched, kind) = if from["configMapKeyRef"].is_object() {
                 let r = &from["configMapKeyRef"];
-                (r, sources.config_maps.get(r["name"].as_str().unwrap_or_default()), "ConfigMap")
+                (
+                    r,
+                    sources.config_maps.get(r["name"].as_str().unwrap_or_default()),
+                    "ConfigMap",
+                )
             } else {
                 let r = &from["secretKeyRef"];
-                (r, sources.secrets.get(r["name"].as_str().unwrap_or_default()), "Secret")
+                (
+                    r,
+                    sources.secrets.get(r["name"].as_str().unwrap_or_default()),
+                    "Secret",
+                )
             };
             let optional = r["optional"].as_bool().unwrap_or(false);
             let key = r["key"].as_str().unwrap_or_default();
@@ -607,13 +645,22 @@ mod tests {
 
     fn sources() -> Sources {
         let data = |pairs: &[(&str, &str)]| ObjectData {
-            data: pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
             binary_data: BTreeMap::new(),
         };
         Sources {
             config_maps: [
-                ("cm".to_owned(), Fetched::Found(data(&[("color", "blue"), ("PLAIN", "p"), ("bad key", "x")]))),
-                ("absent".to_owned(), Fetched::NotFound("configmap \"absent\" not found".into())),
+                (
+                    "cm".to_owned(),
+                    Fetched::Found(data(&[("color", "blue"), ("PLAIN", "p"), ("bad key", "x")])),
+                ),
+                (
+                    "absent".to_owned(),
+                    Fetched::NotFound("configmap \"absent\" not found".into()),
+                ),
             ]
             .into(),
             secrets: [("sec".to_owned(), Fetched::Found(data(&[("password", "s3cret")])))].into(),
@@ -637,15 +684,38 @@ mod tests {
         assert_eq!(env[0], ("PLAIN".to_owned(), "replaced".to_owned()));
         assert_eq!(get("color"), Some("blue"));
         assert_eq!(get("S_password"), Some("s3cret"));
-        assert_eq!(get("LITERAL"), Some("x-p-$(LATER)-$(PLAIN)"), "only names defined before expand");
         assert_eq!(
-            [get("POD"), get("NS"), get("APP"), get("NODE"), get("SA"), get("IP"), get("HOST")],
-            [Some("p"), Some("ns"), Some("web"), Some("n1"), Some("sa"), Some("10.244.1.5"), Some("192.168.1.2")]
+            get("LITERAL"),
+            Some("x-p-$(LATER)-$(PLAIN)"),
+            "only names defined before expand"
+        );
+        assert_eq!(
+            [
+                get("POD"),
+                get("NS"),
+                get("APP"),
+                get("NODE"),
+                get("SA"),
+                get("IP"),
+                get("HOST")
+            ],
+            [
+                Some("p"),
+                Some("ns"),
+                Some("web"),
+                Some("n1"),
+                Some("sa"),
+                Some("10.244.1.5"),
+                Some("192.168.1.2")
+            ]
         );
         assert_eq!(get("MEM"), Some("64"));
         assert_eq!(get("CPU_LIMIT"), Some("2"), "no limit: the node's allocatable");
         assert_eq!(get("CPU_REQ"), Some("250"));
-        assert_eq!((get("KEY"), get("PASS"), get("OPT")), (Some("blue"), Some("s3cret"), None));
+        assert_eq!(
+            (get("KEY"), get("PASS"), get("OPT")),
+            (Some("blue"), Some("s3cret"), None)
+        );
     }
 
     #[test]
@@ -673,7 +743,10 @@ mod tests {
 
     #[test]
     fn commands_expand_with_the_environment() {
-        let env = vec![("A".to_owned(), "1".to_owned()), ("B".to_owned(), "two".to_owned())];
+        let env = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "two".to_owned()),
+        ];
         assert_eq!(
             expand_command(&["echo $(A) $$(B) $(C) $B".into()], &env),
             vec!["echo 1 $(B) $(C) $B".to_owned()]
@@ -725,9 +798,15 @@ mod tests {
             field_value(&pod, "metadata.labels", &s, true).unwrap(),
             "app=\"web\"\ntier=\"front\""
         );
-        assert_eq!(field_value(&pod, "metadata.annotations", &s, true).unwrap(), "note=\"a\\\"b\"");
+        assert_eq!(
+            field_value(&pod, "metadata.annotations", &s, true).unwrap(),
+            "note=\"a\\\"b\""
+        );
         assert!(field_value(&pod, "metadata.labels", &s, false).is_err());
         assert_eq!(field_value(&pod, "metadata.uid", &s, false).unwrap(), "u-1");
-        assert_eq!(field_value(&pod, "metadata.labels['none']", &s, false).unwrap(), "");
+        assert_eq!(
+            field_value(&pod, "metadata.labels['none']", &s, false).unwrap(),
+            ""
+        );
     }
 }

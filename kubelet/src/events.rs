@@ -55,7 +55,10 @@ impl PodEvents {
                     event.note.as_deref().unwrap_or_default()
                 );
                 let now = Instant::now();
-                if recent.get(&key).is_some_and(|at| now.duration_since(*at) < REPEAT_AFTER) {
+                if recent
+                    .get(&key)
+                    .is_some_and(|at| now.duration_since(*at) < REPEAT_AFTER)
+                {
                     continue;
                 }
                 if recent.len() >= REMEMBERED {
@@ -85,7 +88,15 @@ impl PodEvents {
         self.post(EventType::Normal, pod, container, reason, action, note);
     }
 
-    fn post(&self, type_: EventType, pod: &Value, container: Option<&str>, reason: &str, action: &str, note: String) {
+    fn post(
+        &self,
+        type_: EventType,
+        pod: &Value,
+        container: Option<&str>,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let Some(tx) = &self.tx else {
             return;
         };
@@ -138,7 +149,10 @@ mod tests {
                           "spec": { "initContainers": [{ "name": "i" }], "containers": [{ "name": "c" }] } });
         let r = pod_reference(&pod, Some("c"));
         assert_eq!(r.field_path.as_deref(), Some("spec.containers{c}"));
-        assert_eq!(pod_reference(&pod, Some("i")).field_path.as_deref(), Some("spec.initContainers{i}"));
+        assert_eq!(
+            pod_reference(&pod, Some("i")).field_path.as_deref(),
+            Some("spec.initContainers{i}")
+        );
         assert_eq!((r.kind.as_deref(), r.uid.as_deref()), (Some("Pod"), Some("u")));
         assert!(pod_reference(&pod, None).field_path.is_none());
         PodEvents::disabled().warning(&pod, None, "FailedMount", "Mount", "nothing happens".into());

@@ -290,11 +290,17 @@ pub async fn sync_pod(
         // the restart policy says.
         let doomed = node.probes.containers_to_kill(uid, &current);
         if !doomed.is_empty() {
-            let (rt, key, pod_grace) = (node.runtime.clone(), uid.to_owned(), pod["spec"]["terminationGracePeriodSeconds"].as_i64());
+            let (rt, key, pod_grace) = (
+                node.runtime.clone(),
+                uid.to_owned(),
+                pod["spec"]["terminationGracePeriodSeconds"].as_i64(),
+            );
             let graces: Vec<(String, i64)> = doomed
                 .into_iter()
                 .map(|name| {
-                    let c = crate::envvars::find_container(pod, &name).cloned().unwrap_or_default();
+                    let c = crate::envvars::find_container(pod, &name)
+                        .cloned()
+                        .unwrap_or_default();
                     let probe = ["livenessProbe", "startupProbe"]
                         .iter()
                         .find_map(|f| c[f]["terminationGracePeriodSeconds"].as_i64());
@@ -380,7 +386,8 @@ pub async fn sync_pod(
                 crate::container_config::apply_to_status(prepared, &mut new);
                 node.probes.apply_to_status(pod, &containers, &mut new, &now);
                 let ip = pod_ip(pod, &sandbox.ip, &node.host_ip);
-                node.probes.sync(pod, &containers, &ip, node.runtime.clone(), &node.events);
+                node.probes
+                    .sync(pod, &containers, &ip, node.runtime.clone(), &node.events);
             }
             if status::changed(&pod["status"], &new) {
                 match pods

@@ -18,7 +18,12 @@ use crate::{
 const MAX_OUTPUT: usize = 10 * 1024;
 
 /// `runc exec` of `cmd` in container `id`, killed (and an error) once it outlasts `timeout`.
-pub fn exec_sync(runc: &Runc, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult, RuntimeError> {
+pub fn exec_sync(
+    runc: &Runc,
+    id: &str,
+    cmd: &[String],
+    timeout: Duration,
+) -> Result<ExecResult, RuntimeError> {
     if cmd.is_empty() {
         return Err(RuntimeError("exec: no command".into()));
     }
@@ -64,7 +69,8 @@ pub fn exec_sync(runc: &Runc, id: &str, cmd: &[String], timeout: Duration) -> Re
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -86,7 +92,12 @@ pub fn exec_sync(runc: &Runc, id: &str, cmd: &[String], timeout: Duration) -> Re
 
 /// Stops container `id`: TERM, KILL after `grace_seconds`, then waits (a few seconds at most) for its
 /// shim to write the exit code to `exit_file`, so the next status reports it exited.
-pub fn stop_container(runc: &Runc, id: &str, grace_seconds: i64, exit_file: &Path) -> Result<(), RuntimeError> {
+pub fn stop_container(
+    runc: &Runc,
+    id: &str,
+    grace_seconds: i64,
+    exit_file: &Path,
+) -> Result<(), RuntimeError> {
     let running = |runc: &Runc| matches!(runc.state(id), Ok(Some(s)) if s.status == "running");
     if !running(runc) {
         return Ok(());

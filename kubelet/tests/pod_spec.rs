@@ -31,7 +31,11 @@ use skiff_tests::{Component, InProcess, eventually};
 fn missing() -> Option<String> {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false);
     if !root {
         return Some("not root".into());
@@ -119,8 +123,16 @@ impl Node {
             cfg,
             kubelet_runtime: None,
         };
-        assert!(Command::new("ip").args(["netns", "add", &netns]).status().unwrap().success());
-        let lo = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let lo = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status();
         assert!(lo.unwrap().success());
         let bin = rootfs.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -128,7 +140,9 @@ impl Node {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "httpd", "env", "cat", "echo", "touch", "grep", "mount", "true", "false"] {
+        for applet in [
+            "sh", "sleep", "httpd", "env", "cat", "echo", "touch", "grep", "mount", "true", "false",
+        ] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         std::fs::write(rootfs.join("www/index.html"), "ok\n").unwrap();
@@ -236,9 +250,12 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     })
     .await;
     let cidr = json!({ "spec": { "podCIDR": "10.244.21.0/24", "podCIDRs": ["10.244.21.0/24"] } });
-    within("the pod CIDR patch", nodes.patch("ps-node", &PatchParams::default(), &Patch::Merge(cidr)))
-        .await
-        .unwrap();
+    within(
+        "the pod CIDR patch",
+        nodes.patch("ps-node", &PatchParams::default(), &Patch::Merge(cidr)),
+    )
+    .await
+    .unwrap();
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
@@ -246,25 +263,33 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     let cm: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "cfg" },
         "data": { "color": "blue", "size": "L", "1st": "skipped" } }))
     .unwrap();
-    within("a ConfigMap create", cms.create(&PostParams::default(), &cm)).await.unwrap();
+    within("a ConfigMap create", cms.create(&PostParams::default(), &cm))
+        .await
+        .unwrap();
     let secret: Secret = serde_json::from_value(json!({ "metadata": { "name": "sec" },
         "data": { "password": "czNjcmV0" } }))
     .unwrap();
-    within("a Secret create", secrets.create(&PostParams::default(), &secret)).await.unwrap();
+    within("a Secret create", secrets.create(&PostParams::default(), &secret))
+        .await
+        .unwrap();
 
     // A Service in the namespace: its variables reach the containers (service links).
     let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
     let svc = serde_json::from_value(json!({ "metadata": { "name": "backend" },
         "spec": { "ports": [{ "name": "http", "port": 80 }] } }))
     .unwrap();
-    let svc = within("a Service create", services.create(&PostParams::default(), &svc)).await.unwrap();
+    let svc = within("a Service create", services.create(&PostParams::default(), &svc))
+        .await
+        .unwrap();
     let cluster_ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
 
     let create = |spec: Value| {
         let pods = pods.clone();
         async move {
             let pod: Pod = serde_json::from_value(spec).unwrap();
-            within("a pod create", pods.create(&PostParams::default(), &pod)).await.unwrap();
+            within("a pod create", pods.create(&PostParams::default(), &pod))
+                .await
+                .unwrap();
         }
     };
     // Env from every source and every kind of volume; the app container copies what it sees to a
@@ -356,24 +381,39 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         let pods = pods.clone();
         async move {
             let pod = pod_json(&pods, "slow-web").await?;
-            pod["status"]["containerStatuses"][0]["state"]["running"].is_object().then_some(pod)
+            pod["status"]["containerStatuses"][0]["state"]["running"]
+                .is_object()
+                .then_some(pod)
         }
     })
     .await;
-    assert_eq!(condition(&unready, "Ready").as_deref(), Some("False"), "{}", unready["status"]);
+    assert_eq!(
+        condition(&unready, "Ready").as_deref(),
+        Some("False"),
+        "{}",
+        unready["status"]
+    );
     assert_eq!(unready["status"]["containerStatuses"][0]["ready"], false);
 
     // Env and volumes.
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
-    eventually("the app container writes what it sees", Duration::from_secs(30), || {
-        let ready = !read("color").is_empty();
-        async move { ready.then_some(()) }
-    })
+    eventually(
+        "the app container writes what it sees",
+        Duration::from_secs(30),
+        || {
+            let ready = !read("color").is_empty();
+            async move { ready.then_some(()) }
+        },
+    )
     .await;
     let env = read("env");
     let pod_ip = eventually("the pod IP is reported", Duration::from_secs(10), || {
         let pods = pods.clone();
-        async move { pod_json(&pods, "env-vol").await?["status"]["podIP"].as_str().map(str::to_owned) }
+        async move {
+            pod_json(&pods, "env-vol").await?["status"]["podIP"]
+                .as_str()
+                .map(str::to_owned)
+        }
     })
     .await;
     for want in [
@@ -393,40 +433,71 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         "BACKEND_SERVICE_PORT_HTTP=80".to_owned(),
         format!("BACKEND_PORT=tcp://{cluster_ip}:80"),
     ] {
-        assert!(env.lines().any(|l| l == want), "{want} in the container's env:\n{env}");
+        assert!(
+            env.lines().any(|l| l == want),
+            "{want} in the container's env:\n{env}"
+        );
     }
-    assert!(!env.lines().any(|l| l.starts_with("1st=")), "invalid envFrom names are skipped");
-    assert!(env.lines().any(|l| l == "CFG_1st=skipped"), "a prefix can make them valid");
+    assert!(
+        !env.lines().any(|l| l.starts_with("1st=")),
+        "invalid envFrom names are skipped"
+    );
+    assert!(
+        env.lines().any(|l| l == "CFG_1st=skipped"),
+        "a prefix can make them valid"
+    );
     assert_eq!(read("expanded"), "hello\n", "$(VAR) in args expands");
-    assert_eq!(read("init"), "filled-by-init\n", "the init container filled the emptyDir");
+    assert_eq!(
+        read("init"),
+        "filled-by-init\n",
+        "the init container filled the emptyDir"
+    );
     assert_eq!(read("password"), "s3cret");
     assert_eq!(read("labels"), "app=\"demo\"");
-    assert!(read("secret-mount").contains(" ro,") || read("secret-mount").contains(" ro "), "{}", read("secret-mount"));
+    assert!(
+        read("secret-mount").contains(" ro,") || read("secret-mount").contains(" ro "),
+        "{}",
+        read("secret-mount")
+    );
     assert_eq!(read("color"), "blue");
     let state = node.dir.join("state");
     let on_node = mounts_under(&state);
-    assert!(on_node.iter().any(|m| m.ends_with("kubernetes.io~secret/sec")), "the secret is a tmpfs: {on_node:?}");
+    assert!(
+        on_node.iter().any(|m| m.ends_with("kubernetes.io~secret/sec")),
+        "the secret is a tmpfs: {on_node:?}"
+    );
 
     // A ConfigMap update reaches the volume (not the env).
     let patch = json!({ "data": { "color": "green" } });
-    within("a ConfigMap patch", cms.patch("cfg", &PatchParams::default(), &Patch::Merge(patch)))
-        .await
-        .unwrap();
-    eventually("the configMap volume follows the update", Duration::from_secs(20), || {
-        let green = read("color") == "green";
-        async move { green.then_some(()) }
-    })
+    within(
+        "a ConfigMap patch",
+        cms.patch("cfg", &PatchParams::default(), &Patch::Merge(patch)),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the configMap volume follows the update",
+        Duration::from_secs(20),
+        || {
+            let green = read("color") == "green";
+            async move { green.then_some(()) }
+        },
+    )
     .await;
 
     // Liveness: restarted, counted, its last run kept.
-    let restarted = eventually("the unhealthy container is restarted", Duration::from_secs(30), || {
-        let pods = pods.clone();
-        async move {
-            let pod = pod_json(&pods, "unhealthy").await?;
-            let s = pod["status"]["containerStatuses"][0].clone();
-            (s["restartCount"].as_i64()? >= 1 && s["state"]["running"].is_object()).then_some(s)
-        }
-    })
+    let restarted = eventually(
+        "the unhealthy container is restarted",
+        Duration::from_secs(30),
+        || {
+            let pods = pods.clone();
+            async move {
+                let pod = pod_json(&pods, "unhealthy").await?;
+                let s = pod["status"]["containerStatuses"][0].clone();
+                (s["restartCount"].as_i64()? >= 1 && s["state"]["running"].is_object()).then_some(s)
+            }
+        },
+    )
     .await;
     assert!(restarted["lastState"]["terminated"].is_object(), "{restarted}");
 
@@ -440,7 +511,10 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     .await;
     assert_eq!(condition(&ready, "ContainersReady").as_deref(), Some("True"));
     assert_eq!(ready["status"]["containerStatuses"][0]["ready"], true);
-    assert_eq!(ready["status"]["containerStatuses"][0]["restartCount"], 0, "its TCP liveness probe passes");
+    assert_eq!(
+        ready["status"]["containerStatuses"][0]["restartCount"], 0,
+        "its TCP liveness probe passes"
+    );
 
     // Errors that keep containers from starting.
     let bad = eventually("the bad env is reported", Duration::from_secs(20), || {
@@ -466,46 +540,78 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     // What kept them, and the failed probes, are events `kubectl describe` shows.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
     for (pod, reason, note) in [
-        ("bad-volume", "FailedMount", "MountVolume.SetUp failed for volume \"v\" : configmap \"absent\" not found"),
-        ("bad-env", "Failed", "Error: couldn't find key nope in ConfigMap default/cfg"),
+        (
+            "bad-volume",
+            "FailedMount",
+            "MountVolume.SetUp failed for volume \"v\" : configmap \"absent\" not found",
+        ),
+        (
+            "bad-env",
+            "Failed",
+            "Error: couldn't find key nope in ConfigMap default/cfg",
+        ),
         ("unhealthy", "Unhealthy", "Liveness probe failed: "),
-        ("unhealthy", "Killing", "Container app failed liveness probe, will be restarted"),
+        (
+            "unhealthy",
+            "Killing",
+            "Container app failed liveness probe, will be restarted",
+        ),
     ] {
-        eventually(&format!("a {reason} event about {pod}"), Duration::from_secs(10), || {
-            let events = events.clone();
-            async move {
-                let list = events.list(&Default::default()).await.ok()?;
-                list.items
-                    .into_iter()
-                    .find(|e| {
-                        e.involved_object.name.as_deref() == Some(pod)
-                            && e.reason.as_deref() == Some(reason)
-                            && e.message.as_deref().unwrap_or_default().starts_with(note)
-                    })
-                    .map(|_| ())
-            }
-        })
+        eventually(
+            &format!("a {reason} event about {pod}"),
+            Duration::from_secs(10),
+            || {
+                let events = events.clone();
+                async move {
+                    let list = events.list(&Default::default()).await.ok()?;
+                    list.items
+                        .into_iter()
+                        .find(|e| {
+                            e.involved_object.name.as_deref() == Some(pod)
+                                && e.reason.as_deref() == Some(reason)
+                                && e.message.as_deref().unwrap_or_default().starts_with(note)
+                        })
+                        .map(|_| ())
+                }
+            },
+        )
         .await;
     }
     // Made, the ConfigMap lets it start.
-    let absent: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "absent" }, "data": { "k": "v" } })).unwrap();
-    within("a ConfigMap create", cms.create(&PostParams::default(), &absent)).await.unwrap();
-    eventually("the pod starts once its ConfigMap exists", Duration::from_secs(20), || {
-        let pods = pods.clone();
-        async move {
-            let pod = pod_json(&pods, "bad-volume").await?;
-            (pod["status"]["phase"] == "Running").then_some(())
-        }
-    })
+    let absent: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "absent" }, "data": { "k": "v" } })).unwrap();
+    within("a ConfigMap create", cms.create(&PostParams::default(), &absent))
+        .await
+        .unwrap();
+    eventually(
+        "the pod starts once its ConfigMap exists",
+        Duration::from_secs(20),
+        || {
+            let pods = pods.clone();
+            async move {
+                let pod = pod_json(&pods, "bad-volume").await?;
+                (pod["status"]["phase"] == "Running").then_some(())
+            }
+        },
+    )
     .await;
 
     // Deleting the pods unmounts and removes everything.
     for name in ["env-vol", "unhealthy", "slow-web", "bad-env", "bad-volume"] {
-        within("a pod delete", pods.delete(name, &DeleteParams::default())).await.unwrap();
+        within("a pod delete", pods.delete(name, &DeleteParams::default()))
+            .await
+            .unwrap();
     }
     eventually("the kubelet stops every pod", Duration::from_secs(30), || {
         let pods = pods.clone();
-        async move { pods.list(&Default::default()).await.ok()?.items.is_empty().then_some(()) }
+        async move {
+            pods.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        }
     })
     .await;
     let rt = runtime.clone();
@@ -514,6 +620,10 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         async move { empty.then_some(()) }
     })
     .await;
-    assert!(mounts_under(&state).is_empty(), "volumes are unmounted: {:?}", mounts_under(&state));
+    assert!(
+        mounts_under(&state).is_empty(),
+        "volumes are unmounted: {:?}",
+        mounts_under(&state)
+    );
     assert!(out.join("env").exists(), "a hostPath's files stay on the node");
 }

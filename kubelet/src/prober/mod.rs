@@ -41,13 +41,16 @@ fn instance(c: &Container) -> String {
 
 type Key = (String, String, ProbeKind);
 
+/// A pod's running containers by name: instance and start time.
+type RunningContainers = HashMap<String, (String, Option<chrono::DateTime<chrono::Utc>>)>;
+
 #[derive(Default)]
 struct State {
     workers: HashMap<Key, tokio::task::AbortHandle>,
     /// Results by probe, for the instance they were found for.
     results: HashMap<Key, (String, Outcome)>,
     /// Running containers by pod: instance and start time.
-    running: HashMap<String, HashMap<String, (String, Option<chrono::DateTime<chrono::Utc>>)>>,
+    running: HashMap<String, RunningContainers>,
 }
 
 /// The probe workers of one node and their results.
@@ -115,7 +118,9 @@ impl ProbeManager {
                     events: events.clone(),
                     pod: pod.clone(),
                 };
-                state.workers.insert(key, tokio::spawn(worker.run()).abort_handle());
+                state
+                    .workers
+                    .insert(key, tokio::spawn(worker.run()).abort_handle());
             }
         }
     }
@@ -144,7 +149,10 @@ impl ProbeManager {
     }
 
     fn publish(&self, key: &Key, inst: &str, outcome: Outcome) {
-        let previous = self.lock().results.insert(key.clone(), (inst.to_owned(), outcome));
+        let previous = self
+            .lock()
+            .results
+            .insert(key.clone(), (inst.to_owned(), outcome));
         if previous.as_ref() != Some(&(inst.to_owned(), outcome))
             && let Some(tx) = &*self.updates.lock().unwrap_or_else(|e| e.into_inner())
         {
@@ -181,16 +189,25 @@ impl ProbeManager {
     pub fn apply_to_status(&self, pod: &Value, containers: &[Container], status: &mut Value, now: &str) {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         let mut unready = Vec::new();
-        let specs: Vec<&Value> = pod["spec"]["containers"].as_array().into_iter().flatten().collect();
+        let specs: Vec<&Value> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
         for entry in status["containerStatuses"].as_array_mut().into_iter().flatten() {
             let name = entry["name"].as_str().unwrap_or_default().to_owned();
-            let spec = specs.iter().find(|c| c["name"] == name.as_str()).copied().unwrap_or(&Value::Null);
+            let spec = specs
+                .iter()
+                .find(|c| c["name"] == name.as_str())
+                .copied()
+                .unwrap_or(&Value::Null);
             let (started, ready) = match containers.iter().find(|c| c.name == name) {
                 Some(c) if entry["state"]["running"].is_object() => {
                     let started = self.started(uid, spec, c);
                     let ready = started
                         && (!spec["readinessProbe"].is_object()
-                            || self.result(uid, &name, ProbeKind::Readiness, &instance(c)) == Some(Outcome::Success));
+                            || self.result(uid, &name, ProbeKind::Readiness, &instance(c))
+                                == Some(Outcome::Success));
                     (started, ready)
                 }
                 _ => (false, false),
@@ -245,7 +262,12 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let running = self.manager.lock().running.get(&uid).and_then(|r| r.get(&name).cloned());
+            let running = self
+                .manager
+                .lock()
+                .running
+                .get(&uid)
+                .and_then(|r| r.get(&name).cloned());
             let Some((inst, started_at)) = running else {
                 // Not running (exited, or not started yet): a readiness result of the gone instance
                 // turns to failure.
@@ -265,7 +287,8 @@ impl Worker {
             if counter.on_hold {
                 continue;
             }
-            let started = self.manager.result(&uid, &name, ProbeKind::Startup, &inst) == Some(Outcome::Success);
+            let started =
+                self.manager.result(&uid, &name, ProbeKind::Startup, &inst) == Some(Outcome::Success);
             match kind {
                 ProbeKind::Startup if started => continue,
                 ProbeKind::Liveness | ProbeKind::Readiness if self.has_startup && !started => continue,
@@ -276,7 +299,8 @@ impl Worker {
                 continue;
             }
             let run = {
-                let (rt, action, timeout) = (self.runtime.clone(), self.spec.action.clone(), self.spec.timeout);
+                let (rt, action, timeout) =
+                    (self.runtime.clone(), self.spec.action.clone(), self.spec.timeout);
                 let (uid, name, ip) = (uid.clone(), name.clone(), self.pod_ip.clone());
                 tokio::task::spawn_blocking(move || {
                     let target = Target {
@@ -293,20 +317,26 @@ impl Worker {
                 Ok(Ok(ProbeRun::Success)) => Outcome::Success,
                 Ok(Ok(ProbeRun::Failure(why))) => {
                     let note = format!("{} probe failed: {why}", kind.title());
-                    self.events.warning(&self.pod, Some(&name), "Unhealthy", "Probe", note);
+                    self.events
+                        .warning(&self.pod, Some(&name), "Unhealthy", "Probe", note);
                     Outcome::Failure
                 }
                 Ok(Ok(ProbeRun::Error(why))) => {
                     let note = format!("{} probe errored: {why}", kind.title());
-                    self.events.warning(&self.pod, Some(&name), "ProbeWarning", "Probe", note);
+                    self.events
+                        .warning(&self.pod, Some(&name), "ProbeWarning", "Probe", note);
                     continue;
                 }
                 _ => continue,
             };
             if counter.observe(outcome) {
                 if counter.result == Outcome::Failure && kind != ProbeKind::Readiness {
-                    let note = format!("Container {name} failed {} probe, will be restarted", kind.title().to_lowercase());
-                    self.events.normal(&self.pod, Some(&name), "Killing", "Kill", note);
+                    let note = format!(
+                        "Container {name} failed {} probe, will be restarted",
+                        kind.title().to_lowercase()
+                    );
+                    self.events
+                        .normal(&self.pod, Some(&name), "Killing", "Kill", note);
                 }
                 self.manager.publish(&self.key, &inst, counter.result);
             }
@@ -343,10 +373,19 @@ mod tests {
         let mut status = json!({ "phase": "Running", "conditions": [{ "type": "Ready" }, { "type": "ContainersReady" }],
             "containerStatuses": [{ "name": "web", "state": { "running": {} } }, { "name": "side", "state": { "running": {} } }] });
         m.apply_to_status(&pod, &containers, &mut status, "t");
-        assert_eq!(status["containerStatuses"][0]["ready"], false, "no readiness result yet");
-        assert_eq!(status["containerStatuses"][1]["ready"], true, "no readiness probe: ready when running");
+        assert_eq!(
+            status["containerStatuses"][0]["ready"], false,
+            "no readiness result yet"
+        );
+        assert_eq!(
+            status["containerStatuses"][1]["ready"], true,
+            "no readiness probe: ready when running"
+        );
         assert_eq!(status["conditions"][0]["status"], "False");
-        assert_eq!(status["conditions"][0]["message"], "containers with unready status: [web]");
+        assert_eq!(
+            status["conditions"][0]["message"],
+            "containers with unready status: [web]"
+        );
 
         let key = ("u".to_owned(), "web".to_owned(), ProbeKind::Readiness);
         m.publish(&key, &instance(&web), Outcome::Success);
@@ -361,7 +400,10 @@ mod tests {
         let live = ("u".to_owned(), "side".to_owned(), ProbeKind::Liveness);
         m.publish(&live, &instance(&containers[1]), Outcome::Failure);
         assert_eq!(m.containers_to_kill("u", &containers), vec!["side".to_owned()]);
-        assert!(m.containers_to_kill("u", &[running("side", 1)]).is_empty(), "the restarted instance lives");
+        assert!(
+            m.containers_to_kill("u", &[running("side", 1)]).is_empty(),
+            "the restarted instance lives"
+        );
         m.remove_pod("u");
         assert!(m.containers_to_kill("u", &containers).is_empty());
     }

@@ -44,9 +44,16 @@ pub const USER_AGENT: &str = "kube-probe/1.36";
 /// Runs `action` against `target` within `timeout`.
 pub fn run(action: &Action, target: &Target<'_>, timeout: Duration) -> ProbeRun {
     match action {
-        Action::Exec(cmd) => match target.runtime.exec_sync(target.pod_uid, target.container, cmd, timeout) {
+        Action::Exec(cmd) => match target
+            .runtime
+            .exec_sync(target.pod_uid, target.container, cmd, timeout)
+        {
             Ok(r) if r.exit_code == 0 => ProbeRun::Success,
-            Ok(r) => ProbeRun::Failure(format!("command {cmd:?} exited with {}: {}", r.exit_code, r.output.trim())),
+            Ok(r) => ProbeRun::Failure(format!(
+                "command {cmd:?} exited with {}: {}",
+                r.exit_code,
+                r.output.trim()
+            )),
             // A command that outlasts its timeout fails (upstream since 1.20).
             Err(e) if e.0.contains("timed out") => ProbeRun::Failure(e.0),
             Err(e) => ProbeRun::Error(e.0),
@@ -80,7 +87,12 @@ pub fn run(action: &Action, target: &Target<'_>, timeout: Duration) -> ProbeRun 
 }
 
 /// A TCP connection to `host:port` within `timeout`, made in network namespace `netns` if given.
-pub fn connect(host: &str, port: u16, timeout: Duration, netns: Option<PathBuf>) -> std::io::Result<TcpStream> {
+pub fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    netns: Option<PathBuf>,
+) -> std::io::Result<TcpStream> {
     let addr: SocketAddr = (host, port)
         .to_socket_addrs()?
         .next()
@@ -121,7 +133,8 @@ fn http_get(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    status_code(&buf).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
+    status_code(&buf)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
 }
 
 /// The request upstream's prober sends: its headers, a Host of `host:port` unless given, and
@@ -202,16 +215,39 @@ mod tests {
             path: "/".into(),
             headers: vec![],
         };
-        assert_eq!(run(&get(serve_once("HTTP/1.1 302 Found\r\n\r\n")), &target, t), ProbeRun::Success);
+        assert_eq!(
+            run(&get(serve_once("HTTP/1.1 302 Found\r\n\r\n")), &target, t),
+            ProbeRun::Success
+        );
         assert!(matches!(
             run(&get(serve_once("HTTP/1.1 500 Oops\r\n\r\n")), &target, t),
             ProbeRun::Failure(m) if m.contains("500")
         ));
         let port = serve_once("");
-        assert_eq!(run(&Action::TcpSocket { host: None, port }, &target, t), ProbeRun::Success);
+        assert_eq!(
+            run(&Action::TcpSocket { host: None, port }, &target, t),
+            ProbeRun::Success
+        );
         // A port nothing listens on (the one just closed is likely free).
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        assert!(matches!(run(&Action::TcpSocket { host: None, port: closed }, &target, t), ProbeRun::Failure(_)));
-        assert!(matches!(run(&Action::Exec(vec!["true".into()]), &target, t), ProbeRun::Error(_)));
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(matches!(
+            run(
+                &Action::TcpSocket {
+                    host: None,
+                    port: closed
+                },
+                &target,
+                t
+            ),
+            ProbeRun::Failure(_)
+        ));
+        assert!(matches!(
+            run(&Action::Exec(vec!["true".into()]), &target, t),
+            ProbeRun::Error(_)
+        ));
     }
 }

@@ -107,7 +107,10 @@ pub struct ProbeSpec {
 /// A port as a probe names it: a number, or the name of one of `container`'s ports.
 fn port(v: &Value, container: &Value) -> Result<u16, String> {
     match v {
-        Value::Number(n) => n.as_u64().map(|p| p as u16).ok_or_else(|| format!("invalid port {n}")),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|p| p as u16)
+            .ok_or_else(|| format!("invalid port {n}")),
         Value::String(s) => match s.parse::<u16>() {
             Ok(p) => Ok(p),
             Err(_) => container["ports"]
@@ -140,12 +143,18 @@ impl ProbeSpec {
                         scheme: h["scheme"].as_str().unwrap_or("HTTP").to_ascii_uppercase(),
                         host: host(h),
                         port,
-                        path: if path.starts_with('/') { path.to_owned() } else { format!("/{path}") },
+                        path: if path.starts_with('/') {
+                            path.to_owned()
+                        } else {
+                            format!("/{path}")
+                        },
                         headers: h["httpHeaders"]
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .filter_map(|x| Some((x["name"].as_str()?.to_owned(), x["value"].as_str()?.to_owned())))
+                            .filter_map(|x| {
+                                Some((x["name"].as_str()?.to_owned(), x["value"].as_str()?.to_owned()))
+                            })
                             .collect(),
                     }
                 }
@@ -249,8 +258,11 @@ mod tests {
     #[test]
     fn probes_parse_with_upstream_defaults() {
         let c = json!({ "name": "web", "ports": [{ "name": "http", "containerPort": 8080 }] });
-        let p = ProbeSpec::parse(&json!({ "httpGet": { "port": "http", "path": "healthz",
-            "httpHeaders": [{ "name": "X-A", "value": "1" }] } }), &c);
+        let p = ProbeSpec::parse(
+            &json!({ "httpGet": { "port": "http", "path": "healthz",
+            "httpHeaders": [{ "name": "X-A", "value": "1" }] } }),
+            &c,
+        );
         assert_eq!(
             p.action,
             Action::HttpGet {
@@ -262,10 +274,25 @@ mod tests {
             }
         );
         assert_eq!(
-            (p.initial_delay, p.period, p.timeout, p.success_threshold, p.failure_threshold),
-            (Duration::ZERO, Duration::from_secs(10), Duration::from_secs(1), 1, 3)
+            (
+                p.initial_delay,
+                p.period,
+                p.timeout,
+                p.success_threshold,
+                p.failure_threshold
+            ),
+            (
+                Duration::ZERO,
+                Duration::from_secs(10),
+                Duration::from_secs(1),
+                1,
+                3
+            )
         );
-        let t = ProbeSpec::parse(&json!({ "tcpSocket": { "port": 53 }, "periodSeconds": 2, "failureThreshold": 1 }), &c);
+        let t = ProbeSpec::parse(
+            &json!({ "tcpSocket": { "port": 53 }, "periodSeconds": 2, "failureThreshold": 1 }),
+            &c,
+        );
         assert_eq!(t.action, Action::TcpSocket { host: None, port: 53 });
         assert_eq!((t.period, t.failure_threshold), (Duration::from_secs(2), 1));
         let bad = ProbeSpec::parse(&json!({ "tcpSocket": { "port": "nope" } }), &c);

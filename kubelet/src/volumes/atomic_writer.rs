@@ -41,7 +41,9 @@ pub fn validate_path(path: &str) -> io::Result<()> {
         return Ok(());
     }
     if path.len() > 4096 {
-        return Err(invalid(format!("invalid path: must be less than or equal to 4096 characters: {path}")));
+        return Err(invalid(format!(
+            "invalid path: must be less than or equal to 4096 characters: {path}"
+        )));
     }
     if Path::new(path).is_absolute() {
         return Err(invalid(format!("invalid path: must be relative path: {path}")));
@@ -194,7 +196,11 @@ mod tests {
 
     #[test]
     fn payloads_swap_atomically_through_data_links() {
-        let dir = Dir(std::env::temp_dir().join(format!("skiff-aw-{}-{:?}", std::process::id(), std::thread::current().id())));
+        let dir = Dir(std::env::temp_dir().join(format!(
+            "skiff-aw-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )));
         let target = dir.0.join("vol");
         let first = payload(&[("color", "blue", 0o644), ("nested/deep", "x", 0o400)]);
         assert!(write(&target, &first).unwrap());
@@ -206,23 +212,39 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(target.join("color")).unwrap(), "blue");
         assert_eq!(std::fs::read_to_string(target.join("nested/deep")).unwrap(), "x");
-        let mode = std::fs::metadata(target.join("nested/deep")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(target.join("nested/deep"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o400);
 
-        assert!(!write(&target, &first).unwrap(), "the same payload writes nothing");
+        assert!(
+            !write(&target, &first).unwrap(),
+            "the same payload writes nothing"
+        );
         assert_eq!(std::fs::read_link(target.join(DATA_DIR)).unwrap(), data);
 
         let second = payload(&[("color", "green", 0o644), ("size", "L", 0o644)]);
         assert!(write(&target, &second).unwrap());
         assert_eq!(std::fs::read_to_string(target.join("color")).unwrap(), "green");
         assert_eq!(std::fs::read_to_string(target.join("size")).unwrap(), "L");
-        assert!(std::fs::symlink_metadata(target.join("nested")).is_err(), "gone names are unlinked");
-        assert!(!target.join(&data).exists(), "the old payload directory is removed");
+        assert!(
+            std::fs::symlink_metadata(target.join("nested")).is_err(),
+            "gone names are unlinked"
+        );
+        assert!(
+            !target.join(&data).exists(),
+            "the old payload directory is removed"
+        );
         let entries: BTreeSet<String> = std::fs::read_dir(&target)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(entries.len(), 4, "..data, one timestamped dir, two links: {entries:?}");
+        assert_eq!(
+            entries.len(),
+            4,
+            "..data, one timestamped dir, two links: {entries:?}"
+        );
     }
 
     #[test]

@@ -91,15 +91,25 @@ mod tests {
         assert!(check_type(&dir.join("nope"), "").is_ok(), "no type, no check");
         assert_eq!(
             check_type(&file, "Directory").unwrap_err(),
-            format!("hostPath type check failed: {} is not a directory", file.display())
+            format!(
+                "hostPath type check failed: {} is not a directory",
+                file.display()
+            )
         );
         assert!(check_type(&dir.join("nope"), "Directory").is_err());
         assert!(check_type(&file, "File").is_ok());
         assert!(check_type(&dir, "File").unwrap_err().ends_with("is not a file"));
-        assert!(check_type(&file, "Socket").unwrap_err().ends_with("is not a socket file"));
+        assert!(
+            check_type(&file, "Socket")
+                .unwrap_err()
+                .ends_with("is not a socket file")
+        );
         assert!(check_type(&file, "CharDevice").is_err());
         assert!(check_type(Path::new("/dev/null"), "CharDevice").is_ok());
-        assert_eq!(check_type(&file, "Bogus").unwrap_err(), "Bogus is an invalid volume type");
+        assert_eq!(
+            check_type(&file, "Bogus").unwrap_err(),
+            "Bogus is an invalid volume type"
+        );
 
         let made = dir.join("a/b");
         check_type(&made, "DirectoryOrCreate").unwrap();
@@ -107,7 +117,10 @@ mod tests {
         let new_file = dir.join("new");
         check_type(&new_file, "FileOrCreate").unwrap();
         assert!(new_file.is_file());
-        assert!(check_type(&file, "DirectoryOrCreate").is_err(), "exists but is a file");
+        assert!(
+            check_type(&file, "DirectoryOrCreate").is_err(),
+            "exists but is a file"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -63,7 +63,13 @@ fn io(e: std::io::Error) -> String {
     e.to_string()
 }
 
-fn set_up_one(v: &Value, name: &str, pod: &Value, dir: &Path, sources: &Sources) -> Result<HostVolume, String> {
+fn set_up_one(
+    v: &Value,
+    name: &str,
+    pod: &Value,
+    dir: &Path,
+    sources: &Sources,
+) -> Result<HostVolume, String> {
     let plugin_dir = |plugin: &str| dir.join(format!("kubernetes.io~{plugin}")).join(name);
     if v["emptyDir"].is_object() {
         let path = plugin_dir("empty-dir");
@@ -132,9 +138,12 @@ pub fn container_mounts(
     let mut mounts = Vec::new();
     for m in container["volumeMounts"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or_default();
-        let volume = volumes
-            .get(name)
-            .ok_or_else(|| format!("cannot find volume \"{name}\" to mount into container \"{}\"", container["name"].as_str().unwrap_or_default()))?;
+        let volume = volumes.get(name).ok_or_else(|| {
+            format!(
+                "cannot find volume \"{name}\" to mount into container \"{}\"",
+                container["name"].as_str().unwrap_or_default()
+            )
+        })?;
         let sub = match (m["subPath"].as_str(), m["subPathExpr"].as_str()) {
             (Some(s), _) if !s.is_empty() => s.to_owned(),
             (_, Some(e)) if !e.is_empty() => crate::envvars::expand_command(&[e.to_owned()], env).remove(0),
@@ -175,7 +184,13 @@ fn mount_points() -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")))
+        .map(|p| {
+            PathBuf::from(
+                p.replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\134", "\\"),
+            )
+        })
         .collect()
 }
 
@@ -207,7 +222,10 @@ pub fn unmount_all(dir: &Path) {
     let Ok(dir) = dir.canonicalize() else {
         return;
     };
-    let mut under: Vec<PathBuf> = mount_points().into_iter().filter(|p| p.starts_with(&dir)).collect();
+    let mut under: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(&dir))
+        .collect();
     under.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     under.dedup();
     for p in under {
@@ -244,7 +262,10 @@ mod tests {
         let volumes = set_up(&pod, &dir, &sources).unwrap();
         let scratch = dir.join("kubernetes.io~empty-dir/scratch");
         assert_eq!(volumes["scratch"].path, scratch);
-        assert_eq!(std::fs::read_to_string(dir.join("kubernetes.io~configmap/cfg/k")).unwrap(), "v");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("kubernetes.io~configmap/cfg/k")).unwrap(),
+            "v"
+        );
         let container = json!({ "name": "c", "volumeMounts": [
             { "name": "scratch", "mountPath": "/data" },
             { "name": "scratch", "mountPath": "/logs", "subPathExpr": "$(POD)/logs", "readOnly": true },
@@ -255,8 +276,15 @@ mod tests {
         assert_eq!(mounts[0].host_path, scratch.to_string_lossy());
         assert!(!mounts[0].read_only);
         assert!(mounts[1].host_path.ends_with("scratch/p1/logs") && mounts[1].read_only);
-        assert!(dir.join("kubernetes.io~empty-dir/scratch/p1/logs").is_dir(), "subPaths are made");
-        assert!(mounts[2].host_path.contains("/..20"), "a key resolves to its file: {}", mounts[2].host_path);
+        assert!(
+            dir.join("kubernetes.io~empty-dir/scratch/p1/logs").is_dir(),
+            "subPaths are made"
+        );
+        assert!(
+            mounts[2].host_path.contains("/..20"),
+            "a key resolves to its file: {}",
+            mounts[2].host_path
+        );
         assert!(mounts[2].read_only, "configMap volumes are read-only");
         let escape = json!({ "name": "c", "volumeMounts": [{ "name": "scratch", "mountPath": "/x", "subPath": "../.." }] });
         assert!(container_mounts(&escape, &volumes, &env).is_err());

@@ -64,7 +64,11 @@ fn keys_payload(
 }
 
 /// Looks an object up: Some(data), None when missing and `optional`, the error otherwise.
-fn lookup<'a>(fetched: Option<&'a Fetched>, optional: bool, what: &str) -> Result<Option<&'a ObjectData>, String> {
+fn lookup<'a>(
+    fetched: Option<&'a Fetched>,
+    optional: bool,
+    what: &str,
+) -> Result<Option<&'a ObjectData>, String> {
     match fetched {
         Some(Fetched::Found(o)) => Ok(Some(o)),
         Some(Fetched::NotFound(_)) if optional => Ok(None),
@@ -74,17 +78,34 @@ fn lookup<'a>(fetched: Option<&'a Fetched>, optional: bool, what: &str) -> Resul
 }
 
 /// A configMap volume source (`volumes[].configMap` or a projected `sources[].configMap`).
-pub fn config_map(source: &Value, sources: &Sources, default_mode: u32, payload: &mut Payload) -> Result<(), String> {
+pub fn config_map(
+    source: &Value,
+    sources: &Sources,
+    default_mode: u32,
+    payload: &mut Payload,
+) -> Result<(), String> {
     let name = source["name"].as_str().unwrap_or_default();
     let optional = source["optional"].as_bool().unwrap_or(false);
     let Some(obj) = lookup(sources.config_maps.get(name), optional, name)? else {
         return Ok(());
     };
-    keys_payload(obj, &source["items"], default_mode, optional, "configmap", payload)
+    keys_payload(
+        obj,
+        &source["items"],
+        default_mode,
+        optional,
+        "configmap",
+        payload,
+    )
 }
 
 /// A secret volume source (`secretName` in a volume, `name` in a projection).
-pub fn secret(source: &Value, sources: &Sources, default_mode: u32, payload: &mut Payload) -> Result<(), String> {
+pub fn secret(
+    source: &Value,
+    sources: &Sources,
+    default_mode: u32,
+    payload: &mut Payload,
+) -> Result<(), String> {
     let name = source["secretName"]
         .as_str()
         .or_else(|| source["name"].as_str())
@@ -174,7 +195,10 @@ mod tests {
     fn sources() -> Sources {
         let obj = |pairs: &[(&str, &str)]| {
             Fetched::Found(ObjectData {
-                data: pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+                data: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect(),
                 binary_data: BTreeMap::new(),
             })
         };
@@ -182,7 +206,10 @@ mod tests {
             config_maps: [("cm".to_owned(), obj(&[("a", "1"), ("b", "2")]))].into(),
             secrets: [
                 ("s".to_owned(), obj(&[("pw", "x")])),
-                ("gone".to_owned(), Fetched::NotFound("secret \"gone\" not found".into())),
+                (
+                    "gone".to_owned(),
+                    Fetched::NotFound("secret \"gone\" not found".into()),
+                ),
             ]
             .into(),
             ..Default::default()
@@ -200,8 +227,13 @@ mod tests {
         let pod = json!({ "metadata": { "name": "p", "labels": { "x": "y" } },
                           "spec": { "containers": [{ "name": "c", "resources": { "limits": { "memory": "1Gi" } } }] } });
         let s = sources();
-        let all = payload(&json!({ "configMap": { "name": "cm" } }), &pod, &s).unwrap().unwrap();
-        assert_eq!(files(&all), vec![("a".into(), "1".into(), 0o644), ("b".into(), "2".into(), 0o644)]);
+        let all = payload(&json!({ "configMap": { "name": "cm" } }), &pod, &s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            files(&all),
+            vec![("a".into(), "1".into(), 0o644), ("b".into(), "2".into(), 0o644)]
+        );
         let picked = payload(
             &json!({ "configMap": { "name": "cm", "defaultMode": 0o600, "items": [{ "key": "b", "path": "dir/b.txt", "mode": 0o400 }, { "key": "a", "path": "a" }] } }),
             &pod,
@@ -209,17 +241,38 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(files(&picked), vec![("a".into(), "1".into(), 0o600), ("dir/b.txt".into(), "2".into(), 0o400)]);
-        let missing = payload(&json!({ "configMap": { "name": "cm", "items": [{ "key": "z", "path": "z" }] } }), &pod, &s);
-        assert_eq!(missing.unwrap().unwrap_err(), "configmap references non-existent config key: z");
         assert_eq!(
-            payload(&json!({ "secret": { "secretName": "gone" } }), &pod, &s).unwrap().unwrap_err(),
+            files(&picked),
+            vec![
+                ("a".into(), "1".into(), 0o600),
+                ("dir/b.txt".into(), "2".into(), 0o400)
+            ]
+        );
+        let missing = payload(
+            &json!({ "configMap": { "name": "cm", "items": [{ "key": "z", "path": "z" }] } }),
+            &pod,
+            &s,
+        );
+        assert_eq!(
+            missing.unwrap().unwrap_err(),
+            "configmap references non-existent config key: z"
+        );
+        assert_eq!(
+            payload(&json!({ "secret": { "secretName": "gone" } }), &pod, &s)
+                .unwrap()
+                .unwrap_err(),
             "secret \"gone\" not found"
         );
-        assert!(payload(&json!({ "secret": { "secretName": "gone", "optional": true } }), &pod, &s)
+        assert!(
+            payload(
+                &json!({ "secret": { "secretName": "gone", "optional": true } }),
+                &pod,
+                &s
+            )
             .unwrap()
             .unwrap()
-            .is_empty());
+            .is_empty()
+        );
         let projected = payload(
             &json!({ "projected": { "defaultMode": 0o440, "sources": [
                 { "secret": { "name": "s" } },
