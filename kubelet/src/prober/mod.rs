@@ -15,6 +15,7 @@
 
 pub mod probes;
 pub mod results;
+pub mod tls;
 
 use std::{
     collections::HashMap,

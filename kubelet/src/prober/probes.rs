@@ -72,14 +72,25 @@ pub fn run(action: &Action, target: &Target<'_>, timeout: Duration) -> ProbeRun 
             path,
             headers,
         } => {
-            if scheme != "HTTP" {
-                return ProbeRun::Error(format!("{scheme} probes are not supported by this kubelet"));
-            }
+            let tls = match scheme.as_str() {
+                "HTTP" => false,
+                "HTTPS" => true,
+                other => return ProbeRun::Error(format!("unsupported scheme {other:?}")),
+            };
             let host = host.as_deref().unwrap_or(target.pod_ip);
-            match http_get(host, *port, path, headers, timeout, target.runtime.node_netns()) {
+            let url = format!("{}://{host}:{port}{path}", scheme.to_ascii_lowercase());
+            match http_get(
+                host,
+                *port,
+                path,
+                headers,
+                tls,
+                timeout,
+                target.runtime.node_netns(),
+            ) {
                 Ok(code) if (200..400).contains(&code) => ProbeRun::Success,
                 Ok(code) => ProbeRun::Failure(format!("HTTP probe failed with statuscode: {code}")),
-                Err(e) => ProbeRun::Failure(format!("Get \"http://{host}:{port}{path}\": {e}")),
+                Err(e) => ProbeRun::Failure(format!("Get \"{url}\": {e}")),
             }
         }
         Action::Unsupported(why) => ProbeRun::Error(why.clone()),
@@ -110,19 +121,35 @@ pub fn connect(
     .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
 }
 
-/// An HTTP/1.1 GET of `path` from `host:port`; the status code.
+/// An HTTP/1.1 GET of `path` from `host:port` (over TLS if `tls`, the certificate unchecked); the
+/// status code.
+#[allow(clippy::too_many_arguments)]
 fn http_get(
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    tls: bool,
     timeout: Duration,
     netns: Option<PathBuf>,
 ) -> std::io::Result<u16> {
-    let mut stream = connect(host, port, timeout, netns)?;
+    let stream = connect(host, port, timeout, netns)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(request(host, port, path, headers).as_bytes())?;
+    let req = request(host, port, path, headers);
+    if !tls {
+        return exchange(stream, &req);
+    }
+    let config = super::tls::probe_client_config().map_err(std::io::Error::other)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    exchange(rustls::StreamOwned::new(conn, stream), &req)
+}
+
+/// Sends `req` on `stream` and reads the response's status code.
+fn exchange(mut stream: impl Read + Write, req: &str) -> std::io::Result<u16> {
+    stream.write_all(req.as_bytes())?;
     // The status line is all a probe needs.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
@@ -196,6 +223,50 @@ mod tests {
             }
         });
         port
+    }
+
+    #[test]
+    fn https_probes_do_not_check_the_certificate() {
+        use std::sync::Arc;
+        let key = rcgen::generate_simple_self_signed(vec!["pod.example".to_owned()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![key.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+            )
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((tcp, _)) = listener.accept() {
+                let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = [0u8; 1024];
+                let _ = tls.read(&mut buf);
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        let rt = FakeRuntime::new(250);
+        let target = Target {
+            runtime: &rt,
+            pod_uid: "u",
+            container: "c",
+            pod_ip: "127.0.0.1",
+        };
+        let get = Action::HttpGet {
+            scheme: "HTTPS".into(),
+            host: None,
+            port,
+            path: "/healthz".into(),
+            headers: vec![],
+        };
+        assert_eq!(run(&get, &target, Duration::from_secs(5)), ProbeRun::Success);
     }
 
     #[test]
