@@ -306,7 +306,7 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
                 "command": ["sh", "-c"],
                 "args": ["env > /out/env; echo $(GREETING) > /out/expanded; cat /work/init.txt > /out/init; \
                           cat /etc/sec/password > /out/password; cat /etc/podinfo/labels > /out/labels; \
-                          grep /etc/sec /proc/mounts > /out/secret-mount; \
+                          grep /etc/sec /proc/mounts > /out/secret-mount; grep ' /mem ' /proc/mounts > /out/mem-mount; \
                           while true; do cat /etc/cfg/color > /out/color.tmp; cat /out/color.tmp > /out/color; sleep 0.2; done"],
                 "resources": { "limits": { "memory": "64Mi" } },
                 "env": [
@@ -326,7 +326,8 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
                     { "name": "cfg", "mountPath": "/etc/cfg" },
                     { "name": "sec", "mountPath": "/etc/sec" },
                     { "name": "podinfo", "mountPath": "/etc/podinfo" },
-                    { "name": "out", "mountPath": "/out" }
+                    { "name": "out", "mountPath": "/out" },
+                    { "name": "mem", "mountPath": "/mem" }
                 ]
             }],
             "volumes": [
@@ -334,7 +335,8 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
                 { "name": "cfg", "configMap": { "name": "cfg" } },
                 { "name": "sec", "secret": { "secretName": "sec", "defaultMode": 0o400 } },
                 { "name": "podinfo", "downwardAPI": { "items": [{ "path": "labels", "fieldRef": { "fieldPath": "metadata.labels" } }] } },
-                { "name": "out", "hostPath": { "path": out.to_string_lossy(), "type": "DirectoryOrCreate" } }
+                { "name": "out", "hostPath": { "path": out.to_string_lossy(), "type": "DirectoryOrCreate" } },
+                { "name": "mem", "emptyDir": { "medium": "Memory", "sizeLimit": "16Mi" } }
             ]
         }
     }))
@@ -356,6 +358,16 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
             "ports": [{ "name": "http", "containerPort": 8080 }],
             "readinessProbe": { "httpGet": { "port": "http", "path": "/index.html" }, "periodSeconds": 1 },
             "livenessProbe": { "tcpSocket": { "port": 8080 }, "initialDelaySeconds": 8, "periodSeconds": 1 } }] }
+    }))
+    .await;
+    // A startup probe holds back a liveness probe that would fail until the container started.
+    create(json!({
+        "metadata": { "name": "starter" },
+        "spec": { "nodeName": "ps-node", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "app", "image": "busybox", "command": ["sh", "-c", "sleep 3; touch /tmp/started; exec sleep 1000"],
+            "startupProbe": { "exec": { "command": ["cat", "/tmp/started"] }, "periodSeconds": 1, "failureThreshold": 30 },
+            "livenessProbe": { "exec": { "command": ["cat", "/tmp/started"] }, "periodSeconds": 1, "failureThreshold": 1 },
+            "readinessProbe": { "exec": { "command": ["true"] }, "periodSeconds": 1 } }] }
     }))
     .await;
     // A key that is not there keeps the container from starting; a missing ConfigMap volume keeps
@@ -394,6 +406,21 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         unready["status"]
     );
     assert_eq!(unready["status"]["containerStatuses"][0]["ready"], false);
+
+    let starting = eventually("the starter runs", Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move {
+            let pod = pod_json(&pods, "starter").await?;
+            let s = pod["status"]["containerStatuses"][0].clone();
+            s["state"]["running"].is_object().then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(
+        (&starting["started"], &starting["ready"]),
+        (&json!(false), &json!(false)),
+        "{starting}"
+    );
 
     // Env and volumes.
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
@@ -460,7 +487,19 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
         read("secret-mount")
     );
     assert_eq!(read("color"), "blue");
+    let mem = read("mem-mount");
+    assert!(
+        mem.starts_with("tmpfs /mem tmpfs") && mem.contains("size=16384k"),
+        "a sized tmpfs: {mem}"
+    );
     let state = node.dir.join("state");
+    let uid = pod_json(&pods, "env-vol").await.unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let password = state.join(format!("pods/{uid}/volumes/kubernetes.io~secret/sec/password"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&password).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o400, "the secret's defaultMode");
     let on_node = mounts_under(&state);
     assert!(
         on_node.iter().any(|m| m.ends_with("kubernetes.io~secret/sec")),
@@ -514,6 +553,21 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     assert_eq!(
         ready["status"]["containerStatuses"][0]["restartCount"], 0,
         "its TCP liveness probe passes"
+    );
+
+    // The startup probe passed: started, then ready, never restarted.
+    let started = eventually("the starter starts and is ready", Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move {
+            let pod = pod_json(&pods, "starter").await?;
+            let s = pod["status"]["containerStatuses"][0].clone();
+            (s["started"] == true && s["ready"] == true).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(
+        started["restartCount"], 0,
+        "the liveness probe waited for the startup probe"
     );
 
     // Errors that keep containers from starting.
@@ -597,7 +651,14 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
     .await;
 
     // Deleting the pods unmounts and removes everything.
-    for name in ["env-vol", "unhealthy", "slow-web", "bad-env", "bad-volume"] {
+    for name in [
+        "env-vol",
+        "unhealthy",
+        "slow-web",
+        "starter",
+        "bad-env",
+        "bad-volume",
+    ] {
         within("a pod delete", pods.delete(name, &DeleteParams::default()))
             .await
             .unwrap();
