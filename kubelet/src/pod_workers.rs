@@ -204,14 +204,16 @@ impl PodWorkers {
         }
     }
 
-    /// The pod is gone from the API: its worker stops once its current sync ends.
+    /// The pod is gone from the API: its worker stops once its current sync ends, its probes at once.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.node.probes.remove_pod(uid);
     }
 
     /// Stops every worker (once its current sync ends): the node is shutting down.
     pub fn stop_all(&self) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.node.probes.stop_all();
     }
 
     /// Pods with a worker.

@@ -139,6 +139,16 @@ impl ProbeManager {
         state.running.remove(uid);
     }
 
+    /// Stops every worker (the kubelet is stopping; a restarted one probes afresh).
+    pub fn stop_all(&self) {
+        let mut state = self.lock();
+        for (_, w) in state.workers.drain() {
+            w.abort();
+        }
+        state.results.clear();
+        state.running.clear();
+    }
+
     /// The result of a probe for the container instance `inst`, if one was found for it.
     fn result(&self, uid: &str, name: &str, kind: ProbeKind, inst: &str) -> Option<Outcome> {
         let state = self.lock();
