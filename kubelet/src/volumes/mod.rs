@@ -10,7 +10,8 @@
 //! up again on every pod sync rewrites them only when their content changed, which is how updates to
 //! a ConfigMap reach running pods. A container's `volumeMounts` become bind mounts
 //! ([`container_mounts`]); on teardown everything mounted under the pod's directory is unmounted
-//! ([`unmount_all`]) before the directory goes.
+//! ([`unmount_all`]) before the directory goes. With a pod `fsGroup`, volumes other than hostPath
+//! belong to that group and are group-readable (upstream's `SetVolumeOwnership`).
 
 pub mod atomic_writer;
 pub mod host_path;
@@ -83,6 +84,9 @@ fn set_up_one(
         }
         // Upstream's emptyDir is open to every user of the pod.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+        if let Some(gid) = fs_group(pod) {
+            set_ownership(&path, gid, false).map_err(io)?;
+        }
         return Ok(HostVolume {
             path,
             read_only: false,
@@ -113,19 +117,67 @@ fn set_up_one(
         return Err("volume type not supported by this node".into());
     };
     // Compute the payload before touching the node: a missing object leaves nothing behind.
-    let payload = payload?;
+    let mut payload = payload?;
+    let fs_group = fs_group(pod);
+    if fs_group.is_some() {
+        // The modes ownership gives, in the payload itself, so an unchanged payload is not rewritten.
+        for f in payload.values_mut() {
+            f.mode |= RO_MASK;
+        }
+    }
     let path = plugin_dir(plugin);
     std::fs::create_dir_all(&path).map_err(io)?;
     // Secrets (and projections, which may hold them) never touch the disk.
     if matches!(plugin, "secret" | "projected") && !is_mount_point(&path) {
         mount_tmpfs(&path, None)?;
     }
-    atomic_writer::write(&path, &payload).map_err(io)?;
+    if atomic_writer::write(&path, &payload).map_err(io)?
+        && let Some(gid) = fs_group
+    {
+        set_ownership(&path, gid, true).map_err(io)?;
+    }
     Ok(HostVolume {
         path,
         read_only: true,
         writable_source: false,
     })
+}
+
+/// Group bits ownership adds to a read-only volume's files (upstream `roMask`).
+const RO_MASK: u32 = 0o440;
+/// … to a writable volume's files (`rwMask`).
+const RW_MASK: u32 = 0o660;
+/// … and to directories besides (`execMask`, and setgid so new files keep the group).
+const DIR_MASK: u32 = 0o110 | 0o2000;
+
+/// The pod's `securityContext.fsGroup`.
+fn fs_group(pod: &Value) -> Option<u32> {
+    pod["spec"]["securityContext"]["fsGroup"]
+        .as_u64()
+        .map(|g| g as u32)
+}
+
+/// Gives everything under `dir` to group `gid`, group-readable (and writable unless `read_only`),
+/// directories setgid, as upstream's `SetVolumeOwnership`. Symlinks are re-owned, not followed.
+pub fn set_ownership(dir: &Path, gid: u32, read_only: bool) -> std::io::Result<()> {
+    let mask = if read_only { RO_MASK } else { RW_MASK };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p)?;
+        std::os::unix::fs::lchown(&p, None, Some(gid))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mut mode = (meta.permissions().mode() & 0o7777) | mask;
+        if meta.is_dir() {
+            mode |= DIR_MASK;
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// The bind mounts of `container`'s `volumeMounts` (`subPath`, `subPathExpr` expanded with `env`,
@@ -300,6 +352,44 @@ mod tests {
         assert_eq!(
             set_up(&broken, &dir, &missing).unwrap_err(),
             "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fs_group_owns_the_volumes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("skiff-vols-fsgroup-{}", std::process::id()));
+        let pod = json!({ "spec": { "securityContext": { "fsGroup": 2345 }, "volumes": [
+            { "name": "scratch", "emptyDir": {} },
+            { "name": "cfg", "configMap": { "name": "cm", "defaultMode": 0o400 } }
+        ] } });
+        let sources = Sources {
+            config_maps: [(
+                "cm".to_owned(),
+                crate::envvars::Fetched::Found(crate::envvars::ObjectData {
+                    data: [("k".to_owned(), b"v".to_vec())].into(),
+                    ..Default::default()
+                }),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        set_up(&pod, &dir, &sources).unwrap();
+        let file = std::fs::metadata(dir.join("kubernetes.io~configmap/cfg/k")).unwrap();
+        assert_eq!(
+            (file.gid(), file.mode() & 0o7777),
+            (2345, 0o440),
+            "group-readable, as upstream"
+        );
+        let scratch = std::fs::metadata(dir.join("kubernetes.io~empty-dir/scratch")).unwrap();
+        assert_eq!((scratch.gid(), scratch.mode() & 0o2000), (2345, 0o2000));
+        let data = std::fs::read_link(dir.join("kubernetes.io~configmap/cfg/..data")).unwrap();
+        set_up(&pod, &dir, &sources).unwrap();
+        assert_eq!(
+            std::fs::read_link(dir.join("kubernetes.io~configmap/cfg/..data")).unwrap(),
+            data,
+            "an unchanged payload is not rewritten"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
