@@ -121,9 +121,12 @@ pub fn connect(
     .unwrap_or_else(|_| Err(std::io::Error::other("the probe thread panicked")))
 }
 
+/// The most redirects an HTTP probe follows (Go's client default, which upstream keeps).
+const MAX_REDIRECTS: usize = 10;
+
 /// An HTTP/1.1 GET of `path` from `host:port` (over TLS if `tls`, the certificate unchecked); the
-/// status code.
-#[allow(clippy::too_many_arguments)]
+/// final status code. Redirects to the same host are followed (up to 10); one to another host ends
+/// the probe with the redirect's own code, as upstream's `RedirectChecker` does.
 fn http_get(
     host: &str,
     port: u16,
@@ -133,6 +136,69 @@ fn http_get(
     timeout: Duration,
     netns: Option<PathBuf>,
 ) -> std::io::Result<u16> {
+    let (mut port, mut path, mut tls) = (port, path.to_owned(), tls);
+    for _ in 0..=MAX_REDIRECTS {
+        let (code, location) = get_once(host, port, &path, headers, tls, timeout, netns.clone())?;
+        let Some(next) = location.filter(|_| (300..400).contains(&code)) else {
+            return Ok(code);
+        };
+        match redirect_target(&next, host, port, tls) {
+            Some((h, p, new_path, new_tls)) if h == host => (port, path, tls) = (p, new_path, new_tls),
+            // Another host (or a Location we cannot read): the redirect is the answer.
+            _ => return Ok(code),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "stopped after {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// Where a `Location` leads from `host:port`: (host, port, path, tls).
+pub fn redirect_target(
+    location: &str,
+    host: &str,
+    port: u16,
+    tls: bool,
+) -> Option<(String, u16, String, bool)> {
+    if location.starts_with('/') {
+        return Some((host.to_owned(), port, location.to_owned(), tls));
+    }
+    let (tls, rest) = if let Some(r) = location.strip_prefix("https://") {
+        (true, r)
+    } else {
+        (false, location.strip_prefix("http://")?)
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    let default = if tls { 443 } else { 80 };
+    let (h, p) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (h, after) = bracketed.split_once(']')?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, p.parse().ok()?),
+            None => (h, default),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default),
+        }
+    };
+    Some((h.to_owned(), p, path, tls))
+}
+
+/// One GET: the status code and the `Location` header.
+#[allow(clippy::too_many_arguments)]
+fn get_once(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    tls: bool,
+    timeout: Duration,
+    netns: Option<PathBuf>,
+) -> std::io::Result<(u16, Option<String>)> {
     let stream = connect(host, port, timeout, netns)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -147,21 +213,29 @@ fn http_get(
     exchange(rustls::StreamOwned::new(conn, stream), &req)
 }
 
-/// Sends `req` on `stream` and reads the response's status code.
-fn exchange(mut stream: impl Read + Write, req: &str) -> std::io::Result<u16> {
+/// Sends `req` on `stream` and reads the response's status code and `Location` header.
+fn exchange(mut stream: impl Read + Write, req: &str) -> std::io::Result<(u16, Option<String>)> {
     stream.write_all(req.as_bytes())?;
-    // The status line is all a probe needs.
+    // The head is all a probe needs.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    status_code(&buf)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
+    let code = status_code(&buf)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))?;
+    let head = String::from_utf8_lossy(&buf);
+    let location = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_owned())
+    });
+    Ok((code, location))
 }
 
 /// The request upstream's prober sends: its headers, a Host of `host:port` unless given, and
@@ -223,6 +297,75 @@ mod tests {
             }
         });
         port
+    }
+
+    #[test]
+    fn redirects_are_read_as_go_reads_them() {
+        assert_eq!(
+            redirect_target("/next", "10.0.0.1", 8080, false),
+            Some(("10.0.0.1".into(), 8080, "/next".into(), false))
+        );
+        assert_eq!(
+            redirect_target("https://10.0.0.1:8443/x", "10.0.0.1", 8080, false),
+            Some(("10.0.0.1".into(), 8443, "/x".into(), true))
+        );
+        assert_eq!(
+            redirect_target("http://example.com", "10.0.0.1", 8080, false),
+            Some(("example.com".into(), 80, "/".into(), false))
+        );
+        assert_eq!(redirect_target("ftp://x", "h", 1, false), None);
+        assert_eq!(
+            redirect_target("http://[fd00::1]/", "fd00::1", 80, false),
+            Some(("fd00::1".into(), 80, "/".into(), false))
+        );
+    }
+
+    /// Serves `replies` in order, one connection each.
+    fn serve(replies: Vec<String>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for reply in replies {
+                if let Ok((mut s, _)) = listener.accept() {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(reply.as_bytes());
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn local_redirects_are_followed_and_others_pass() {
+        let rt = FakeRuntime::new(250);
+        let target = Target {
+            runtime: &rt,
+            pod_uid: "u",
+            container: "c",
+            pod_ip: "127.0.0.1",
+        };
+        let get = |port| Action::HttpGet {
+            scheme: "HTTP".into(),
+            host: None,
+            port,
+            path: "/".into(),
+            headers: vec![],
+        };
+        let t = Duration::from_secs(2);
+        let local = serve(vec![
+            "HTTP/1.1 302 Found\r\nLocation: /broken\r\nContent-Length: 0\r\n\r\n".into(),
+            "HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n".into(),
+        ]);
+        assert!(matches!(run(&get(local), &target, t), ProbeRun::Failure(m) if m.contains("500")));
+        let away = serve(vec![
+            "HTTP/1.1 301 Moved\r\nLocation: http://elsewhere.example/\r\n\r\n".into(),
+        ]);
+        assert_eq!(
+            run(&get(away), &target, t),
+            ProbeRun::Success,
+            "a non-local redirect passes"
+        );
     }
 
     #[test]
