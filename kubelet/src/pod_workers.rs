@@ -292,21 +292,12 @@ pub async fn sync_pod(
         // the restart policy says.
         let doomed = node.probes.containers_to_kill(uid, &current);
         if !doomed.is_empty() {
-            let (rt, key, pod_grace) = (
-                node.runtime.clone(),
-                uid.to_owned(),
-                pod["spec"]["terminationGracePeriodSeconds"].as_i64(),
-            );
+            let (rt, key) = (node.runtime.clone(), uid.to_owned());
             let graces: Vec<(String, i64)> = doomed
                 .into_iter()
                 .map(|name| {
-                    let c = crate::envvars::find_container(pod, &name)
-                        .cloned()
-                        .unwrap_or_default();
-                    let probe = ["livenessProbe", "startupProbe"]
-                        .iter()
-                        .find_map(|f| c[f]["terminationGracePeriodSeconds"].as_i64());
-                    (name, probe.or(pod_grace).unwrap_or(30))
+                    let grace = crate::prober::kill_grace_seconds(pod, &name);
+                    (name, grace)
                 })
                 .collect();
             current = blocking(move || {

@@ -251,6 +251,17 @@ impl ProbeManager {
     }
 }
 
+/// The seconds a container killed for a failed liveness (or startup) probe gets to stop: the
+/// probe's own `terminationGracePeriodSeconds`, else the pod's, else 30.
+pub fn kill_grace_seconds(pod: &Value, container: &str) -> i64 {
+    let c = crate::envvars::find_container(pod, container).unwrap_or(&Value::Null);
+    ["livenessProbe", "startupProbe"]
+        .iter()
+        .find_map(|f| c[f]["terminationGracePeriodSeconds"].as_i64())
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+}
+
 /// One probe of one container.
 struct Worker {
     manager: Arc<ProbeManager>,
