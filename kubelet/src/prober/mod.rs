@@ -13,6 +13,7 @@
 //! A container is an *instance* (its id and restart count): a restarted container starts from the
 //! initial results again. Containers without a readiness probe are ready once running.
 
+pub mod grpc;
 pub mod probes;
 pub mod results;
 pub mod tls;
@@ -320,7 +321,12 @@ impl Worker {
             if since.is_some_and(|s| s < self.spec.initial_delay) {
                 continue;
             }
-            let run = {
+            let run = async {
+                if let results::Action::Grpc { host, port, service } = &self.spec.action {
+                    let host = host.as_deref().unwrap_or(&self.pod_ip);
+                    let netns = self.runtime.node_netns();
+                    return Ok(grpc::check(host, *port, service, self.spec.timeout, netns).await);
+                }
                 let (rt, action, timeout) =
                     (self.runtime.clone(), self.spec.action.clone(), self.spec.timeout);
                 let (uid, name, ip) = (uid.clone(), name.clone(), self.pod_ip.clone());
@@ -333,6 +339,7 @@ impl Worker {
                     };
                     probes::run(&action, &target, timeout)
                 })
+                .await
             };
             // The probe's own timeout bounds it; this one only guards against a stuck thread.
             let outcome = match tokio::time::timeout(self.spec.timeout + Duration::from_secs(10), run).await {

@@ -93,6 +93,8 @@ pub fn run(action: &Action, target: &Target<'_>, timeout: Duration) -> ProbeRun 
                 Err(e) => ProbeRun::Failure(format!("Get \"{url}\": {e}")),
             }
         }
+        // Async (HTTP/2): the worker runs these itself (see super::grpc).
+        Action::Grpc { .. } => ProbeRun::Error("gRPC probes run on the async path".into()),
         Action::Unsupported(why) => ProbeRun::Error(why.clone()),
     }
 }

@@ -81,7 +81,16 @@ pub enum Action {
         /// The port.
         port: u16,
     },
-    /// Something this kubelet does not do (gRPC): reported as a probe error, never counted.
+    /// A gRPC health check (`grpc.health.v1.Health/Check`); `SERVING` passes.
+    Grpc {
+        /// The host (the pod IP when empty).
+        host: Option<String>,
+        /// The port.
+        port: u16,
+        /// The service asked about (`""`: the server as a whole).
+        service: String,
+    },
+    /// A probe this kubelet cannot run: reported as a probe error, never counted.
     Unsupported(String),
 }
 
@@ -167,7 +176,15 @@ impl ProbeSpec {
                 Err(e) => Action::Unsupported(e),
             }
         } else if probe["grpc"].is_object() {
-            Action::Unsupported("gRPC probes are not supported by this kubelet".into())
+            let g = &probe["grpc"];
+            match g["port"].as_u64() {
+                Some(port) => Action::Grpc {
+                    host: None,
+                    port: port as u16,
+                    service: g["service"].as_str().unwrap_or_default().to_owned(),
+                },
+                None => Action::Unsupported("a gRPC probe needs a port number".into()),
+            }
         } else {
             Action::Unsupported("the probe has no handler".into())
         };
@@ -297,6 +314,15 @@ mod tests {
         assert_eq!((t.period, t.failure_threshold), (Duration::from_secs(2), 1));
         let bad = ProbeSpec::parse(&json!({ "tcpSocket": { "port": "nope" } }), &c);
         assert!(matches!(bad.action, Action::Unsupported(_)));
+        let g = ProbeSpec::parse(&json!({ "grpc": { "port": 9090, "service": "db" } }), &c);
+        assert_eq!(
+            g.action,
+            Action::Grpc {
+                host: None,
+                port: 9090,
+                service: "db".into()
+            }
+        );
         let e = ProbeSpec::parse(&json!({ "exec": { "command": ["cat", "/tmp/ok"] } }), &c);
         assert_eq!(e.action, Action::Exec(vec!["cat".into(), "/tmp/ok".into()]));
     }
