@@ -292,6 +292,24 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
                 .unwrap();
         }
     };
+    // A plain pod first, timed (printed, not asserted: the figure is the benchmark's business).
+    let created = std::time::Instant::now();
+    create(json!({
+        "metadata": { "name": "plain" },
+        "spec": { "nodeName": "ps-node", "terminationGracePeriodSeconds": 1,
+                  "containers": [{ "name": "app", "image": "busybox", "command": ["sleep", "1000"] }] }
+    }))
+    .await;
+    eventually("the plain pod runs", Duration::from_secs(20), || {
+        let pods = pods.clone();
+        async move { (pod_json(&pods, "plain").await?["status"]["phase"] == "Running").then_some(()) }
+    })
+    .await;
+    eprintln!(
+        "plain pod create → Running (polled every 50 ms): {:?}",
+        created.elapsed()
+    );
+
     // Env from every source and every kind of volume; the app container copies what it sees to a
     // hostPath directory the test reads, and keeps copying the configMap file.
     create(json!({
@@ -652,6 +670,7 @@ async fn env_volumes_and_probes_work_on_a_real_node() {
 
     // Deleting the pods unmounts and removes everything.
     for name in [
+        "plain",
         "env-vol",
         "unhealthy",
         "slow-web",
