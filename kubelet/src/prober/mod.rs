@@ -1,8 +1,8 @@
 //! Container probes (exec, httpGet over HTTP or HTTPS, tcpSocket, gRPC: [`probes`], [`grpc`]), as
-//! upstream's prober manager (pkg/kubelet/prober): one worker per (pod,
-//! container, probe kind) probing every `periodSeconds` once `initialDelaySeconds` passed since the
-//! container started, counting outcomes against the thresholds ([`results`]) and publishing the
-//! result for the container instance it probed. A changed result makes the pod sync again (the
+//! upstream's prober manager (pkg/kubelet/prober): one worker per (pod, container, probe kind)
+//! probing every `periodSeconds` once `initialDelaySeconds` passed since the container started,
+//! counting outcomes against the thresholds ([`results`]) and publishing the result for the
+//! container instance it probed. A changed result makes the pod sync again (the
 //! pod worker reads the results):
 //!
 //! - liveness (or startup) failure: the pod worker stops the container and the restart policy
