@@ -56,6 +56,9 @@ pub struct Sources {
     pub host_ip: String,
     /// The service environment variables ([`service_env`]).
     pub service_env: BTreeMap<String, String>,
+    /// Why the services could not be read: no container is configured without their variables
+    /// (upstream fails the same way until its service informer has synced).
+    pub service_error: Option<String>,
 }
 
 /// `my-svc` → `MY_SVC` (upstream `makeEnvVariableName`).
@@ -232,22 +235,22 @@ impl Sources {
         // the default namespace always (a namesake in the pod's namespace wins, as upstream).
         let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), ns);
         let mut listed: Vec<Value> = Vec::new();
-        if pod["spec"]["enableServiceLinks"].as_bool() != Some(false)
-            && let Ok(list) = services.list(&Default::default()).await
-        {
-            listed.extend(
-                list.items
-                    .into_iter()
-                    .filter_map(|s| serde_json::to_value(s).ok()),
-            );
+        if pod["spec"]["enableServiceLinks"].as_bool() != Some(false) {
+            match services.list(&Default::default()).await {
+                Ok(list) => listed.extend(
+                    list.items
+                        .into_iter()
+                        .filter_map(|s| serde_json::to_value(s).ok()),
+                ),
+                Err(e) => sources.service_error = Some(format!("couldn't list services: {e}")),
+            }
         }
         if !listed.iter().any(|s| s["metadata"]["name"] == "kubernetes") {
             let defaults: Api<k8s_openapi::api::core::v1::Service> =
                 Api::namespaced(client.clone(), "default");
-            if let Ok(Some(master)) = defaults.get_opt("kubernetes").await
-                && let Ok(master) = serde_json::to_value(master)
-            {
-                listed.push(master);
+            match defaults.get_opt("kubernetes").await {
+                Ok(master) => listed.extend(master.and_then(|m| serde_json::to_value(m).ok())),
+                Err(e) => sources.service_error = Some(format!("couldn't get the kubernetes service: {e}")),
             }
         }
         sources.service_env = service_env(&listed);
@@ -442,6 +445,9 @@ pub fn make_environment(
     sources: &Sources,
 ) -> Result<(EnvList, Vec<String>), String> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    if let Some(e) = &sources.service_error {
+        return Err(e.clone());
+    }
     let mut env: Vec<(String, String)> = Vec::new();
     let set =
         |env: &mut Vec<(String, String)>, k: String, v: String| match env.iter_mut().find(|(n, _)| *n == k) {
@@ -668,6 +674,7 @@ mod tests {
             pod_ip: "10.244.1.5".into(),
             host_ip: "192.168.1.2".into(),
             service_env: BTreeMap::new(),
+            service_error: None,
         }
     }
 
