@@ -276,7 +276,7 @@ pub struct References {
     pub config_maps: BTreeSet<String>,
     /// Secret names.
     pub secrets: BTreeSet<String>,
-    /// Whether any resourceFieldRef appears (the node's allocatable may be needed).
+    /// Whether the node's allocatable may be needed (a resourceFieldRef, a memory emptyDir).
     pub resources: bool,
 }
 
@@ -310,6 +310,8 @@ pub fn references(pod: &Value) -> References {
                 .any(|i| i["resourceFieldRef"].is_object())
         };
         refs.resources |= downward(&v["downwardAPI"]["items"]);
+        // A memory emptyDir is sized by the node's allocatable memory at most.
+        refs.resources |= v["emptyDir"]["medium"] == "Memory";
         for s in v["projected"]["sources"].as_array().into_iter().flatten() {
             refs.config_maps.extend(name(&s["configMap"]));
             refs.secrets.extend(name(&s["secret"]));

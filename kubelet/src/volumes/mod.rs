@@ -76,11 +76,7 @@ fn set_up_one(
         let path = plugin_dir("empty-dir");
         std::fs::create_dir_all(&path).map_err(io)?;
         if v["emptyDir"]["medium"] == "Memory" && !is_mount_point(&path) {
-            let size = v["emptyDir"]["sizeLimit"]
-                .as_str()
-                .and_then(crate::runtime::parse_quantity)
-                .map(|b| b.ceil() as u64);
-            mount_tmpfs(&path, size)?;
+            mount_tmpfs(&path, memory_volume_size(pod, v, sources))?;
         }
         // Upstream's emptyDir is open to every user of the pod.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
@@ -141,6 +137,51 @@ fn set_up_one(
         read_only: true,
         writable_source: false,
     })
+}
+
+/// The size of memory emptyDir `volume` of `pod` (upstream `calculateEmptyDirMemorySize`): the
+/// node's allocatable memory, or the pod's memory limit if smaller, or the volume's `sizeLimit` if
+/// smaller still; None (the kernel's default) when nothing is known.
+pub fn memory_volume_size(pod: &Value, volume: &Value, sources: &Sources) -> Option<u64> {
+    let quantity = |v: &Value| match v {
+        Value::String(s) => crate::runtime::parse_quantity(s),
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    };
+    let mut size = sources
+        .allocatable
+        .get("memory")
+        .and_then(|q| crate::runtime::parse_quantity(q));
+    let smaller = |size: Option<f64>, limit: Option<f64>| match (size, limit) {
+        (_, Some(l)) if l > 0.0 && size.is_none_or(|s| l <= s) => Some(l),
+        _ => size,
+    };
+    size = smaller(size, pod_memory_limit(pod, &quantity));
+    size = smaller(size, quantity(&volume["emptyDir"]["sizeLimit"]));
+    size.map(|b| b.ceil() as u64)
+}
+
+/// The pod's memory limit as its cgroup gets it: the sum of its containers' limits (the largest init
+/// container's if larger), only when every container declares one.
+fn pod_memory_limit(pod: &Value, quantity: &dyn Fn(&Value) -> Option<f64>) -> Option<f64> {
+    let limit = |c: &Value| quantity(&c["resources"]["limits"]["memory"]);
+    let apps: Vec<Option<f64>> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(limit)
+        .collect();
+    let inits: Vec<Option<f64>> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(limit)
+        .collect();
+    if apps.is_empty() || apps.iter().chain(&inits).any(Option::is_none) {
+        return None;
+    }
+    let sum: f64 = apps.iter().flatten().sum();
+    Some(inits.iter().flatten().fold(sum, |m, l| m.max(*l)))
 }
 
 /// Group bits ownership adds to a read-only volume's files (upstream `roMask`).
@@ -354,6 +395,38 @@ mod tests {
             "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn memory_volumes_are_sized_as_upstream() {
+        let vol = |limit: Value| json!({ "emptyDir": { "medium": "Memory", "sizeLimit": limit } });
+        let pod = |limits: Value| {
+            json!({ "spec": { "containers": [
+            { "name": "a", "resources": { "limits": limits.clone() } },
+            { "name": "b", "resources": { "limits": limits } }] } })
+        };
+        let mut s = Sources::default();
+        assert_eq!(memory_volume_size(&pod(json!({})), &vol(Value::Null), &s), None);
+        s.allocatable.insert("memory".into(), "4Gi".into());
+        assert_eq!(
+            memory_volume_size(&pod(json!({})), &vol(Value::Null), &s),
+            Some(4 << 30)
+        );
+        let limited = pod(json!({ "memory": "64Mi" }));
+        assert_eq!(
+            memory_volume_size(&limited, &vol(Value::Null), &s),
+            Some(128 << 20),
+            "two containers' limits"
+        );
+        assert_eq!(
+            memory_volume_size(&limited, &vol(json!("16Mi")), &s),
+            Some(16 << 20)
+        );
+        assert_eq!(
+            memory_volume_size(&limited, &vol(json!("1Gi")), &s),
+            Some(128 << 20),
+            "never above the pod's"
+        );
     }
 
     #[test]
