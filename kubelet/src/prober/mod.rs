@@ -231,18 +231,26 @@ impl ProbeManager {
                 unready.push(name);
             }
         }
-        let ready = unready.is_empty() && !specs.is_empty();
+        let containers_ready = unready.is_empty() && !specs.is_empty();
         let terminal = matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
         let old = &pod["status"];
-        for kind in ["Ready", "ContainersReady"] {
-            let reason = match (ready, terminal) {
-                (true, _) => None,
-                (false, true) => Some("PodCompleted"),
-                (false, false) => Some("ContainersNotReady"),
+        let gates = readiness_gates(pod, status);
+        for kind in ["ContainersReady", "Ready"] {
+            let (ready, reason, message) = match (containers_ready, terminal) {
+                (true, _) if kind == "Ready" && !gates.is_empty() => {
+                    (false, Some("ReadinessGatesNotReady"), Some(gates.join(", ")))
+                }
+                (true, _) => (true, None, None),
+                (false, true) => (false, Some("PodCompleted"), None),
+                (false, false) => (
+                    false,
+                    Some("ContainersNotReady"),
+                    Some(format!("containers with unready status: [{}]", unready.join(" "))),
+                ),
             };
             let mut c = crate::status::condition(old, kind, ready, reason, now);
-            if !ready && !terminal {
-                c["message"] = json!(format!("containers with unready status: [{}]", unready.join(" ")));
+            if let Some(m) = message {
+                c["message"] = json!(m);
             }
             for slot in status["conditions"].as_array_mut().into_iter().flatten() {
                 if slot["type"] == kind {
@@ -251,6 +259,28 @@ impl ProbeManager {
             }
         }
     }
+}
+
+/// What keeps the pod's `readinessGates` from letting it be Ready (upstream's messages), from the
+/// conditions in `status`: empty when every gate's condition is True.
+fn readiness_gates(pod: &Value, status: &Value) -> Vec<String> {
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    pod["spec"]["readinessGates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["conditionType"].as_str())
+        .filter_map(|t| match conditions.iter().find(|c| c["type"] == t) {
+            None => Some(format!(
+                "corresponding condition of pod readiness gate \"{t}\" does not exist."
+            )),
+            Some(c) if c["status"] != "True" => Some(format!(
+                "the status of pod readiness gate \"{t}\" is not \"True\", but {}",
+                c["status"].as_str().unwrap_or_default()
+            )),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// The seconds a container killed for a failed liveness (or startup) probe gets to stop: the
@@ -426,6 +456,25 @@ mod tests {
         let restarted = vec![running("web", 1), running("side", 0)];
         m.apply_to_status(&pod, &restarted, &mut status, "t");
         assert_eq!(status["containerStatuses"][0]["ready"], false);
+
+        // A readiness gate holds Ready (not ContainersReady) until its condition is True.
+        let mut gated = pod.clone();
+        gated["spec"]["readinessGates"] = json!([{ "conditionType": "example.com/lb" }]);
+        m.apply_to_status(&gated, &containers, &mut status, "t");
+        assert_eq!(
+            (
+                &status["conditions"][0]["status"],
+                &status["conditions"][1]["status"]
+            ),
+            (&json!("False"), &json!("True"))
+        );
+        assert_eq!(status["conditions"][0]["reason"], "ReadinessGatesNotReady");
+        status["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "type": "example.com/lb", "status": "True" }));
+        m.apply_to_status(&gated, &containers, &mut status, "t");
+        assert_eq!(status["conditions"][0]["status"], "True");
 
         let live = ("u".to_owned(), "side".to_owned(), ProbeKind::Liveness);
         m.publish(&live, &instance(&containers[1]), Outcome::Failure);
