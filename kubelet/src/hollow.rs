@@ -100,6 +100,10 @@ pub async fn run_hollow_nodes(
             pod_cidr: std::sync::Mutex::new(stored["spec"]["podCIDR"].as_str().map(str::to_owned)),
             runtime: runtime.clone() as Arc<dyn ContainerRuntime>,
             backoff_base: crate::pod_workers::BACKOFF_BASE,
+            // The fake runtime has no volume directory: hollow pods are never probed or mounted.
+            probes: Arc::default(),
+            volume_resync: crate::pod_workers::VOLUME_RESYNC,
+            events: crate::events::PodEvents::disabled(),
         });
         let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         nodes.insert(cfg.name.clone(), (cfg, uid, Arc::new(PodWorkers::new(context))));

@@ -42,6 +42,9 @@ pub struct KubeletOptions {
     pub relist_interval: Duration,
     /// The first restart back-off of a crashed container (upstream: 10 s, doubling to 5 min).
     pub restart_backoff: Duration,
+    /// How often pods with configMap, secret, downwardAPI or projected volumes are synced again to
+    /// refresh them (upstream: the 1 min sync frequency).
+    pub volume_resync: Duration,
 }
 
 impl KubeletOptions {
@@ -53,6 +56,7 @@ impl KubeletOptions {
             status_interval: Duration::from_secs(60),
             relist_interval: Duration::from_secs(1),
             restart_backoff: crate::pod_workers::BACKOFF_BASE,
+            volume_resync: crate::pod_workers::VOLUME_RESYNC,
         }
     }
 }
@@ -101,7 +105,11 @@ pub async fn run_kubelet(
         pod_cidr: Mutex::new(stored["spec"]["podCIDR"].as_str().map(str::to_owned)),
         runtime: runtime.clone(),
         backoff_base: options.restart_backoff,
+        probes: Arc::default(),
+        volume_resync: options.volume_resync,
+        events: crate::events::PodEvents::new(client.clone(), &cfg.name),
     });
+    let probe_updates = context.probes.subscribe();
     let workers = Arc::new(PodWorkers::new(context));
     tracing::info!(node = %cfg.name, runtime = %runtime.version(), "kubelet registered its node");
 
@@ -116,6 +124,7 @@ pub async fn run_kubelet(
         tokio::spawn(follow_node(client.clone(), workers.clone())),
         tokio::spawn(follow_pods(client, workers.clone(), runtime.clone())),
         tokio::spawn(relist(workers.clone(), runtime, options.relist_interval)),
+        tokio::spawn(follow_probes(workers.clone(), probe_updates)),
     ];
     shutdown.await;
     for task in tasks {
@@ -239,6 +248,14 @@ async fn relist(workers: Arc<PodWorkers>, runtime: Arc<dyn ContainerRuntime>, ev
             workers.resync(&uid);
         }
         previous = current.into_iter().collect();
+    }
+}
+
+/// Syncs the pods whose probe results changed (upstream's sync loop reading the liveness, readiness
+/// and startup result channels).
+async fn follow_probes(workers: Arc<PodWorkers>, mut updates: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    while let Some(uid) = updates.recv().await {
+        workers.resync(&uid);
     }
 }
 

@@ -12,10 +12,15 @@
 //! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
 //! runc ([`runc`]), CNI bridge networking ([`cni`]) and the pod's /etc files ([`dns`]);
 //! [`kubelet::run_kubelet`] is one real node's main loop over it (with a PLEG that relists the
-//! runtime, so exits are noticed, and restarts by the pod's restart policy).
+//! runtime, so exits are noticed, and restarts by the pod's restart policy). On such a node a pod's
+//! env comes from every source ([`envvars`]), its volumes are set up ([`volumes`]) and its
+//! containers configured ([`container_config`]), and its probes run ([`prober`]).
 
 pub mod cni;
+pub mod container_config;
 pub mod dns;
+pub mod envvars;
+pub mod events;
 pub mod hollow;
 pub mod kubelet;
 pub mod lease;
@@ -24,10 +29,13 @@ pub mod node;
 pub mod oci;
 pub mod pause;
 pub mod pod_workers;
+pub mod prober;
 pub mod runc;
+pub mod runc_exec;
 pub mod runc_runtime;
 pub mod runtime;
 pub mod status;
+pub mod volumes;
 
 /// The time as Kubernetes writes `metav1.Time`: RFC 3339, seconds, UTC.
 pub fn now() -> String {

@@ -541,6 +541,15 @@ pub fn bind_mount(source: &str, destination: &str) -> Mount {
     }
 }
 
+/// A volume mount of a container: a bind of the node's path, read-only if asked (runc remounts it).
+pub fn volume_mount(m: &crate::runtime::VolumeMount) -> Mount {
+    let mut mount = bind_mount(&m.host_path, &m.container_path);
+    if m.read_only {
+        mount.options = vec!["rbind".into(), "rprivate".into(), "ro".into()];
+    }
+    mount
+}
+
 /// runc's default mounts (`runc spec`): /proc, a tmpfs /dev with pts, shm and mqueue, a read-only
 /// /sys and its cgroups.
 pub fn default_mounts() -> Vec<Mount> {
@@ -666,6 +675,7 @@ mod tests {
             },
             init: false,
             security: SecurityContext::default(),
+            mounts: Vec::new(),
         };
         let v = serde_json::to_value(container_spec(
             &c,

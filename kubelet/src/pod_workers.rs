@@ -138,7 +138,17 @@ pub struct NodeContext {
     pub runtime: Arc<dyn ContainerRuntime>,
     /// The first restart back-off of a container ([`BACKOFF_BASE`]; shorter in tests).
     pub backoff_base: Duration,
+    /// The probe workers of the node's pods and their results.
+    pub probes: Arc<crate::prober::ProbeManager>,
+    /// How often a pod with configMap, secret, downwardAPI or projected volumes is synced again to
+    /// refresh them ([`VOLUME_RESYNC`]; upstream's sync frequency).
+    pub volume_resync: Duration,
+    /// Where events about the node's pods go.
+    pub events: crate::events::PodEvents,
 }
+
+/// How often projected volumes are refreshed (upstream resyncs every pod each minute).
+pub const VOLUME_RESYNC: Duration = Duration::from_secs(60);
 
 /// How a sync of a pod ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -194,14 +204,16 @@ impl PodWorkers {
         }
     }
 
-    /// The pod is gone from the API: its worker stops once its current sync ends.
+    /// The pod is gone from the API: its worker stops once its current sync ends, its probes at once.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.node.probes.remove_pod(uid);
     }
 
     /// Stops every worker (once its current sync ends): the node is shutting down.
     pub fn stop_all(&self) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.node.probes.stop_all();
     }
 
     /// Pods with a worker.
@@ -235,8 +247,11 @@ async fn worker(workers: Arc<PodWorkers>, uid: String, mut rx: watch::Receiver<V
                     tracing::warn!(pod = %name, uid = %uid, error = %message, "pod sync failed; retrying every second");
                     last_error = Some(message);
                 }
-                // Retry after a pause unless a newer version of the pod arrives first.
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+                // Retry after a pause unless a newer version of the pod arrives first; a worker whose
+                // pod was forgotten (or whose node stopped) ends instead.
+                if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -265,13 +280,45 @@ pub async fn sync_pod(
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), ns);
     let rt = node.runtime.clone();
     let key = uid.to_owned();
-    let current: Vec<Container> = blocking(move || Ok(rt.pod_status(&key)))
+    let mut current: Vec<Container> = blocking(move || Ok(rt.pod_status(&key)))
         .await?
         .map(|(_, c)| c)
         .unwrap_or_default();
+    // Where the pod's volumes go; None on a runtime that runs nothing (hollow nodes): no volumes, env
+    // sources or probes there.
+    let volume_dir = node.runtime.volume_dir(uid);
+    if volume_dir.is_some() {
+        // Containers whose liveness (or startup) probe failed are stopped; the plan restarts them as
+        // the restart policy says.
+        let doomed = node.probes.containers_to_kill(uid, &current);
+        if !doomed.is_empty() {
+            let (rt, key) = (node.runtime.clone(), uid.to_owned());
+            let graces: Vec<(String, i64)> = doomed
+                .into_iter()
+                .map(|name| {
+                    let grace = crate::prober::kill_grace_seconds(pod, &name);
+                    (name, grace)
+                })
+                .collect();
+            current = blocking(move || {
+                for (name, grace) in graces {
+                    tracing::info!(pod = %key, container = %name, "stopping a container whose liveness probe failed");
+                    rt.stop_container(&key, &name, grace)?;
+                }
+                Ok(rt.pod_status(&key))
+            })
+            .await?
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        }
+    }
     match plan(pod, &current, chrono::Utc::now(), node.backoff_base) {
-        Plan::Done => Ok(Synced::Idle),
+        Plan::Done => {
+            node.probes.remove_pod(uid);
+            Ok(Synced::Idle)
+        }
         Plan::Kill { grace_seconds } => {
+            node.probes.remove_pod(uid);
             let (rt, key) = (node.runtime.clone(), uid.to_owned());
             blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
             let params = DeleteParams {
@@ -289,13 +336,30 @@ pub async fn sync_pod(
                 Err(e) => Err(e.into()),
             }
         }
-        Plan::Run { start, retry_after } => {
+        Plan::Run {
+            mut start,
+            mut retry_after,
+        } => {
             let cidr = node.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let (rt, key, sandbox) = (
-                node.runtime.clone(),
-                uid.to_owned(),
-                SandboxSpec::from_pod(pod, cidr.as_deref()),
-            );
+            let sandbox = SandboxSpec::from_pod(pod, cidr.as_deref());
+            let mut prepared = None;
+            if let Some(dir) = &volume_dir {
+                // The sandbox first: env and downward API volumes need the pod IP.
+                let (rt, spec) = (node.runtime.clone(), sandbox.clone());
+                let sb = blocking(move || rt.run_sandbox(&spec)).await?;
+                let ip = pod_ip(pod, &sb.ip, &node.host_ip);
+                let p = crate::container_config::prepare(node, pod, &ip, dir, start).await;
+                start = p.start.clone();
+                let mut wait = |d: Duration| retry_after = Some(retry_after.map_or(d, |r| r.min(d)));
+                if p.mount_error.is_some() || !p.config_errors.is_empty() {
+                    wait(Duration::from_secs(2));
+                }
+                if crate::volumes::has_projected_volumes(pod) {
+                    wait(node.volume_resync);
+                }
+                prepared = Some(p);
+            }
+            let (rt, key) = (node.runtime.clone(), uid.to_owned());
             let status = blocking(move || {
                 rt.run_sandbox(&sandbox)?;
                 for container in start {
@@ -309,7 +373,15 @@ pub async fn sync_pod(
             })
             .await?;
             let (sandbox, containers) = status.ok_or("the sandbox vanished")?;
-            let new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &crate::now());
+            let now = crate::now();
+            let mut new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &now);
+            if let Some(prepared) = &prepared {
+                crate::container_config::apply_to_status(prepared, &mut new);
+                node.probes.apply_to_status(pod, &containers, &mut new, &now);
+                let ip = pod_ip(pod, &sandbox.ip, &node.host_ip);
+                node.probes
+                    .sync(pod, &containers, &ip, node.runtime.clone(), &node.events);
+            }
             if status::changed(&pod["status"], &new) {
                 match pods
                     .patch_status(
@@ -327,6 +399,14 @@ pub async fn sync_pod(
             }
             Ok(retry_after.map_or(Synced::Idle, Synced::RetryAfter))
         }
+    }
+}
+
+/// The pod's IP: its sandbox's, or the node's for a host-network pod.
+fn pod_ip(pod: &Value, sandbox_ip: &str, host_ip: &str) -> String {
+    match pod["spec"]["hostNetwork"].as_bool() {
+        Some(true) => host_ip.to_owned(),
+        _ => sandbox_ip.to_owned(),
     }
 }
 

@@ -444,6 +444,8 @@ impl RuncRuntime {
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
         std::fs::set_permissions(&shm, perms).map_err(io_err("opening the pod's /dev/shm to all"))?;
         mounts.push(oci::bind_mount(&shm.to_string_lossy(), "/dev/shm"));
+        // The pod's volumes, as its volumeMounts say (crate::volumes set them up).
+        mounts.extend(spec.mounts.iter().map(oci::volume_mount));
         let config = oci::container_spec(
             spec,
             &rootfs.to_string_lossy(),
@@ -575,6 +577,8 @@ impl RuncRuntime {
         self.cni.del(uid, netns.as_deref())?;
         self.runc.delete_force(uid)?;
         let dir = self.pod_dir(uid);
+        // Volumes mounted on the node (tmpfs emptyDirs, secrets) go before their directories.
+        crate::volumes::unmount_all(&dir);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
         }
@@ -673,6 +677,30 @@ impl ContainerRuntime for RuncRuntime {
             .filter(|s| s.annotation(CONTAINER_TYPE) == Some("sandbox"))
             .filter_map(|s| s.annotation(SANDBOX_UID).map(str::to_owned))
             .collect()
+    }
+
+    fn volume_dir(&self, pod_uid: &str) -> Option<PathBuf> {
+        Some(self.pod_dir(pod_uid).join("volumes"))
+    }
+
+    fn exec_sync(
+        &self,
+        pod_uid: &str,
+        name: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<crate::runtime::ExecResult, RuntimeError> {
+        crate::runc_exec::exec_sync(&self.runc, &Self::container_id(pod_uid, name), cmd, timeout)
+    }
+
+    fn stop_container(&self, pod_uid: &str, name: &str, grace_seconds: i64) -> Result<(), RuntimeError> {
+        let exit_file = self.pod_dir(pod_uid).join(name).join("exit");
+        let id = Self::container_id(pod_uid, name);
+        crate::runc_exec::stop_container(&self.runc, &id, grace_seconds, &exit_file)
+    }
+
+    fn node_netns(&self) -> Option<PathBuf> {
+        self.cfg.node_netns.clone()
     }
 
     fn relist(&self) -> Vec<(String, Vec<Container>)> {

@@ -141,6 +141,28 @@ pub struct ContainerSpec {
     pub init: bool,
     /// Its security context (the pod's, overridden by the container's).
     pub security: SecurityContext,
+    /// Its `volumeMounts`, as bind mounts of the pod's volumes (see [`crate::volumes`]).
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// A volume (or a subPath of one) bind-mounted into a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The path on the node.
+    pub host_path: String,
+    /// `mountPath` in the container.
+    pub container_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// What a command run in a container (an exec probe) gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecResult {
+    /// Its exit code.
+    pub exit_code: i32,
+    /// Its stdout and stderr (the start of them).
+    pub output: String,
 }
 
 /// The parts of a container's `securityContext` (and the pod's) the runtime applies.
@@ -235,6 +257,7 @@ impl ContainerSpec {
             },
             init,
             security: SecurityContext::of(pod, c),
+            mounts: Vec::new(),
         }
     }
 }
@@ -353,6 +376,33 @@ pub trait ContainerRuntime: Send + Sync {
     fn pod_status(&self, pod_uid: &str) -> Option<(Sandbox, Vec<Container>)>;
     /// UIDs of every pod the runtime has a sandbox for (a restarted kubelet adopts them).
     fn pods(&self) -> Vec<String>;
+    /// Where pod `uid`'s volumes are set up on the node, for a runtime that runs real processes. A
+    /// runtime without one (the fake of hollow nodes) runs pods without volumes, without resolving
+    /// env from other objects and without probes: nothing it "runs" could use them.
+    fn volume_dir(&self, _pod_uid: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Runs `cmd` in container `name` of pod `uid` (an exec probe); an error when it cannot run or
+    /// outlasts `timeout`.
+    fn exec_sync(
+        &self,
+        _pod_uid: &str,
+        _name: &str,
+        _cmd: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecResult, RuntimeError> {
+        Err(RuntimeError("this runtime cannot exec in containers".into()))
+    }
+    /// Stops container `name` of pod `uid` (TERM, KILL after `grace_seconds`), leaving it exited, as
+    /// the kubelet does to a container whose liveness probe failed.
+    fn stop_container(&self, _pod_uid: &str, _name: &str, _grace_seconds: i64) -> Result<(), RuntimeError> {
+        Err(RuntimeError("this runtime cannot stop single containers".into()))
+    }
+    /// The network namespace the node's own traffic (HTTP and TCP probes) leaves from, when it is not
+    /// the kubelet's.
+    fn node_netns(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Every pod's containers at once: what the kubelet's PLEG relists every second to notice
     /// containers that changed (exited) without the pod changing. Runtimes that can list everything
     /// in one go do better than this default.

@@ -98,6 +98,26 @@ pub fn pod_status(
     {
         conditions[4] = scheduled.clone();
     }
+    // Conditions others own (readiness gates, DisruptionTarget…) stay: a merge patch replaces the list.
+    let ours = |t: &Value| {
+        [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        ]
+        .iter()
+        .any(|k| t == k)
+    };
+    conditions.extend(
+        old["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| !ours(&c["type"]))
+            .cloned(),
+    );
 
     let mut status = json!({
         "phase": phase,
@@ -241,7 +261,7 @@ fn container_status(name: &str, image: &str, container: Option<&Container>, init
 }
 
 /// A condition, keeping the stored one's transition time while its status holds.
-fn condition(old: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str) -> Value {
+pub fn condition(old: &Value, kind: &str, ok: bool, reason: Option<&str>, now: &str) -> Value {
     let status = if ok { "True" } else { "False" };
     let previous = old["conditions"]
         .as_array()
@@ -372,6 +392,33 @@ mod tests {
         assert_eq!(
             (ready["status"].as_str(), ready["reason"].as_str()),
             (Some("False"), Some("ContainersNotReady"))
+        );
+    }
+
+    #[test]
+    fn conditions_others_own_are_kept() {
+        let mut stored = pod();
+        stored["status"]["conditions"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "type": "example.com/lb", "status": "True" }));
+        let s = pod_status(&stored, None, &[], "h", "2026-02-02T00:00:00Z");
+        let types: Vec<&str> = s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "PodReadyToStartContainers",
+                "Initialized",
+                "Ready",
+                "ContainersReady",
+                "PodScheduled",
+                "example.com/lb"
+            ]
         );
     }
 
