@@ -17,6 +17,7 @@
 pub mod cni;
 pub mod dns;
 pub mod hollow;
+pub mod images;
 pub mod kubelet;
 pub mod lease;
 pub mod logs;

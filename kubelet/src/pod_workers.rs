@@ -274,6 +274,9 @@ pub async fn sync_pod(
         Plan::Kill { grace_seconds } => {
             let (rt, key) = (node.runtime.clone(), uid.to_owned());
             blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
+            if let Some(images) = node.runtime.images() {
+                images.forget_pod(uid);
+            }
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
@@ -289,7 +292,17 @@ pub async fn sync_pod(
                 Err(e) => Err(e.into()),
             }
         }
-        Plan::Run { start, retry_after } => {
+        Plan::Run {
+            mut start,
+            mut retry_after,
+        } => {
+            // Images first, as their pull policies say: a container whose image is not there waits
+            // (ErrImagePull, ImagePullBackOff…) and the pod is synced again when it may be.
+            if let Some(images) = node.runtime.images()
+                && let Some(after) = images.ensure(&node.client, pod, &mut start).await
+            {
+                retry_after = Some(retry_after.map_or(after, |r| r.min(after)));
+            }
             let cidr = node.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let (rt, key, sandbox) = (
                 node.runtime.clone(),
@@ -309,7 +322,10 @@ pub async fn sync_pod(
             })
             .await?;
             let (sandbox, containers) = status.ok_or("the sandbox vanished")?;
-            let new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &crate::now());
+            let mut new = status::pod_status(pod, Some(&sandbox), &containers, &node.host_ip, &crate::now());
+            if let Some(images) = node.runtime.images() {
+                images.annotate(uid, &mut new);
+            }
             if status::changed(&pod["status"], &new) {
                 match pods
                     .patch_status(
