@@ -34,6 +34,9 @@ if [ "${1:-}" = "stop" ]; then
       runc --root "$RUNC_ROOT" delete --force "$id" >/dev/null 2>&1 || true
     done
   fi
+  # Containers' root filesystems are overlay mounts in their bundles: unmounted before removal.
+  awk -v dir="$DATA_DIR/node/agent/pods/" 'index($5, dir) == 1 { print $5 }' /proc/self/mountinfo |
+    sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
   # With the namespace go the bridge and the pods' veths; the IP allocations go with them.
   ip netns del "$NETNS" 2>/dev/null || true
   rm -rf "$DATA_DIR/node/agent/cni" "$DATA_DIR/node/agent/pods"
@@ -70,18 +73,21 @@ URL="https://127.0.0.1:$PORT"
 
 export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
 
-# The node: an image directory with busybox (until the image store exists, an image is a directory),
-# the node's network namespace, and the agent, which runs CNI inside that namespace.
+# The node: a busybox image built from Debian's busybox-static (with a web root as a second layer)
+# and left in the agent's airgap directory, which it imports at start (as k3s does); the node's
+# network namespace; and the agent, which runs CNI inside that namespace.
 NODE=0
 if [ "$(id -u)" -eq 0 ]; then
-  IMAGE="$DATA_DIR/images/busybox"
-  if [ ! -x "$IMAGE/bin/busybox" ]; then
-    mkdir -p "$IMAGE/bin" "$IMAGE/www" "$IMAGE/tmp" "$IMAGE/proc" "$IMAGE/dev" "$IMAGE/sys"
-    cp "$(command -v busybox)" "$IMAGE/bin/busybox"
-    for applet in $("$IMAGE/bin/busybox" --list); do
-      [ -e "$IMAGE/bin/$applet" ] || ln -s busybox "$IMAGE/bin/$applet"
-    done
-    echo "served by a skiff pod" >"$IMAGE/www/index.html"
+  # Tagged with busybox's version: a tag other than latest is pulled only if not present.
+  BUSYBOX_TAG="$( (busybox 2>&1 || true) | sed -nE '1s/^BusyBox v([0-9.]+).*/\1/p')"
+  IMAGE="busybox:${BUSYBOX_TAG:-local}"
+  AIRGAP="$DATA_DIR/node/agent/images"
+  if [ ! -f "$AIRGAP/busybox.tar" ]; then
+    WWW="$(mktemp -d)"
+    mkdir -p "$WWW/www"
+    echo "served by a skiff pod" >"$WWW/www/index.html"
+    scripts/build-busybox-image.sh "$AIRGAP/busybox.tar" "$IMAGE" "$WWW"
+    rm -rf "$WWW"
   fi
   ip netns add "$NETNS" 2>/dev/null || true
   ip -n "$NETNS" link set lo up
@@ -89,7 +95,7 @@ if [ "$(id -u)" -eq 0 ]; then
     echo "skiff agent already running (pid $(cat "$AGENT_PIDFILE"))"
   else
     nohup ./target/release/skiff agent --kubeconfig "$KUBECONFIG" --node-name skiff-node \
-      --node-ip 127.0.0.1 --data-dir "$DATA_DIR/node" --images-dir "$DATA_DIR/images" \
+      --node-ip 127.0.0.1 --data-dir "$DATA_DIR/node" \
       --node-netns "/run/netns/$NETNS" >"$DATA_DIR/agent.log" 2>&1 &
     echo $! >"$AGENT_PIDFILE"
   fi
@@ -114,7 +120,7 @@ if [ "$NODE" = 1 ] && command -v kubectl >/dev/null; then
   echo
   echo "== a web Deployment on the node: busybox httpd in runc containers, each pod with its own IP"
   kubectl wait --for=condition=Ready node/skiff-node --timeout=60s
-  kubectl create deployment web --image=busybox --replicas=3 --dry-run=client -o yaml \
+  kubectl create deployment web --image="$IMAGE" --replicas=3 --dry-run=client -o yaml \
     -- httpd -f -p 8080 -h /www | kubectl apply -f -
   kubectl rollout status deployment/web --timeout=120s
   kubectl get pods -o wide
@@ -133,7 +139,8 @@ Try:
   kubectl patch configmap demo-page -p '{"data":{"extra":"1"}}'
   kubectl explain deployment.spec.strategy
   kubectl scale deployment web --replicas=5; kubectl get pods -o wide -w
-  kubectl set image deployment/web busybox=busybox:1.36 && kubectl rollout status deployment/web
+  kubectl set image deployment/web busybox=busybox:nosuch; kubectl get pods -w   # ErrImagePull, ImagePullBackOff
+  ./target/release/skiff images ls --data-dir $DATA_DIR/node                 # the node's image store
   runc --root $RUNC_ROOT list                                    # the containers underneath
   ip netns exec $NETNS ip addr show cni0                          # the node's pod bridge
   ./target/release/skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing

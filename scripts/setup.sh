@@ -12,6 +12,7 @@ PACKAGES=(
   containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
   iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it
   busybox-static                      # node tests build a container rootfs from its one static binary
+  docker-registry skopeo apache2-utils # image pull tests: a registry on loopback, pushes to it, htpasswd
 )
 
 missing=()

@@ -302,8 +302,10 @@ pub struct AgentArgs {
     /// Where the node keeps its state: runc's, CNI's, pod bundles and container logs under `agent/`.
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
-    /// Where images' root filesystems are, one directory per image (`busybox:1.36` →
-    /// `busybox_1.36` or `busybox`), until the image store exists. Default: `<data-dir>/images`.
+    /// Run containers on plain directories instead of the image store: one directory per image
+    /// (`busybox:1.36` → `busybox_1.36` or `busybox`), no image config, no pulls. Unset: images come
+    /// from the store (`<data-dir>/agent/image-store`), pulled from registries or imported, and every
+    /// tarball in `<data-dir>/agent/images/` is imported at start.
     #[arg(long)]
     images_dir: Option<PathBuf>,
     /// The node's network namespace (`/run/netns/<name>`) when the agent runs outside it: CNI
@@ -346,13 +348,26 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         dns::ClusterDns,
         kubelet::{KubeletOptions, machine_capacity, run_kubelet},
         node::NodeConfig,
+        images::{airgap_dir, manager::ImageManager, store_dir},
         runc_runtime::{RuncConfig, RuncRuntime, images_in_dir},
         runtime::ContainerRuntime as _,
     };
     let signals = Signals::install()?;
     let client = args.client.client().await?;
-    let images = args.images_dir.unwrap_or_else(|| args.data_dir.join("images"));
-    let mut config = RuncConfig::new(args.data_dir.join("agent"), images_in_dir(images));
+    let agent_dir = args.data_dir.join("agent");
+    let images: skiff_kubelet::runc_runtime::RootfsResolver = match args.images_dir {
+        Some(dir) => images_in_dir(dir),
+        None => {
+            let store = store_dir(&agent_dir);
+            let manager = ImageManager::open(&store)
+                .with_context(|| format!("cannot open the image store {}", store.display()))?;
+            // k3s's airgap convention: whatever tarballs are there are imported before pods start.
+            let airgap = airgap_dir(&agent_dir);
+            tokio::task::block_in_place(|| manager.import_dir(&airgap));
+            std::sync::Arc::new(manager)
+        }
+    };
+    let mut config = RuncConfig::new(agent_dir, images);
     config.node_netns = args.node_netns;
     config.cluster_dns = ClusterDns {
         servers: args.cluster_dns.into_iter().collect(),

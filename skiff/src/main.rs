@@ -3,6 +3,7 @@
 
 mod bench;
 mod components;
+mod images;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ enum Command {
     ControllerManager(components::ControllerManagerArgs),
     /// Run the scheduler alone against an API server.
     Scheduler(components::SchedulerArgs),
+    /// The node's image store: import tarballs, list images.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -73,6 +77,7 @@ fn main() {
                     Command::Agent(args) => components::agent(args).await,
                     Command::ControllerManager(args) => components::controller_manager(args).await,
                     Command::Scheduler(args) => components::scheduler(args).await,
+                    Command::Images(command) => images::run(command),
                     Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                     Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                     Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,

@@ -30,6 +30,16 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::RuntimeError;
 
+/// Where the store of a node whose state directory is `agent_dir` (`<data-dir>/agent`) lives.
+pub fn store_dir(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("image-store")
+}
+
+/// Where tarballs to import at start are put (`<data-dir>/agent/images`, k3s's airgap directory).
+pub fn airgap_dir(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("images")
+}
+
 /// What can go wrong with images.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

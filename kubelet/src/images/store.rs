@@ -252,6 +252,7 @@ impl Store {
                 refs.insert(name.clone(), record.clone());
             }
         })?;
+        record.name = names.first().cloned().unwrap_or_default();
         Ok(record)
     }
 
