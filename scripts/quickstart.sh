@@ -119,6 +119,8 @@ fi
 if [ "$NODE" = 1 ] && command -v kubectl >/dev/null; then
   echo
   echo "== a web Deployment on the node: busybox httpd in runc containers, each pod with its own IP"
+  # The agent imports its images before it registers the node.
+  for _ in $(seq 1 200); do kubectl get node skiff-node >/dev/null 2>&1 && break; sleep 0.3; done
   kubectl wait --for=condition=Ready node/skiff-node --timeout=60s
   kubectl create deployment web --image="$IMAGE" --replicas=3 --dry-run=client -o yaml \
     -- httpd -f -p 8080 -h /www | kubectl apply -f -
