@@ -583,3 +583,92 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
     let phase = pods.get("bad").await.unwrap().status.unwrap().phase;
     assert_eq!(phase.as_deref(), Some("Pending"));
 }
+
+/// `digest` of `bytes`, written into the OCI layout at `dir`.
+fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+    let digest = skiff_kubelet::images::archive::sha256(bytes);
+    std::fs::write(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")), bytes).unwrap();
+    digest
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// OCI layouts (with an index of two platforms, gzipped) and gzipped docker archives import; the
+/// same index pushed to a registry pulls the node's platform, named by the index's digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_layouts_gzipped_archives_and_multi_platform_indexes() {
+    require!("docker-registry", "skopeo", "busybox", "tar", "gzip");
+    let dir = TempDir::new("skiff-oci");
+    let tarball = build_image(&dir.0, "busybox:v1");
+    let images = ImageManager::open(dir.0.join("store")).unwrap();
+
+    // A gzipped docker archive.
+    run_ok(Command::new("gzip").arg("-k").arg(&tarball));
+    let gz = PathBuf::from(format!("{}.gz", tarball.display()));
+    let imported = images.import(&gz).unwrap();
+    assert_eq!(imported[0].name, "docker.io/library/busybox:v1");
+
+    // An OCI layout whose one entry is an index: an arm64 manifest (the amd64 one with an
+    // annotation, so its digest differs) and the amd64 one.
+    let layout = dir.0.join("layout");
+    run_ok(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("docker-archive:{}", tarball.display())).arg(format!("oci:{}:v1", layout.display())));
+    let tag_only = dir.0.join("tag-only.tar");
+    run_ok(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&tag_only).arg("."));
+    let err = images.import(&tag_only).unwrap_err().to_string();
+    assert!(err.contains("named only by the tag \"v1\""), "{err}");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let amd64 = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let amd64_size = index["manifests"][0]["size"].as_u64().unwrap();
+    let mut other: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.join("blobs/sha256").join(amd64.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    other["annotations"] = json!({ "skiff.test/platform": "arm64" });
+    let other_bytes = serde_json::to_vec(&other).unwrap();
+    let arm64 = put_blob(&layout, &other_bytes);
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    let list = serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            { "mediaType": manifest_type, "digest": arm64, "size": other_bytes.len(),
+              "platform": { "architecture": "arm64", "os": "linux", "variant": "v8" } },
+            { "mediaType": manifest_type, "digest": amd64, "size": amd64_size,
+              "platform": { "architecture": "amd64", "os": "linux" } },
+        ] }))
+    .unwrap();
+    let list_digest = put_blob(&layout, &list);
+    let top = json!({ "schemaVersion": 2, "manifests": [{ "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": list_digest, "size": list.len(),
+        "annotations": { "org.opencontainers.image.ref.name": "skiff.test/multi:v1" } }] });
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let oci_tgz = dir.0.join("multi.tar.gz");
+    run_ok(Command::new("tar").arg("-C").arg(&layout).arg("-czf").arg(&oci_tgz).arg("."));
+    let imported = images.import(&oci_tgz).unwrap();
+    assert_eq!(imported[0].name, "skiff.test/multi:v1");
+    let on_amd64 = cfg!(target_arch = "x86_64");
+    if on_amd64 {
+        assert_eq!(imported[0].target, amd64, "the node's platform");
+    }
+    assert_eq!(imported[0].repo_digest, format!("skiff.test/multi@{list_digest}"));
+
+    // The same index through a registry.
+    let registry = Registry::start(None);
+    let dest = format!("docker://127.0.0.1:{}/multi/busybox:v1", registry.port);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:skiff.test/multi:v1", layout.display()))
+            .arg(&dest),
+    );
+    let image = format!("127.0.0.1:{}/multi/busybox:v1", registry.port);
+    let pulled = tokio::time::timeout(Duration::from_secs(30), images.pull(&image, &Vec::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    if on_amd64 {
+        assert_eq!(pulled.target, amd64);
+    }
+    assert_eq!(pulled.repo_digest, format!("127.0.0.1:{}/multi/busybox@{list_digest}", registry.port));
+}

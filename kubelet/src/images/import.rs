@@ -147,6 +147,16 @@ fn import_oci_layout(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>, Imag
             .annotations
             .get("io.containerd.image.name")
             .or_else(|| desc.annotations.get("org.opencontainers.image.ref.name"));
+        // skopeo's `oci:dir:v1` names an entry by its tag alone: no repository to name it after.
+        if let Some(n) = name
+            && !n.contains(['/', ':'])
+        {
+            return Err(ImageError::Import(format!(
+                "index entry {} is named only by the tag {n:?}: give it a full name \
+                 (org.opencontainers.image.ref.name or io.containerd.image.name like busybox:{n})",
+                desc.digest
+            )));
+        }
         let names = names_of(name.map(String::as_str))?;
         let target = resolve_platform(store, desc, &Platform::host())?;
         records.extend(commit(store, &names, &target, &desc.digest)?);
