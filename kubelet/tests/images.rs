@@ -170,8 +170,16 @@ impl Node {
         cfg.shim = shim;
         cfg.node_netns = Some(PathBuf::from(format!("/run/netns/{netns}")));
         cfg.cgroup_parent = format!("/skiff-img-test-{t}");
-        assert!(Command::new("ip").args(["netns", "add", &netns]).status().unwrap().success());
-        let _ = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let _ = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status();
         Node {
             netns,
             cgroup_parent: cfg.cgroup_parent.clone(),
@@ -186,7 +194,11 @@ impl Node {
 struct Shared(Arc<ImageManager>);
 
 impl ImageService for Shared {
-    fn prepare(&self, image: &str, dir: &Path) -> Result<skiff_kubelet::images::PreparedImage, skiff_kubelet::runtime::RuntimeError> {
+    fn prepare(
+        &self,
+        image: &str,
+        dir: &Path,
+    ) -> Result<skiff_kubelet::images::PreparedImage, skiff_kubelet::runtime::RuntimeError> {
         self.0.prepare(image, dir)
     }
     fn manager(&self) -> Option<&ImageManager> {
@@ -224,8 +236,10 @@ fn sandbox(uid: &str) -> SandboxSpec {
 fn wait_exit(rt: &RuncRuntime, uid: &str, name: &str) -> i32 {
     for _ in 0..200 {
         let (_, containers) = rt.pod_status(uid).unwrap();
-        if let Some(ContainerState::Exited { exit_code, .. }) =
-            containers.iter().find(|c| c.name == name).map(|c| c.state.clone())
+        if let Some(ContainerState::Exited { exit_code, .. }) = containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.state.clone())
         {
             return exit_code;
         }
@@ -273,19 +287,42 @@ fn an_imported_image_runs_on_an_overlay_rootfs_with_its_config() {
         ..Default::default()
     };
     rt.start_container("img-a", &spec).unwrap();
-    assert_eq!(wait_exit(&rt, "img-a", "main"), 0, "log: {}", log_of(&rt, "img-a", "main"));
+    assert_eq!(
+        wait_exit(&rt, "img-a", "main"),
+        0,
+        "log: {}",
+        log_of(&rt, "img-a", "main")
+    );
     let log = log_of(&rt, "img-a", "main");
-    assert!(log.contains("greeting=hi path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"), "{log}");
-    assert!(log.contains("hello from an image layer"), "the upper layer shows: {log}");
-    assert!(log.contains("group-whited-out"), "the whiteout hides the lower layer's file: {log}");
+    assert!(
+        log.contains("greeting=hi path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{log}"
+    );
+    assert!(
+        log.contains("hello from an image layer"),
+        "the upper layer shows: {log}"
+    );
+    assert!(
+        log.contains("group-whited-out"),
+        "the whiteout hides the lower layer's file: {log}"
+    );
     assert!(log.contains("passwd-kept") && log.contains("cwd=/"), "{log}");
 
     // The rootfs is an overlay in the container's bundle; its writes stay out of the layers.
     let bundle = rt.pod_dir("img-a").join("main");
-    assert!(overlay::mounts_under(&bundle).contains(&bundle.join("rootfs")), "an overlay mount");
-    assert!(bundle.join("upper/bin/busybox-note").exists(), "writes land in the upper dir");
+    assert!(
+        overlay::mounts_under(&bundle).contains(&bundle.join("rootfs")),
+        "an overlay mount"
+    );
+    assert!(
+        bundle.join("upper/bin/busybox-note").exists(),
+        "writes land in the upper dir"
+    );
     let layers = node.images.store().unpack(&record).unwrap();
-    assert!(layers.iter().all(|l| !l.join("bin/busybox-note").exists()), "layers untouched");
+    assert!(
+        layers.iter().all(|l| !l.join("bin/busybox-note").exists()),
+        "layers untouched"
+    );
 
     // A container with no command runs the image's CMD; one whose image is absent fails clearly.
     let cmd_only = ContainerSpec {
@@ -319,18 +356,36 @@ struct Registry {
 
 impl Registry {
     fn start(users: Option<(&str, &str)>) -> Self {
+        Self::start_with(users, None)
+    }
+
+    /// With `token`: `(realm, cert.pem)` of a token server the registry trusts (bearer auth).
+    fn start_with(users: Option<(&str, &str)>, token: Option<(&str, &Path)>) -> Self {
         let dir = TempDir::new("skiff-registry");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.0.join("data").display()
         );
         if let Some((user, password)) = users {
-            let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().unwrap();
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .unwrap();
             std::fs::write(dir.0.join("htpasswd"), out.stdout).unwrap();
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
                 dir.0.join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, bundle)) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: skiff-registry\n    issuer: skiff-token-issuer\n    rootcertbundle: {}\n",
+                bundle.display()
             ));
         }
         std::fs::write(dir.0.join("config.yml"), config).unwrap();
@@ -342,7 +397,11 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap();
-        let registry = Self { child, port, _dir: dir };
+        let registry = Self {
+            child,
+            port,
+            _dir: dir,
+        };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return registry;
@@ -362,8 +421,16 @@ impl Registry {
         }
         let digest_file = self._dir.0.join("digest");
         cmd.arg("--digestfile").arg(&digest_file);
-        let out = cmd.arg(format!("docker-archive:{}", tarball.display())).arg(&dest).output().unwrap();
-        assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd
+            .arg(format!("docker-archive:{}", tarball.display()))
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::read_to_string(digest_file).unwrap().trim().to_owned()
     }
 }
@@ -390,10 +457,16 @@ async fn images_are_pulled_from_a_registry_anonymously_and_with_basic_auth() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(pulled.repo_digest, format!("127.0.0.1:{}/team/busybox@{digest}", open.port));
+    assert_eq!(
+        pulled.repo_digest,
+        format!("127.0.0.1:{}/team/busybox@{digest}", open.port)
+    );
     assert_eq!(pulled.layers.len(), 2);
     let by_digest = format!("127.0.0.1:{}/team/busybox@{digest}", open.port);
-    assert!(images.store().get(&by_digest).unwrap().is_some(), "pinned by digest too");
+    assert!(
+        images.store().get(&by_digest).unwrap().is_some(),
+        "pinned by digest too"
+    );
     let layers = images.store().unpack(&pulled).unwrap();
     assert!(layers[0].join("bin/busybox").is_file());
     // Pulling by digest works too, and a missing tag is an error naming the image.
@@ -407,7 +480,10 @@ async fn images_are_pulled_from_a_registry_anonymously_and_with_basic_auth() {
         .unwrap()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not found") && err.contains("team/busybox:nope"), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("team/busybox:nope"),
+        "{err}"
+    );
 
     let locked = Registry::start(Some(("alice", "s3cret")));
     locked.push(&tarball, "private/busybox:v2", Some("alice:s3cret"));
@@ -419,14 +495,34 @@ async fn images_are_pulled_from_a_registry_anonymously_and_with_basic_auth() {
         .to_string();
     assert!(err.contains("unauthorized"), "{err}");
     let domain = Reference::parse(&private).unwrap().domain;
-    let wrong = vec![(domain.clone(), Credentials { username: "alice".into(), password: "nope".into() })];
-    assert!(tokio::time::timeout(Duration::from_secs(30), images.pull(&private, &wrong)).await.unwrap().is_err());
-    let right = vec![(domain, Credentials { username: "alice".into(), password: "s3cret".into() })];
+    let wrong = vec![(
+        domain.clone(),
+        Credentials {
+            username: "alice".into(),
+            password: "nope".into(),
+        },
+    )];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), images.pull(&private, &wrong))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let right = vec![(
+        domain,
+        Credentials {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        },
+    )];
     let pulled = tokio::time::timeout(Duration::from_secs(30), images.pull(&private, &right))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(pulled.name, format!("127.0.0.1:{}/private/busybox:v2", locked.port));
+    assert_eq!(
+        pulled.name,
+        format!("127.0.0.1:{}/private/busybox:v2", locked.port)
+    );
 }
 
 /// The kubelet pulls as the pod says: a private image with an imagePullSecret runs (its imageID
@@ -441,7 +537,15 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
         api::{Patch, PatchParams, PostParams},
     };
     use skiff_tests::{Component, InProcess, eventually};
-    require!("runc", "nsenter", "ip", "busybox", "docker-registry", "skopeo", "htpasswd");
+    require!(
+        "runc",
+        "nsenter",
+        "ip",
+        "busybox",
+        "docker-registry",
+        "skopeo",
+        "htpasswd"
+    );
     if !Path::new("/usr/lib/cni/bridge").exists() {
         eprintln!("skipped: no CNI plugins");
         return;
@@ -487,10 +591,13 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
     })
     .await;
     let cidr = json!({ "spec": { "podCIDR": "10.244.32.0/24", "podCIDRs": ["10.244.32.0/24"] } });
-    tokio::time::timeout(Duration::from_secs(10), nodes.patch("img-node", &PatchParams::default(), &Patch::Merge(cidr)))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        nodes.patch("img-node", &PatchParams::default(), &Patch::Merge(cidr)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let auth = base64::engine::general_purpose::STANDARD.encode("bob:hunter2");
@@ -501,10 +608,13 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
         "data": { ".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config) }
     }))
     .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), secrets.create(&PostParams::default(), &secret))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        secrets.create(&PostParams::default(), &secret),
+    )
+    .await
+    .unwrap()
+    .unwrap();
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let create = |name: &str, image: String, extra: serde_json::Value| {
@@ -531,7 +641,12 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
         json!({ "imagePullSecrets": [{ "name": "regcred" }] }),
     )
     .await;
-    create("bad", format!("{host}/private/nosuch:v1"), json!({ "imagePullSecrets": [{ "name": "regcred" }] })).await;
+    create(
+        "bad",
+        format!("{host}/private/nosuch:v1"),
+        json!({ "imagePullSecrets": [{ "name": "regcred" }] }),
+    )
+    .await;
     let mut never = json!({ "containers": [{ "name": "app", "image": "skiff.test/absent:v1",
         "imagePullPolicy": "Never", "command": ["sleep", "300"] }] });
     never["nodeName"] = json!("img-node");
@@ -545,16 +660,30 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
             Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
         }
     };
-    let status = eventually("the private image is pulled and runs", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        async move {
-            let s = pods.get("private").await.ok()?.status?.container_statuses?.pop()?;
-            s.state.as_ref()?.running.as_ref()?;
-            Some(s)
-        }
-    })
+    let status = eventually(
+        "the private image is pulled and runs",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let s = pods
+                    .get("private")
+                    .await
+                    .ok()?
+                    .status?
+                    .container_statuses?
+                    .pop()?;
+                s.state.as_ref()?.running.as_ref()?;
+                Some(s)
+            }
+        },
+    )
     .await;
-    assert_eq!(status.image_id, format!("{host}/private/app@{digest}"), "imageID is the repo digest");
+    assert_eq!(
+        status.image_id,
+        format!("{host}/private/app@{digest}"),
+        "imageID is the repo digest"
+    );
 
     let (reason, message) = eventually("the bad image fails to pull", Duration::from_secs(30), || {
         let w = waiting("bad");
@@ -587,13 +716,22 @@ async fn the_kubelet_pulls_with_pull_secrets_and_backs_off_on_bad_images() {
 /// `digest` of `bytes`, written into the OCI layout at `dir`.
 fn put_blob(dir: &Path, bytes: &[u8]) -> String {
     let digest = skiff_kubelet::images::archive::sha256(bytes);
-    std::fs::write(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")), bytes).unwrap();
+    std::fs::write(
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+        bytes,
+    )
+    .unwrap();
     digest
 }
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// OCI layouts (with an index of two platforms, gzipped) and gzipped docker archives import; the
@@ -614,29 +752,49 @@ async fn oci_layouts_gzipped_archives_and_multi_platform_indexes() {
     // An OCI layout whose one entry is an index: an arm64 manifest (the amd64 one with an
     // annotation, so its digest differs) and the amd64 one.
     let layout = dir.0.join("layout");
-    run_ok(Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("docker-archive:{}", tarball.display())).arg(format!("oci:{}:v1", layout.display())));
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("docker-archive:{}", tarball.display()))
+            .arg(format!("oci:{}:v1", layout.display())),
+    );
     let tag_only = dir.0.join("tag-only.tar");
-    run_ok(Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&tag_only).arg("."));
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tag_only)
+            .arg("."),
+    );
     let err = images.import(&tag_only).unwrap_err().to_string();
     assert!(err.contains("named only by the tag \"v1\""), "{err}");
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let amd64 = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
     let amd64_size = index["manifests"][0]["size"].as_u64().unwrap();
     let mut other: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(layout.join("blobs/sha256").join(amd64.trim_start_matches("sha256:"))).unwrap(),
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(amd64.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
     )
     .unwrap();
     other["annotations"] = json!({ "skiff.test/platform": "arm64" });
     let other_bytes = serde_json::to_vec(&other).unwrap();
     let arm64 = put_blob(&layout, &other_bytes);
     let manifest_type = "application/vnd.oci.image.manifest.v1+json";
-    let list = serde_json::to_vec(&json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    let list = serde_json::to_vec(
+        &json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             { "mediaType": manifest_type, "digest": arm64, "size": other_bytes.len(),
               "platform": { "architecture": "arm64", "os": "linux", "variant": "v8" } },
             { "mediaType": manifest_type, "digest": amd64, "size": amd64_size,
               "platform": { "architecture": "amd64", "os": "linux" } },
-        ] }))
+        ] }),
+    )
     .unwrap();
     let list_digest = put_blob(&layout, &list);
     let top = json!({ "schemaVersion": 2, "manifests": [{ "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -644,7 +802,14 @@ async fn oci_layouts_gzipped_archives_and_multi_platform_indexes() {
         "annotations": { "org.opencontainers.image.ref.name": "skiff.test/multi:v1" } }] });
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     let oci_tgz = dir.0.join("multi.tar.gz");
-    run_ok(Command::new("tar").arg("-C").arg(&layout).arg("-czf").arg(&oci_tgz).arg("."));
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-czf")
+            .arg(&oci_tgz)
+            .arg("."),
+    );
     let imported = images.import(&oci_tgz).unwrap();
     assert_eq!(imported[0].name, "skiff.test/multi:v1");
     let on_amd64 = cfg!(target_arch = "x86_64");
@@ -670,5 +835,194 @@ async fn oci_layouts_gzipped_archives_and_multi_platform_indexes() {
     if on_amd64 {
         assert_eq!(pulled.target, amd64);
     }
-    assert_eq!(pulled.repo_digest, format!("127.0.0.1:{}/multi/busybox@{list_digest}", registry.port));
+    assert_eq!(
+        pulled.repo_digest,
+        format!("127.0.0.1:{}/multi/busybox@{list_digest}", registry.port)
+    );
+}
+
+/// A token server as Docker Hub's auth.docker.io: basic credentials in, a JWT (ES256, signed by a
+/// self-signed certificate the registry trusts, carried in `x5c`) granting the scopes asked for out;
+/// without (right) credentials, a token granting nothing.
+struct TokenServer {
+    port: u16,
+    cert_pem: PathBuf,
+    /// Tokens handed out with access, and without.
+    granted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl TokenServer {
+    async fn start(dir: &Path, user: &'static str, password: &'static str) -> Self {
+        use base64::Engine as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["skiff-token-issuer".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_pem = dir.join("token-cert.pem");
+        std::fs::write(&cert_pem, cert.pem()).unwrap();
+        let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+        let rng = ring::rand::SystemRandom::new();
+        let signer = Arc::new(
+            ring::signature::EcdsaKeyPair::from_pkcs8(
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &key.serialize_der(),
+                &rng,
+            )
+            .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let granted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = granted.clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (signer, x5c, expected, counter) =
+                    (signer.clone(), x5c.clone(), expected.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    let authorized = head.lines().any(|l| {
+                        l.split_once(':').is_some_and(|(k, v)| {
+                            k.eq_ignore_ascii_case("authorization") && v.trim() == expected
+                        })
+                    });
+                    let query = path
+                        .split_once('?')
+                        .map(|(_, q)| q.to_owned())
+                        .unwrap_or_default();
+                    let decode = |v: &str| {
+                        v.replace("%3A", ":")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",")
+                            .replace("%3a", ":")
+                            .replace("%2f", "/")
+                            .replace("%2c", ",")
+                    };
+                    let mut access = Vec::new();
+                    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+                        if k == "scope" && authorized {
+                            let scope = decode(v);
+                            let mut parts = scope.splitn(3, ':');
+                            let (kind, name, actions) = (
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                            );
+                            access.push(json!({ "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }));
+                        }
+                    }
+                    if !access.is_empty() {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header = json!({ "typ": "JWT", "alg": "ES256", "x5c": [x5c] });
+                    let claims = json!({ "iss": "skiff-token-issuer", "sub": if authorized { user } else { "" },
+                        "aud": "skiff-registry", "exp": now + 300, "nbf": now - 10, "iat": now,
+                        "jti": format!("{now}-{}", tag()), "access": access });
+                    let signing_input = format!(
+                        "{}.{}",
+                        b64url(header.to_string().as_bytes()),
+                        b64url(claims.to_string().as_bytes())
+                    );
+                    let sig = signer
+                        .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+                        .unwrap();
+                    let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
+                    let body =
+                        json!({ "token": token, "access_token": token, "expires_in": 300 }).to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        Self {
+            port,
+            cert_pem,
+            granted,
+            task,
+        }
+    }
+}
+
+/// Bearer-token auth as Docker Hub does it, against the real registry: the 401's challenge names
+/// the token realm, the client gets a token there with its basic credentials and retries with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pulled_from_a_registry_with_bearer_tokens() {
+    require!("docker-registry", "skopeo", "busybox");
+    let dir = TempDir::new("skiff-bearer");
+    let tarball = build_image(&dir.0, "busybox:v1");
+    let tokens = TokenServer::start(&dir.0, "carol", "pa55").await;
+    let realm = format!("http://127.0.0.1:{}/token", tokens.port);
+    let registry = Registry::start_with(None, Some((&realm, &tokens.cert_pem)));
+    let digest = registry.push(&tarball, "sealed/busybox:v1", Some("carol:pa55"));
+    let pushes = tokens.granted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(pushes > 0, "skopeo pushed with a token");
+
+    let images = ImageManager::open(dir.0.join("store")).unwrap();
+    let image = format!("127.0.0.1:{}/sealed/busybox:v1", registry.port);
+    let err = tokio::time::timeout(Duration::from_secs(30), images.pull(&image, &Vec::new()))
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unauthorized") || err.contains("401"),
+        "an anonymous token grants nothing: {err}"
+    );
+    let domain = Reference::parse(&image).unwrap().domain;
+    let keyring = vec![(
+        domain,
+        Credentials {
+            username: "carol".into(),
+            password: "pa55".into(),
+        },
+    )];
+    let pulled = tokio::time::timeout(Duration::from_secs(30), images.pull(&image, &keyring))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pulled.repo_digest,
+        format!("127.0.0.1:{}/sealed/busybox@{digest}", registry.port)
+    );
+    assert!(
+        tokens.granted.load(std::sync::atomic::Ordering::SeqCst) > pushes,
+        "the pull got its own token"
+    );
 }

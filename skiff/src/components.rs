@@ -346,9 +346,9 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
     use skiff_kubelet::{
         dns::ClusterDns,
+        images::{airgap_dir, manager::ImageManager, store_dir},
         kubelet::{KubeletOptions, machine_capacity, run_kubelet},
         node::NodeConfig,
-        images::{airgap_dir, manager::ImageManager, store_dir},
         runc_runtime::{RuncConfig, RuncRuntime, images_in_dir},
         runtime::ContainerRuntime as _,
     };

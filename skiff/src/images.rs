@@ -61,7 +61,12 @@ pub fn run(command: ImagesCommand) -> anyhow::Result<()> {
             list.sort_by(|a, b| a.name.cmp(&b.name));
             println!("{:<60} {:<71} {:>10}", "REF", "DIGEST", "SIZE");
             for image in list {
-                println!("{:<60} {:<71} {:>10}", image.name, image.target, human(image.size));
+                println!(
+                    "{:<60} {:<71} {:>10}",
+                    image.name,
+                    image.target,
+                    human(image.size)
+                );
             }
             Ok(())
         }

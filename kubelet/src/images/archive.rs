@@ -77,7 +77,10 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()))
+    format!(
+        "sha256:{}",
+        hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    )
 }
 
 /// `r`, gunzipped if it starts with gzip's magic number.
@@ -110,7 +113,9 @@ fn clean(path: &Path) -> Option<PathBuf> {
 pub fn apply_layer(r: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<(), ImageError> {
     let err = |what: &str, e: io::Error| {
         // The tar crate says what failed and keeps why in the source.
-        let why = std::error::Error::source(&e).map(|s| format!(" ({s})")).unwrap_or_default();
+        let why = std::error::Error::source(&e)
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
         ImageError::Layer(format!("{what}: {e}{why}"))
     };
     std::fs::create_dir_all(dest).map_err(|e| err("creating the layer directory", e))?;
@@ -124,9 +129,15 @@ pub fn apply_layer(r: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<()
     let mut written: HashSet<PathBuf> = HashSet::new();
     for entry in archive.entries().map_err(|e| err("reading the layer", e))? {
         let mut entry = entry.map_err(|e| err("reading the layer", e))?;
-        let raw = entry.path().map_err(|e| err("reading an entry's path", e))?.into_owned();
+        let raw = entry
+            .path()
+            .map_err(|e| err("reading an entry's path", e))?
+            .into_owned();
         let Some(path) = clean(&raw) else {
-            return Err(ImageError::Layer(format!("entry {} climbs out of the layer", raw.display())));
+            return Err(ImageError::Layer(format!(
+                "entry {} climbs out of the layer",
+                raw.display()
+            )));
         };
         let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue; // The root itself.
@@ -144,7 +155,8 @@ pub fn apply_layer(r: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<()
                     if let Ok(children) = std::fs::read_dir(&dir) {
                         for child in children.flatten() {
                             if !written.contains(&parent.join(child.file_name())) {
-                                remove_any(&child.path()).map_err(|e| err("clearing an opaque directory", e))?;
+                                remove_any(&child.path())
+                                    .map_err(|e| err("clearing an opaque directory", e))?;
                             }
                         }
                     }
@@ -294,9 +306,12 @@ mod tests {
         }
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let m = std::fs::symlink_metadata(d.join("etc/a")).unwrap();
-        assert!(m.file_type().is_char_device() && m.rdev() == 0, "a 0/0 character device");
+        assert!(
+            m.file_type().is_char_device() && m.rdev() == 0,
+            "a 0/0 character device"
+        );
         let mut buf = [0u8; 4];
-        let n = rustix::fs::getxattr(&d.join("data"), OPAQUE_XATTR, &mut buf).unwrap();
+        let n = rustix::fs::getxattr(d.join("data"), OPAQUE_XATTR, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"y");
         assert!(d.join("data/new").exists() && !d.join("data/.wh..wh..opq").exists());
         std::fs::remove_dir_all(d).unwrap();
@@ -330,7 +345,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &data).unwrap();
         let mut out = Vec::new();
-        maybe_gunzip(&gz.finish().unwrap()[..]).unwrap().read_to_end(&mut out).unwrap();
+        maybe_gunzip(&gz.finish().unwrap()[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, data);
     }
 

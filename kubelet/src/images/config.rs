@@ -68,7 +68,11 @@ pub struct ImageConfig {
 
 /// The argv a container runs: `command`/`args` over the image's ENTRYPOINT/CMD (containerd's
 /// `WithProcessArgs`).
-pub fn process_args(command: &[String], args: &[String], image: &RunConfig) -> Result<Vec<String>, ImageError> {
+pub fn process_args(
+    command: &[String],
+    args: &[String],
+    image: &RunConfig,
+) -> Result<Vec<String>, ImageError> {
     let mut command = command.to_vec();
     let mut args = args.to_vec();
     if command.is_empty() {
@@ -194,20 +198,38 @@ mod tests {
     fn command_and_args_combine_with_entrypoint_and_cmd_as_kubernetes_says() {
         let img = image(Some(&["/entry", "-e"]), Some(&["default"]));
         // Neither: ENTRYPOINT + CMD.
-        assert_eq!(process_args(&[], &[], &img).unwrap(), v(&["/entry", "-e", "default"]));
+        assert_eq!(
+            process_args(&[], &[], &img).unwrap(),
+            v(&["/entry", "-e", "default"])
+        );
         // args alone replace CMD.
-        assert_eq!(process_args(&[], &v(&["x"]), &img).unwrap(), v(&["/entry", "-e", "x"]));
+        assert_eq!(
+            process_args(&[], &v(&["x"]), &img).unwrap(),
+            v(&["/entry", "-e", "x"])
+        );
         // command replaces ENTRYPOINT and CMD is ignored.
         assert_eq!(process_args(&v(&["sh"]), &[], &img).unwrap(), v(&["sh"]));
         // Both: command + args.
-        assert_eq!(process_args(&v(&["sh"]), &v(&["-c", "true"]), &img).unwrap(), v(&["sh", "-c", "true"]));
+        assert_eq!(
+            process_args(&v(&["sh"]), &v(&["-c", "true"]), &img).unwrap(),
+            v(&["sh", "-c", "true"])
+        );
         // Only CMD in the image (busybox's ["sh"]).
         let busybox = image(None, Some(&["sh"]));
         assert_eq!(process_args(&[], &[], &busybox).unwrap(), v(&["sh"]));
-        assert_eq!(process_args(&[], &v(&["echo", "hi"]), &busybox).unwrap(), v(&["echo", "hi"]));
+        assert_eq!(
+            process_args(&[], &v(&["echo", "hi"]), &busybox).unwrap(),
+            v(&["echo", "hi"])
+        );
         // ENTRYPOINT [""] clears the entrypoint.
-        assert_eq!(process_args(&[], &[], &image(Some(&[""]), Some(&["top"]))).unwrap(), v(&["top"]));
-        assert!(matches!(process_args(&[], &[], &RunConfig::default()), Err(ImageError::Config(_))));
+        assert_eq!(
+            process_args(&[], &[], &image(Some(&[""]), Some(&["top"]))).unwrap(),
+            v(&["top"])
+        );
+        assert!(matches!(
+            process_args(&[], &[], &RunConfig::default()),
+            Err(ImageError::Config(_))
+        ));
     }
 
     #[test]
@@ -219,7 +241,12 @@ mod tests {
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             pairs,
-            vec![("PATH", "/usr/bin:/bin"), ("LANG", "en"), ("EMPTY", ""), ("NEW", "1")]
+            vec![
+                ("PATH", "/usr/bin:/bin"),
+                ("LANG", "en"),
+                ("EMPTY", ""),
+                ("NEW", "1")
+            ]
         );
     }
 
@@ -227,7 +254,11 @@ mod tests {
     fn apply_fills_working_dir_and_user_from_the_image() {
         let dir = std::env::temp_dir().join(format!("skiff-imgcfg-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("etc")).unwrap();
-        std::fs::write(dir.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n").unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(resolve_user("www", &dir).unwrap(), (33, 34));
         assert_eq!(resolve_user("www:staff", &dir).unwrap(), (33, 50));
@@ -254,13 +285,19 @@ mod tests {
         assert_eq!(out.command, v(&["-c", "id"]));
         assert!(out.args.is_empty());
         assert_eq!(out.working_dir.as_deref(), Some("/srv"));
-        assert_eq!((out.security.run_as_user, out.security.run_as_group), (Some(33), Some(34)));
+        assert_eq!(
+            (out.security.run_as_user, out.security.run_as_group),
+            (Some(33), Some(34))
+        );
         assert_eq!(out.env.len(), 2);
         let mut own = spec.clone();
         own.working_dir = Some("/w".into());
         own.security.run_as_user = Some(5);
         let out = apply(&own, &config, &dir).unwrap();
-        assert_eq!((out.working_dir.as_deref(), out.security.run_as_user), (Some("/w"), Some(5)));
+        assert_eq!(
+            (out.working_dir.as_deref(), out.security.run_as_user),
+            (Some("/w"), Some(5))
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

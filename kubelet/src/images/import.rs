@@ -58,7 +58,8 @@ pub fn import_tarball(store: &Store, path: &Path) -> Result<Vec<ImageRecord>, Im
     std::fs::create_dir_all(&tmp.0).map_err(io("creating a scratch directory"))?;
     let mut tar = tar::Archive::new(maybe_gunzip(file).map_err(io(path.display()))?);
     tar.set_preserve_permissions(false);
-    tar.unpack(&tmp.0).map_err(io(format!("unpacking {}", path.display())))?;
+    tar.unpack(&tmp.0)
+        .map_err(io(format!("unpacking {}", path.display())))?;
     let dir = &tmp.0;
     if dir.join("manifest.json").is_file() {
         import_docker_archive(store, dir)
@@ -94,9 +95,10 @@ fn import_docker_archive(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>, 
         for layer in &entry.layers {
             let path = inside(layer)?;
             let mut head = [0u8; 2];
-            let gzipped = std::io::Read::read_exact(&mut std::fs::File::open(&path).map_err(io(layer))?, &mut head)
-                .is_ok()
-                && head == [0x1f, 0x8b];
+            let gzipped =
+                std::io::Read::read_exact(&mut std::fs::File::open(&path).map_err(io(layer))?, &mut head)
+                    .is_ok()
+                    && head == [0x1f, 0x8b];
             let (digest, size) = put_file(store, &path, None)?;
             layers.push(Descriptor {
                 media_type: if gzipped {
@@ -139,8 +141,9 @@ fn import_oci_layout(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>, Imag
             put_file(store, &entry.path(), Some(&digest))?;
         }
     }
-    let index: Manifest = serde_json::from_slice(&std::fs::read(dir.join("index.json")).map_err(io("reading index.json"))?)
-        .map_err(|e| ImageError::Import(format!("index.json: {e}")))?;
+    let index: Manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).map_err(io("reading index.json"))?)
+            .map_err(|e| ImageError::Import(format!("index.json: {e}")))?;
     let mut records = Vec::new();
     for desc in &index.manifests {
         let name = desc
@@ -193,9 +196,16 @@ fn names_of<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Referenc
 }
 
 /// Names `target` (from `source`, the digest that was imported) after each of `names`.
-fn commit(store: &Store, names: &[Reference], target: &str, source: &str) -> Result<Vec<ImageRecord>, ImageError> {
+fn commit(
+    store: &Store,
+    names: &[Reference],
+    target: &str,
+    source: &str,
+) -> Result<Vec<ImageRecord>, ImageError> {
     let Some(first) = names.first() else {
-        return Err(ImageError::Import(format!("image {target} has no name (no RepoTags or ref.name)")));
+        return Err(ImageError::Import(format!(
+            "image {target} has no name (no RepoTags or ref.name)"
+        )));
     };
     let mut keys: Vec<String> = names.iter().map(Reference::to_string).collect();
     // Pinned by digest too, as a pull records it.
@@ -221,7 +231,10 @@ pub fn import_dir(store: &Store, dir: &Path) -> Vec<(PathBuf, Result<Vec<ImageRe
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             p.is_file() && [".tar", ".tar.gz", ".tgz"].iter().any(|ext| name.ends_with(ext))
         })
         .collect();

@@ -133,7 +133,9 @@ impl ImageManager {
                     let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
                     tracing::info!(file = %file.display(), images = ?names, "imported images");
                 }
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot import an image tarball"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot import an image tarball")
+                }
             }
         }
     }
@@ -146,7 +148,10 @@ impl ImageManager {
     /// Pulls `image` with the credentials `keyring` has for its registry.
     pub async fn pull(&self, image: &str, keyring: &Keyring) -> Result<ImageRecord, ImageError> {
         let r = Reference::parse(image)?;
-        let registry = self.registry.as_ref().map_err(|e| ImageError::Registry(e.clone()))?;
+        let registry = self
+            .registry
+            .as_ref()
+            .map_err(|e| ImageError::Registry(e.clone()))?;
         let _one_at_a_time = self.pulls.lock().await;
         registry
             .pull(&self.store, &r, secrets::lookup(keyring, &r.domain))
@@ -162,7 +167,12 @@ impl ImageManager {
     /// policies say. Containers whose image is not there are taken out of `start` (and, after an
     /// init container, everything behind it); why is kept for [`Self::annotate`]. Returns when to
     /// sync again for them.
-    pub async fn ensure(&self, client: &kube::Client, pod: &Value, start: &mut Vec<ContainerSpec>) -> Option<Duration> {
+    pub async fn ensure(
+        &self,
+        client: &kube::Client,
+        pod: &Value,
+        start: &mut Vec<ContainerSpec>,
+    ) -> Option<Duration> {
         let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         let mut keyring: Option<Keyring> = None;
         let mut retry: Option<Duration> = None;
@@ -212,7 +222,9 @@ impl ImageManager {
             Err(ImageError::InvalidReference(e)) => {
                 return Err(wait(
                     "InvalidImageName",
-                    format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {e}"),
+                    format!(
+                        "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {e}"
+                    ),
                     None,
                 ));
             }
@@ -260,7 +272,11 @@ impl ImageManager {
                 };
                 state.backoff.insert(key, (delay, now));
                 tracing::warn!(image = %image, error = %e, "image pull failed");
-                Err(wait("ErrImagePull", e.to_string(), Some(REPORT_BACKOFF_AFTER.min(delay))))
+                Err(wait(
+                    "ErrImagePull",
+                    e.to_string(),
+                    Some(REPORT_BACKOFF_AFTER.min(delay)),
+                ))
             }
         }
     }
@@ -270,7 +286,9 @@ impl ImageManager {
     pub fn annotate(&self, uid: &str, status: &mut Value) {
         let state = self.state();
         for field in ["initContainerStatuses", "containerStatuses"] {
-            let Some(list) = status[field].as_array_mut() else { continue };
+            let Some(list) = status[field].as_array_mut() else {
+                continue;
+            };
             for c in list {
                 let name = c["name"].as_str().unwrap_or_default().to_owned();
                 let creating = matches!(

@@ -100,7 +100,8 @@ pub struct Manifest {
 impl Manifest {
     /// Whether it is an index (or manifest list).
     pub fn is_index(&self) -> bool {
-        matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_LIST) || (self.config.is_none() && !self.manifests.is_empty())
+        matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_LIST)
+            || (self.config.is_none() && !self.manifests.is_empty())
     }
 }
 
@@ -142,11 +143,23 @@ mod tests {
         }))
         .unwrap();
         assert!(list.is_index());
-        let amd64 = Platform { architecture: "amd64".into(), os: "linux".into(), variant: None };
+        let amd64 = Platform {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+        };
         assert_eq!(select_platform(&list, &amd64).unwrap().digest, "sha256:amd");
-        let arm = Platform { architecture: "arm64".into(), os: "linux".into(), variant: Some("v8".into()) };
+        let arm = Platform {
+            architecture: "arm64".into(),
+            os: "linux".into(),
+            variant: Some("v8".into()),
+        };
         assert_eq!(select_platform(&list, &arm).unwrap().digest, "sha256:arm");
-        let s390 = Platform { architecture: "s390x".into(), os: "linux".into(), variant: None };
+        let s390 = Platform {
+            architecture: "s390x".into(),
+            os: "linux".into(),
+            variant: None,
+        };
         assert!(select_platform(&list, &s390).is_none());
         if cfg!(target_arch = "x86_64") {
             assert_eq!(Platform::host(), amd64);

@@ -13,7 +13,11 @@ pub fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Re
     for dir in [upper, work, target] {
         std::fs::create_dir_all(dir).map_err(|e| err("creating the container's overlay directories", e))?;
     }
-    let lower: Vec<String> = lowers.iter().rev().map(|p| p.to_string_lossy().into_owned()).collect();
+    let lower: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -21,8 +25,19 @@ pub fn mount(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Re
         work.display()
     );
     let data = std::ffi::CString::new(data).map_err(|e| ImageError::Overlay(e.to_string()))?;
-    rustix::mount::mount("overlay", target, "overlay", rustix::mount::MountFlags::empty(), data.as_c_str())
-        .map_err(|e| err(&format!("mounting the container's root filesystem on {}", target.display()), e.into()))
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        rustix::mount::MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| {
+        err(
+            &format!("mounting the container's root filesystem on {}", target.display()),
+            e.into(),
+        )
+    })
 }
 
 /// Unmounts `target` if something is mounted there (lazily if it is busy).
@@ -32,7 +47,13 @@ pub fn unmount(target: &Path) -> Result<(), ImageError> {
     }
     rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty())
         .or_else(|_| rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH))
-        .map_err(|e| ImageError::Overlay(format!("unmounting {}: {}", target.display(), std::io::Error::from(e))))
+        .map_err(|e| {
+            ImageError::Overlay(format!(
+                "unmounting {}: {}",
+                target.display(),
+                std::io::Error::from(e)
+            ))
+        })
 }
 
 /// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
@@ -92,7 +113,9 @@ pub fn check(dir: &Path) -> Result<(), ImageError> {
             unmount(&merged)?;
             match seen {
                 true => Ok(()),
-                false => Err(ImageError::Overlay("the overlay does not show its lower layer".into())),
+                false => Err(ImageError::Overlay(
+                    "the overlay does not show its lower layer".into(),
+                )),
             }
         });
     let _ = std::fs::remove_dir_all(&probe);

@@ -48,7 +48,9 @@ impl Reference {
         if let Some(tag) = &tag
             && (tag.is_empty()
                 || tag.len() > 128
-                || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                || !tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
                 || tag.starts_with(['.', '-']))
         {
             return Err(bad("invalid tag"));
@@ -80,7 +82,9 @@ impl Reference {
                 && component.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && component.ends_with(|c: char| c.is_ascii_alphanumeric());
             if !ok {
-                return Err(bad("repository name must be lowercase alphanumerics and separators"));
+                return Err(bad(
+                    "repository name must be lowercase alphanumerics and separators",
+                ));
             }
         }
         let tag = match (&tag, &digest) {
@@ -111,10 +115,7 @@ impl Reference {
 
     /// What `GET /v2/<name>/manifests/<this>` asks for: the digest if pinned, else the tag.
     pub fn object(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// Whether the registry is on loopback, where plain HTTP is allowed (as Docker allows it).
@@ -123,10 +124,7 @@ impl Reference {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
             None => self.domain.split(':').next().unwrap_or(&self.domain),
         };
-        host == "localhost"
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The same repository at manifest `digest`.
@@ -171,7 +169,10 @@ mod tests {
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("me/app"), "docker.io/me/app:latest");
         assert_eq!(norm("docker.io/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(norm("index.docker.io/library/busybox:1"), "docker.io/library/busybox:1");
+        assert_eq!(
+            norm("index.docker.io/library/busybox:1"),
+            "docker.io/library/busybox:1"
+        );
         let r = Reference::parse("busybox").unwrap();
         assert_eq!((r.registry_host(), r.object()), (DOCKER_HUB_REGISTRY, "latest"));
         assert!(!r.is_loopback());
@@ -194,13 +195,25 @@ mod tests {
         let r = Reference::parse(&format!("quay.io/x/y:2@{d}")).unwrap();
         assert_eq!(r.tag.as_deref(), Some("2"));
         assert_eq!(r.object(), d, "the digest wins");
-        assert!(!Reference::parse("registry.example.com:443/app").unwrap().is_loopback());
+        assert!(
+            !Reference::parse("registry.example.com:443/app")
+                .unwrap()
+                .is_loopback()
+        );
         assert!(Reference::parse("[::1]:5000/app").unwrap().is_loopback());
     }
 
     #[test]
     fn bad_references_are_refused() {
-        for bad in ["", "Busybox", "busybox:", "busybox@sha256:12", "a//b", "busybox:-x", "-a/b"] {
+        for bad in [
+            "",
+            "Busybox",
+            "busybox:",
+            "busybox@sha256:12",
+            "a//b",
+            "busybox:-x",
+            "-a/b",
+        ] {
             assert!(
                 matches!(Reference::parse(bad), Err(ImageError::InvalidReference(_))),
                 "{bad:?}"

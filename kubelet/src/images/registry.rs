@@ -52,7 +52,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// A registry client (one per node; it caches tokens).
 pub struct RegistryClient {
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
-    /// `Authorization` values by `<host>/<repo>`.
+    /// `Authorization` values by `<user>@<host>/<repo>`.
     auth: Mutex<HashMap<String, String>>,
     /// The platform picked out of indexes.
     pub platform: Platform,
@@ -133,7 +133,9 @@ impl RegistryClient {
         accept: &str,
         creds: Option<&Credentials>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ImageError> {
-        let key = format!("{}/{}", r.registry_host(), r.path);
+        // Per user too: a token got with one pod's pull secret must not serve another pod.
+        let user = creds.map_or("", |c| c.username.as_str());
+        let key = format!("{user}@{}/{}", r.registry_host(), r.path);
         let mut challenged = false;
         let mut url = url.to_owned();
         let mut redirects = 0;
@@ -145,7 +147,9 @@ impl RegistryClient {
             if same_host && let Some(auth) = self.auth.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
                 req = req.header("Authorization", auth.as_str());
             }
-            let req = req.body(Empty::new()).map_err(|e| reg(format!("bad request {url}: {e}")))?;
+            let req = req
+                .body(Empty::new())
+                .map_err(|e| reg(format!("bad request {url}: {e}")))?;
             let resp = tokio::time::timeout(TIMEOUT, self.http.request(req))
                 .await
                 .map_err(|_| reg(format!("{url}: no answer in {TIMEOUT:?}")))?
@@ -157,7 +161,10 @@ impl RegistryClient {
             {
                 redirects += 1;
                 url = match location.starts_with('/') {
-                    true => format!("{}{location}", url.split('/').take(3).collect::<Vec<_>>().join("/")),
+                    true => format!(
+                        "{}{location}",
+                        url.split('/').take(3).collect::<Vec<_>>().join("/")
+                    ),
                     false => location.to_owned(),
                 };
                 continue;
@@ -173,12 +180,15 @@ impl RegistryClient {
                 let (scheme, params) = parse_challenge(&header);
                 let auth = match scheme.as_str() {
                     "bearer" => self.token(r, &params, creds).await?,
-                    "basic" => creds
-                        .map(Credentials::basic)
-                        .ok_or_else(|| reg(format!("{url}: unauthorized (the registry wants credentials)")))?,
+                    "basic" => creds.map(Credentials::basic).ok_or_else(|| {
+                        reg(format!("{url}: unauthorized (the registry wants credentials)"))
+                    })?,
                     _ => return Err(reg(format!("{url}: unauthorized ({header:?})"))),
                 };
-                self.auth.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), auth);
+                self.auth
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), auth);
                 continue;
             }
             if !status.is_success() {
@@ -211,7 +221,9 @@ impl RegistryClient {
         if let Some(c) = creds {
             req = req.header("Authorization", c.basic());
         }
-        let req = req.body(Empty::new()).map_err(|e| reg(format!("bad token request {url}: {e}")))?;
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| reg(format!("bad token request {url}: {e}")))?;
         let resp = tokio::time::timeout(TIMEOUT, self.http.request(req))
             .await
             .map_err(|_| reg(format!("{realm}: no answer in {TIMEOUT:?}")))?
@@ -219,7 +231,10 @@ impl RegistryClient {
         let status = resp.status();
         let body = read_all(resp).await?;
         if !status.is_success() {
-            return Err(reg(format!("getting a token from {realm}: {}", describe_failure(status, &body))));
+            return Err(reg(format!(
+                "getting a token from {realm}: {}",
+                describe_failure(status, &body)
+            )));
         }
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| reg(format!("token from {realm}: {e}")))?;
@@ -252,7 +267,13 @@ impl RegistryClient {
     }
 
     /// Blob `digest` into the store (unless it is there already).
-    async fn blob(&self, store: &Store, r: &Reference, digest: &str, creds: Option<&Credentials>) -> Result<(), ImageError> {
+    async fn blob(
+        &self,
+        store: &Store,
+        r: &Reference,
+        digest: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(), ImageError> {
         if store.has_blob(digest) {
             return Ok(());
         }
@@ -278,7 +299,12 @@ impl RegistryClient {
     }
 
     /// Pulls `r` into `store` and names it; returns what the store recorded.
-    pub async fn pull(&self, store: &Store, r: &Reference, creds: Option<&Credentials>) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(
+        &self,
+        store: &Store,
+        r: &Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
         let (top, top_digest) = self.manifest(r, r.object(), creds).await?;
         store.put(&top[..], Some(&top_digest))?;
         let parsed: Manifest =
@@ -292,7 +318,8 @@ impl RegistryClient {
             })?;
             let (bytes, digest) = self.manifest(r, &entry.digest, creds).await?;
             store.put(&bytes[..], Some(&digest))?;
-            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| reg(format!("manifest {digest}: {e}")))?;
+            let m: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| reg(format!("manifest {digest}: {e}")))?;
             (m, digest)
         } else {
             (parsed, top_digest.clone())
@@ -340,7 +367,10 @@ fn describe_failure(status: hyper::StatusCode, body: &[u8]) -> String {
     match (status, said.is_empty()) {
         (hyper::StatusCode::NOT_FOUND, _) => format!("not found ({})", said.join("; ")),
         (hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN, _) => {
-            format!("{status}: pull access denied, repository does not exist or may require authorization ({})", said.join("; "))
+            format!(
+                "{status}: pull access denied, repository does not exist or may require authorization ({})",
+                said.join("; ")
+            )
         }
         (_, true) => status.to_string(),
         (_, false) => format!("{status}: {}", said.join("; ")),
@@ -371,11 +401,22 @@ mod tests {
         assert_eq!(p["service"], "registry.docker.io");
         assert_eq!(p["scope"], "repository:library/busybox:pull,push");
         let (scheme, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
-        assert_eq!((scheme.as_str(), p["realm"].as_str()), ("basic", "Registry Realm"));
+        assert_eq!(
+            (scheme.as_str(), p["realm"].as_str()),
+            ("basic", "Registry Realm")
+        );
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
-        let c = Credentials { username: "u".into(), password: "p".into() };
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
         assert_eq!(c.basic(), "Basic dTpw");
-        assert!(describe_failure(hyper::StatusCode::NOT_FOUND, br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#)
-            .contains("not found (MANIFEST_UNKNOWN: manifest unknown)"));
+        assert!(
+            describe_failure(
+                hyper::StatusCode::NOT_FOUND,
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+            )
+            .contains("not found (MANIFEST_UNKNOWN: manifest unknown)")
+        );
     }
 }

@@ -80,7 +80,9 @@ pub async fn pod_keyring(client: &Client, pod: &Value) -> Keyring {
         let Some(bytes) = data.get(field) else { continue };
         match serde_json::from_slice::<Value>(&bytes.0) {
             Ok(config) => keyring.extend(parse_docker_config(&config)),
-            Err(e) => tracing::warn!(secret = %name, error = %e, "a malformed docker config in an imagePullSecret"),
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %e, "a malformed docker config in an imagePullSecret")
+            }
         }
     }
     keyring
@@ -104,6 +106,10 @@ mod tests {
         let dockercfg = serde_json::json!({ "http://registry.example:443/v2/": { "auth": "YTpiOmM=" } });
         let keyring = parse_docker_config(&dockercfg);
         let c = lookup(&keyring, "registry.example:443").unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b:c"), "the password may hold a colon");
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("a", "b:c"),
+            "the password may hold a colon"
+        );
     }
 }

@@ -180,7 +180,9 @@ impl Store {
 
     fn read_refs(&self) -> Result<BTreeMap<String, ImageRecord>, ImageError> {
         match std::fs::read(self.refs_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Store(format!("refs.json: {e}"))),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ImageError::Store(format!("refs.json: {e}")))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(io("reading refs.json")(e)),
         }
@@ -218,7 +220,12 @@ impl Store {
 
     /// Records image manifest `manifest_digest` (stored already, as are its config and layers) under
     /// `names`; `repo_digest` says where it came from.
-    pub fn commit(&self, names: &[String], manifest_digest: &str, repo_digest: &str) -> Result<ImageRecord, ImageError> {
+    pub fn commit(
+        &self,
+        names: &[String],
+        manifest_digest: &str,
+        repo_digest: &str,
+    ) -> Result<ImageRecord, ImageError> {
         let manifest: Manifest = serde_json::from_slice(&self.read_blob(manifest_digest)?)
             .map_err(|e| ImageError::Store(format!("manifest {manifest_digest}: {e}")))?;
         let config = manifest
@@ -297,10 +304,15 @@ impl Store {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io("clearing a half-unpacked layer"))?;
         }
-        let file = std::fs::File::open(self.blob_path(&layer.digest)).map_err(io(format!("opening layer {}", layer.digest)))?;
-        let mut hashing = Hashing::new(archive::maybe_gunzip(file).map_err(io(format!("layer {}", layer.digest)))?);
-        let applied = archive::apply_layer(&mut hashing, &tmp, Whiteouts::Overlay)
-            .and_then(|()| hashing.finish().map_err(io(format!("reading layer {}", layer.digest))));
+        let file = std::fs::File::open(self.blob_path(&layer.digest))
+            .map_err(io(format!("opening layer {}", layer.digest)))?;
+        let mut hashing =
+            Hashing::new(archive::maybe_gunzip(file).map_err(io(format!("layer {}", layer.digest)))?);
+        let applied = archive::apply_layer(&mut hashing, &tmp, Whiteouts::Overlay).and_then(|()| {
+            hashing
+                .finish()
+                .map_err(io(format!("reading layer {}", layer.digest)))
+        });
         match applied {
             Ok((got, _)) if got == diff_id => {
                 std::fs::rename(&tmp, dir).map_err(io("committing an unpacked layer"))
@@ -328,13 +340,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-store-unit-{}", std::process::id()));
         let store = Store::open(&dir).unwrap();
         let (d, n) = store.put(&b"hello"[..], None).unwrap();
-        assert_eq!((d.as_str(), n), ("sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", 5));
+        assert_eq!(
+            (d.as_str(), n),
+            (
+                "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                5
+            )
+        );
         assert!(store.has_blob(&d));
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
         let wrong = format!("sha256:{}", "0".repeat(64));
-        assert!(matches!(store.put(&b"other"[..], Some(&wrong)), Err(ImageError::DigestMismatch { .. })));
+        assert!(matches!(
+            store.put(&b"other"[..], Some(&wrong)),
+            Err(ImageError::DigestMismatch { .. })
+        ));
         assert!(!store.has_blob(&wrong));
-        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0, "nothing left half written");
+        assert_eq!(
+            std::fs::read_dir(dir.join("ingest")).unwrap().count(),
+            0,
+            "nothing left half written"
+        );
         assert!(store.get("busybox").unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
