@@ -35,6 +35,9 @@ if [ "${1:-}" = "stop" ]; then
       runc --root "$RUNC_ROOT" delete --force "$id" >/dev/null 2>&1 || true
     done
   fi
+  # Containers' root filesystems are overlay mounts in their bundles: unmounted before removal.
+  awk -v dir="$DATA_DIR/agent/pods/" 'index($5, dir) == 1 { print $5 }' /proc/self/mountinfo |
+    sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
   # The pods' cgroups (the kubelet removes them when it tears a pod down; here it is stopped).
   for dir in /sys/fs/cgroup/*/skiff /sys/fs/cgroup/skiff; do
     [ -d "$dir" ] && find "$dir" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null
@@ -55,24 +58,21 @@ for bin in skiff-pause skiff-shim; do
 done
 
 mkdir -p "$DATA_DIR"
-# The node: an image directory with busybox (until the image store exists, an image is a directory)
-# and the node's network namespace, with the node's address on its loopback.
+# The node: a busybox image built from Debian's busybox-static, left in the agent's airgap directory,
+# which the node imports at start (as k3s does), and the node's network namespace, with the node's
+# address on its loopback.
 NODE_FLAGS=(--disable-agent)
 if [ "$(id -u)" -eq 0 ]; then
-  IMAGE="$DATA_DIR/images/busybox"
-  if [ ! -x "$IMAGE/bin/busybox" ]; then
-    mkdir -p "$IMAGE/bin" "$IMAGE/www" "$IMAGE/tmp" "$IMAGE/proc" "$IMAGE/dev" "$IMAGE/sys"
-    cp "$(command -v busybox)" "$IMAGE/bin/busybox"
-    for applet in $("$IMAGE/bin/busybox" --list); do
-      [ -e "$IMAGE/bin/$applet" ] || ln -s busybox "$IMAGE/bin/$applet"
-    done
-    echo "served by a skiff pod" >"$IMAGE/www/index.html"
+  # Tagged latest, which pods get with `image: busybox`; the manifests ask for IfNotPresent, so
+  # the node uses it rather than pulling it from a registry.
+  AIRGAP="$DATA_DIR/agent/images"
+  if [ ! -f "$AIRGAP/busybox.tar" ]; then
+    scripts/build-busybox-image.sh "$AIRGAP/busybox.tar" busybox:latest
   fi
   ip netns add "$NETNS" 2>/dev/null || true
   ip -n "$NETNS" link set lo up
   ip -n "$NETNS" addr replace "$NODE_IP/32" dev lo
-  NODE_FLAGS=(--node-netns "/run/netns/$NETNS" --node-name skiff-node --node-ip "$NODE_IP"
-    --images-dir "$DATA_DIR/images")
+  NODE_FLAGS=(--node-netns "/run/netns/$NETNS" --node-name skiff-node --node-ip "$NODE_IP")
 else
   echo "(not root: the server runs without its node; pods stay Pending)"
 fi
@@ -98,6 +98,8 @@ echo
 echo "== kubectl apply -f manifests/demo.yaml   (a ConfigMap, a web Deployment of 3 pods, a Service)"
 kubectl apply -f manifests/demo.yaml
 if [ "$(id -u)" -eq 0 ]; then
+  # The node imports its images before it registers.
+  for _ in $(seq 1 200); do kubectl get node skiff-node >/dev/null 2>&1 && break; sleep 0.3; done
   kubectl wait --for=condition=Ready node/skiff-node --timeout=60s
   kubectl rollout status deployment/web --timeout=120s
   kubectl get pods -o wide
@@ -123,6 +125,8 @@ Try:
   kubectl explain deployment.spec.strategy
   ip netns exec $NETNS curl -s http://\$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')/
   ip netns exec $NETNS iptables-save -t nat | grep -i web     # the Service's rules, in the node's namespace
+  kubectl set image deployment/web httpd=busybox:nosuch; kubectl get pods -w  # ErrImagePull, ImagePullBackOff
+  ./target/release/skiff images ls --data-dir $DATA_DIR                    # the node's image store
   runc --root $RUNC_ROOT list                                    # the containers underneath
   ip netns exec $NETNS ip addr show cni0                          # the node's pod bridge
   ./target/release/skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing

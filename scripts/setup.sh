@@ -13,6 +13,7 @@ PACKAGES=(
   iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it; the proxy too
   nftables                            # the proxy's nftables mode (nft -f)
   busybox-static                      # node tests build a container rootfs from its one static binary
+  docker-registry skopeo apache2-utils # image pull tests: a registry on loopback, pushes to it, htpasswd
 )
 
 missing=()

@@ -22,6 +22,7 @@ pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod hollow;
+pub mod images;
 pub mod kubelet;
 pub mod lease;
 pub mod logs;

@@ -321,6 +321,9 @@ pub async fn sync_pod(
             node.probes.remove_pod(uid);
             let (rt, key) = (node.runtime.clone(), uid.to_owned());
             blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
+            if let Some(images) = node.runtime.images() {
+                images.forget_pod(uid);
+            }
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
@@ -340,6 +343,13 @@ pub async fn sync_pod(
             mut start,
             mut retry_after,
         } => {
+            // Images first, as their pull policies say: a container whose image is not there waits
+            // (ErrImagePull, ImagePullBackOff…) and the pod is synced again when it may be.
+            if let Some(images) = node.runtime.images()
+                && let Some(after) = images.ensure(&node.client, pod, &mut start).await
+            {
+                retry_after = Some(retry_after.map_or(after, |r| r.min(after)));
+            }
             let cidr = node.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let sandbox = SandboxSpec::from_pod(pod, cidr.as_deref());
             let mut prepared = None;
@@ -381,6 +391,9 @@ pub async fn sync_pod(
                 let ip = pod_ip(pod, &sandbox.ip, &node.host_ip);
                 node.probes
                     .sync(pod, &containers, &ip, node.runtime.clone(), &node.events);
+            }
+            if let Some(images) = node.runtime.images() {
+                images.annotate(uid, &mut new);
             }
             if status::changed(&pod["status"], &new) {
                 match pods

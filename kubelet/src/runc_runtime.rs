@@ -43,15 +43,15 @@ pub const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
 /// Annotation: the image it runs.
 pub const IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
 
-/// Maps an image reference to a root filesystem directory. (Until the image store exists, the caller
-/// says where each image's files are.)
-pub type RootfsResolver = Arc<dyn Fn(&str) -> Result<PathBuf, RuntimeError> + Send + Sync>;
+/// Gives containers their root filesystems: the image store ([`crate::images::manager::ImageManager`])
+/// or, for tests and `--images-dir`, a function from image name to directory.
+pub type RootfsResolver = Arc<dyn crate::images::ImageService>;
 
-/// Images as directories until the image store exists: `busybox:1.36` is `<dir>/busybox_1.36` if that
-/// exists, else `<dir>/busybox` (registry hosts and paths are dropped: `docker.io/library/busybox` is
-/// `busybox`).
+/// Images as directories (`--images-dir`, no image config): `busybox:1.36` is `<dir>/busybox_1.36` if
+/// that exists, else `<dir>/busybox` (registry hosts and paths are dropped: `docker.io/library/busybox`
+/// is `busybox`).
 pub fn images_in_dir(dir: PathBuf) -> RootfsResolver {
-    Arc::new(move |image: &str| {
+    Arc::new(move |image: &str| -> Result<PathBuf, RuntimeError> {
         let name = image.rsplit('/').next().unwrap_or(image);
         let name = name.split('@').next().unwrap_or(name);
         let (repo, tag) = name.split_once(':').unwrap_or((name, "latest"));
@@ -414,7 +414,6 @@ impl RuncRuntime {
             restarts = current.restart_count + 1;
             self.runc.delete_force(&id)?;
         }
-        let rootfs = (self.cfg.images)(&spec.image)?;
         let sandbox_meta: BTreeMap<String, String> =
             std::fs::read_to_string(self.pod_dir(uid).join("sandbox").join("pod.json"))
                 .ok()
@@ -428,6 +427,17 @@ impl RuncRuntime {
         let hostname = self.sandbox_hostname(uid)?;
         let bundle = self.pod_dir(uid).join(&spec.name);
         std::fs::create_dir_all(&bundle).map_err(io_err("creating the container bundle"))?;
+        // The image's rootfs (an overlay in the bundle), and the spec over its config.
+        let image = self.cfg.images.prepare(&spec.image, &bundle)?;
+        let rootfs = image.rootfs.clone();
+        let applied;
+        let spec = match &image.config {
+            Some(config) => {
+                applied = crate::images::config::apply(spec, config, &rootfs)?;
+                &applied
+            }
+            None => spec,
+        };
         let etc = self.pod_dir(uid).join("sandbox");
         let mut mounts: Vec<oci::Mount> = ["hosts", "hostname", "resolv.conf"]
             .iter()
@@ -577,6 +587,8 @@ impl RuncRuntime {
         self.cni.del(uid, netns.as_deref())?;
         self.runc.delete_force(uid)?;
         let dir = self.pod_dir(uid);
+        // Containers' rootfs overlays (and whatever else is mounted in the pod's directory) first.
+        crate::images::overlay::unmount_under(&dir)?;
         // Volumes mounted on the node (tmpfs emptyDirs, secrets) go before their directories.
         crate::volumes::unmount_all(&dir);
         if dir.exists() {
@@ -590,6 +602,10 @@ impl RuncRuntime {
 impl ContainerRuntime for RuncRuntime {
     fn version(&self) -> String {
         format!("runc://{}", self.version)
+    }
+
+    fn images(&self) -> Option<&crate::images::manager::ImageManager> {
+        self.cfg.images.manager()
     }
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
@@ -806,7 +822,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skiff-images-unit-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("busybox")).unwrap();
         std::fs::create_dir_all(dir.join("nginx_1.27")).unwrap();
-        let images = images_in_dir(dir.clone());
+        let resolver = images_in_dir(dir.clone());
+        let images = |i: &str| resolver.prepare(i, &dir).map(|p| p.rootfs);
         assert_eq!(images("busybox").unwrap(), dir.join("busybox"));
         assert_eq!(
             images("docker.io/library/busybox:1.36").unwrap(),

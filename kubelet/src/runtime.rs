@@ -403,6 +403,10 @@ pub trait ContainerRuntime: Send + Sync {
     fn node_netns(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// The node's image manager, when the runtime has one (pull policies, image statuses).
+    fn images(&self) -> Option<&crate::images::manager::ImageManager> {
+        None
+    }
     /// Every pod's containers at once: what the kubelet's PLEG relists every second to notice
     /// containers that changed (exited) without the pod changing. Runtimes that can list everything
     /// in one go do better than this default.

@@ -3,9 +3,10 @@
 
 mod bench;
 mod components;
+mod dns;
+mod images;
 mod node;
 mod proxy;
-mod dns;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,9 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Run the cluster DNS alone against an API server (what CoreDNS is in Kubernetes).
     Dns(dns::DnsArgs),
+    /// The node's image store: import tarballs, list images.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -93,6 +97,7 @@ fn main() {
                         Command::Scheduler(args) => components::scheduler(args).await,
                         Command::Proxy(args) => proxy::run(args).await,
                         Command::Dns(args) => dns::run(args).await,
+                        Command::Images(command) => images::run(command),
                         Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
                         Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
                         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,

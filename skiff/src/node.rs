@@ -20,8 +20,10 @@ pub struct NodeArgs {
     /// The node's InternalIP (default: the first global IPv4 address of its network namespace).
     #[arg(long)]
     pub node_ip: Option<String>,
-    /// Where images' root filesystems are, one directory per image (`busybox:1.36` →
-    /// `busybox_1.36` or `busybox`). Default: `<data-dir>/images`.
+    /// Run containers on plain directories instead of the image store: one directory per image
+    /// (`busybox:1.36` → `busybox_1.36` or `busybox`), no image config, no pulls. Unset: images come
+    /// from the store (`<data-dir>/agent/image-store`), pulled from registries or imported, and every
+    /// tarball in `<data-dir>/agent/images/` is imported at start.
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
     /// The cluster DNS address pods with `dnsPolicy: ClusterFirst` resolve through (upstream's
@@ -66,13 +68,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use skiff_kubelet::{
         dns::ClusterDns,
+        images::{airgap_dir, manager::ImageManager, store_dir},
         kubelet::{KubeletOptions, machine_capacity, run_kubelet},
         node::NodeConfig,
-        runc_runtime::{RuncConfig, RuncRuntime, images_in_dir},
+        runc_runtime::{RootfsResolver, RuncConfig, RuncRuntime, images_in_dir},
         runtime::ContainerRuntime as _,
     };
-    let images = args.images_dir.clone().unwrap_or_else(|| data_dir.join("images"));
-    let mut config = RuncConfig::new(data_dir.join("agent"), images_in_dir(images));
+    let agent_dir = data_dir.join("agent");
+    let images: RootfsResolver = match &args.images_dir {
+        Some(dir) => images_in_dir(dir.clone()),
+        None => {
+            let store = store_dir(&agent_dir);
+            let manager = ImageManager::open(&store)
+                .with_context(|| format!("cannot open the image store {}", store.display()))?;
+            // k3s's airgap convention: whatever tarballs are there are imported before pods start.
+            let airgap = airgap_dir(&agent_dir);
+            tokio::task::block_in_place(|| manager.import_dir(&airgap));
+            Arc::new(manager)
+        }
+    };
+    let mut config = RuncConfig::new(agent_dir, images);
     config.node_netns = cni_netns;
     config.cluster_dns = ClusterDns {
         servers: vec![args.cluster_dns.clone()],
