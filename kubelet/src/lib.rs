@@ -12,7 +12,8 @@
 //! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
 //! runc ([`runc`]), CNI bridge networking ([`cni`]) and the pod's /etc files ([`dns`]);
 //! [`kubelet::run_kubelet`] is one real node's main loop over it (with a PLEG that relists the
-//! runtime, so exits are noticed, and restarts by the pod's restart policy).
+//! runtime, so exits are noticed, and restarts by the pod's restart policy). [`server`] is the kubelet
+//! API (:10250) the API server proxies logs and exec to.
 
 pub mod cni;
 pub mod dns;
@@ -27,6 +28,7 @@ pub mod pod_workers;
 pub mod runc;
 pub mod runc_runtime;
 pub mod runtime;
+pub mod server;
 pub mod status;
 
 /// The time as Kubernetes writes `metav1.Time`: RFC 3339, seconds, UTC.

@@ -1,0 +1,55 @@
+//! [`ContainerStreams`] of the real runtime: containers are found by the annotations containerd's
+//! CRI plugin puts on them (`io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`,
+//! `…container-name`), so a restarted kubelet serves the logs of containers it did not start; exec
+//! is `runc exec` (containerd's shim does the same for CRI's ExecSync and Exec).
+
+use std::{path::Path, process::Command};
+
+use super::{ContainerRef, ContainerStreams};
+use crate::{
+    runc_runtime::{CONTAINER_NAME, CONTAINER_TYPE, RuncRuntime, SANDBOX_NAME, SANDBOX_NAMESPACE, SANDBOX_UID},
+    runtime::RuntimeError,
+};
+
+impl ContainerStreams for RuncRuntime {
+    fn find(&self, namespace: &str, pod: &str, container: &str) -> Result<Option<ContainerRef>, RuntimeError> {
+        let mut matching: Vec<_> = self
+            .runc()
+            .list()?
+            .into_iter()
+            .filter(|s| {
+                s.annotation(CONTAINER_TYPE) == Some("container")
+                    && s.annotation(SANDBOX_NAMESPACE) == Some(namespace)
+                    && s.annotation(SANDBOX_NAME) == Some(pod)
+                    && s.annotation(CONTAINER_NAME) == Some(container)
+            })
+            .collect();
+        // A pod deleted and created again under the same name may briefly have two: the running
+        // one, else the newest, is the one asked about.
+        matching.sort_by(|a, b| (a.status == "running", &a.created).cmp(&(b.status == "running", &b.created)));
+        Ok(matching.pop().map(|s| {
+            let uid = s.annotation(SANDBOX_UID).unwrap_or_default().to_owned();
+            ContainerRef {
+                log: self.log_path(&uid, container),
+                pod_uid: uid,
+                id: s.id,
+            }
+        }))
+    }
+
+    fn running(&self, container: &ContainerRef) -> bool {
+        matches!(self.runc().state(&container.id), Ok(Some(s)) if s.status == "running")
+    }
+
+    fn exec_command(&self, container: &ContainerRef, command: &[String], console_socket: Option<&Path>) -> Command {
+        let mut args: Vec<&str> = vec!["exec"];
+        let socket;
+        if let Some(path) = console_socket {
+            socket = path.to_string_lossy().into_owned();
+            args.extend(["--tty", "--console-socket", &socket]);
+        }
+        args.push(&container.id);
+        args.extend(command.iter().map(String::as_str));
+        self.runc().command(&args)
+    }
+}
