@@ -19,7 +19,7 @@ pub mod tls;
 use std::{
     future::Future,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::Duration,
 };
@@ -58,14 +58,10 @@ pub trait ContainerStreams: Send + Sync + 'static {
     fn find(&self, namespace: &str, pod: &str, container: &str) -> Result<Option<ContainerRef>, RuntimeError>;
     /// Whether it runs.
     fn running(&self, container: &ContainerRef) -> bool;
-    /// The command that runs `command` in it: with a terminal whose master is sent to the unix
-    /// socket `console_socket` (runc's `--console-socket`), else with the command's own stdio.
-    fn exec_command(
-        &self,
-        container: &ContainerRef,
-        command: &[String],
-        console_socket: Option<&Path>,
-    ) -> std::process::Command;
+    /// The command that runs `command` in it, in the foreground with the command's own stdio; with
+    /// `tty`, the runtime gives the command a terminal of its own and copies between it and the
+    /// command's stdio (runc's `exec --tty`), which is then a terminal too.
+    fn exec_command(&self, container: &ContainerRef, command: &[String], tty: bool) -> std::process::Command;
 }
 
 /// How the kubelet API is served.
@@ -206,7 +202,15 @@ async fn container_logs(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let path = if opts.previous {
+    // The previous run of a running container is the log moved aside when it started; one that
+    // ended and waits to be started again (CrashLoopBackOff) has its last run in its own log still.
+    let previous_run = opts.previous && {
+        let (s, f) = (streams.clone(), found.clone());
+        tokio::task::spawn_blocking(move || s.running(&f))
+            .await
+            .unwrap_or(true)
+    };
+    let path = if previous_run {
         logs::previous_log(&found.log)
     } else {
         found.log.clone()

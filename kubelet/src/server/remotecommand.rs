@@ -10,18 +10,16 @@
 //! | 4 | in | terminal size, `{"Width":…,"Height":…}` |
 //! | 255 | in | v5 only: `[255, n]` closes stream n (kubectl closes stdin at its EOF) |
 //!
-//! exec runs `runc exec` (through [`ContainerStreams::exec_command`]): with pipes for stdio, or with
-//! a terminal whose master runc hands over on a console socket (`--console-socket`), as containerd
-//! does. attach follows what the container writes to its log from now on, split by stream.
+//! exec runs `runc exec` in the foreground (through [`ContainerStreams::exec_command`]), so its exit
+//! code is the command's: with pipes for stdio, or with a pseudoterminal of ours (see `exec_tty`).
+//! attach follows what the container writes to its log from now on, split by stream.
 
 use std::{
     io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt},
+    sync::Arc,
     time::Duration,
 };
 
@@ -320,7 +318,7 @@ async fn exec_pipes(
     out: &mpsc::Sender<Message>,
 ) -> (Option<i32>, Option<String>) {
     let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-    let mut command = tokio::process::Command::from(streams.exec_command(container, &opts.command, None));
+    let mut command = tokio::process::Command::from(streams.exec_command(container, &opts.command, false));
     command
         .stdin(piped(opts.stdin))
         .stdout(piped(opts.stdout))
@@ -356,37 +354,15 @@ async fn exec_pipes(
     }
 }
 
-/// A directory for one console socket (unix socket paths are short: not under a deep state dir).
-fn console_dir() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "skiff-console-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Receives the terminal master runc sends on the console socket.
-fn receive_fd(stream: &std::os::unix::net::UnixStream) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    // runc sends the terminal's name as the data.
-    let mut name = [0u8; 4096];
-    recvmsg(
-        stream,
-        &mut [std::io::IoSliceMut::new(&mut name)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = message
-            && let Some(fd) = fds.next()
-        {
-            return Ok(fd);
-        }
-    }
-    Err(std::io::Error::other("runc sent no terminal on the console socket"))
+/// A pseudoterminal: the master, and the path of its slave.
+fn open_pty() -> std::io::Result<(std::fs::File, PathBuf)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
+    Ok((std::fs::File::from(master), path))
 }
 
 fn set_size(master: &std::fs::File, (width, height): (u16, u16)) {
@@ -401,6 +377,12 @@ fn set_size(master: &std::fs::File, (width, height): (u16, u16)) {
     }
 }
 
+/// exec with a terminal. runc 1.1 hands a terminal's master over a console socket only when it
+/// detaches (and then nobody can wait for the command), so runc runs in the foreground with
+/// `--tty`: it makes the container's terminal and copies between it and its own stdio, which is a
+/// pseudoterminal of ours. runc resizes the container's terminal to ours when it starts and on
+/// SIGWINCH, which it is sent after each resize (it is not in our terminal's session, so the kernel
+/// does not send it).
 async fn exec_tty(
     streams: &Arc<dyn ContainerStreams>,
     container: &ContainerRef,
@@ -409,66 +391,48 @@ async fn exec_tty(
     mut resize: mpsc::Receiver<(u16, u16)>,
     out: &mpsc::Sender<Message>,
 ) -> (Option<i32>, Option<String>) {
-    let dir = console_dir();
-    let _cleanup = RemoveDir(dir.clone());
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return (None, Some(format!("creating {}: {e}", dir.display())));
-    }
-    let socket = dir.join("console.sock");
-    let listener = match tokio::net::UnixListener::bind(&socket) {
-        Ok(l) => l,
-        Err(e) => return (None, Some(format!("binding {}: {e}", socket.display()))),
+    let (master, slave_path) = match open_pty() {
+        Ok(pty) => pty,
+        Err(e) => return (None, Some(format!("opening a pseudoterminal: {e}"))),
     };
-    let mut command =
-        tokio::process::Command::from(streams.exec_command(container, &opts.command, Some(&socket)));
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // kubectl sends the terminal's size first thing: start with it, so the command sees it at once.
+    if let Ok(Some(size)) = tokio::time::timeout(Duration::from_millis(200), resize.recv()).await {
+        set_size(&master, size);
+    }
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(&slave_path);
+    let stdio = slave.and_then(|s| Ok((s.try_clone()?, s.try_clone()?, s)));
+    let (a, b, c) = match stdio {
+        Ok(files) => files,
+        Err(e) => return (None, Some(format!("opening {}: {e}", slave_path.display()))),
+    };
+    let mut command = tokio::process::Command::from(streams.exec_command(container, &opts.command, true));
+    command.stdin(a).stdout(b).stderr(c);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return (None, Some(format!("starting runc exec: {e}"))),
     };
-    let accepted = tokio::select! {
-        accepted = listener.accept() => accepted,
-        status = child.wait() => {
-            // runc gave up before it made the terminal: what it said is the user's error.
-            let mut said = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut said).await;
-            }
-            let _ = out.send(frame(STDOUT, said.as_bytes())).await;
-            return match status {
-                Ok(status) => (Some(code_of(status)), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
-        }
-        () = tokio::time::sleep(Duration::from_secs(10)) => {
-            let _ = child.start_kill();
-            return (None, Some("runc did not send the terminal in 10 s".into()));
-        }
-    };
-    let master = match accepted
-        .and_then(|(stream, _)| stream.into_std())
-        .and_then(|stream| {
-            stream.set_nonblocking(false)?;
-            receive_fd(&stream)
-        }) {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(e) => {
-            let _ = child.start_kill();
-            return (None, Some(format!("receiving the terminal: {e}")));
-        }
-    };
+    // Our copies of the slave went into the command and are closed here, so the master reads EIO
+    // once runc is gone.
+    drop(command);
+    let runc_pid = child.id();
     let clone = |f: &std::fs::File| f.try_clone();
-    let (Ok(mut reader), Ok(mut writer), Ok(sizer)) = (clone(&master), clone(&master), clone(&master)) else {
+    let (Ok(mut reader), Ok(mut writer)) = (clone(&master), clone(&master)) else {
         let _ = child.start_kill();
         return (None, Some("duplicating the terminal".into()));
     };
-    drop(master);
-    tokio::spawn(async move {
+    let resizer = tokio::spawn(async move {
         while let Some(size) = resize.recv().await {
-            set_size(&sizer, size);
+            set_size(&master, size);
+            if let Some(pid) = runc_pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGWINCH,
+                );
+            }
         }
     });
     std::thread::spawn(move || {
@@ -482,7 +446,7 @@ async fn exec_tty(
         let out = out.clone();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; 32 * 1024];
-            // EIO once the last holder of the terminal's other end is gone.
+            // EIO once the last holder of the slave (runc) is gone.
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 || out.blocking_send(frame(STDOUT, &buf[..n])).is_err() {
                     break;
@@ -492,18 +456,10 @@ async fn exec_tty(
     };
     let status = child.wait().await;
     let _ = tokio::time::timeout(DRAIN, output).await;
+    resizer.abort();
     match status {
         Ok(status) => (Some(code_of(status)), None),
         Err(e) => (None, Some(format!("waiting for runc exec: {e}"))),
-    }
-}
-
-/// Removes a directory when dropped.
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,9 +1,9 @@
 //! [`ContainerStreams`] of the real runtime: containers are found by the annotations containerd's
 //! CRI plugin puts on them (`io.kubernetes.cri.sandbox-namespace`, `…sandbox-name`,
 //! `…container-name`), so a restarted kubelet serves the logs of containers it did not start; exec
-//! is `runc exec` (containerd's shim does the same for CRI's ExecSync and Exec).
+//! is `runc exec` in the foreground, so its exit code is the command's.
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use super::{ContainerRef, ContainerStreams};
 use crate::{
@@ -41,12 +41,10 @@ impl ContainerStreams for RuncRuntime {
         matches!(self.runc().state(&container.id), Ok(Some(s)) if s.status == "running")
     }
 
-    fn exec_command(&self, container: &ContainerRef, command: &[String], console_socket: Option<&Path>) -> Command {
+    fn exec_command(&self, container: &ContainerRef, command: &[String], tty: bool) -> Command {
         let mut args: Vec<&str> = vec!["exec"];
-        let socket;
-        if let Some(path) = console_socket {
-            socket = path.to_string_lossy().into_owned();
-            args.extend(["--tty", "--console-socket", &socket]);
+        if tty {
+            args.push("--tty");
         }
         args.push(&container.id);
         args.extend(command.iter().map(String::as_str));
