@@ -33,6 +33,12 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// A kube client for the API server these flags name.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        kube::Client::try_from(self.config().await?).context("cannot build the API client")
+    }
+
+    /// The client configuration these flags name (its `root_cert` is the cluster CA, which the
+    /// kubelet API also trusts for client certificates).
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
         let config = if let Some(path) = &self.kubeconfig {
             kubeconfig_config(path).await?
         } else if let Some(server) = &self.server {
@@ -61,7 +67,7 @@ impl ClientArgs {
                 .await
                 .context("no --kubeconfig or --server given, and no kubeconfig found")?
         };
-        kube::Client::try_from(config).context("cannot build the API client")
+        Ok(config)
     }
 }
 
@@ -317,6 +323,10 @@ pub struct AgentArgs {
     /// The cluster domain (upstream's `--cluster-domain`).
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The port of the kubelet API (logs, exec, attach) on the node's InternalIP (upstream's
+    /// `--port`); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -350,7 +360,13 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         runtime::ContainerRuntime as _,
     };
     let signals = Signals::install()?;
-    let client = args.client.client().await?;
+    let client_config = args.client.config().await?;
+    // The kubelet API trusts client certificates of the CA that signed the API server's.
+    let client_ca = client_config.root_cert.clone().unwrap_or_default();
+    if client_ca.is_empty() {
+        tracing::warn!("no cluster CA known: the kubelet API will refuse every client");
+    }
+    let client = kube::Client::try_from(client_config).context("cannot build the API client")?;
     let images = args.images_dir.unwrap_or_else(|| args.data_dir.join("images"));
     let mut config = RuncConfig::new(args.data_dir.join("agent"), images_in_dir(images));
     config.node_netns = args.node_netns;
@@ -358,7 +374,7 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         servers: args.cluster_dns.into_iter().collect(),
         domain: args.cluster_domain,
     };
-    let runtime = RuncRuntime::new(config).context("cannot start the container runtime")?;
+    let runtime = std::sync::Arc::new(RuncRuntime::new(config).context("cannot start the container runtime")?);
     let name = match args.node_name {
         Some(name) => name,
         None => hostname()?,
@@ -375,12 +391,21 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         runtime_version: runtime.version(),
         labels: Vec::new(),
     };
-    run_kubelet(
-        client,
-        KubeletOptions::new(node),
-        std::sync::Arc::new(runtime),
-        signals.wait(),
-    )
+    let server = skiff_kubelet::server::ServerOptions {
+        // On the node's InternalIP, the one address the API server uses (upstream listens on all).
+        addr: std::net::SocketAddr::new(
+            node.address.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            args.kubelet_port,
+        ),
+        client_ca,
+        serving_names: vec![node.address.clone(), node.name.clone()],
+        streams: runtime.clone(),
+    };
+    let options = KubeletOptions {
+        server: Some(server),
+        ..KubeletOptions::new(node)
+    };
+    run_kubelet(client, options, runtime, signals.wait())
     .await
     .context("the kubelet stopped")
 }

@@ -136,6 +136,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
 
     let api = ApiServer::with_ranges(store, WatchCacheOptions::default(), ranges);
+    api.set_kubelet_client(
+        skiff_apiserver::server::kubelet_client::KubeletClient::new(&pki.kubelet_client)
+            .context("cannot set up the kubelet client")?,
+    );
     api.bootstrap(port)
         .await
         .context("cannot create the bootstrap objects")?;
