@@ -116,8 +116,16 @@ impl Node {
             dir,
             cfg,
         };
-        assert!(Command::new("ip").args(["netns", "add", &netns]).status().unwrap().success());
-        let lo = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let lo = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status();
         assert!(lo.unwrap().success());
         let bin = rootfs.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -162,7 +170,11 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>, secs: u64) -> 
         .arg(kubeconfig)
         .args(args)
         .env("HOME", kubeconfig.parent().unwrap())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -272,14 +284,18 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
 
     // The node registers with the kubelet API's real port; the pod CIDR is node IPAM's part.
     let nodes: Api<NodeObject> = Api::all(client.clone());
-    let port = eventually("the node reports its kubelet port", Duration::from_secs(20), || {
-        let nodes = nodes.clone();
-        async move {
-            let node = nodes.get_opt("kapi-node").await.ok().flatten()?;
-            let port = node.status?.daemon_endpoints?.kubelet_endpoint?.port;
-            (port != 10250 && port > 0).then_some(port)
-        }
-    })
+    let port = eventually(
+        "the node reports its kubelet port",
+        Duration::from_secs(20),
+        || {
+            let nodes = nodes.clone();
+            async move {
+                let node = nodes.get_opt("kapi-node").await.ok().flatten()?;
+                let port = node.status?.daemon_endpoints?.kubelet_endpoint?.port;
+                (port != 10250 && port > 0).then_some(port)
+            }
+        },
+    )
     .await;
     let cidr = json!({ "spec": { "podCIDR": "10.244.16.0/24", "podCIDRs": ["10.244.16.0/24"] } });
     tokio::time::timeout(
@@ -371,7 +387,10 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
     // Errors are upstream's.
     let (code, _, err) = kubectl(&["logs", "talker", "-c", "nope"], None, 20).await;
     assert_ne!(code, 0);
-    assert!(err.contains("container nope is not valid for pod talker"), "{err}");
+    assert!(
+        err.contains("container nope is not valid for pod talker"),
+        "{err}"
+    );
     let (code, _, err) = kubectl(&["logs", "ghost"], None, 20).await;
     assert_ne!(code, 0);
     assert!(err.contains("pods \"ghost\" not found"), "{err}");
@@ -386,7 +405,13 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
     eventually("the crasher restarted", Duration::from_secs(30), || {
         let pods = pods.clone();
         async move {
-            let s = pods.get("crasher").await.ok()?.status?.container_statuses?.pop()?;
+            let s = pods
+                .get("crasher")
+                .await
+                .ok()?
+                .status?
+                .container_statuses?
+                .pop()?;
             (s.restart_count >= 1).then_some(())
         }
     })
@@ -403,20 +428,42 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
     let (code, out, err) = kubectl(&["logs", "-f", "crasher"], None, 20).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.ends_with("run\n"), "{out}");
-    assert!(started.elapsed() < Duration::from_secs(15), "-f ends with the container");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "-f ends with the container"
+    );
 
     // exec: exit codes propagate, stdout and stderr stay apart, stdin arrives and ends.
-    let (code, _, err) = kubectl(&["exec", "talker", "-c", "a", "--", "sh", "-c", "exit 3"], None, 20).await;
+    let (code, _, err) = kubectl(
+        &["exec", "talker", "-c", "a", "--", "sh", "-c", "exit 3"],
+        None,
+        20,
+    )
+    .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("command terminated with exit code 3"), "{err}");
     let (code, out, err) = kubectl(
-        &["exec", "talker", "-c", "a", "--", "sh", "-c", "echo out; echo err >&2"],
+        &[
+            "exec",
+            "talker",
+            "-c",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2",
+        ],
         None,
         20,
     )
     .await;
     assert_eq!((code, out.as_str(), err.as_str()), (0, "out\n", "err\n"));
-    let (code, out, err) = kubectl(&["exec", "-i", "talker", "-c", "a", "--", "cat"], Some("hi\nthere\n"), 20).await;
+    let (code, out, err) = kubectl(
+        &["exec", "-i", "talker", "-c", "a", "--", "cat"],
+        Some("hi\nthere\n"),
+        20,
+    )
+    .await;
     assert_eq!((code, out.as_str()), (0, "hi\nthere\n"), "{err}");
 
     // exec -it: a real terminal (kubectl's own stdin is a terminal through script(1)).
@@ -436,11 +483,26 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
     let (code, out, err) = tokio::task::spawn_blocking(move || wait_output(script, Duration::from_secs(20)))
         .await
         .unwrap();
-    assert!(out.contains("/dev/pts/"), "the command has a terminal: {out} {err}");
+    assert!(
+        out.contains("/dev/pts/"),
+        "the command has a terminal: {out} {err}"
+    );
     assert_eq!(code, 4, "{out} {err}");
 
-    // A pod without a running container cannot be exec'd into; a pod being created has no logs.
+    // attach: what the container writes from now on, until kubectl is stopped.
+    let (code, out, err) = kubectl(&["attach", "talker", "-c", "b"], None, 3).await;
+    assert_eq!(code, -9, "still attached when stopped: {err}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("tick ")).count() >= 5,
+        "{out} {err}"
+    );
+    assert!(!out.contains("tick 0\n"), "only new output: {out}");
+
+    // A container that is not the pod's cannot be exec'd into.
     let (code, _, err) = kubectl(&["exec", "talker", "-c", "nope", "--", "true"], None, 20).await;
     assert_ne!(code, 0);
-    assert!(err.contains("container nope is not valid for pod talker"), "{err}");
+    assert!(
+        err.contains("container nope is not valid for pod talker"),
+        "{err}"
+    );
 }

@@ -374,7 +374,8 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         servers: args.cluster_dns.into_iter().collect(),
         domain: args.cluster_domain,
     };
-    let runtime = std::sync::Arc::new(RuncRuntime::new(config).context("cannot start the container runtime")?);
+    let runtime =
+        std::sync::Arc::new(RuncRuntime::new(config).context("cannot start the container runtime")?);
     let name = match args.node_name {
         Some(name) => name,
         None => hostname()?,
@@ -394,7 +395,9 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
     let server = skiff_kubelet::server::ServerOptions {
         // On the node's InternalIP, the one address the API server uses (upstream listens on all).
         addr: std::net::SocketAddr::new(
-            node.address.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            node.address
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
             args.kubelet_port,
         ),
         client_ca,
@@ -406,8 +409,8 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
         ..KubeletOptions::new(node)
     };
     run_kubelet(client, options, runtime, signals.wait())
-    .await
-    .context("the kubelet stopped")
+        .await
+        .context("the kubelet stopped")
 }
 
 /// `capacity.ephemeral-storage`: the size of the filesystem holding `dir` (upstream reads the

@@ -359,7 +359,9 @@ mod tests {
 
     #[test]
     fn since_skips_older_entries_and_limit_bytes_cuts() {
-        let since = DateTime::parse_from_rfc3339("2026-11-22T14:04:36.2Z").unwrap().to_utc();
+        let since = DateTime::parse_from_rfc3339("2026-11-22T14:04:36.2Z")
+            .unwrap()
+            .to_utc();
         let o = LogOptions {
             since: Some(since),
             ..opts()
@@ -374,7 +376,9 @@ mod tests {
 
     #[test]
     fn options_parse_as_the_kubelet_reads_them() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:01:00Z")
+            .unwrap()
+            .to_utc();
         let o = LogOptions::parse(
             [
                 ("follow", "true"),

@@ -16,13 +16,7 @@ pub mod remotecommand;
 pub mod runc;
 pub mod tls;
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -55,7 +49,8 @@ pub struct ContainerRef {
 /// What the kubelet API needs from the container runtime (the streaming half of CRI).
 pub trait ContainerStreams: Send + Sync + 'static {
     /// Container `container` of pod `namespace/pod`, if the runtime has it.
-    fn find(&self, namespace: &str, pod: &str, container: &str) -> Result<Option<ContainerRef>, RuntimeError>;
+    fn find(&self, namespace: &str, pod: &str, container: &str)
+    -> Result<Option<ContainerRef>, RuntimeError>;
     /// Whether it runs.
     fn running(&self, container: &ContainerRef) -> bool;
     /// The command that runs `command` in it, in the foreground with the command's own stdio; with
@@ -145,7 +140,10 @@ type Streams = State<Arc<dyn ContainerStreams>>;
 pub fn router(streams: Arc<dyn ContainerStreams>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
         .route("/exec/{*path}", get(exec).post(exec))
         .route("/attach/{*path}", get(attach).post(attach))
         .with_state(streams)
@@ -153,7 +151,12 @@ pub fn router(streams: Arc<dyn ContainerStreams>) -> Router {
 
 /// An error as the kubelet writes one: plain text with a status.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, [("content-type", "text/plain; charset=utf-8")], message.into()).into_response()
+    (
+        status,
+        [("content-type", "text/plain; charset=utf-8")],
+        message.into(),
+    )
+        .into_response()
 }
 
 async fn find(

@@ -16,9 +16,9 @@
 
 use std::{
     io::{Read, Seek, SeekFrom, Write},
+    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt},
     path::{Path, PathBuf},
     process::Stdio,
-    os::unix::{ffi::OsStrExt, fs::OpenOptionsExt},
     sync::Arc,
     time::Duration,
 };
@@ -435,10 +435,34 @@ async fn exec_tty(
             }
         }
     });
+    // Set once runc is reaped: its pid may then be someone else's.
+    let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reaped = exited.clone();
     std::thread::spawn(move || {
-        while let Some(Some(data)) = stdin.blocking_recv() {
-            if writer.write_all(&data).is_err() {
-                break;
+        loop {
+            match stdin.blocking_recv() {
+                Some(Some(data)) => {
+                    if writer.write_all(&data).is_err() {
+                        return;
+                    }
+                }
+                // The client's end of the terminal closed: an end of input (^D).
+                Some(None) => {
+                    let _ = writer.write_all(&[4]);
+                }
+                // The client is gone: hang up, as a terminal whose line dropped does (runc passes
+                // the signal on to the command), rather than leave a shell waiting for input.
+                None => {
+                    if let Some(pid) = runc_pid
+                        && !reaped.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGHUP,
+                        );
+                    }
+                    return;
+                }
             }
         }
     });
@@ -455,6 +479,7 @@ async fn exec_tty(
         })
     };
     let status = child.wait().await;
+    exited.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = tokio::time::timeout(DRAIN, output).await;
     resizer.abort();
     match status {
@@ -543,7 +568,12 @@ mod tests {
         assert_eq!(o.command, ["sh", "-c", "exit 3"]);
         assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
         let tty = StreamOptions::parse(
-            &pairs(&[("command", "sh"), ("stdin", "true"), ("stderr", "true"), ("tty", "true")]),
+            &pairs(&[
+                ("command", "sh"),
+                ("stdin", "true"),
+                ("stderr", "true"),
+                ("tty", "true"),
+            ]),
             false,
         )
         .unwrap();
@@ -562,7 +592,10 @@ mod tests {
             panic!("binary")
         };
         assert_eq!(&data[..], b"\x02oops");
-        assert_eq!(decode_input(b"\x00hi", true), Input::Stdin(Bytes::from_static(b"hi")));
+        assert_eq!(
+            decode_input(b"\x00hi", true),
+            Input::Stdin(Bytes::from_static(b"hi"))
+        );
         assert_eq!(
             decode_input(br#"{"Width":120,"Height":40}"#.as_slice(), true),
             Input::Other,
@@ -573,7 +606,11 @@ mod tests {
             Input::Resize(120, 40)
         );
         assert_eq!(decode_input(&[CLOSE, STDIN], true), Input::CloseStdin);
-        assert_eq!(decode_input(&[CLOSE, STDIN], false), Input::Other, "v4 has no close");
+        assert_eq!(
+            decode_input(&[CLOSE, STDIN], false),
+            Input::Other,
+            "v4 has no close"
+        );
     }
 
     #[test]

@@ -7,12 +7,19 @@ use std::process::Command;
 
 use super::{ContainerRef, ContainerStreams};
 use crate::{
-    runc_runtime::{CONTAINER_NAME, CONTAINER_TYPE, RuncRuntime, SANDBOX_NAME, SANDBOX_NAMESPACE, SANDBOX_UID},
+    runc_runtime::{
+        CONTAINER_NAME, CONTAINER_TYPE, RuncRuntime, SANDBOX_NAME, SANDBOX_NAMESPACE, SANDBOX_UID,
+    },
     runtime::RuntimeError,
 };
 
 impl ContainerStreams for RuncRuntime {
-    fn find(&self, namespace: &str, pod: &str, container: &str) -> Result<Option<ContainerRef>, RuntimeError> {
+    fn find(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Option<ContainerRef>, RuntimeError> {
         let mut matching: Vec<_> = self
             .runc()
             .list()?
@@ -26,7 +33,8 @@ impl ContainerStreams for RuncRuntime {
             .collect();
         // A pod deleted and created again under the same name may briefly have two: the running
         // one, else the newest, is the one asked about.
-        matching.sort_by(|a, b| (a.status == "running", &a.created).cmp(&(b.status == "running", &b.created)));
+        matching
+            .sort_by(|a, b| (a.status == "running", &a.created).cmp(&(b.status == "running", &b.created)));
         Ok(matching.pop().map(|s| {
             let uid = s.annotation(SANDBOX_UID).unwrap_or_default().to_owned();
             ContainerRef {

@@ -137,7 +137,10 @@ pub async fn connect(
             "port-forward is not served by skiff's kubelet yet",
         ));
     }
-    let Some(upgrade) = req.upgrade.filter(|_| req.headers.contains_key(http::header::UPGRADE)) else {
+    let Some(upgrade) = req
+        .upgrade
+        .filter(|_| req.headers.contains_key(http::header::UPGRADE))
+    else {
         return Err(ApiError::bad_request("Upgrade request required"));
     };
     let (host, port) = kubelet_location(api, node).await?;
@@ -176,7 +179,11 @@ pub async fn connect(
         let (client_side, kubelet_side) = match tokio::join!(upgrade, backend) {
             (Ok(c), Ok(k)) => (c, k),
             (c, k) => {
-                tracing::debug!(client = c.is_ok(), kubelet = k.is_ok(), "upgrade to the kubelet failed");
+                tracing::debug!(
+                    client = c.is_ok(),
+                    kubelet = k.is_ok(),
+                    "upgrade to the kubelet failed"
+                );
                 return;
             }
         };
@@ -268,11 +275,15 @@ async fn kubelet_error(response: http::Response<hyper::body::Incoming>) -> ApiEr
 fn validate_log_status(pod: &Value, container: &str, previous: bool) -> Result<(), ApiError> {
     let pod_name = object::meta_str(pod, "name").unwrap_or("");
     let err = |m: String| Err(ApiError::bad_request(m));
-    let status = ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .filter_map(|f| pod["status"][f].as_array())
-        .flatten()
-        .find(|s| s["name"] == container);
+    let status = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|f| pod["status"][f].as_array())
+    .flatten()
+    .find(|s| s["name"] == container);
     let Some(status) = status else {
         // The kubelet has not reported it yet: it is being created.
         return err(format!(
@@ -375,6 +386,34 @@ mod tests {
             "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
         );
         let single = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "a" }] } });
-        assert!(validate_container(&single, None).is_ok());
+        assert_eq!(validate_container(&single, None).unwrap(), "a");
+    }
+
+    #[test]
+    fn log_status_is_checked_as_the_kubelet_does() {
+        let pod = |status: Value| json!({ "metadata": { "name": "p" }, "status": { "containerStatuses": [status] } });
+        let message = |pod: &Value, previous| validate_log_status(pod, "c", previous).unwrap_err().message;
+        let creating = json!({ "metadata": { "name": "p" }, "status": {} });
+        assert_eq!(
+            message(&creating, false),
+            "container \"c\" in pod \"p\" is waiting to start: ContainerCreating"
+        );
+        let backoff = pod(json!({ "name": "c", "state": { "waiting": { "reason": "ImagePullBackOff" } } }));
+        assert_eq!(
+            message(&backoff, false),
+            "container \"c\" in pod \"p\" is waiting to start: trying and failing to pull image"
+        );
+        let running = pod(json!({ "name": "c", "state": { "running": {} }, "lastState": {} }));
+        assert!(validate_log_status(&running, "c", false).is_ok());
+        assert_eq!(
+            message(&running, true),
+            "previous terminated container \"c\" in pod \"p\" not found"
+        );
+        let crashed = pod(
+            json!({ "name": "c", "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+                                  "lastState": { "terminated": { "exitCode": 1 } } }),
+        );
+        assert!(validate_log_status(&crashed, "c", false).is_ok());
+        assert!(validate_log_status(&crashed, "c", true).is_ok());
     }
 }
