@@ -338,6 +338,18 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
         }),
     )
     .await;
+    create(
+        &pods,
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "half" },
+            "spec": { "nodeName": "kapi-node", "terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+              "containers": [
+                { "name": "done", "image": "busybox", "command": ["sh", "-c", "echo finished"] },
+                { "name": "runs", "image": "busybox", "command": ["sleep", "3600"] },
+            ] }
+        }),
+    )
+    .await;
     running(&pods, "talker").await;
     let kc = api.kubeconfig.clone();
     let kubectl = move |args: &[&str], stdin: Option<&str>, secs: u64| {
@@ -497,6 +509,26 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
         "{out} {err}"
     );
     assert!(!out.contains("tick 0\n"), "only new output: {out}");
+
+    // A container that ended has its log, but cannot be exec'd into: the kubelet's words.
+    eventually("half's first container ends", Duration::from_secs(30), || {
+        let pods = pods.clone();
+        async move {
+            let s = pods.get("half").await.ok()?.status?.container_statuses?;
+            s.iter()
+                .any(|c| c.name == "done" && c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+                .then_some(())
+        }
+    })
+    .await;
+    let (code, out, err) = kubectl(&["logs", "half", "-c", "done"], None, 20).await;
+    assert_eq!((code, out.as_str()), (0, "finished\n"), "{err}");
+    let (code, _, err) = kubectl(&["exec", "half", "-c", "done", "--", "true"], None, 20).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unable to upgrade connection: container not found (\"done\")"),
+        "{err}"
+    );
 
     // A container that is not the pod's cannot be exec'd into.
     let (code, _, err) = kubectl(&["exec", "talker", "-c", "nope", "--", "true"], None, 20).await;

@@ -168,7 +168,11 @@ pub async fn connect(
         .await
         .map_err(|e| unreachable_kubelet(node, e))?;
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(kubelet_error(response).await);
+        // Passed on as the kubelet wrote it, as upstream's UpgradeAwareHandler does: kubectl then
+        // says `unable to upgrade connection: <the kubelet's words>`.
+        let status = response.status();
+        let body = kubelet_body(response).await;
+        return Ok((status, [("content-type", "text/plain; charset=utf-8")], body).into_response());
     }
     let mut reply = Response::builder().status(http::StatusCode::SWITCHING_PROTOCOLS);
     for (name, value) in response.headers() {
@@ -250,14 +254,8 @@ fn unreachable_kubelet(node: &str, e: impl std::fmt::Display) -> ApiError {
 /// A kubelet's error answer (plain text with a status) as a Status with the same code, as
 /// upstream's `GenericHttpResponseChecker` makes it.
 async fn kubelet_error(response: http::Response<hyper::body::Incoming>) -> ApiError {
-    use http_body_util::BodyExt;
     let code = response.status().as_u16();
-    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let message = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = kubelet_body(response).await;
     let mut err = ApiError::bad_request(message);
     err.code = code;
     err.reason = match code {
@@ -268,6 +266,17 @@ async fn kubelet_error(response: http::Response<hyper::body::Incoming>) -> ApiEr
         _ => "InternalError",
     };
     err
+}
+
+/// The text of a kubelet's (short) error answer.
+async fn kubelet_body(response: http::Response<hyper::body::Incoming>) -> String {
+    use http_body_util::BodyExt;
+    let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&body).trim().to_owned()
 }
 
 /// The kubelet's `validateContainerLogStatus`, on the pod's stored status: whether `container`
