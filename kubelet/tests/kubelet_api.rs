@@ -133,7 +133,7 @@ impl Node {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "tty", "printf", "seq"] {
+        for applet in ["sh", "sleep", "echo", "cat", "tty", "printf", "seq", "tar"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         node
@@ -477,6 +477,22 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
     )
     .await;
     assert_eq!((code, out.as_str()), (0, "hi\nthere\n"), "{err}");
+
+    // cp is tar over exec's stdin and stdout, both ways.
+    let local = api.kubeconfig.with_file_name("payload");
+    let payload: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&local, &payload).unwrap();
+    let to_pod = format!("{}", local.display());
+    let (code, _, err) = kubectl(&["cp", "-c", "a", &to_pod, "talker:/tmp/payload"], None, 30).await;
+    assert_eq!(code, 0, "{err}");
+    let back = api.kubeconfig.with_file_name("back");
+    let from_pod = format!("{}", back.display());
+    let (code, _, err) = kubectl(&["cp", "-c", "a", "talker:/tmp/payload", &from_pod], None, 30).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read_to_string(&back).unwrap_or_default() == payload,
+        "the file came back whole"
+    );
 
     // exec -it: a real terminal (kubectl's own stdin is a terminal through script(1)).
     let script = Command::new("script")
