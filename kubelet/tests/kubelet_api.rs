@@ -129,11 +129,14 @@ impl Node {
         assert!(lo.unwrap().success());
         let bin = rootfs.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        for d in ["proc", "dev", "sys", "tmp"] {
+        for d in ["proc", "dev", "sys", "tmp", "www"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
+        std::fs::write(rootfs.join("www/index.html"), "hello through port-forward\n").unwrap();
         std::fs::copy(which("busybox").unwrap(), bin.join("busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "tty", "printf", "seq", "tar"] {
+        for applet in [
+            "sh", "sleep", "echo", "cat", "tty", "printf", "seq", "tar", "httpd",
+        ] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         node
@@ -350,6 +353,16 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
         }),
     )
     .await;
+    create(
+        &pods,
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "web" },
+            "spec": { "nodeName": "kapi-node", "terminationGracePeriodSeconds": 1, "containers": [
+                { "name": "web", "image": "busybox", "command": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"] },
+            ] }
+        }),
+    )
+    .await;
     running(&pods, "talker").await;
     let kc = api.kubeconfig.clone();
     let kubectl = move |args: &[&str], stdin: Option<&str>, secs: u64| {
@@ -545,6 +558,41 @@ async fn kubectl_logs_and_exec_reach_the_kubelet_through_the_api_server() {
         err.contains("unable to upgrade connection: container not found (\"done\")"),
         "{err}"
     );
+
+    // port-forward: local connections reach the pod's loopback, one after another.
+    running(&pods, "web").await;
+    let local_port = skiff_tests::free_port();
+    let mut forward = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&api.kubeconfig)
+        .args(["port-forward", "pod/web", &format!("{local_port}:8080")])
+        .env("HOME", api.kubeconfig.parent().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = move || {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", local_port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).ok()?;
+        response.contains("200 OK").then_some(response)
+    };
+    let first = eventually("port-forward answers", Duration::from_secs(20), || async move {
+        tokio::task::spawn_blocking(get).await.ok().flatten()
+    })
+    .await;
+    assert!(first.ends_with("hello through port-forward\n"), "{first}");
+    for _ in 0..3 {
+        let again = tokio::task::spawn_blocking(get).await.unwrap();
+        assert!(again.is_some_and(|r| r.ends_with("hello through port-forward\n")));
+    }
+    let _ = forward.kill();
+    let _ = forward.wait();
 
     // A container that is not the pod's cannot be exec'd into.
     let (code, _, err) = kubectl(&["exec", "talker", "-c", "nope", "--", "true"], None, 20).await;

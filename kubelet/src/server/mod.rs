@@ -5,6 +5,8 @@
 //! - `GET /exec/{namespace}/{pod}[/{uid}]/{container}?command=…&stdin&stdout&stderr&tty` and
 //!   `/attach/…` as WebSocket streams of the `v5.channel.k8s.io`/`v4.channel.k8s.io` protocols
 //!   ([`remotecommand`]),
+//! - `POST /portForward/{namespace}/{pod}` upgraded to SPDY/3.1 `portforward.k8s.io`
+//!   ([`portforward`]),
 //! - `GET /healthz`.
 //!
 //! Callers authenticate with a client certificate signed by the cluster CA (upstream's
@@ -12,8 +14,10 @@
 //! runtime's business, behind [`ContainerStreams`] ([`runc`] for the real runtime).
 
 pub mod logs;
+pub mod portforward;
 pub mod remotecommand;
 pub mod runc;
+pub mod spdy;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -57,6 +61,9 @@ pub trait ContainerStreams: Send + Sync + 'static {
     /// `tty`, the runtime gives the command a terminal of its own and copies between it and the
     /// command's stdio (runc's `exec --tty`), which is then a terminal too.
     fn exec_command(&self, container: &ContainerRef, command: &[String], tty: bool) -> std::process::Command;
+    /// The network namespace of pod `namespace/pod` (`/proc/<pid>/ns/net` of its sandbox), for
+    /// port-forward; None if it has no running sandbox here.
+    fn pod_network(&self, namespace: &str, pod: &str) -> Result<Option<PathBuf>, RuntimeError>;
 }
 
 /// How the kubelet API is served.
@@ -146,6 +153,8 @@ pub fn router(streams: Arc<dyn ContainerStreams>) -> Router {
         )
         .route("/exec/{*path}", get(exec).post(exec))
         .route("/attach/{*path}", get(attach).post(attach))
+        .route("/portForward/{*path}", get(port_forward).post(port_forward))
+        .route("/portforward/{*path}", get(port_forward).post(port_forward))
         .with_state(streams)
 }
 
@@ -329,6 +338,94 @@ async fn connect(streams: Arc<dyn ContainerStreams>, request: Request, attach: b
             session.exec(streams, found).await
         }
     })
+}
+
+/// The SPDY protocol port-forward speaks, and its stream protocol.
+const SPDY: &str = "SPDY/3.1";
+const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
+
+/// port-forward: the pod's network namespace, then the SPDY upgrade. (kubectl first asks for SPDY
+/// tunnelled through a WebSocket; the refusal makes it fall back to plain SPDY.)
+async fn port_forward(State(streams): Streams, mut request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let rest = path.splitn(3, '/').nth(2).unwrap_or_default();
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let [namespace, pod, ..] = parts.as_slice() else {
+        return error(StatusCode::NOT_FOUND, format!("no route {path}"));
+    };
+    let upgrade = request
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !upgrade.eq_ignore_ascii_case(SPDY) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Upgrade request required: port-forward is served over SPDY/3.1",
+        );
+    }
+    let offered = request
+        .headers()
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == PORT_FORWARD_PROTOCOL);
+    if !offered {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("port-forward needs the {PORT_FORWARD_PROTOCOL} protocol"),
+        );
+    }
+    let netns = {
+        let (s, ns, p) = (streams.clone(), namespace.to_string(), pod.to_string());
+        tokio::task::spawn_blocking(move || s.pod_network(&ns, &p)).await
+    };
+    let netns = match netns {
+        Ok(Ok(Some(netns))) => netns,
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, format!("pod {pod:?} does not exist")),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Some(busybox) = which("busybox") else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "port-forward needs busybox (its nc) on the node",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let connect: portforward::Connector = Arc::new(move |port: u16| {
+        let mut command = tokio::process::Command::new("nsenter");
+        command
+            .arg(format!("--net={}", netns.display()))
+            .arg(&busybox)
+            .args(["nc", "127.0.0.1", &port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn()
+    });
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => portforward::serve(hyper_util::rt::TokioIo::new(upgraded), connect).await,
+            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, SPDY)
+        .header("X-Stream-Protocol-Version", PORT_FORWARD_PROTOCOL)
+        .body(Body::empty())
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// Accepts TLS connections and serves `router` to clients whose certificate the CA signed, 401 to

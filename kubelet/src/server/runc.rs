@@ -45,6 +45,17 @@ impl ContainerStreams for RuncRuntime {
         }))
     }
 
+    fn pod_network(&self, namespace: &str, pod: &str) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        let sandbox = self.runc().list()?.into_iter().find(|s| {
+            s.annotation(CONTAINER_TYPE) == Some("sandbox")
+                && s.annotation(SANDBOX_NAMESPACE) == Some(namespace)
+                && s.annotation(SANDBOX_NAME) == Some(pod)
+                && s.status == "running"
+                && s.pid > 0
+        });
+        Ok(sandbox.map(|s| format!("/proc/{}/ns/net", s.pid).into()))
+    }
+
     fn running(&self, container: &ContainerRef) -> bool {
         matches!(self.runc().state(&container.id), Ok(Some(s)) if s.status == "running")
     }

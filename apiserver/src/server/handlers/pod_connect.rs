@@ -132,11 +132,6 @@ pub async fn connect(
         )));
     };
     let client = kubelet_client(api, node)?;
-    if sub == "portforward" {
-        return Err(ApiError::unavailable(
-            "port-forward is not served by skiff's kubelet yet",
-        ));
-    }
     let Some(upgrade) = req
         .upgrade
         .filter(|_| req.headers.contains_key(http::header::UPGRADE))
@@ -144,12 +139,13 @@ pub async fn connect(
         return Err(ApiError::bad_request("Upgrade request required"));
     };
     let (host, port) = kubelet_location(api, node).await?;
-    let uri = format!(
-        "/{sub}/{}/{}/{container}?{}",
-        scope.namespace.as_deref().unwrap_or_default(),
-        scope.name(),
-        req.query.as_deref().unwrap_or_default()
-    );
+    let (namespace, name) = (scope.namespace.as_deref().unwrap_or_default(), scope.name());
+    let query = req.query.as_deref().unwrap_or_default();
+    let uri = if sub == "portforward" {
+        format!("/portForward/{namespace}/{name}?{query}")
+    } else {
+        format!("/{sub}/{namespace}/{name}/{container}?{query}")
+    };
     let mut request = http::Request::builder().method(req.method).uri(uri);
     for (name, value) in &req.headers {
         let n = name.as_str();
