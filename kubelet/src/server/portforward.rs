@@ -220,3 +220,160 @@ async fn forward(
     }
     let _ = out.send(Out::Data(data, Bytes::new(), true)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A client's SYN_STREAM for `stream_id` with `headers`.
+    fn syn_stream(codec: &mut HeaderCodec, stream_id: u32, headers: &[(&str, &str)]) -> Vec<u8> {
+        let mut body = stream_id.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        body.extend(codec.encode(headers).unwrap());
+        let mut frame = vec![0x80, 3, 0, 1, 0];
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        frame.extend(body);
+        frame
+    }
+
+    /// Reads frames until `until` says stop (at most 5 s).
+    async fn read_until(
+        r: &mut (impl AsyncRead + Unpin),
+        codec: &mut HeaderCodec,
+        mut until: impl FnMut(&Frame) -> bool,
+    ) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(frame) = spdy::read_frame(r, codec).await.unwrap() {
+                let stop = until(&frame);
+                frames.push(frame);
+                if stop {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the frames come in time");
+        frames
+    }
+
+    fn connector(script: &'static str) -> Connector {
+        Arc::new(move |port: u16| {
+            tokio::process::Command::new("sh")
+                .args(["-c", script, "sh", &port.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_data_stream_is_piped_to_the_port_and_back() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        // The "port" echoes what it gets, after saying which port it is.
+        let session = tokio::spawn(serve(server, connector("echo port=$1; exec cat")));
+        let (mut r, mut w) = tokio::io::split(client);
+        let (mut out, mut inp) = (HeaderCodec::default(), HeaderCodec::default());
+        let error = syn_stream(
+            &mut out,
+            1,
+            &[("streamtype", "error"), ("port", "80"), ("requestid", "0")],
+        );
+        let data = syn_stream(
+            &mut out,
+            3,
+            &[("streamtype", "data"), ("port", "80"), ("requestid", "0")],
+        );
+        w.write_all(&error).await.unwrap();
+        w.write_all(&data).await.unwrap();
+        w.write_all(&spdy::data(3, b"hello\n", false)).await.unwrap();
+        w.write_all(&spdy::ping(1)).await.unwrap();
+        let mut got = Vec::new();
+        let frames = read_until(&mut r, &mut inp, |f| {
+            if let Frame::Data {
+                stream_id: 3, data, ..
+            } = f
+            {
+                got.extend_from_slice(data);
+            }
+            got.ends_with(b"hello\n")
+        })
+        .await;
+        assert!(frames.contains(&Frame::SynReply {
+            stream_id: 1,
+            fin: false
+        }));
+        assert!(frames.contains(&Frame::SynReply {
+            stream_id: 3,
+            fin: false
+        }));
+        assert_eq!(String::from_utf8_lossy(&got), "port=80\nhello\n");
+        // The client closes its side: the connection ends, both streams with it.
+        w.write_all(&spdy::data(3, b"", true)).await.unwrap();
+        let frames = read_until(&mut r, &mut inp, |f| {
+            matches!(
+                f,
+                Frame::Data {
+                    stream_id: 3,
+                    fin: true,
+                    ..
+                }
+            )
+        })
+        .await;
+        assert!(
+            frames.iter().any(|f| matches!(
+                f,
+                Frame::Data {
+                    stream_id: 1,
+                    fin: true,
+                    ..
+                }
+            )),
+            "{frames:?}"
+        );
+        drop(w);
+        drop(r);
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends with its connection")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_port_that_refuses_says_so_on_the_error_stream() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let _session = tokio::spawn(serve(server, connector("echo connection refused >&2; exit 1")));
+        let (mut r, mut w) = tokio::io::split(client);
+        let (mut out, mut inp) = (HeaderCodec::default(), HeaderCodec::default());
+        for (id, kind) in [(1, "error"), (3, "data")] {
+            let frame = syn_stream(
+                &mut out,
+                id,
+                &[("streamtype", kind), ("port", "9"), ("requestid", "7")],
+            );
+            w.write_all(&frame).await.unwrap();
+        }
+        let mut error = Vec::new();
+        read_until(&mut r, &mut inp, |f| match f {
+            Frame::Data {
+                stream_id: 1,
+                data,
+                fin,
+            } => {
+                error.extend_from_slice(data);
+                *fin
+            }
+            _ => false,
+        })
+        .await;
+        assert_eq!(
+            String::from_utf8_lossy(&error),
+            "error forwarding port 9 to pod: connection refused"
+        );
+    }
+}
