@@ -45,6 +45,8 @@ pub struct KubeletOptions {
     /// How often pods with configMap, secret, downwardAPI or projected volumes are synced again to
     /// refresh them (upstream: the 1 min sync frequency).
     pub volume_resync: Duration,
+    /// The kubelet API (logs, exec, attach), if served.
+    pub server: Option<crate::server::ServerOptions>,
 }
 
 impl KubeletOptions {
@@ -57,6 +59,7 @@ impl KubeletOptions {
             relist_interval: Duration::from_secs(1),
             restart_backoff: crate::pod_workers::BACKOFF_BASE,
             volume_resync: crate::pod_workers::VOLUME_RESYNC,
+            server: None,
         }
     }
 }
@@ -88,15 +91,39 @@ pub fn orphans(running: &[String], in_api: &HashSet<String>) -> Vec<String> {
         .collect()
 }
 
-/// Runs the kubelet of one node until `shutdown`; an error only when the Node cannot be registered.
+/// The kubelet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// The API refused or could not be reached.
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// The kubelet API could not be served.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+}
+
+/// Runs the kubelet of one node until `shutdown`; an error only when the Node cannot be registered
+/// or the kubelet API cannot listen.
 pub async fn run_kubelet(
     client: Client,
     options: KubeletOptions,
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), kube::Error> {
+) -> Result<(), KubeletError> {
     let cfg = options.node.clone();
+    let server = match &options.server {
+        Some(opts) => Some(crate::server::bind(opts).await?),
+        None => None,
+    };
     let stored = node::register(&client, &cfg).await?;
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(server) = server {
+        node::report_kubelet_port(&client, &cfg.name, server.port()).await?;
+        tracing::info!(node = %cfg.name, port = server.port(), "kubelet API listening");
+        tokio::spawn(server.serve(async move {
+            let _ = server_stopped.await;
+        }));
+    }
     let node_uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     let context = Arc::new(NodeContext {
         client: client.clone(),
@@ -127,6 +154,7 @@ pub async fn run_kubelet(
         tokio::spawn(follow_probes(workers.clone(), probe_updates)),
     ];
     shutdown.await;
+    let _ = stop_server.send(());
     for task in tasks {
         task.abort();
     }

@@ -15,6 +15,7 @@
 //! runtime, so exits are noticed, and restarts by the pod's restart policy). On such a node a pod's
 //! env comes from every source ([`envvars`]), its volumes are set up ([`volumes`]) and its
 //! containers configured ([`container_config`]), and its probes run ([`prober`]).
+//! [`server`] is the kubelet API (:10250) the API server proxies logs and exec to.
 
 pub mod cni;
 pub mod container_config;
@@ -35,6 +36,7 @@ pub mod runc;
 pub mod runc_exec;
 pub mod runc_runtime;
 pub mod runtime;
+pub mod server;
 pub mod status;
 pub mod volumes;
 

@@ -73,7 +73,9 @@ pub fn node_status(cfg: &NodeConfig, stored: &Value, now: &str) -> Value {
         "capacity": resources,
         "allocatable": resources,
         "addresses": [{ "type": "InternalIP", "address": cfg.address }, { "type": "Hostname", "address": cfg.name }],
-        "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
+        // The port the kubelet API really listens on is reported once it does
+        // ([`report_kubelet_port`]); later status updates keep it.
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": stored["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or(10250) } },
         "nodeInfo": {
             "machineID": format!("{:032x}", fnv(&cfg.name)),
             "systemUUID": format!("{:032x}", fnv(&cfg.address)),
@@ -151,6 +153,17 @@ pub async fn update_status(client: &Client, cfg: &NodeConfig, stored: &Value) ->
         )
         .await?;
     serde_json::to_value(node).map_err(kube::Error::SerdeError)
+}
+
+/// Reports where the kubelet API listens (`status.daemonEndpoints.kubeletEndpoint.Port`), which the
+/// API server reads to reach it.
+pub async fn report_kubelet_port(client: &Client, node: &str, port: u16) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let patch = json!({ "status": { "daemonEndpoints": { "kubeletEndpoint": { "Port": port } } } });
+    nodes
+        .patch_status(node, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

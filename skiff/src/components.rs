@@ -33,6 +33,12 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// A kube client for the API server these flags name.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        kube::Client::try_from(self.config().await?).context("cannot build the API client")
+    }
+
+    /// The client configuration these flags name (its `root_cert` is the cluster CA, which the
+    /// kubelet API also trusts for client certificates).
+    pub async fn config(&self) -> anyhow::Result<kube::Config> {
         let config = if let Some(path) = &self.kubeconfig {
             kubeconfig_config(path).await?
         } else if let Some(server) = &self.server {
@@ -61,7 +67,7 @@ impl ClientArgs {
                 .await
                 .context("no --kubeconfig or --server given, and no kubeconfig found")?
         };
-        kube::Client::try_from(config).context("cannot build the API client")
+        Ok(config)
     }
 }
 
@@ -304,10 +310,9 @@ pub struct AgentArgs {
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
-    let client = args.client.client().await?;
     let Some(count) = args.hollow_nodes else {
         return crate::node::run(
-            client,
+            args.client.config().await?,
             &args.node,
             &args.data_dir,
             args.node_netns,
@@ -315,6 +320,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         )
         .await;
     };
+    let client = args.client.client().await?;
     let options = skiff_kubelet::hollow::HollowOptions {
         count,
         prefix: args.node_name_prefix,

@@ -36,6 +36,10 @@ pub struct NodeArgs {
     /// Pods the node takes (upstream's `--max-pods`).
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// The port of the kubelet API (logs, exec, attach) on the node's InternalIP (upstream's
+    /// `--port`); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
 }
 
 impl NodeArgs {
@@ -57,10 +61,12 @@ impl NodeArgs {
     }
 }
 
-/// Runs the kubelet of a real node until `shutdown`. `cni_netns` is the namespace CNI plugins run in
-/// when the process itself is not inside the node's namespace (`skiff agent --node-netns`).
+/// Runs the kubelet of a real node until `shutdown`, reaching the API server as `client_config` says
+/// (whose CA is also the one the kubelet API trusts for client certificates). `cni_netns` is the
+/// namespace CNI plugins run in when the process itself is not inside the node's namespace
+/// (`skiff agent --node-netns`).
 pub async fn run(
-    client: kube::Client,
+    client_config: kube::Config,
     args: &NodeArgs,
     data_dir: &std::path::Path,
     cni_netns: Option<PathBuf>,
@@ -93,7 +99,7 @@ pub async fn run(
         servers: vec![args.cluster_dns.clone()],
         domain: args.cluster_domain.clone(),
     };
-    let runtime = RuncRuntime::new(config).context("cannot start the container runtime")?;
+    let runtime = Arc::new(RuncRuntime::new(config).context("cannot start the container runtime")?);
     let (cpu, memory) = machine_capacity();
     let node = NodeConfig {
         name: args.name()?,
@@ -105,7 +111,27 @@ pub async fn run(
         runtime_version: runtime.version(),
         labels: Vec::new(),
     };
-    run_kubelet(client, KubeletOptions::new(node), Arc::new(runtime), shutdown)
+    // The kubelet API trusts client certificates of the CA that signed the API server's.
+    let client_ca = client_config.root_cert.clone().unwrap_or_default();
+    if client_ca.is_empty() {
+        tracing::warn!("no cluster CA known: the kubelet API will refuse every client");
+    }
+    let server = skiff_kubelet::server::ServerOptions {
+        // On the node's InternalIP, the one address the API server uses (upstream listens on all).
+        addr: std::net::SocketAddr::new(
+            node.address.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            args.kubelet_port,
+        ),
+        client_ca,
+        serving_names: vec![node.address.clone(), node.name.clone()],
+        streams: runtime.clone(),
+    };
+    let options = KubeletOptions {
+        server: Some(server),
+        ..KubeletOptions::new(node)
+    };
+    let client = kube::Client::try_from(client_config).context("cannot build the API client")?;
+    run_kubelet(client, options, runtime, shutdown)
         .await
         .context("the kubelet stopped")
 }

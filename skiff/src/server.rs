@@ -177,6 +177,10 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
     }
 
     let api = ApiServer::with_ranges(store, WatchCacheOptions::default(), ranges);
+    api.set_kubelet_client(
+        skiff_apiserver::server::kubelet_client::KubeletClient::new(&pki.kubelet_client)
+            .context("cannot set up the kubelet client")?,
+    );
     api.bootstrap(port)
         .await
         .context("cannot create the bootstrap objects")?;
@@ -222,9 +226,8 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
     ));
     let host_serving = host_listener
         .map(|host| tokio::spawn(serve::serve_tls(host, pki.server_config, router, shutdown.wait())));
-    let client = components::kubeconfig_config(&kubeconfig)
-        .await
-        .and_then(|c| Ok(kube::Client::try_from(c)?))?;
+    let client_config = components::kubeconfig_config(&kubeconfig).await?;
+    let client = kube::Client::try_from(client_config.clone())?;
     let mut running = Vec::new();
     if !args.disable_controller_manager {
         let (client, shutdown) = (client.clone(), shutdown.clone());
@@ -239,14 +242,14 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
         }));
     }
     if !args.disable_agent {
-        let (client, shutdown, node, data_dir) = (
-            client.clone(),
+        let (config, shutdown, node, data_dir) = (
+            client_config.clone(),
             shutdown.clone(),
             args.node.clone(),
             args.data_dir.clone(),
         );
         running.push(tokio::spawn(async move {
-            if let Err(e) = crate::node::run(client, &node, &data_dir, None, shutdown.wait()).await {
+            if let Err(e) = crate::node::run(config, &node, &data_dir, None, shutdown.wait()).await {
                 tracing::error!("the embedded agent stopped: {e:#}");
             }
         }));

@@ -250,6 +250,10 @@ pub struct InProcess {
     pub client: kube::Client,
     /// The server itself (its metrics, caches).
     pub api: std::sync::Arc<skiff_apiserver::server::ApiServer>,
+    /// The admin kubeconfig (for the real kubectl).
+    pub kubeconfig: PathBuf,
+    /// The cluster CA (PEM): what kubelets verify the API server's client certificate against.
+    pub ca_pem: String,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -280,6 +284,9 @@ impl InProcess {
             &pki.admin_token,
         )?;
         let api = ApiServer::new(store.clone(), cache);
+        api.set_kubelet_client(skiff_apiserver::server::kubelet_client::KubeletClient::new(
+            &pki.kubelet_client,
+        )?);
         api.bootstrap(port).await?;
         let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
         let handle = api.clone();
@@ -301,6 +308,8 @@ impl InProcess {
             store,
             client: kube::Client::try_from(config)?,
             api: handle,
+            kubeconfig,
+            ca_pem: pki.ca_pem.clone(),
             _dir: dir,
             stop: Some(stop),
         })

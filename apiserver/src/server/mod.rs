@@ -28,6 +28,7 @@ pub mod decode;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;
+pub mod kubelet_client;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
@@ -61,6 +62,9 @@ pub struct ApiServer {
     /// in the store rather than trust the watch cache, which may not have seen the delete yet
     /// (upstream's NamespaceLifecycle `forceLiveLookupCache`).
     pub(crate) deleted_namespaces: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// How kubelets are reached for logs, exec and attach (set once at start, see
+    /// [`ApiServer::set_kubelet_client`]); without it those answer 503.
+    pub kubelet_client: std::sync::OnceLock<kubelet_client::KubeletClient>,
 }
 
 impl ApiServer {
@@ -90,7 +94,14 @@ impl ApiServer {
             ranges,
             metrics,
             deleted_namespaces: Default::default(),
+            kubelet_client: Default::default(),
         })
+    }
+
+    /// Sets how kubelets are reached (the client certificate of [`tls::Pki::kubelet_client`]); a
+    /// second call changes nothing.
+    pub fn set_kubelet_client(&self, client: kubelet_client::KubeletClient) {
+        let _ = self.kubelet_client.set(client);
     }
 
     /// How long a deleted namespace is looked up live (upstream's forceLiveLookupTTL).

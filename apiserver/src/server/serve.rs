@@ -90,7 +90,8 @@ pub async fn serve_tls(
                 Err(_) => return,
             };
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                // With upgrades: exec and attach switch protocols and are spliced to the kubelet.
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

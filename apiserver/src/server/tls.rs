@@ -50,6 +50,44 @@ pub struct Pki {
     pub server_config: Arc<rustls::ServerConfig>,
     /// The admin bearer token.
     pub admin_token: String,
+    /// The client certificate the API server presents to kubelets (upstream's
+    /// `--kubelet-client-certificate`), signed by the cluster CA.
+    pub kubelet_client: ClientCertificate,
+}
+
+/// A client certificate and its key (DER).
+pub struct ClientCertificate {
+    /// The certificate.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Its PKCS#8 key.
+    pub key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+}
+
+/// Issues the client certificate the API server uses towards kubelets (re-issued on every start,
+/// like the serving certificate).
+fn kubelet_client(issuer: &Issuer<'_, KeyPair>) -> Result<ClientCertificate, PkiError> {
+    let key = KeyPair::generate().map_err(cert_err("generating the kubelet client key"))?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(cert_err("signing the kubelet client certificate"))?;
+    Ok(ClientCertificate {
+        chain: vec![cert.der().clone()],
+        key: rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    })
 }
 
 /// Writes `contents` to `path` readable by the owner only (keys and tokens).
@@ -153,10 +191,12 @@ pub fn load_or_create(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             .map_err(|e| PkiError::Cert(format!("serving certificate: {e}")))?;
     // kubectl and kube-rs speak HTTP/1.1 for watches; offer h2 only once it is served.
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let kubelet_client = kubelet_client(&issuer)?;
     Ok(Pki {
         ca_pem,
         server_config: Arc::new(server_config),
         admin_token,
+        kubelet_client,
     })
 }
 

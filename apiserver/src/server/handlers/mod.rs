@@ -357,10 +357,13 @@ pub async fn get(
     headers: HeaderMap,
     Query(mut q): Query<ListQuery>,
     Query(cq): Query<pod_connect::ConnectQuery>,
+    connect: pod_connect::ConnectRequest,
 ) -> Result<Response, ApiError> {
     match scope.subresource.as_deref() {
-        Some("log") => return pod_connect::log(&api, &scope, &cq).await,
-        Some("exec" | "attach" | "portforward") => return pod_connect::connect(&api, &scope, &cq).await,
+        Some("log") => return pod_connect::log(&api, &scope, &cq, connect).await,
+        Some("exec" | "attach" | "portforward") => {
+            return pod_connect::connect(&api, &scope, &cq, connect).await;
+        }
         Some(sub @ ("binding" | "eviction" | "finalize")) => return Err(not_allowed("get", &scope, sub)),
         _ => {}
     }
@@ -389,6 +392,7 @@ pub async fn post(
     scope: Scope,
     Query(mut wq): Query<WriteQuery>,
     Query(cq): Query<pod_connect::ConnectQuery>,
+    connect: pod_connect::ConnectRequest,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -403,7 +407,9 @@ pub async fn post(
         Some("eviction") => {
             return eviction::evict(&api, &scope, &read_object(&headers, body).await?, &wq).await;
         }
-        Some("exec" | "attach" | "portforward") => return pod_connect::connect(&api, &scope, &cq).await,
+        Some("exec" | "attach" | "portforward") => {
+            return pod_connect::connect(&api, &scope, &cq, connect).await;
+        }
         Some(sub) => return Err(not_allowed("create", &scope, sub)),
         None => {}
     }
