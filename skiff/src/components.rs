@@ -302,21 +302,35 @@ pub struct AgentArgs {
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
     /// The node's network namespace (`/run/netns/<name>`) when the agent runs outside it: CNI
-    /// plugins are run inside it.
+    /// plugins and the proxy's rule tools are run inside it.
     #[arg(long)]
     node_netns: Option<PathBuf>,
+    /// The cluster's Service range (as the server's `--service-cidr`), for the proxy.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// The cluster's pod range (as the server's `--cluster-cidr`), for the proxy.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let Some(count) = args.hollow_nodes else {
+        let ranges = crate::node::ClusterRanges::parse(&args.service_cidr, &args.cluster_cidr)?;
+        let (fire, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            signals.wait().await;
+            fire();
+        });
+        let config = args.client.config().await?;
         return crate::node::run(
-            args.client.config().await?,
+            config,
             &args.node,
+            ranges,
             &args.data_dir,
             args.node_netns,
-            signals.wait(),
+            shutdown,
         )
         .await;
     };

@@ -1,5 +1,5 @@
-//! What makes a machine a node: the kubelet over the real runtime (pause sandboxes, runc, CNI). One
-//! piece of code serves `skiff agent` (a node joining a cluster) and the agent embedded in
+//! What makes a machine a node: the kubelet over the real runtime (pause sandboxes, runc, CNI) and
+//! the service proxy (Service VIPs as iptables/nft rules). One piece of code serves `skiff agent` (a node joining a cluster) and the agent embedded in
 //! `skiff server` (k3s's single-node default), so the two cannot drift apart.
 //!
 //! A node can live in a network namespace of its own (`--node-netns`), the way kind puts a node in a
@@ -40,6 +40,37 @@ pub struct NodeArgs {
     /// `--port`); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
+    /// How the node's service proxy programs Service VIPs: iptables (kube-proxy's chains), nftables
+    /// (one table of maps) or ipvs (refused where the kernel has no ip_vs).
+    #[arg(long, default_value = "iptables")]
+    pub proxy_mode: skiff_proxy::Mode,
+    /// Do not run the service proxy on this node.
+    #[arg(long)]
+    pub disable_proxy: bool,
+}
+
+/// The cluster's address ranges, which the node's proxy needs (`skiff server` has them as its own
+/// flags; `skiff agent` takes them as the same flags).
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterRanges {
+    /// `--service-cidr`.
+    pub service_cidr: skiff_proxy::Cidr,
+    /// `--cluster-cidr`.
+    pub cluster_cidr: skiff_proxy::Cidr,
+}
+
+impl ClusterRanges {
+    /// Parses the two flags' values.
+    pub fn parse(service_cidr: &str, cluster_cidr: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            service_cidr: service_cidr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?,
+            cluster_cidr: cluster_cidr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--cluster-cidr: {e}"))?,
+        })
+    }
 }
 
 impl NodeArgs {
@@ -61,11 +92,48 @@ impl NodeArgs {
     }
 }
 
-/// Runs the kubelet of a real node until `shutdown`, reaching the API server as `client_config` says
-/// (whose CA is also the one the kubelet API trusts for client certificates). `cni_netns` is the
-/// namespace CNI plugins run in when the process itself is not inside the node's namespace
-/// (`skiff agent --node-netns`).
+/// Runs a real node until `shutdown`: its service proxy (unless `--disable-proxy`) and its kubelet,
+/// reaching the API server as `client_config` says (whose CA is also the one the kubelet API trusts
+/// for client certificates). `node_netns` is the node's namespace when the process itself is not
+/// inside it (`skiff agent --node-netns`): CNI plugins and the proxy's rule tools run in there.
 pub async fn run(
+    client_config: kube::Config,
+    args: &NodeArgs,
+    ranges: ClusterRanges,
+    data_dir: &std::path::Path,
+    node_netns: Option<PathBuf>,
+    shutdown: crate::components::Shutdown,
+) -> anyhow::Result<()> {
+    let proxy = if args.disable_proxy {
+        None
+    } else {
+        let options = crate::proxy::ProxyOptions {
+            proxy_mode: args.proxy_mode,
+            min_sync_period: std::time::Duration::from_secs(1),
+            node_ip: args.address().parse().ok(),
+            hostname_override: Some(args.name()?),
+            cluster_cidr: Some(ranges.cluster_cidr),
+            service_cidr: ranges.service_cidr,
+            netns: node_netns.clone(),
+        };
+        let client = kube::Client::try_from(client_config.clone()).context("cannot build the API client")?;
+        let shutdown = shutdown.clone();
+        Some(tokio::spawn(async move {
+            let metrics = Arc::new(skiff_proxy::metrics::Metrics::default());
+            if let Err(e) = crate::proxy::run_proxy(client, &options, metrics, &shutdown).await {
+                tracing::error!("the service proxy stopped: {e:#}");
+            }
+        }))
+    };
+    let kubelet = kubelet(client_config, args, data_dir, node_netns, shutdown.wait()).await;
+    if let Some(proxy) = proxy {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), proxy).await;
+    }
+    kubelet
+}
+
+/// The node's kubelet until `shutdown`.
+async fn kubelet(
     client_config: kube::Config,
     args: &NodeArgs,
     data_dir: &std::path::Path,
@@ -119,7 +187,9 @@ pub async fn run(
     let server = skiff_kubelet::server::ServerOptions {
         // On the node's InternalIP, the one address the API server uses (upstream listens on all).
         addr: std::net::SocketAddr::new(
-            node.address.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            node.address
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
             args.kubelet_port,
         ),
         client_ca,

@@ -242,6 +242,11 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
         }));
     }
     if !args.disable_agent {
+        // The node's network: its proxy (inside `crate::node`) and, on its address, the cluster
+        // DNS behind the `kube-dns` Service.
+        let node_ranges =
+            crate::node::ClusterRanges::parse(&args.service_cidr, &args.controllers.cluster_cidr)?;
+        start_cluster_dns(&api, &args, client.clone(), &shutdown).await?;
         let (config, shutdown, node, data_dir) = (
             client_config.clone(),
             shutdown.clone(),
@@ -249,7 +254,7 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
             args.data_dir.clone(),
         );
         running.push(tokio::spawn(async move {
-            if let Err(e) = crate::node::run(config, &node, &data_dir, None, shutdown.wait()).await {
+            if let Err(e) = crate::node::run(config, &node, node_ranges, &data_dir, None, shutdown).await {
                 tracing::error!("the embedded agent stopped: {e:#}");
             }
         }));
@@ -271,6 +276,64 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
     if let Some(host_serving) = host_serving {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, host_serving).await;
     }
+    Ok(())
+}
+
+/// The cluster DNS on this server's node (port 53 of the node's address, UDP and TCP), behind the
+/// `kube-dns` Service on `--cluster-dns`, whose endpoints the server publishes (as it does the
+/// `kubernetes` Service's). Names outside the cluster go to the resolvers of /etc/resolv.conf; a
+/// node in a namespace of its own (`--node-netns`) has no way out, so it refuses them at once.
+async fn start_cluster_dns(
+    api: &ApiServer,
+    args: &ServerArgs,
+    client: kube::Client,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    use skiff_proxy::dns::{DnsConfig, Upstreams, start_dns};
+    let address = args.node.address();
+    let ip: std::net::IpAddr = address
+        .parse()
+        .with_context(|| format!("the node's address {address:?} is not an IP address"))?;
+    api.bootstrap_cluster_dns(&args.node.cluster_dns)
+        .await
+        .with_context(|| format!("cannot create the kube-dns Service on {}", args.node.cluster_dns))?;
+    let upstreams = match args.node_netns {
+        Some(_) => Upstreams::Servers(Vec::new()),
+        None => Upstreams::ResolvConf("/etc/resolv.conf".into()),
+    };
+    let cfg = DnsConfig {
+        bind: vec![SocketAddr::new(ip, 53)],
+        domain: args.node.cluster_domain.clone(),
+        upstreams,
+        ..DnsConfig::default()
+    };
+    let handle = start_dns(client, cfg)
+        .await
+        .with_context(|| format!("cannot serve cluster DNS on {ip}:53"))?;
+    let dns = [
+        bootstrap::EndpointPort {
+            name: "dns",
+            port: 53,
+            protocol: "UDP",
+        },
+        bootstrap::EndpointPort {
+            name: "dns-tcp",
+            port: 53,
+            protocol: "TCP",
+        },
+    ];
+    if ip.is_loopback() {
+        tracing::warn!("the node's address is a loopback address: pods cannot reach the cluster DNS");
+    } else {
+        api.publish_endpoints("kube-system", "kube-dns", &address, &dns)
+            .await
+            .context("cannot publish the kube-dns Service's endpoints")?;
+    }
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        drop(handle);
+    });
     Ok(())
 }
 

@@ -104,12 +104,21 @@ async fn the_demo_answers_through_its_service_vip() {
         None,
     );
 
+    // The proxy programs the Service once its endpoints are ready (within its 1 s sync period).
+    let url = format!("http://{vip}/");
+    skiff_tests::eventually("the Service VIP answers", Duration::from_secs(10), || async {
+        cluster
+            .netns
+            .exec("curl", &["-sf", "-m", "2", &url])
+            .filter(|page| page.contains("Served by pod web-"))
+    })
+    .await;
     // 60 requests to 3 replicas: each answers (a replica missing has probability ~1e-10).
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..60 {
         let page = cluster
             .netns
-            .exec("curl", &["-s", "-m", "2", &format!("http://{vip}/")])
+            .exec("curl", &["-s", "-m", "2", &url])
             .unwrap_or_default();
         let pod = pods.iter().find(|p| page.contains(*p)).map_or("(none)", |p| p);
         *answered.entry(pod.to_owned()).or_default() += 1;
