@@ -199,6 +199,16 @@ struct Pending {
     first_endpoint_change: Option<Instant>,
 }
 
+/// Whether this node can run `config`'s mode (ipvs: refused without ip_vs, and not programmed yet).
+pub fn preflight(config: &Config) -> Result<(), ProxyError> {
+    if config.mode == Mode::Ipvs {
+        // ip_vs is a kernel module: the host's /proc/net answers for every namespace.
+        ipvs::check_kernel(std::path::Path::new("/proc/net"))?;
+        return Err(ProxyError::IpvsUnsupported);
+    }
+    Ok(())
+}
+
 /// Runs the proxy with the real tools until `shutdown`. Fails at once for a mode this node cannot run.
 pub async fn run(
     client: Client,
@@ -206,15 +216,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProxyError> {
-    if config.mode == Mode::Ipvs {
-        let proc_net = match &config.netns {
-            // /proc/net is the namespace of the reading thread; ip_vs is global, so the host's
-            // answer holds for every namespace.
-            Some(_) | None => PathBuf::from("/proc/net"),
-        };
-        ipvs::check_kernel(&proc_net)?;
-        return Err(ProxyError::IpvsUnsupported);
-    }
+    preflight(&config)?;
     let sink = Arc::new(SystemSink {
         netns: config.netns.clone(),
         service_cidr: config.render.service_cidr,

@@ -201,3 +201,38 @@ fn renders_are_deterministic_and_partial_syncs_touch_only_the_change() {
         "{text}"
     );
 }
+
+/// The golden files are real input: they load into a scratch namespace with the real tools (root only).
+#[test]
+fn golden_files_load_with_the_real_tools() {
+    use std::process::{Command, Stdio};
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    if !root || Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipping: needs root and nft");
+        return;
+    }
+    let ns = format!("skiff-px-golden-{}", std::process::id());
+    assert!(Command::new("ip").args(["netns", "add", &ns]).status().expect("ip").success());
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (tool, args, file) in [
+        ("iptables-restore", vec!["--noflush"], "iptables.txt"),
+        ("nft", vec!["-f", "-"], "nftables.nft"),
+    ] {
+        let input = std::fs::File::open(dir.join(file)).expect("golden file");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, tool])
+            .args(&args)
+            .stdin(Stdio::from(input))
+            .output()
+            .expect("run tool");
+        assert!(out.status.success(), "{tool} < {file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -76,6 +76,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
             .context("proxy cleanup failed")?;
         return Ok(());
     }
+    // A mode this node cannot run fails before anything else.
+    proxier::preflight(&args.options.config()).context("the service proxy cannot run")?;
     let signals = Signals::install()?;
     let client = args.client.client().await?;
     let (fire, shutdown) = Shutdown::new();
