@@ -206,14 +206,22 @@ fn renders_are_deterministic_and_partial_syncs_touch_only_the_change() {
 #[test]
 fn golden_files_load_with_the_real_tools() {
     use std::process::{Command, Stdio};
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
     if !root || Command::new("nft").arg("--version").output().is_err() {
         eprintln!("skipping: needs root and nft");
         return;
     }
     let ns = format!("skiff-px-golden-{}", std::process::id());
-    assert!(Command::new("ip").args(["netns", "add", &ns]).status().expect("ip").success());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .expect("ip")
+            .success()
+    );
     struct Del(String);
     impl Drop for Del {
         fn drop(&mut self) {
@@ -233,6 +241,10 @@ fn golden_files_load_with_the_real_tools() {
             .stdin(Stdio::from(input))
             .output()
             .expect("run tool");
-        assert!(out.status.success(), "{tool} < {file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tool} < {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
