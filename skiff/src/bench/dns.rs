@@ -34,7 +34,7 @@ pub struct DnsBenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub services: usize,
     /// Numbers of concurrent clients, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub concurrency: Vec<usize>,
     /// Concurrent clients of the TCP cell (each keeps one connection; 0 skips it).
     #[arg(long, default_value_t = 8)]
