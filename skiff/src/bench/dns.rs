@@ -39,6 +39,9 @@ pub struct DnsBenchArgs {
     /// Concurrent clients of the TCP cell (each keeps one connection; 0 skips it).
     #[arg(long, default_value_t = 8)]
     pub tcp_clients: usize,
+    /// UDP listener tasks of the server (unset: the server's default, one per core).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
     /// Seconds each cell runs.
     #[arg(long, default_value_t = 3)]
     pub duration: u64,
@@ -84,8 +87,14 @@ pub async fn run(args: DnsBenchArgs) -> anyhow::Result<()> {
         upstreams: Upstreams::Servers(Vec::new()),
         ..DnsConfig::default()
     };
+    let cfg = DnsConfig {
+        udp_workers: args.udp_workers.unwrap_or(cfg.udp_workers),
+        ..cfg
+    };
+    let workers = cfg.udp_workers;
     let dns = serve(cfg, rx).await?;
     let server = dns.udp[0];
+    println!("server: {workers} UDP listener task(s) on one socket; clients: one thread of their own");
 
     println!();
     println!(
