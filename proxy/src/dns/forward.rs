@@ -155,8 +155,9 @@ fn answers(query: &Message, answer: &Message) -> bool {
 
 /// The upstream resolvers named in a resolv.conf (`nameserver` lines, port 53). A file that names
 /// only systemd-resolved's stub (127.0.0.53) is replaced by the real list systemd-resolved keeps in
-/// `/run/systemd/resolve/resolv.conf`, as the kubelet's `--resolv-conf` advice goes: forwarding to
-/// a stub on the node's loopback cannot work from the DNS Service's address.
+/// `/run/systemd/resolve/resolv.conf`, as Kubernetes' advice for the kubelet's `--resolv-conf` and
+/// CoreDNS's `forward` goes: the stub is only reachable from the node's own network namespace, and
+/// a node whose stub forwards to the cluster DNS would make a loop.
 pub fn upstreams_from_resolv_conf(path: &Path) -> std::io::Result<Vec<SocketAddr>> {
     let text = std::fs::read_to_string(path)?;
     let servers = parse_resolv_conf(&text);

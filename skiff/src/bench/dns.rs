@@ -34,8 +34,14 @@ pub struct DnsBenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub services: usize,
     /// Numbers of concurrent clients, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub concurrency: Vec<usize>,
+    /// Concurrent clients of the TCP cell (each keeps one connection; 0 skips it).
+    #[arg(long, default_value_t = 8)]
+    pub tcp_clients: usize,
+    /// UDP listener tasks of the server (unset: the server's default, one per core).
+    #[arg(long)]
+    pub udp_workers: Option<usize>,
     /// Seconds each cell runs.
     #[arg(long, default_value_t = 3)]
     pub duration: u64,
@@ -81,8 +87,14 @@ pub async fn run(args: DnsBenchArgs) -> anyhow::Result<()> {
         upstreams: Upstreams::Servers(Vec::new()),
         ..DnsConfig::default()
     };
+    let cfg = DnsConfig {
+        udp_workers: args.udp_workers.unwrap_or(cfg.udp_workers),
+        ..cfg
+    };
+    let workers = cfg.udp_workers;
     let dns = serve(cfg, rx).await?;
     let server = dns.udp[0];
+    println!("server: {workers} UDP listener task(s) on one socket; clients: one thread of their own");
 
     println!();
     println!(
@@ -115,6 +127,27 @@ pub async fn run(args: DnsBenchArgs) -> anyhow::Result<()> {
         if meets && best.as_ref().is_none_or(|(_, b)| cell.qps > b.qps) {
             best = Some((clients, cell));
         }
+    }
+    if args.tcp_clients > 0 {
+        let (queries, clients) = (queries.clone(), args.tcp_clients);
+        let (server, duration) = (dns.tcp[0], Duration::from_secs(args.duration));
+        let cell = std::thread::spawn(move || -> anyhow::Result<Cell> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(load_tcp(server, clients, duration, queries))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        println!(
+            "{:<24} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>6}",
+            format!("TCP, {clients} connections"),
+            cell.qps,
+            cell.p50_ms,
+            cell.p99_ms,
+            cell.max_ms,
+            cell.lost
+        );
     }
     println!();
     println!("answer logic alone (decode done, answer + encode), 1 core: {logic_qps:.0} queries/s");
@@ -183,6 +216,53 @@ async fn load(
             anyhow::Ok((latencies, lost))
         }));
     }
+    collect(started, tasks).await
+}
+
+/// The TCP cell: `clients` connections, each a closed loop of length-prefixed queries.
+async fn load_tcp(
+    server: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    queries: Arc<Vec<Vec<u8>>>,
+) -> anyhow::Result<Cell> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let queries = queries.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(server).await?;
+            stream.set_nodelay(true)?;
+            let mut latencies: Vec<u32> = Vec::new();
+            let mut i = c * 7919;
+            while Instant::now() < deadline {
+                let q = &queries[i % queries.len()];
+                i += 1;
+                let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(q);
+                let sent = Instant::now();
+                stream.write_all(&framed).await?;
+                let len = tokio::time::timeout(Duration::from_secs(1), stream.read_u16()).await??;
+                let mut body = vec![0u8; len as usize];
+                stream.read_exact(&mut body).await?;
+                latencies.push(sent.elapsed().as_micros() as u32);
+            }
+            anyhow::Ok((latencies, 0))
+        }));
+    }
+    collect(started, tasks).await
+}
+
+/// One client's latencies (µs) and lost queries.
+type ClientResult = anyhow::Result<(Vec<u32>, usize)>;
+
+/// The cell's figures from its clients' latencies.
+async fn collect(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<ClientResult>>,
+) -> anyhow::Result<Cell> {
     let mut all = Vec::new();
     let mut lost = 0;
     for t in tasks {
