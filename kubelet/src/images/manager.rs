@@ -116,6 +116,13 @@ impl ImageManager {
         self
     }
 
+    /// Gives containers copies of their layers even where overlayfs works (containerd's native
+    /// snapshotter; what happens by itself where overlayfs does not work).
+    pub fn without_overlay(mut self) -> Self {
+        self.overlay = Err("overlay mounts turned off".into());
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
