@@ -12,7 +12,9 @@
 //! pods for real: a pause sandbox ([`pause`], [`oci`]) and app containers joining its namespaces, with
 //! runc ([`runc`]), CNI bridge networking ([`cni`]) and the pod's /etc files ([`dns`]);
 //! [`kubelet::run_kubelet`] is one real node's main loop over it (with a PLEG that relists the
-//! runtime, so exits are noticed, and restarts by the pod's restart policy).
+//! runtime, so exits are noticed, and restarts by the pod's restart policy). Containers' root
+//! filesystems come from [`images`]: a content-addressed OCI store, overlay mounts, tarball imports
+//! and registry pulls under the pods' pull policies.
 
 pub mod cni;
 pub mod dns;
