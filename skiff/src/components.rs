@@ -361,6 +361,8 @@ async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
             let store = store_dir(&agent_dir);
             let manager = ImageManager::open(&store)
                 .with_context(|| format!("cannot open the image store {}", store.display()))?;
+            // Said at start (a warning) if containers will get copies of their layers instead.
+            let _ = manager.overlay_works();
             // k3s's airgap convention: whatever tarballs are there are imported before pods start.
             let airgap = airgap_dir(&agent_dir);
             tokio::task::block_in_place(|| manager.import_dir(&airgap));

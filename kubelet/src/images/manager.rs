@@ -65,7 +65,8 @@ struct State {
 pub struct ImageManager {
     store: Store,
     /// Whether overlay mounts work on the store's filesystem (else rootfs are unpacked copies).
-    overlay: Result<(), String>,
+    /// Checked when first needed (listing or importing images does not mount anything).
+    overlay: std::sync::OnceLock<Result<(), String>>,
     registry: Result<RegistryClient, String>,
     pulls: tokio::sync::Mutex<()>,
     backoff_base: Duration,
@@ -92,17 +93,13 @@ pub fn pull_policy(pod: &Value, name: &str, image: &str) -> String {
 }
 
 impl ImageManager {
-    /// The store at `root`, checking overlayfs there once (without it, containers get unpacked
-    /// copies of their layers, as containerd's native snapshotter does).
+    /// The store at `root`. Overlayfs is checked there when a container first needs it (without it,
+    /// containers get unpacked copies of their layers, as containerd's native snapshotter does).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageError> {
         let store = Store::open(root)?;
-        let overlay = overlay::check(store.root()).map_err(|e| e.to_string());
-        if let Err(e) = &overlay {
-            tracing::warn!(error = %e, "falling back to copying image layers into each container");
-        }
         Ok(Self {
             store,
-            overlay,
+            overlay: std::sync::OnceLock::new(),
             registry: RegistryClient::new(Platform::host()).map_err(|e| e.to_string()),
             pulls: tokio::sync::Mutex::new(()),
             backoff_base: PULL_BACKOFF_BASE,
@@ -118,8 +115,8 @@ impl ImageManager {
 
     /// Gives containers copies of their layers even where overlayfs works (containerd's native
     /// snapshotter; what happens by itself where overlayfs does not work).
-    pub fn without_overlay(mut self) -> Self {
-        self.overlay = Err("overlay mounts turned off".into());
+    pub fn without_overlay(self) -> Self {
+        let _ = self.overlay.set(Err("overlay mounts turned off".into()));
         self
     }
 
@@ -130,7 +127,15 @@ impl ImageManager {
 
     /// Whether containers get overlay mounts (else: copies).
     pub fn overlay_works(&self) -> Result<(), String> {
-        self.overlay.clone()
+        self.overlay
+            .get_or_init(|| {
+                let works = overlay::check(self.store.root()).map_err(|e| e.to_string());
+                if let Err(e) = &works {
+                    tracing::warn!(error = %e, "falling back to copying image layers into each container");
+                }
+                works
+            })
+            .clone()
     }
 
     /// Imports every tarball in `dir` (k3s's `agent/images/`), logging what each gave.
@@ -360,7 +365,7 @@ impl ImageService for ImageManager {
             }
         }
         let config = self.store.config_of(&record.config)?;
-        match &self.overlay {
+        match self.overlay_works() {
             Ok(()) => {
                 let lowers = self.store.unpack(&record)?;
                 overlay::mount(&lowers, &upper, &work, &rootfs)?;
