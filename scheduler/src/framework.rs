@@ -5,9 +5,15 @@
 //! Plugins are pure functions of ([`PodInfo`], [`NodeInfo`]); everything that talks to the API server
 //! lives in [`crate::scheduler`]. That makes every plugin a table test.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
-use k8s_openapi::api::core::v1::{Affinity, Node, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, Pod, PodAffinityTerm, Taint, Toleration, TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
+};
 
 use crate::quantity;
 
@@ -74,6 +80,28 @@ pub struct PodInfo {
     pub owner: Option<String>,
     /// `spec.priority`.
     pub priority: i32,
+    /// What other pods' inter-pod affinity and spreading look at: namespace, labels, its own terms.
+    pub meta: Arc<PodMeta>,
+    /// `spec.topologySpreadConstraints`.
+    pub spread: Vec<TopologySpreadConstraint>,
+}
+
+/// What inter-pod affinity and topology spreading need of a pod already placed: its namespace and
+/// labels (to match terms against) and its own terms (existing pods' anti-affinity binds newcomers).
+#[derive(Clone, Debug, Default)]
+pub struct PodMeta {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `podAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub required_affinity: Vec<PodAffinityTerm>,
+    /// `podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub required_anti_affinity: Vec<PodAffinityTerm>,
+    /// `podAffinity.preferredDuringSchedulingIgnoredDuringExecution`.
+    pub preferred_affinity: Vec<WeightedPodAffinityTerm>,
+    /// `podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution`.
+    pub preferred_anti_affinity: Vec<WeightedPodAffinityTerm>,
 }
 
 /// Upstream's defaults for a container without requests, used in scoring only.
@@ -175,6 +203,35 @@ impl PodInfo {
                 .find(|o| o.controller == Some(true))
                 .map(|o| o.uid.clone()),
             priority: spec.priority.unwrap_or(0),
+            meta: Arc::new(PodMeta {
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                labels: meta.labels.clone().unwrap_or_default(),
+                required_affinity: spec
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.pod_affinity.as_ref())
+                    .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+                    .unwrap_or_default(),
+                required_anti_affinity: spec
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.pod_anti_affinity.as_ref())
+                    .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+                    .unwrap_or_default(),
+                preferred_affinity: spec
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.pod_affinity.as_ref())
+                    .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+                    .unwrap_or_default(),
+                preferred_anti_affinity: spec
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.pod_anti_affinity.as_ref())
+                    .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.clone())
+                    .unwrap_or_default(),
+            }),
+            spread: spec.topology_spread_constraints.clone().unwrap_or_default(),
         }
     }
 }
@@ -200,8 +257,10 @@ pub struct NodeInfo {
     pub used_ports: HashSet<HostPort>,
     /// Pods on it per controller uid.
     pub owners: HashMap<String, i64>,
-    /// The uids of the pods counted.
-    pub pods: HashSet<String>,
+    /// The pods counted, by uid.
+    pub pods: HashMap<String, Arc<PodMeta>>,
+    /// How many of them have required anti-affinity terms (which every newcomer must respect).
+    pub anti_affinity_pods: usize,
 }
 
 impl NodeInfo {
@@ -240,8 +299,11 @@ impl NodeInfo {
 
     /// Counts a pod on this node (once).
     pub fn add_pod(&mut self, pod: &PodInfo) {
-        if !self.pods.insert(pod.uid.clone()) {
+        if self.pods.insert(pod.uid.clone(), pod.meta.clone()).is_some() {
             return;
+        }
+        if !pod.meta.required_anti_affinity.is_empty() {
+            self.anti_affinity_pods += 1;
         }
         self.requested.add(&pod.requests);
         self.nonzero_requested.add(&pod.nonzero);
@@ -253,8 +315,11 @@ impl NodeInfo {
 
     /// Stops counting a pod.
     pub fn remove_pod(&mut self, pod: &PodInfo) {
-        if !self.pods.remove(&pod.uid) {
+        let Some(meta) = self.pods.remove(&pod.uid) else {
             return;
+        };
+        if !meta.required_anti_affinity.is_empty() {
+            self.anti_affinity_pods -= 1;
         }
         self.requested.sub(&pod.requests);
         self.nonzero_requested.sub(&pod.nonzero);
@@ -300,6 +365,30 @@ pub trait ScorePlugin: Send + Sync {
     fn normalize(&self, _scores: &mut [i64]) {}
 }
 
+/// A plugin that looks at the whole cluster once per cycle before it judges nodes: upstream's
+/// PreFilter/PreScore writing CycleState, for inter-pod affinity and topology spreading, whose
+/// verdict on one node depends on the pods of every node in its topology domain.
+pub trait CyclePlugin: Send + Sync {
+    /// The plugin's name (upstream's).
+    fn name(&self) -> &'static str;
+    /// Its score weight in the default profile.
+    fn weight(&self) -> i64;
+    /// What this cycle needs, from every node; None when the pod and the cluster give the plugin
+    /// nothing to check (the common case, which then costs nothing).
+    fn prepare(&self, pod: &PodInfo, nodes: &[&NodeInfo]) -> Option<Box<dyn Prepared>>;
+}
+
+/// A cycle plugin's state for one pod: it filters and scores nodes.
+pub trait Prepared: Send + Sync + std::fmt::Debug {
+    /// `Ok` if the pod may go to the node, else the reasons it may not and whether evicting pods
+    /// could change that (see [`FilterPlugin::preemption_may_help`]; here it depends on the rule).
+    fn filter(&self, pod: &PodInfo, node: &NodeInfo) -> Result<(), (Vec<Reason>, bool)>;
+    /// A raw score of the node.
+    fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64;
+    /// Brings raw scores to 0..=100.
+    fn normalize(&self, scores: &mut [i64]);
+}
+
 /// The highest node score.
 pub const MAX_NODE_SCORE: i64 = 100;
 
@@ -327,6 +416,8 @@ pub struct Profile {
     pub filters: Vec<Box<dyn FilterPlugin>>,
     /// Scores.
     pub scores: Vec<Box<dyn ScorePlugin>>,
+    /// Plugins that filter and score from a view of the whole cluster, after the filters above.
+    pub cycle: Vec<Box<dyn CyclePlugin>>,
 }
 
 /// The outcome of filtering: the feasible nodes and, per reason, how many nodes gave it.
@@ -340,6 +431,8 @@ pub struct Filtered {
     pub examined: usize,
     /// Nodes that failed a filter which preemption could resolve.
     pub resolvable: usize,
+    /// The cycle plugins' states for this pod, with their weights (used again to score).
+    pub prepared: Vec<(i64, Box<dyn Prepared>)>,
 }
 
 /// How many feasible nodes are enough to stop looking (upstream's adaptive
@@ -357,7 +450,14 @@ impl Profile {
     /// enough feasible nodes are found.
     pub fn filter(&self, pod: &PodInfo, nodes: &[&NodeInfo], start: usize) -> Filtered {
         let want = nodes_to_find(nodes.len());
-        let mut out = Filtered::default();
+        let mut out = Filtered {
+            prepared: self
+                .cycle
+                .iter()
+                .filter_map(|p| Some((p.weight(), p.prepare(pod, nodes)?)))
+                .collect(),
+            ..Default::default()
+        };
         for i in 0..nodes.len() {
             if out.feasible.len() >= want {
                 break;
@@ -367,11 +467,20 @@ impl Profile {
             let failed = self
                 .filters
                 .iter()
-                .find_map(|f| f.filter(pod, nodes[index]).err().map(|r| (f, r)));
+                .find_map(|f| {
+                    let reasons = f.filter(pod, nodes[index]).err()?;
+                    Some((f.preemption_may_help(), reasons))
+                })
+                .or_else(|| {
+                    out.prepared.iter().find_map(|(_, p)| {
+                        let (reasons, may_help) = p.filter(pod, nodes[index]).err()?;
+                        Some((may_help, reasons))
+                    })
+                });
             match failed {
                 None => out.feasible.push(index),
-                Some((plugin, reasons)) => {
-                    if plugin.preemption_may_help() {
+                Some((may_help, reasons)) => {
+                    if may_help {
                         out.resolvable += 1;
                     }
                     for r in reasons {
@@ -383,15 +492,24 @@ impl Profile {
         out
     }
 
-    /// The weighted, normalized total score of each feasible node.
-    pub fn score(&self, pod: &PodInfo, nodes: &[&NodeInfo], feasible: &[usize]) -> Vec<i64> {
+    /// The weighted, normalized total score of each feasible node of `filtered`.
+    pub fn score(&self, pod: &PodInfo, nodes: &[&NodeInfo], filtered: &Filtered) -> Vec<i64> {
+        let feasible = &filtered.feasible;
         let mut total = vec![0i64; feasible.len()];
+        let mut add = |weight: i64, scores: Vec<i64>| {
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += s * weight;
+            }
+        };
         for plugin in &self.scores {
             let mut scores: Vec<i64> = feasible.iter().map(|i| plugin.score(pod, nodes[*i])).collect();
             plugin.normalize(&mut scores);
-            for (t, s) in total.iter_mut().zip(scores) {
-                *t += s * plugin.weight();
-            }
+            add(plugin.weight(), scores);
+        }
+        for (weight, prepared) in &filtered.prepared {
+            let mut scores: Vec<i64> = feasible.iter().map(|i| prepared.score(pod, nodes[*i])).collect();
+            prepared.normalize(&mut scores);
+            add(*weight, scores);
         }
         total
     }

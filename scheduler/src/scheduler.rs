@@ -179,7 +179,7 @@ impl Scheduler {
             let chosen = if filtered.feasible.is_empty() {
                 None
             } else {
-                let scores = self.profile.score(&info, &nodes, &filtered.feasible);
+                let scores = self.profile.score(&info, &nodes, &filtered);
                 // The first of the best (in round-robin order) wins.
                 let best = scores
                     .iter()

@@ -271,12 +271,14 @@ mod tests {
     }
 }
 
-/// `skiff agent`: a node joining a cluster. For now only hollow nodes (the kubelet's node, lease,
-/// pod-worker and status code over a fake runtime); the real runtime comes with issue 5.
+/// `skiff agent`: a node joining a cluster: a real node (the kubelet over runc, the pause sandbox and
+/// CNI, `crate::node`), or with `--hollow-nodes N` that many nodes that run nothing.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    node: crate::node::NodeArgs,
     /// Run this many hollow nodes in this process (pods bound to them report Running and Ready
     /// without running anything), named `<prefix>-<i>`.
     #[arg(long)]
@@ -290,151 +292,39 @@ pub struct AgentArgs {
     /// Memory each hollow node offers.
     #[arg(long, default_value = "16Gi")]
     node_memory: String,
-    /// Pods each node takes (upstream's `--max-pods`).
-    #[arg(long, default_value_t = 110)]
-    max_pods: u32,
-    /// The node's name (default: the hostname). Not for hollow nodes.
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The node's InternalIP (default: the first global IPv4 address of its network namespace).
-    #[arg(long)]
-    node_ip: Option<String>,
     /// Where the node keeps its state: runc's, CNI's, pod bundles and container logs under `agent/`.
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
-    /// Run containers on plain directories instead of the image store: one directory per image
-    /// (`busybox:1.36` → `busybox_1.36` or `busybox`), no image config, no pulls. Unset: images come
-    /// from the store (`<data-dir>/agent/image-store`), pulled from registries or imported, and every
-    /// tarball in `<data-dir>/agent/images/` is imported at start.
-    #[arg(long)]
-    images_dir: Option<PathBuf>,
     /// The node's network namespace (`/run/netns/<name>`) when the agent runs outside it: CNI
     /// plugins are run inside it.
     #[arg(long)]
     node_netns: Option<PathBuf>,
-    /// The cluster DNS address pods with `dnsPolicy: ClusterFirst` resolve through (upstream's
-    /// `--cluster-dns`); unset: they get the node's resolvers.
-    #[arg(long)]
-    cluster_dns: Option<String>,
-    /// The cluster domain (upstream's `--cluster-domain`).
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let Some(count) = args.hollow_nodes else {
-        return kubelet(args).await;
-    };
     let signals = Signals::install()?;
     let client = args.client.client().await?;
+    let Some(count) = args.hollow_nodes else {
+        return crate::node::run(
+            client,
+            &args.node,
+            &args.data_dir,
+            args.node_netns,
+            signals.wait(),
+        )
+        .await;
+    };
     let options = skiff_kubelet::hollow::HollowOptions {
         count,
         prefix: args.node_name_prefix,
         cpu: args.node_cpu,
         memory: args.node_memory,
-        pods: args.max_pods,
+        pods: args.node.max_pods,
         ..Default::default()
     };
     skiff_kubelet::hollow::run_hollow_nodes(client, options, signals.wait())
         .await
         .context("cannot register the hollow nodes")?;
     Ok(())
-}
-
-/// A real node: the kubelet over runc, the pause sandbox and CNI (`skiff_kubelet::kubelet`).
-async fn kubelet(args: AgentArgs) -> anyhow::Result<()> {
-    use skiff_kubelet::{
-        dns::ClusterDns,
-        images::{airgap_dir, manager::ImageManager, store_dir},
-        kubelet::{KubeletOptions, machine_capacity, run_kubelet},
-        node::NodeConfig,
-        runc_runtime::{RuncConfig, RuncRuntime, images_in_dir},
-        runtime::ContainerRuntime as _,
-    };
-    let signals = Signals::install()?;
-    let client = args.client.client().await?;
-    let agent_dir = args.data_dir.join("agent");
-    let images: skiff_kubelet::runc_runtime::RootfsResolver = match args.images_dir {
-        Some(dir) => images_in_dir(dir),
-        None => {
-            let store = store_dir(&agent_dir);
-            let manager = ImageManager::open(&store)
-                .with_context(|| format!("cannot open the image store {}", store.display()))?;
-            // Said at start (a warning) if containers will get copies of their layers instead.
-            let _ = manager.overlay_works();
-            // k3s's airgap convention: whatever tarballs are there are imported before pods start.
-            let airgap = airgap_dir(&agent_dir);
-            tokio::task::block_in_place(|| manager.import_dir(&airgap));
-            std::sync::Arc::new(manager)
-        }
-    };
-    let mut config = RuncConfig::new(agent_dir, images);
-    config.node_netns = args.node_netns;
-    config.cluster_dns = ClusterDns {
-        servers: args.cluster_dns.into_iter().collect(),
-        domain: args.cluster_domain,
-    };
-    let runtime = RuncRuntime::new(config).context("cannot start the container runtime")?;
-    let name = match args.node_name {
-        Some(name) => name,
-        None => hostname()?,
-    };
-    let address = args.node_ip.unwrap_or_else(first_global_ipv4);
-    let (cpu, memory) = machine_capacity();
-    let node = NodeConfig {
-        name,
-        address,
-        cpu,
-        memory,
-        pods: args.max_pods,
-        ephemeral_storage: filesystem_size(&args.data_dir).unwrap_or_else(|| "10Gi".into()),
-        runtime_version: runtime.version(),
-        labels: Vec::new(),
-    };
-    run_kubelet(
-        client,
-        KubeletOptions::new(node),
-        std::sync::Arc::new(runtime),
-        signals.wait(),
-    )
-    .await
-    .context("the kubelet stopped")
-}
-
-/// `capacity.ephemeral-storage`: the size of the filesystem holding `dir` (upstream reads the
-/// kubelet's root directory's filesystem), from `df -Pk`.
-fn filesystem_size(dir: &std::path::Path) -> Option<String> {
-    let output = std::process::Command::new("df")
-        .arg("-Pk")
-        .arg(dir)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(format!("{kib}Ki"))
-}
-
-/// The node name the kubelet defaults to (upstream: the hostname, lower-cased).
-fn hostname() -> anyhow::Result<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").context("cannot read the hostname")?;
-    Ok(name.trim().to_lowercase())
-}
-
-/// The first global IPv4 address of this network namespace (`ip -4 -o addr show scope global`), or
-/// 127.0.0.1 when there is none.
-fn first_global_ipv4() -> String {
-    let output = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output();
-    let text = output
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|line| {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            Some(words.next()?.split('/').next()?.to_owned())
-        })
-        .unwrap_or_else(|| "127.0.0.1".into())
 }

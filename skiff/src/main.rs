@@ -4,6 +4,7 @@
 mod bench;
 mod components;
 mod images;
+mod node;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -28,7 +29,7 @@ enum Command {
     Server(server::ServerArgs),
     /// Run the API server alone (`skiff server` without controllers, scheduler or agent).
     Apiserver(server::ServerArgs),
-    /// Join a cluster as a node (for now: `--hollow-nodes N`, nodes without containers).
+    /// Join a cluster as a node (or, with `--hollow-nodes N`, as that many nodes without containers).
     Agent(components::AgentArgs),
     /// Run the controller manager alone against an API server.
     ControllerManager(components::ControllerManagerArgs),
@@ -60,30 +61,38 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(async {
-                match cli.command {
-                    Command::Server(args) => server::run(args).await,
-                    Command::Apiserver(mut args) => {
-                        args.disable_controller_manager = true;
-                        args.disable_scheduler = true;
-                        args.disable_agent = true;
-                        server::run(args).await
+    // A server whose node side lives in a network namespace moves there before the runtime starts
+    // its threads (they inherit the namespace), keeping one listener in the starting namespace.
+    let host_listener = match &cli.command {
+        Command::Server(args) | Command::Apiserver(args) => server::listen_then_enter_netns(args),
+        _ => Ok(None),
+    };
+    let result = host_listener.and_then(|host_listener| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(async {
+                    match cli.command {
+                        Command::Server(args) => server::run(args, host_listener).await,
+                        Command::Apiserver(mut args) => {
+                            args.disable_controller_manager = true;
+                            args.disable_scheduler = true;
+                            args.disable_agent = true;
+                            server::run(args, host_listener).await
+                        }
+                        Command::Agent(args) => components::agent(args).await,
+                        Command::ControllerManager(args) => components::controller_manager(args).await,
+                        Command::Scheduler(args) => components::scheduler(args).await,
+                        Command::Images(command) => images::run(command),
+                        Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
+                        Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
+                        Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
                     }
-                    Command::Agent(args) => components::agent(args).await,
-                    Command::ControllerManager(args) => components::controller_manager(args).await,
-                    Command::Scheduler(args) => components::scheduler(args).await,
-                    Command::Images(command) => images::run(command),
-                    Command::Bench(BenchCommand::Store(args)) => bench::store(args).await,
-                    Command::Bench(BenchCommand::Api(args)) => bench::api::run(args).await,
-                    Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
-                }
+                })
             })
-        });
+    });
     if let Err(e) = result {
         // `{:#}` prints the whole context chain on one line: "cannot listen on …: Address in use".
         eprintln!("skiff: {e:#}");

@@ -10,7 +10,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use skiff_apiserver::{
-    server::{ApiServer, allocator, serve, tls},
+    server::{ApiServer, allocator, bootstrap, serve, tls},
     storage::{
         Store,
         sqlite::{SqliteOptions, SqliteStore},
@@ -48,11 +48,17 @@ pub struct ServerArgs {
     /// The range NodePorts are allocated from.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
-    /// Run the control plane only, without the embedded agent (kubelet and proxy). The agent does not
-    /// exist yet (issue 5), so today every server runs without one; the flag is accepted so scripts
-    /// and tests written for the finished server work unchanged.
+    /// Run the control plane only, without the embedded agent (the kubelet of this machine's node).
     #[arg(long)]
     pub disable_agent: bool,
+    /// Run the node side of this server (the embedded agent and every listener in-cluster clients
+    /// use) inside this network namespace (`/run/netns/<name>`), as the quickstart does: the API also
+    /// answers on `--bind-address` in the namespace the server started in, and nothing else of the
+    /// host's network is touched.
+    #[arg(long)]
+    pub node_netns: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: crate::node::NodeArgs,
     /// Do not run the controller manager in this process.
     #[arg(long)]
     pub disable_controller_manager: bool,
@@ -66,12 +72,30 @@ pub struct ServerArgs {
     pub tls_san: Vec<String>,
 }
 
-/// Runs the server until a shutdown signal.
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let bind: std::net::IpAddr = args
-        .bind_address
+/// The API listener in the namespace the server starts in, when the node side moves to
+/// `--node-netns`. Called before the async runtime starts (see [`crate::node::enter_netns`]): it binds
+/// the listener here, then moves the process into the node's namespace.
+pub fn listen_then_enter_netns(args: &ServerArgs) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let Some(netns) = &args.node_netns else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::new(bind_address(args)?, args.https_listen_port);
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    crate::node::enter_netns(netns)?;
+    Ok(Some(listener))
+}
+
+fn bind_address(args: &ServerArgs) -> anyhow::Result<std::net::IpAddr> {
+    args.bind_address
         .parse()
-        .with_context(|| format!("--bind-address {:?} is not an IP address", args.bind_address))?;
+        .with_context(|| format!("--bind-address {:?} is not an IP address", args.bind_address))
+}
+
+/// Runs the server until a shutdown signal. `host_listener` is the listener
+/// [`listen_then_enter_netns`] made, if any.
+pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>) -> anyhow::Result<()> {
+    let bind = bind_address(&args)?;
     let mut ranges = allocator::Ranges::with_service_cidr(&args.service_cidr)
         .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     ranges.node_ports = args
@@ -114,10 +138,27 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     sans.extend(args.tls_san.iter().cloned());
     let pki = tls::load_or_create(&server_dir.join("tls"), &sans).context("cannot set up TLS")?;
 
-    let addr = SocketAddr::new(bind, args.https_listen_port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    // With a node namespace, the host's listener was bound before the process moved; in the node's
+    // namespace the API answers on every address (the node's own, for pods through the `kubernetes`
+    // Service), on the same port so the one kubeconfig serves both sides.
+    let (listener, host_listener) = match host_listener {
+        Some(host) => {
+            let host = TcpListener::from_std(host)?;
+            let port = host.local_addr()?.port();
+            let inner = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+            let listener = TcpListener::bind(inner)
+                .await
+                .with_context(|| format!("cannot listen on {inner} in the node's network namespace"))?;
+            (listener, Some(host))
+        }
+        None => {
+            let addr = SocketAddr::new(bind, args.https_listen_port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            (listener, None)
+        }
+    };
     let port = listener.local_addr()?.port();
     let host = if bind.is_unspecified() {
         "127.0.0.1".to_owned()
@@ -139,6 +180,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     api.bootstrap(port)
         .await
         .context("cannot create the bootstrap objects")?;
+    // Where in-cluster clients reach this server (upstream's --advertise-address): the node's address
+    // when the server runs a node or binds all addresses, else the address it binds.
+    let advertise = if host_listener.is_some() || (bind.is_unspecified() && !args.disable_agent) {
+        args.node.address()
+    } else if bind.is_unspecified() {
+        crate::node::first_global_ipv4()
+    } else {
+        bind.to_string()
+    };
+    let https = [bootstrap::EndpointPort {
+        name: "https",
+        port,
+        protocol: "TCP",
+    }];
+    // A loopback address is no endpoint (validation refuses it): a server bound to 127.0.0.1 without
+    // a node is not reachable from pods, and its `kubernetes` Service has no endpoints.
+    let reachable = advertise
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| !ip.is_loopback());
+    if reachable
+        && let Err(e) = api
+            .publish_endpoints("default", "kubernetes", &advertise, &https)
+            .await
+    {
+        tracing::warn!(%advertise, "cannot publish the kubernetes Service's endpoints: {e}");
+    }
     let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());
@@ -149,10 +216,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let (fire, shutdown) = Shutdown::new();
     let serving = tokio::spawn(serve::serve_tls(
         listener,
-        pki.server_config,
-        router,
+        pki.server_config.clone(),
+        router.clone(),
         shutdown.wait(),
     ));
+    let host_serving = host_listener
+        .map(|host| tokio::spawn(serve::serve_tls(host, pki.server_config, router, shutdown.wait())));
     let client = components::kubeconfig_config(&kubeconfig)
         .await
         .and_then(|c| Ok(kube::Client::try_from(c)?))?;
@@ -169,6 +238,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             components::run_scheduler(client, &shutdown).await
         }));
     }
+    if !args.disable_agent {
+        let (client, shutdown, node, data_dir) = (
+            client.clone(),
+            shutdown.clone(),
+            args.node.clone(),
+            args.data_dir.clone(),
+        );
+        running.push(tokio::spawn(async move {
+            if let Err(e) = crate::node::run(client, &node, &data_dir, None, shutdown.wait()).await {
+                tracing::error!("the embedded agent stopped: {e:#}");
+            }
+        }));
+    }
     signals.wait().await;
     tracing::info!("shutting down");
     fire();
@@ -183,6 +265,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Graceful serving ends with the last request; watches (from clients elsewhere) may never end,
     // so they get the same bound. Every write acknowledged is already committed.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, serving).await;
+    if let Some(host_serving) = host_serving {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, host_serving).await;
+    }
     Ok(())
 }
 

@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod node;
+
 /// The `skiff` binary under test.
 pub fn skiff_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SKIFF_BIN") {
@@ -83,6 +85,9 @@ impl Server {
                 "--https-listen-port",
                 &self.port.to_string(),
             ])
+            // The embedded agent would make this machine a node in the host's network: tests run
+            // without it unless they give it a network namespace of its own.
+            .args((!self.wants_agent()).then_some("--disable-agent"))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -90,6 +95,12 @@ impl Server {
             .context("spawn skiff server")?;
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    fn wants_agent(&self) -> bool {
+        self.extra
+            .iter()
+            .any(|a| a == "--disable-agent" || a == "--node-netns")
     }
 
     /// Polls `/readyz` until it answers 200 (TLS is not checked here: only readiness matters).

@@ -16,7 +16,7 @@ fn run_server(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .arg("server")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--bind-address", "127.0.0.1"])
+        .args(["--bind-address", "127.0.0.1", "--disable-agent"])
         .args(args)
         .env("RUST_LOG", "off")
         .output()

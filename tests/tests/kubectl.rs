@@ -550,3 +550,42 @@ async fn edit_with_an_editor() {
         ""
     );
 }
+
+/// A file of `kind: List`: kubectl validates it against `/openapi/v2` (as protobuf), then applies each
+/// item; the server's strict decoding still rejects an item's unknown field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_a_list() {
+    let server = Server::start(&[]).await.expect("start server");
+    let list = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: { name: first }
+  data: { x: "1" }
+- apiVersion: v1
+  kind: Service
+  metadata: { name: second }
+  spec: { ports: [{ port: 80 }], selector: { app: x } }
+"#;
+    let out = apply(&server, list);
+    assert!(
+        out.contains("configmap/first created") && out.contains("service/second created"),
+        "{out}"
+    );
+    let out = apply(&server, list);
+    assert!(
+        out.contains("configmap/first unchanged") && out.contains("service/second unchanged"),
+        "{out}"
+    );
+    let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: { name: third }\n  bogus: 1\n";
+    let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(bad));
+    assert!(!success, "{out}");
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "bogus""#),
+        "{err}"
+    );
+    let (found, _, _) = kubectl(&server, &["get", "configmap", "third"], None);
+    assert!(!found, "the invalid item was not created");
+}

@@ -198,3 +198,85 @@ async fn filters_failed_scheduling_and_retry() {
     add_node(&client, "huge-node", "16", json!({}), json!([])).await;
     assert_eq!(node_of(&client, "huge").await, "huge-node");
 }
+
+/// Inter-pod anti-affinity (one `web` pod per zone), affinity (a cache next to a web pod), and a
+/// topology spread constraint, through the real API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inter_pod_affinity_and_topology_spread() {
+    let server = tokio::time::timeout(
+        Duration::from_secs(60),
+        InProcess::start(WatchCacheOptions::default()),
+    )
+    .await
+    .expect("server in time")
+    .expect("server");
+    let client = server.client.clone();
+    for (name, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let labels = json!({ "zone": zone, "kubernetes.io/hostname": name });
+        add_node(&client, name, "4", labels, json!([])).await;
+    }
+    let sched_client = client.clone();
+    let _scheduler = Component::spawn(move |shutdown| skiff_scheduler::run(sched_client, shutdown));
+
+    let web = |name: &str| {
+        json!({ "metadata": { "name": name, "labels": { "app": "web" } }, "spec": {
+            "containers": [container("100m")],
+            "affinity": { "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
+                { "topologyKey": "zone", "labelSelector": { "matchLabels": { "app": "web" } } }] } } } })
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let create = |obj: Value| {
+        let pods = pods.clone();
+        async move {
+            let pod: Pod = serde_json::from_value(obj).expect("a pod");
+            tokio::time::timeout(T, pods.create(&PostParams::default(), &pod))
+                .await
+                .expect("in time")
+                .expect("pod");
+        }
+    };
+    create(web("web-1")).await;
+    let first = node_of(&client, "web-1").await;
+    create(web("web-2")).await;
+    let second = node_of(&client, "web-2").await;
+    assert_ne!(
+        first[..1],
+        second[..1],
+        "two web pods in one zone: {first}, {second}"
+    );
+    create(web("web-3")).await;
+    assert_eq!(
+        unschedulable_message(&client, "web-3").await,
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
+         preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
+    );
+
+    // A cache that must share a node with web-1.
+    create(json!({ "metadata": { "name": "cache" }, "spec": {
+        "containers": [container("100m")],
+        "affinity": { "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [
+            { "topologyKey": "kubernetes.io/hostname", "labelSelector": { "matchLabels": { "app": "web" } } }] } } } }))
+    .await;
+    let cache_node = node_of(&client, "cache").await;
+    assert!(cache_node == first || cache_node == second, "{cache_node}");
+
+    // Spread over zones with maxSkew 1: zone a has 2 nodes, b has 1, yet the pods alternate.
+    let mut per_zone = std::collections::BTreeMap::<String, i32>::new();
+    for i in 0..4 {
+        let name = format!("spread-{i}");
+        create(json!({ "metadata": { "name": name, "labels": { "app": "spread" } }, "spec": {
+            "containers": [container("100m")],
+            "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": { "matchLabels": { "app": "spread" } } }] } }))
+        .await;
+        let node = node_of(&client, &name).await;
+        *per_zone.entry(node[..1].to_owned()).or_default() += 1;
+        let counts: Vec<i32> = per_zone.values().copied().collect();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(
+            max - if per_zone.len() < 2 { 0 } else { *min } <= 1,
+            "skew over 1: {per_zone:?}"
+        );
+    }
+    assert_eq!(per_zone.values().copied().collect::<Vec<_>>(), vec![2, 2]);
+}

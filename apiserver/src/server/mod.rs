@@ -22,6 +22,7 @@ use crate::{
 
 pub mod admission;
 pub mod allocator;
+pub mod bootstrap;
 pub mod conversion;
 pub mod decode;
 pub mod defaults;
@@ -30,6 +31,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
@@ -109,37 +111,6 @@ impl ApiServer {
             .is_some_and(|at| at.elapsed() < Self::LIVE_LOOKUP)
     }
 
-    /// Creates the namespaces every cluster has and the `kubernetes` Service on the first address of
-    /// the service CIDR (upstream's apiserver does this in its `bootstrap-controller`), leaving
-    /// existing ones alone. `https_port` is the port the API server listens on.
-    pub async fn bootstrap(&self, https_port: u16) -> Result<(), status::ApiError> {
-        let create = |path: &'static str, obj: serde_json::Value| async move {
-            let scope = handlers::Scope::parse(path)?;
-            match handlers::create::create(self, &scope, obj, &handlers::WriteQuery::default()).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.reason == "AlreadyExists" => Ok(()),
-                Err(e) => Err(e),
-            }
-        };
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            create(
-                "/api/v1/namespaces",
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }),
-            )
-            .await?;
-        }
-        let service = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
-            "spec": {
-                "clusterIP": self.ranges.kubernetes_ip().to_string(),
-                "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port }],
-                "sessionAffinity": "None", "type": "ClusterIP",
-            },
-        });
-        create("/api/v1/namespaces/default/services", service).await
-    }
-
     /// The router serving every path.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
@@ -169,6 +140,7 @@ impl ApiServer {
                     .patch(handlers::patch)
                     .delete(handlers::delete),
             )
+            .route("/openapi/v2", get(openapi_v2::document))
             .route("/openapi/v3", get(openapi::index))
             .route("/openapi/v3/{*gv}", get(openapi::group_version))
             .fallback(|uri: axum::http::Uri| async move { status::ApiError::no_route(uri.path()) })

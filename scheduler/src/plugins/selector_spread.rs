@@ -17,6 +17,11 @@ impl ScorePlugin for SelectorSpread {
     }
 
     fn score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        // A pod with constraints of its own is spread by them instead (upstream applies the
+        // default constraints only to pods that declare none).
+        if !pod.spread.is_empty() {
+            return 0;
+        }
         pod.owner
             .as_ref()
             .and_then(|o| node.owners.get(o))

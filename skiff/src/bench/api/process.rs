@@ -58,6 +58,7 @@ pub(super) async fn start_server(idle: Duration) -> anyhow::Result<ServerStart> 
                 "127.0.0.1",
                 "--https-listen-port",
                 &port.to_string(),
+                "--disable-agent",
             ])
             .stdout(Stdio::null())
             .stderr(log)
