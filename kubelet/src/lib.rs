@@ -15,7 +15,9 @@
 //! runtime, so exits are noticed, and restarts by the pod's restart policy). On such a node a pod's
 //! env comes from every source ([`envvars`]), its volumes are set up ([`volumes`]) and its
 //! containers configured ([`container_config`]), and its probes run ([`prober`]).
-//! [`server`] is the kubelet API (:10250) the API server proxies logs and exec to.
+//! Containers' root filesystems come from [`images`]: a content-addressed OCI store, overlay
+//! mounts, tarball imports and registry pulls under the pods' pull policies. [`server`] is the
+//! kubelet API (:10250) the API server proxies logs and exec to.
 
 pub mod cni;
 pub mod container_config;

@@ -168,7 +168,7 @@ pub struct ExecResult {
 /// The parts of a container's `securityContext` (and the pod's) the runtime applies.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecurityContext {
-    /// `runAsUser` (root when unset: there is no image config yet to say otherwise).
+    /// `runAsUser` (unset: the image config's `User`, else root).
     pub run_as_user: Option<u32>,
     /// `runAsGroup`.
     pub run_as_group: Option<u32>,

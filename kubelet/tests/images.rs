@@ -1026,3 +1026,47 @@ async fn images_are_pulled_from_a_registry_with_bearer_tokens() {
         "the pull got its own token"
     );
 }
+
+/// Each run of a container starts from the image again, on an overlay or (where overlayfs does not
+/// work) on a copy of the layers with the whiteouts applied.
+#[test]
+fn a_fresh_rootfs_each_run_on_overlays_and_on_copies() {
+    require!("busybox");
+    let dir = TempDir::new("skiff-rootfs");
+    let tarball = build_image(&dir.0, "busybox:v1");
+    for copies in [false, true] {
+        let mut images = ImageManager::open(dir.0.join(format!("store-{copies}"))).unwrap();
+        if copies {
+            images = images.without_overlay();
+        }
+        images.import(&tarball).unwrap();
+        let container = dir.0.join(format!("container-{copies}"));
+        let prepared = images.prepare("busybox:v1", &container).unwrap();
+        let rootfs = &prepared.rootfs;
+        assert!(rootfs.join("bin/busybox").is_file() && rootfs.join("www/index.html").is_file());
+        assert!(
+            rootfs.join("etc/passwd").is_file() && !rootfs.join("etc/group").exists(),
+            "whited out"
+        );
+        let config = prepared.config.unwrap();
+        assert_eq!(config.config.cmd, Some(vec!["sh".to_owned()]));
+        assert!(
+            prepared
+                .image_id
+                .unwrap()
+                .starts_with("docker.io/library/busybox@sha256:")
+        );
+        assert_eq!(
+            overlay::mounts_under(&container).contains(&container.join("rootfs")),
+            !copies
+        );
+        std::fs::write(rootfs.join("tmp/left-over"), "x").unwrap();
+        let again = images.prepare("busybox:v1", &container).unwrap();
+        assert!(
+            !again.rootfs.join("tmp/left-over").exists(),
+            "a restart starts from the image"
+        );
+        overlay::unmount_under(&container).unwrap();
+        assert!(overlay::mounts_under(&container).is_empty());
+    }
+}

@@ -23,7 +23,7 @@ pub struct NodeArgs {
     /// Run containers on plain directories instead of the image store: one directory per image
     /// (`busybox:1.36` → `busybox_1.36` or `busybox`), no image config, no pulls. Unset: images come
     /// from the store (`<data-dir>/agent/image-store`), pulled from registries or imported, and every
-    /// tarball in `<data-dir>/agent/images/` is imported at start.
+    /// tarball in `<data-dir>/agent/images/` is imported at start (k3s's airgap convention).
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
     /// The cluster DNS address pods with `dnsPolicy: ClusterFirst` resolve through (upstream's
@@ -157,6 +157,8 @@ async fn kubelet(
                 .with_context(|| format!("cannot open the image store {}", store.display()))?;
             // k3s's airgap convention: whatever tarballs are there are imported before pods start.
             let airgap = airgap_dir(&agent_dir);
+            // Said at start (a warning) if containers will get copies of their layers instead.
+            let _ = manager.overlay_works();
             tokio::task::block_in_place(|| manager.import_dir(&airgap));
             Arc::new(manager)
         }

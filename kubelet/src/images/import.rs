@@ -83,12 +83,20 @@ fn import_docker_archive(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>, 
     let entries: Vec<ArchiveEntry> =
         serde_json::from_slice(&text).map_err(|e| ImageError::Import(format!("manifest.json: {e}")))?;
     let mut records = Vec::new();
+    let root = dir
+        .canonicalize()
+        .map_err(io("resolving the scratch directory"))?;
     for entry in entries {
+        // A file of the archive, never one it links to outside (`Layers: ["evil/x"]`, evil → /etc).
         let inside = |p: &str| -> Result<PathBuf, ImageError> {
-            if p.split('/').any(|c| c == "..") {
+            let path = dir
+                .join(p)
+                .canonicalize()
+                .map_err(io(format!("{p:?} of the archive")))?;
+            if !path.starts_with(&root) || !path.is_file() {
                 return Err(ImageError::Import(format!("{p:?} points outside the archive")));
             }
-            Ok(dir.join(p))
+            Ok(path)
         };
         let (config_digest, config_size) = put_file(store, &inside(&entry.config)?, None)?;
         let mut layers = Vec::new();
@@ -136,6 +144,10 @@ fn import_oci_layout(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>, Imag
     let blobs = dir.join("blobs/sha256");
     for entry in std::fs::read_dir(&blobs).map_err(io("reading blobs/sha256"))? {
         let entry = entry.map_err(io("reading blobs/sha256"))?;
+        // Files only: a symlink out of the layout is not a blob.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
         if !store.has_blob(&digest) {
             put_file(store, &entry.path(), Some(&digest))?;
@@ -246,4 +258,94 @@ pub fn import_dir(store: &Store, dir: &Path) -> Vec<(PathBuf, Result<Vec<ImageRe
             (f, result)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of `files` (path, contents) and `links` (path, target) as `docker save` might write.
+    fn archive(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        for (path, target) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn layer() -> Vec<u8> {
+        archive(&[("hello", b"hi")], &[])
+    }
+
+    #[test]
+    fn a_docker_archive_imports_and_names_its_image() {
+        let dir = std::env::temp_dir().join(format!("skiff-import-unit-{}", std::process::id()));
+        let store = Store::open(dir.join("store")).unwrap();
+        let layer = layer();
+        let config = serde_json::json!({ "architecture": "amd64", "os": "linux", "config": { "Cmd": ["sh"] },
+            "rootfs": { "type": "layers", "diff_ids": [archive::sha256(&layer)] } })
+        .to_string();
+        let manifest =
+            r#"[{"Config":"c.json","RepoTags":["app:1","registry.test/app:1"],"Layers":["l/layer.tar"]}]"#;
+        let tarball = archive(
+            &[
+                ("manifest.json", manifest.as_bytes()),
+                ("c.json", config.as_bytes()),
+                ("l/layer.tar", &layer),
+            ],
+            &[],
+        );
+        std::fs::write(dir.join("app.tar"), &tarball).unwrap();
+        let images = import_tarball(&store, &dir.join("app.tar")).unwrap();
+        let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["docker.io/library/app:1", "registry.test/app:1"]);
+        let record = store.get("app:1").unwrap().unwrap();
+        assert_eq!(record.layers[0].digest, archive::sha256(&layer));
+        assert_eq!(
+            record.repo_digest,
+            format!("docker.io/library/app@{}", record.target)
+        );
+        assert!(
+            store.get(&record.repo_digest).unwrap().is_some(),
+            "pinned by digest too"
+        );
+        assert_eq!(
+            store.config_of(&record.config).unwrap().config.cmd,
+            Some(vec!["sh".to_owned()])
+        );
+
+        // A layer path through a symlink out of the archive is refused.
+        let evil = archive(
+            &[
+                (
+                    "manifest.json",
+                    br#"[{"Config":"c.json","RepoTags":["evil:1"],"Layers":["out/hostname"]}]"#,
+                ),
+                ("c.json", config.as_bytes()),
+            ],
+            &[("out", "/etc")],
+        );
+        std::fs::write(dir.join("evil.tar"), &evil).unwrap();
+        let err = import_tarball(&store, &dir.join("evil.tar")).unwrap_err();
+        assert!(err.to_string().contains("outside the archive"), "{err}");
+        assert!(store.get("evil:1").unwrap().is_none());
+        std::fs::write(dir.join("junk.tar"), archive(&[("x", b"y")], &[])).unwrap();
+        assert!(
+            import_tarball(&store, &dir.join("junk.tar"))
+                .unwrap_err()
+                .to_string()
+                .contains("neither")
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -40,8 +40,9 @@ use crate::runtime::{ContainerSpec, RuntimeError};
 pub const PULL_BACKOFF_BASE: Duration = Duration::from_secs(10);
 /// The longest pull back-off (upstream's `MaxContainerBackOff`).
 pub const PULL_BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// How soon a sync after a failed pull comes, to report the back-off.
-const REPORT_BACKOFF_AFTER: Duration = Duration::from_secs(1);
+/// How long a failed pull is reported as ErrImagePull before ImagePullBackOff (at most half the
+/// back-off).
+const REPORT_BACKOFF_AFTER: Duration = Duration::from_secs(2);
 
 /// Why a container waits for its image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +65,8 @@ struct State {
 pub struct ImageManager {
     store: Store,
     /// Whether overlay mounts work on the store's filesystem (else rootfs are unpacked copies).
-    overlay: Result<(), String>,
+    /// Checked when first needed (listing or importing images does not mount anything).
+    overlay: std::sync::OnceLock<Result<(), String>>,
     registry: Result<RegistryClient, String>,
     pulls: tokio::sync::Mutex<()>,
     backoff_base: Duration,
@@ -91,17 +93,13 @@ pub fn pull_policy(pod: &Value, name: &str, image: &str) -> String {
 }
 
 impl ImageManager {
-    /// The store at `root`, checking overlayfs there once (without it, containers get unpacked
-    /// copies of their layers, as containerd's native snapshotter does).
+    /// The store at `root`. Overlayfs is checked there when a container first needs it (without it,
+    /// containers get unpacked copies of their layers, as containerd's native snapshotter does).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, ImageError> {
         let store = Store::open(root)?;
-        let overlay = overlay::check(store.root()).map_err(|e| e.to_string());
-        if let Err(e) = &overlay {
-            tracing::warn!(error = %e, "falling back to copying image layers into each container");
-        }
         Ok(Self {
             store,
-            overlay,
+            overlay: std::sync::OnceLock::new(),
             registry: RegistryClient::new(Platform::host()).map_err(|e| e.to_string()),
             pulls: tokio::sync::Mutex::new(()),
             backoff_base: PULL_BACKOFF_BASE,
@@ -115,6 +113,13 @@ impl ImageManager {
         self
     }
 
+    /// Gives containers copies of their layers even where overlayfs works (containerd's native
+    /// snapshotter; what happens by itself where overlayfs does not work).
+    pub fn without_overlay(self) -> Self {
+        let _ = self.overlay.set(Err("overlay mounts turned off".into()));
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -122,7 +127,15 @@ impl ImageManager {
 
     /// Whether containers get overlay mounts (else: copies).
     pub fn overlay_works(&self) -> Result<(), String> {
-        self.overlay.clone()
+        self.overlay
+            .get_or_init(|| {
+                let works = overlay::check(self.store.root()).map_err(|e| e.to_string());
+                if let Err(e) = &works {
+                    tracing::warn!(error = %e, "falling back to copying image layers into each container");
+                }
+                works
+            })
+            .clone()
     }
 
     /// Imports every tarball in `dir` (k3s's `agent/images/`), logging what each gave.
@@ -244,9 +257,26 @@ impl ImageManager {
         }
         let key = format!("{uid}/{image}");
         let now = Instant::now();
-        if let Some((delay, at)) = self.state().backoff.get(&key).copied()
+        // (Copied out: the guard must not live through the block, which locks again.)
+        let backoff = self.state().backoff.get(&key).copied();
+        if let Some((delay, at)) = backoff
             && now.duration_since(at) < delay
         {
+            let since = now.duration_since(at);
+            // The failure stays reported as such for a moment (a sync comes at once, woken by the
+            // status write), then the back-off is.
+            let report = REPORT_BACKOFF_AFTER.min(delay / 2);
+            let failed = self
+                .state()
+                .waiting
+                .get(&(uid.to_owned(), spec.name.clone()))
+                .filter(|w| w.reason == "ErrImagePull")
+                .cloned();
+            if since < report
+                && let Some(failed) = failed
+            {
+                return Err((failed, Some(report - since)));
+            }
             return Err(wait(
                 "ImagePullBackOff",
                 format!("Back-off pulling image \"{image}\""),
@@ -275,7 +305,7 @@ impl ImageManager {
                 Err(wait(
                     "ErrImagePull",
                     e.to_string(),
-                    Some(REPORT_BACKOFF_AFTER.min(delay)),
+                    Some(REPORT_BACKOFF_AFTER.min(delay / 2)),
                 ))
             }
         }
@@ -335,7 +365,7 @@ impl ImageService for ImageManager {
             }
         }
         let config = self.store.config_of(&record.config)?;
-        match &self.overlay {
+        match self.overlay_works() {
             Ok(()) => {
                 let lowers = self.store.unpack(&record)?;
                 overlay::mount(&lowers, &upper, &work, &rootfs)?;
@@ -379,5 +409,113 @@ mod tests {
         assert_eq!(pull_policy(&pod, "i", "x:latest"), "Always");
         let pinned = format!("busybox@sha256:{}", "a".repeat(64));
         assert_eq!(pull_policy(&pod, "z", &pinned), "IfNotPresent");
+    }
+
+    fn spec(name: &str, image: &str, init: bool) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            init,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_pulls_wait_in_err_image_pull_then_back_off_and_never_means_never() {
+        let dir = std::env::temp_dir().join(format!("skiff-manager-unit-{}", std::process::id()));
+        let images = ImageManager::open(&dir)
+            .unwrap()
+            .with_backoff_base(Duration::from_millis(400));
+        // Nothing listens on port 1 of loopback: the pull fails at once. No secrets: no API call.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+        let bad = "127.0.0.1:1/nosuch:v1";
+        let pod = serde_json::json!({ "metadata": { "uid": "u1" }, "spec": {
+            "initContainers": [{ "name": "init", "image": bad }],
+            "containers": [{ "name": "app", "image": "skiff.test/absent:v1", "imagePullPolicy": "Never" },
+                           { "name": "typo", "image": "Bad:Name" }] } });
+        let reason = |images: &ImageManager, name: &str| {
+            images
+                .state()
+                .waiting
+                .get(&("u1".to_owned(), name.to_owned()))
+                .map(|w| w.reason.clone())
+        };
+
+        let mut start = vec![
+            spec("init", bad, true),
+            spec("app", "skiff.test/absent:v1", false),
+        ];
+        let retry = images.ensure(&client, &pod, &mut start).await;
+        assert!(
+            start.is_empty(),
+            "the init container waits, and everything after it"
+        );
+        assert_eq!(
+            retry,
+            Some(Duration::from_millis(200)),
+            "half the back-off reports the failure"
+        );
+        assert_eq!(reason(&images, "init").as_deref(), Some("ErrImagePull"));
+        assert_eq!(
+            reason(&images, "app"),
+            None,
+            "not looked at behind a waiting init container"
+        );
+
+        let mut start = vec![spec("init", bad, true)];
+        images.ensure(&client, &pod, &mut start).await;
+        assert_eq!(
+            reason(&images, "init").as_deref(),
+            Some("ErrImagePull"),
+            "still reported as such"
+        );
+        tokio::time::sleep(Duration::from_millis(220)).await;
+        let mut start = vec![spec("init", bad, true)];
+        let retry = images.ensure(&client, &pod, &mut start).await.unwrap();
+        assert_eq!(reason(&images, "init").as_deref(), Some("ImagePullBackOff"));
+        assert!(
+            retry <= Duration::from_millis(180),
+            "until the back-off ends: {retry:?}"
+        );
+        tokio::time::sleep(retry + Duration::from_millis(20)).await;
+        let mut start = vec![spec("init", bad, true)];
+        images.ensure(&client, &pod, &mut start).await;
+        assert_eq!(
+            reason(&images, "init").as_deref(),
+            Some("ErrImagePull"),
+            "tried again"
+        );
+        let (delay, _) = images.state().backoff["u1/127.0.0.1:1/nosuch:v1"];
+        assert_eq!(delay, Duration::from_millis(800), "the back-off doubled");
+
+        let mut start = vec![
+            spec("app", "skiff.test/absent:v1", false),
+            spec("typo", "Bad:Name", false),
+        ];
+        assert_eq!(
+            images.ensure(&client, &pod, &mut start).await,
+            None,
+            "nothing to retry"
+        );
+        assert!(start.is_empty());
+        assert_eq!(reason(&images, "app").as_deref(), Some("ErrImageNeverPull"));
+        assert_eq!(reason(&images, "typo").as_deref(), Some("InvalidImageName"));
+
+        let mut status = serde_json::json!({ "initContainerStatuses": [
+            { "name": "init", "image": bad, "state": { "waiting": { "reason": "PodInitializing" } } }],
+            "containerStatuses": [{ "name": "app", "image": "x", "state": { "waiting": { "reason": "ContainerCreating" } } }] });
+        images.annotate("u1", &mut status);
+        assert_eq!(
+            status["initContainerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImagePull"
+        );
+        assert_eq!(
+            status["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImageNeverPull"
+        );
+        images.forget_pod("u1");
+        assert!(images.state().waiting.is_empty() && images.state().backoff.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

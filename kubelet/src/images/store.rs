@@ -17,7 +17,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,13 @@ pub struct Store {
     root: PathBuf,
     /// Unpacking a layer happens once, even when two containers of it start together.
     unpack: Mutex<()>,
+    /// refs.json as last read, with the (inode, mtime, length) it had: every sync looks images up,
+    /// and a write (by anyone) renames a new file in, which changes all three.
+    refs: Mutex<Option<(RefsStamp, Arc<Refs>)>>,
 }
+
+type Refs = BTreeMap<String, ImageRecord>;
+type RefsStamp = (u64, std::time::SystemTime, u64);
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ImageError {
     move |e| ImageError::Store(format!("{what}: {e}"))
@@ -112,6 +118,7 @@ impl Store {
         Ok(Self {
             root,
             unpack: Mutex::new(()),
+            refs: Mutex::new(None),
         })
     }
 
@@ -178,14 +185,30 @@ impl Store {
         self.root.join("refs.json")
     }
 
-    fn read_refs(&self) -> Result<BTreeMap<String, ImageRecord>, ImageError> {
-        match std::fs::read(self.refs_path()) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| ImageError::Store(format!("refs.json: {e}")))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(io("reading refs.json")(e)),
+    fn read_refs(&self) -> Result<Arc<Refs>, ImageError> {
+        let path = self.refs_path();
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => return Err(io("reading refs.json")(e)),
+        };
+        let stamp = (
+            std::os::unix::fs::MetadataExt::ino(&meta),
+            meta.modified().map_err(io("reading refs.json"))?,
+            meta.len(),
+        );
+        let mut cache = self.refs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, refs)) = cache.as_ref()
+            && *cached == stamp
+        {
+            return Ok(refs.clone());
         }
+        let bytes = std::fs::read(&path).map_err(io("reading refs.json"))?;
+        let refs: Arc<Refs> = Arc::new(
+            serde_json::from_slice(&bytes).map_err(|e| ImageError::Store(format!("refs.json: {e}")))?,
+        );
+        *cache = Some((stamp, refs.clone()));
+        Ok(refs)
     }
 
     /// Changes refs.json under an exclusive flock (other processes may write it too).
@@ -198,7 +221,7 @@ impl Store {
             .map_err(io("opening refs.lock"))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io("locking refs.json")(e.into()))?;
-        let mut refs = self.read_refs()?;
+        let mut refs = (*self.read_refs()?).clone();
         f(&mut refs);
         let tmp = self.root.join(format!("refs.json.{}", std::process::id()));
         let text = serde_json::to_vec_pretty(&refs).map_err(|e| ImageError::Store(e.to_string()))?;
@@ -210,12 +233,12 @@ impl Store {
     /// The image `image` (any reference form) names, if stored.
     pub fn get(&self, image: &str) -> Result<Option<ImageRecord>, ImageError> {
         let name = Reference::parse(image)?.to_string();
-        Ok(self.read_refs()?.remove(&name))
+        Ok(self.read_refs()?.get(&name).cloned())
     }
 
     /// Every stored name.
     pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
-        Ok(self.read_refs()?.into_values().collect())
+        Ok(self.read_refs()?.values().cloned().collect())
     }
 
     /// Records image manifest `manifest_digest` (stored already, as are its config and layers) under
