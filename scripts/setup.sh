@@ -11,7 +11,7 @@ PACKAGES=(
   runc                                # the node runs pod sandboxes and containers with it
   containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
   iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it
-  busybox-static                      # node tests build a container rootfs from its one static binary
+  busybox-static                      # node tests build a container rootfs from its one static binary; the kubelet's port-forward runs its nc
 )
 
 missing=()

@@ -44,7 +44,7 @@ fn missing() -> Option<String> {
     if !root {
         return Some("not root".into());
     }
-    for tool in ["runc", "nsenter", "ip", "busybox", "kubectl", "script"] {
+    for tool in ["runc", "nsenter", "ip", "busybox", "kubectl", "script", "curl"] {
         if which(tool).is_none() {
             return Some(format!("{tool} not found"));
         }
