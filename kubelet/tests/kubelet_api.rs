@@ -160,10 +160,57 @@ impl Drop for Node {
                 }
             }
         }
+        // Whatever still runs in the test's cgroups (a sandbox a kubelet task was still making
+        // during the passes above, whose runc state is gone with the directory) is killed.
+        for _ in 0..3 {
+            let pids = cgroup_pids(&self.cfg.cgroup_parent);
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
         remove_cgroup(&self.cfg.cgroup_parent);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The processes in cgroup `parent` and below, in any hierarchy (v1 or v2).
+fn cgroup_pids(parent: &str) -> Vec<String> {
+    fn walk(dir: &Path, pids: &mut Vec<String>) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().map(str::to_owned));
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), pids);
+            }
+        }
+    }
+    let rel = parent.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let mut mounts = vec![root.to_path_buf()];
+    mounts.extend(
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir()),
+    );
+    let mut pids = Vec::new();
+    for mount in mounts {
+        let dir = mount.join(rel);
+        if dir.is_dir() {
+            walk(&dir, &mut pids);
+        }
+    }
+    pids.sort();
+    pids.dedup();
+    pids
 }
 
 /// Runs kubectl with `args` (and `stdin`), killed after `secs`: (exit code, stdout, stderr).
