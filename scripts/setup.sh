@@ -12,7 +12,7 @@ PACKAGES=(
   containernetworking-plugins         # CNI plugins the kubelet executes: bridge, host-local, loopback, portmap
   iptables                            # the bridge (ipMasq) and portmap plugins write NAT rules with it; the proxy too
   nftables                            # the proxy's nftables mode (nft -f)
-  busybox-static                      # node tests build a container rootfs from its one static binary
+  busybox-static                      # node tests build a container rootfs from its one static binary; the kubelet's port-forward runs its nc
   docker-registry skopeo apache2-utils # image pull tests: a registry on loopback, pushes to it, htpasswd
 )
 

@@ -206,10 +206,9 @@ impl Session {
                     _ => continue,
                 };
                 match decode_input(&data, v5) {
+                    // An error: nobody reads stdin (not asked for, or the command ended).
                     Input::Stdin(bytes) => {
-                        if stdin_tx.send(Some(bytes)).await.is_err() {
-                            // Nobody reads stdin (not asked for, or the command ended).
-                        }
+                        let _ = stdin_tx.send(Some(bytes)).await;
                     }
                     Input::CloseStdin => {
                         let _ = stdin_tx.send(None).await;
@@ -249,6 +248,8 @@ impl Session {
     /// Streams what `container` writes from now on until it ends or the client leaves.
     pub async fn attach(self, streams: Arc<dyn ContainerStreams>, container: ContainerRef) {
         let (wired, opts) = self.wire();
+        // The container's own stdin is not reachable (its shim does not keep it open).
+        drop(wired.stdin);
         let out = wired.out.clone();
         let log = container.log.clone();
         let running: Box<dyn Fn() -> bool + Send> = {
@@ -327,15 +328,19 @@ async fn exec_pipes(
         Ok(child) => child,
         Err(e) => return (None, Some(format!("starting runc exec: {e}"))),
     };
-    if let Some(mut to) = child.stdin.take() {
-        tokio::spawn(async move {
-            while let Some(Some(data)) = stdin.recv().await {
-                if to.write_all(&data).await.is_err() {
-                    break;
+    match child.stdin.take() {
+        Some(mut to) => {
+            tokio::spawn(async move {
+                while let Some(Some(data)) = stdin.recv().await {
+                    if to.write_all(&data).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            // Dropping it closes the command's stdin (its EOF).
-        });
+                // Dropping it closes the command's stdin (its EOF).
+            });
+        }
+        // Nothing will read what a client sends anyway.
+        None => drop(stdin),
     }
     let mut pumps = Vec::new();
     if let Some(from) = child.stdout.take() {

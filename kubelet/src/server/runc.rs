@@ -20,9 +20,7 @@ impl ContainerStreams for RuncRuntime {
         pod: &str,
         container: &str,
     ) -> Result<Option<ContainerRef>, RuntimeError> {
-        let mut matching: Vec<_> = self
-            .runc()
-            .list()?
+        let mut matching: Vec<_> = list(self)?
             .into_iter()
             .filter(|s| {
                 s.annotation(CONTAINER_TYPE) == Some("container")
@@ -46,7 +44,7 @@ impl ContainerStreams for RuncRuntime {
     }
 
     fn pod_network(&self, namespace: &str, pod: &str) -> Result<Option<std::path::PathBuf>, RuntimeError> {
-        let sandbox = self.runc().list()?.into_iter().find(|s| {
+        let sandbox = list(self)?.into_iter().find(|s| {
             s.annotation(CONTAINER_TYPE) == Some("sandbox")
                 && s.annotation(SANDBOX_NAMESPACE) == Some(namespace)
                 && s.annotation(SANDBOX_NAME) == Some(pod)
@@ -68,5 +66,21 @@ impl ContainerStreams for RuncRuntime {
         args.push(&container.id);
         args.extend(command.iter().map(String::as_str));
         self.runc().command(&args)
+    }
+}
+
+/// `runc list`, tried again when it fails: it fails as a whole when a container it is listing is
+/// deleted meanwhile (a restart, a pod going away), which says nothing about the one asked for.
+fn list(rt: &RuncRuntime) -> Result<Vec<crate::runc::State>, RuntimeError> {
+    let mut tries = 0;
+    loop {
+        match rt.runc().list() {
+            Ok(list) => return Ok(list),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }

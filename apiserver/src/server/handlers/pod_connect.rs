@@ -46,6 +46,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ConnectRequest {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Every GET and POST passes through here: only the connect subresources pay for a copy.
+        let last = parts.uri.path().rsplit('/').next().unwrap_or_default();
+        if !matches!(last, "log" | "exec" | "attach" | "portforward") {
+            return Ok(Self {
+                method: parts.method.clone(),
+                query: None,
+                headers: HeaderMap::new(),
+                upgrade: None,
+            });
+        }
         Ok(Self {
             method: parts.method.clone(),
             query: parts.uri.query().map(str::to_owned),
