@@ -630,15 +630,25 @@ impl Sync<'_> {
                 break;
             }
             let (spec, available) = (rs_replicas(&self.rss[i]), rs_status(&self.rss[i]).2);
-            if spec == 0 || spec == available {
+            // A status written before the last scale-down can count more available pods than the
+            // spec now asks for: nothing unhealthy to clean up there (upstream refuses the same
+            // "scale down" to a larger size with an error), and taking the difference would grow it.
+            if spec == 0 || spec <= available {
                 continue;
             }
             let down = (max_scaled_down - cleaned).min(spec - available);
             self.scale_rs(i, spec - down).await?;
             cleaned += down;
         }
-        // Then available ones, oldest first, keeping minAvailable.
-        let available: i32 = self.rss.iter().map(|rs| rs_status(rs).2).sum();
+        // Then available ones, oldest first, keeping minAvailable. A ReplicaSet's available pods
+        // beyond its spec are about to be deleted (its status predates the last scale-down), so
+        // they are not counted on: upstream's sum of statuses alone let a rollout dip below
+        // minAvailable when the Deployment synced before the ReplicaSet controller did.
+        let available: i32 = self
+            .rss
+            .iter()
+            .map(|rs| rs_status(rs).2.min(rs_replicas(rs)))
+            .sum();
         let mut scaled = 0;
         if available > min_available {
             let total = available - min_available;
