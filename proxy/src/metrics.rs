@@ -120,6 +120,87 @@ impl Metrics {
     }
 }
 
+/// Serves `metrics` as Prometheus text on `addr` (`GET /metrics`; `/healthz` answers `ok`), as
+/// kube-proxy does on its `--metrics-bind-address`, until `shutdown`. A plain HTTP/1.1 responder:
+/// one request per connection, nothing else is needed by a scraper or `curl`.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, metrics, shutdown).await;
+    Ok(())
+}
+
+/// [`serve`] on a listener already bound.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let accept = async {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut len = 0;
+                // The request line and headers; the body (there is none for GET) is not read.
+                let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while len < buf.len() {
+                        match stream.read(&mut buf[len..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => len += n,
+                        }
+                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    return;
+                }
+                let head = String::from_utf8_lossy(&buf[..len]);
+                let mut parts = head.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
+                    ("GET", "/metrics") => (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics.render(),
+                    ),
+                    ("GET", "/healthz") => ("200 OK", "text/plain; charset=utf-8", "ok".to_owned()),
+                    ("GET", _) => (
+                        "404 Not Found",
+                        "text/plain; charset=utf-8",
+                        "404 page not found\n".to_owned(),
+                    ),
+                    _ => (
+                        "405 Method Not Allowed",
+                        "text/plain; charset=utf-8",
+                        String::new(),
+                    ),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +221,43 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health_over_http() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let metrics = std::sync::Arc::new(Metrics::default());
+        metrics.synced(true, 0.25, 42, 3, 7);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, metrics, async {
+            let _ = stopped.await;
+        }));
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut out = String::new();
+            stream.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let t = std::time::Duration::from_secs(5);
+        let body = tokio::time::timeout(t, get("/metrics")).await.expect("in time");
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        assert!(body.contains("kubeproxy_sync_proxy_rules_total 42"), "{body}");
+        assert!(body.contains("kubeproxy_sync_proxy_rules_endpoints 7"), "{body}");
+        let health = tokio::time::timeout(t, get("/healthz")).await.expect("in time");
+        assert!(
+            health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok"),
+            "{health}"
+        );
+        let missing = tokio::time::timeout(t, get("/nope")).await.expect("in time");
+        assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let _ = stop.send(());
+        tokio::time::timeout(t, server)
+            .await
+            .expect("stops")
+            .expect("joins");
     }
 }

@@ -115,6 +115,7 @@ pub async fn run(
             cluster_cidr: Some(ranges.cluster_cidr),
             service_cidr: ranges.service_cidr,
             netns: node_netns.clone(),
+            metrics_bind_address: crate::proxy::MetricsAddress(Some(([127, 0, 0, 1], 10249).into())),
         };
         let client = kube::Client::try_from(client_config.clone()).context("cannot build the API client")?;
         let shutdown = shutdown.clone();

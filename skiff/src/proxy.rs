@@ -32,6 +32,23 @@ pub struct ProxyOptions {
     /// The node's network namespace (a path such as /run/netns/node1): rules go there.
     #[arg(long)]
     pub netns: Option<PathBuf>,
+    /// Where `/metrics` (Prometheus text) and `/healthz` are served, as kube-proxy's
+    /// `--metrics-bind-address`; `0` turns it off.
+    #[arg(long, default_value = "127.0.0.1:10249", value_parser = parse_metrics_address)]
+    pub metrics_bind_address: MetricsAddress,
+}
+
+/// `--metrics-bind-address`: an address, or none (`0`).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsAddress(pub Option<std::net::SocketAddr>);
+
+fn parse_metrics_address(s: &str) -> Result<MetricsAddress, String> {
+    if s == "0" {
+        return Ok(MetricsAddress(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddress(Some(a)))
+        .map_err(|e| format!("{s:?} is not an address:port ({e})"))
 }
 
 impl ProxyOptions {
@@ -97,6 +114,15 @@ pub async fn run_proxy(
 ) -> anyhow::Result<()> {
     let config = options.config();
     tracing::info!(mode = %config.mode, node = %config.render.node_name, "service proxy starting");
+    if let MetricsAddress(Some(addr)) = options.metrics_bind_address {
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // The rules matter more than their figures: a port already taken is said, not fatal.
+            if let Err(e) = skiff_proxy::metrics::serve(addr, metrics, shutdown.wait()).await {
+                tracing::warn!("the proxy's metrics are not served on {addr}: {e}");
+            }
+        });
+    }
     proxier::run(client, config, metrics, shutdown.wait())
         .await
         .context("the service proxy cannot run")
