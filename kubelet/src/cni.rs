@@ -123,7 +123,12 @@ impl Cni {
         pod_cidr: &str,
         ports: &[PortMapping],
     ) -> Result<String, RuntimeError> {
-        let network = network_config(pod_cidr, &self.bridge, self.ip_masq, &self.state_dir.join("networks"));
+        let network = network_config(
+            pod_cidr,
+            &self.bridge,
+            self.ip_masq,
+            &self.state_dir.join("networks"),
+        );
         self.run_network("ADD", &loopback_config(), id, Some(netns), "lo", None, &[])?;
         let result = self.run_network("ADD", &network, id, Some(netns), POD_INTERFACE, None, ports)?;
         let ip = result_ip(&result)
@@ -263,7 +268,12 @@ mod tests {
 
     #[test]
     fn the_network_is_built_from_the_pod_cidr() {
-        let net = network_config("10.244.3.0/24", "cni0", true, Path::new("/var/lib/skiff/cni/networks"));
+        let net = network_config(
+            "10.244.3.0/24",
+            "cni0",
+            true,
+            Path::new("/var/lib/skiff/cni/networks"),
+        );
         assert_eq!(net["name"], "skiff");
         let bridge = &net["plugins"][0];
         assert_eq!(

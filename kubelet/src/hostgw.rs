@@ -75,7 +75,11 @@ pub trait RouteTable: Send + Sync {
 /// What the node wants: for every other Node with a podCIDR and an IPv4 InternalIP, a route to the
 /// former through the latter. Nodes at `own_ip` are skipped (nothing to route through ourselves), and
 /// when two nodes claim one CIDR the first by name wins.
-pub fn desired_routes(nodes: &[Node], own_name: &str, own_ip: Option<Ipv4Addr>) -> BTreeMap<String, Ipv4Addr> {
+pub fn desired_routes(
+    nodes: &[Node],
+    own_name: &str,
+    own_ip: Option<Ipv4Addr>,
+) -> BTreeMap<String, Ipv4Addr> {
     let mut sorted: Vec<&Node> = nodes.iter().collect();
     sorted.sort_by_key(|n| n.name_any());
     let mut routes = BTreeMap::new();
@@ -102,9 +106,7 @@ pub fn desired_routes(nodes: &[Node], own_name: &str, own_ip: Option<Ipv4Addr>) 
 fn pod_cidr(node: &Node) -> Option<String> {
     let spec = node.spec.as_ref()?;
     let candidates = spec.pod_cidr.iter().chain(spec.pod_cidrs.iter().flatten());
-    candidates
-        .filter_map(|c| canonical_cidr(c))
-        .next()
+    candidates.filter_map(|c| canonical_cidr(c)).next()
 }
 
 /// `a.b.c.d/n` with the host bits cleared (`/32` printed bare, as `ip route` does), or None.
@@ -208,8 +210,11 @@ pub async fn run(
         tracing::error!("cannot prepare the node's network for pod routes: {e}");
     }
     let (reader, writer) = reflector::store::<Node>();
-    let events = reflector(writer, watcher(Api::<Node>::all(client), watcher::Config::default()))
-        .default_backoff();
+    let events = reflector(
+        writer,
+        watcher(Api::<Node>::all(client), watcher::Config::default()),
+    )
+    .default_backoff();
     let mut events = std::pin::pin!(events);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
@@ -357,7 +362,11 @@ pub fn parse_routes(text: &str) -> Vec<Route> {
 impl RouteTable for SystemRoutes {
     fn prepare(&self, cluster_cidr: &str) -> Result<(), RouteError> {
         self.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"], None)?;
-        self.run("iptables-restore", &["-w", "5", "--noflush"], Some(&masquerade_rules(cluster_cidr)))?;
+        self.run(
+            "iptables-restore",
+            &["-w", "5", "--noflush"],
+            Some(&masquerade_rules(cluster_cidr)),
+        )?;
         let jump = [
             "-t",
             "nat",
@@ -389,7 +398,15 @@ impl RouteTable for SystemRoutes {
         let via = route.via.to_string();
         self.run(
             "ip",
-            &["route", "replace", &route.dst, "via", &via, "proto", ROUTE_PROTOCOL],
+            &[
+                "route",
+                "replace",
+                &route.dst,
+                "via",
+                &via,
+                "proto",
+                ROUTE_PROTOCOL,
+            ],
             None,
         )
         .map(drop)

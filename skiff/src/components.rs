@@ -339,15 +339,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             fire();
         });
         let config = args.client.config().await?;
-        return crate::node::run(
-            config,
-            &args.node,
-            ranges,
-            &args.data_dir,
-            None,
-            shutdown,
-        )
-        .await;
+        return crate::node::run(config, &args.node, ranges, &args.data_dir, None, shutdown).await;
     };
     let client = args.client.client().await?;
     let options = skiff_kubelet::hollow::HollowOptions {

@@ -10,7 +10,10 @@ use std::{collections::BTreeSet, time::Duration};
 
 use skiff_tests::{
     Server, kubectl,
-    node::{Agent, Netns, busybox_images_dir, install_node_helpers, is_root, kubeconfig_for, remove_node_leftovers},
+    node::{
+        Agent, Netns, busybox_images_dir, install_node_helpers, is_root, kubeconfig_for,
+        remove_node_leftovers,
+    },
 };
 
 const IP_A: &str = "10.201.0.1";
@@ -170,10 +173,7 @@ impl TwoNodes {
 
     /// The pod CIDR the API gave `node`.
     fn pod_cidr(&self, node: &str) -> String {
-        self.ok(
-            &["get", "node", node, "-o", "jsonpath={.spec.podCIDR}"],
-            None,
-        )
+        self.ok(&["get", "node", node, "-o", "jsonpath={.spec.podCIDR}"], None)
     }
 }
 
@@ -226,13 +226,20 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
         None,
     );
     let (cidr_a, cidr_b) = (cluster.pod_cidr("node-a"), cluster.pod_cidr("node-b"));
-    assert!(!cidr_a.is_empty() && !cidr_b.is_empty() && cidr_a != cidr_b, "{cidr_a} {cidr_b}");
+    assert!(
+        !cidr_a.is_empty() && !cidr_b.is_empty() && cidr_a != cidr_b,
+        "{cidr_a} {cidr_b}"
+    );
     // host-gw: each node routes the other's pod CIDR through the other's address.
-    skiff_tests::eventually("routes to the other node's pods", Duration::from_secs(20), || async {
-        (route(&cluster.a, &cidr_b).contains(&format!("via {IP_B}"))
-            && route(&cluster.b, &cidr_a).contains(&format!("via {IP_A}")))
-        .then_some(())
-    })
+    skiff_tests::eventually(
+        "routes to the other node's pods",
+        Duration::from_secs(20),
+        || async {
+            (route(&cluster.a, &cidr_b).contains(&format!("via {IP_B}"))
+                && route(&cluster.b, &cidr_a).contains(&format!("via {IP_A}")))
+            .then_some(())
+        },
+    )
     .await;
     eprintln!("[{:?}] both nodes ready, routes set", started.elapsed());
 
@@ -254,7 +261,16 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
     // and the other way round (exec through node B's kubelet API).
     for (from, to) in [(&on_a[0], &on_b[0]), (&on_b[0], &on_a[0])] {
         let page = cluster.ok(
-            &["exec", &from.0, "--", "timeout", "5", "wget", "-qO-", &format!("http://{}:8080/", to.2)],
+            &[
+                "exec",
+                &from.0,
+                "--",
+                "timeout",
+                "5",
+                "wget",
+                "-qO-",
+                &format!("http://{}:8080/", to.2),
+            ],
             None,
         );
         assert_eq!(page.trim(), format!("pod {}", to.0), "{from:?} → {to:?}");
@@ -278,7 +294,10 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
     }
 
     // The Service VIP, from each node's namespace, answers with pods of both nodes.
-    let vip = cluster.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"], None);
+    let vip = cluster.ok(
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+        None,
+    );
     let url = format!("http://{vip}/");
     for ns in [&cluster.a, &cluster.b] {
         skiff_tests::eventually(
@@ -304,7 +323,10 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
             ns.name
         );
     }
-    eprintln!("[{:?}] pod-to-pod and the VIP work across nodes", started.elapsed());
+    eprintln!(
+        "[{:?}] pod-to-pod and the VIP work across nodes",
+        started.elapsed()
+    );
 
     // Node B dies: after the grace period it is unreachable, its pods' 2 s of toleration run out,
     // and the ReplicaSet's replacements run on A.
@@ -327,9 +349,11 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
     .await;
     eprintln!("[{:?}] node B's pods replaced on node A", started.elapsed());
     // And the VIP from A only reaches A's pods now.
-    skiff_tests::eventually("the VIP answers from node A's pods", Duration::from_secs(15), || async {
-        ns_answers(&cluster.a, &url)
-    })
+    skiff_tests::eventually(
+        "the VIP answers from node A's pods",
+        Duration::from_secs(15),
+        || async { ns_answers(&cluster.a, &url) },
+    )
     .await;
 
     // A Node deleted takes its route with it.
@@ -339,7 +363,6 @@ async fn pods_on_two_nodes_form_one_network_and_move_when_a_node_dies() {
     })
     .await;
     eprintln!("[{:?}] done", started.elapsed());
-
 }
 
 /// Whether the VIP at `url` answers from `ns`.
