@@ -3,7 +3,8 @@
 //! /usr/lib/cni) with a network built from the node's podCIDR:
 //!
 //! - `loopback` brings `lo` up in the pod (its own one-plugin network, as containerd runs it);
-//! - `skiff` chains `bridge` (cni0, the pods' gateway, masquerading traffic that leaves the pod CIDR)
+//! - `skiff` chains `bridge` (cni0, the pods' gateway, masquerading traffic that leaves the pod CIDR
+//!   unless the node's [`crate::hostgw`] owns masquerading)
 //!   with `host-local` IPAM over the podCIDR, and `portmap` for `hostPort`s.
 //!
 //! ADD returns the pod IP from the result; the whole ADD (network config and result) is cached so DEL
@@ -44,11 +45,15 @@ pub struct Cni {
     pub node_netns: Option<PathBuf>,
     /// The bridge's name (`cni0`).
     pub bridge: String,
+    /// Whether the bridge masquerades what leaves the pod CIDR (`ipMasq`). Off where the node's
+    /// network owns masquerading ([`crate::hostgw`]: pod-to-pod traffic across nodes keeps its
+    /// addresses).
+    pub ip_masq: bool,
 }
 
 /// The pod network (bridge + host-local + portmap) over `pod_cidr`, host-local keeping its state in
-/// `data_dir`.
-pub fn network_config(pod_cidr: &str, bridge: &str, data_dir: &Path) -> Value {
+/// `data_dir`; the bridge masquerades traffic leaving the pod CIDR when `ip_masq`.
+pub fn network_config(pod_cidr: &str, bridge: &str, ip_masq: bool, data_dir: &Path) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
         "name": NETWORK_NAME,
@@ -57,7 +62,7 @@ pub fn network_config(pod_cidr: &str, bridge: &str, data_dir: &Path) -> Value {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": ip_masq,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -118,7 +123,12 @@ impl Cni {
         pod_cidr: &str,
         ports: &[PortMapping],
     ) -> Result<String, RuntimeError> {
-        let network = network_config(pod_cidr, &self.bridge, &self.state_dir.join("networks"));
+        let network = network_config(
+            pod_cidr,
+            &self.bridge,
+            self.ip_masq,
+            &self.state_dir.join("networks"),
+        );
         self.run_network("ADD", &loopback_config(), id, Some(netns), "lo", None, &[])?;
         let result = self.run_network("ADD", &network, id, Some(netns), POD_INTERFACE, None, ports)?;
         let ip = result_ip(&result)
@@ -258,7 +268,12 @@ mod tests {
 
     #[test]
     fn the_network_is_built_from_the_pod_cidr() {
-        let net = network_config("10.244.3.0/24", "cni0", Path::new("/var/lib/skiff/cni/networks"));
+        let net = network_config(
+            "10.244.3.0/24",
+            "cni0",
+            true,
+            Path::new("/var/lib/skiff/cni/networks"),
+        );
         assert_eq!(net["name"], "skiff");
         let bridge = &net["plugins"][0];
         assert_eq!(
@@ -276,7 +291,7 @@ mod tests {
 
     #[test]
     fn plugins_get_name_version_prev_result_and_port_mappings() {
-        let net = network_config("10.244.3.0/24", "cni0", Path::new("/d"));
+        let net = network_config("10.244.3.0/24", "cni0", true, Path::new("/d"));
         let prev = json!({ "ips": [{ "address": "10.244.3.2/24" }] });
         let ports = [PortMapping {
             host_port: 8080,
@@ -323,6 +338,7 @@ mod tests {
             state_dir: dir.clone(),
             node_netns: None,
             bridge: "cni0".into(),
+            ip_masq: true,
         };
         assert!(cni.del("never-added", None).is_ok());
         let err = cni

@@ -17,7 +17,8 @@
 //! containers configured ([`container_config`]), and its probes run ([`prober`]).
 //! Containers' root filesystems come from [`images`]: a content-addressed OCI store, overlay
 //! mounts, tarball imports and registry pulls under the pods' pull policies. [`server`] is the
-//! kubelet API (:10250) the API server proxies logs and exec to.
+//! kubelet API (:10250) the API server proxies logs and exec to. [`hostgw`] routes the other nodes'
+//! pod CIDRs through their addresses (flannel's host-gw), so pods on different nodes reach each other.
 
 pub mod cni;
 pub mod container_config;
@@ -25,6 +26,7 @@ pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod hollow;
+pub mod hostgw;
 pub mod images;
 pub mod kubelet;
 pub mod lease;

@@ -81,6 +81,9 @@ pub struct RuncConfig {
     pub cgroup_parent: String,
     /// The CNI bridge.
     pub bridge: String,
+    /// Whether the bridge masquerades pod traffic leaving the pod CIDR (off when the node's
+    /// [`crate::hostgw`] masquerades instead, leaving pod-to-pod traffic across nodes unNATed).
+    pub ip_masq: bool,
     /// Where images' root filesystems are.
     pub images: RootfsResolver,
     /// The cluster DNS pods with `dnsPolicy: ClusterFirst` resolve through.
@@ -105,6 +108,7 @@ impl RuncConfig {
             node_netns: None,
             cgroup_parent: "/skiff".into(),
             bridge: "cni0".into(),
+            ip_masq: true,
             images,
             cluster_dns: ClusterDns::default(),
             resolv_conf: "/etc/resolv.conf".into(),
@@ -168,6 +172,7 @@ impl RuncRuntime {
                 state_dir: state_dir.join("cni"),
                 node_netns: cfg.node_netns.clone(),
                 bridge: cfg.bridge.clone(),
+                ip_masq: cfg.ip_masq,
             },
             cfg,
             version,

@@ -301,8 +301,11 @@ pub struct AgentArgs {
     /// Where the node keeps its state: runc's, CNI's, pod bundles and container logs under `agent/`.
     #[arg(long, default_value = "/var/lib/skiff")]
     data_dir: PathBuf,
-    /// The node's network namespace (`/run/netns/<name>`) when the agent runs outside it: CNI
-    /// plugins and the proxy's rule tools are run inside it.
+    /// Run the node inside this network namespace (`/run/netns/<name>`), as `skiff server
+    /// --node-netns` does: the process moves there before anything starts, so the kubelet API, the
+    /// pods' bridge, the proxy's rules and the routes to other nodes' pods are all in it, and the API
+    /// server must be reachable from it (`--kubeconfig` naming an address inside, e.g. the server
+    /// node's IP on a link the namespaces share).
     #[arg(long)]
     node_netns: Option<PathBuf>,
     /// The cluster's Service range (as the server's `--service-cidr`), for the proxy.
@@ -313,7 +316,19 @@ pub struct AgentArgs {
     cluster_cidr: String,
 }
 
-/// Runs the agent until SIGTERM/SIGINT.
+impl AgentArgs {
+    /// Moves the process into `--node-netns`, if given. Call it before the async runtime starts
+    /// its threads (see [`crate::node::enter_netns`]).
+    pub fn enter_netns(&self) -> anyhow::Result<()> {
+        match &self.node_netns {
+            Some(netns) => crate::node::enter_netns(netns),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT (inside `--node-netns` already: see
+/// [`AgentArgs::enter_netns`]).
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let Some(count) = args.hollow_nodes else {
@@ -324,15 +339,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             fire();
         });
         let config = args.client.config().await?;
-        return crate::node::run(
-            config,
-            &args.node,
-            ranges,
-            &args.data_dir,
-            args.node_netns,
-            shutdown,
-        )
-        .await;
+        return crate::node::run(config, &args.node, ranges, &args.data_dir, None, shutdown).await;
     };
     let client = args.client.client().await?;
     let options = skiff_kubelet::hollow::HollowOptions {

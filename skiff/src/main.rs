@@ -75,6 +75,7 @@ fn main() {
     // its threads (they inherit the namespace), keeping one listener in the starting namespace.
     let host_listener = match &cli.command {
         Command::Server(args) | Command::Apiserver(args) => server::listen_then_enter_netns(args),
+        Command::Agent(args) => args.enter_netns().map(|()| None),
         _ => Ok(None),
     };
     let result = host_listener.and_then(|host_listener| {

@@ -1,5 +1,6 @@
-//! What makes a machine a node: the kubelet over the real runtime (pause sandboxes, runc, CNI) and
-//! the service proxy (Service VIPs as iptables/nft rules). One piece of code serves `skiff agent` (a node joining a cluster) and the agent embedded in
+//! What makes a machine a node: the kubelet over the real runtime (pause sandboxes, runc, CNI), the
+//! service proxy (Service VIPs as iptables/nft rules) and the routes to the other nodes' pods
+//! (`skiff_kubelet::hostgw`, flannel's host-gw). One piece of code serves `skiff agent` (a node joining a cluster) and the agent embedded in
 //! `skiff server` (k3s's single-node default), so the two cannot drift apart.
 //!
 //! A node can live in a network namespace of its own (`--node-netns`), the way kind puts a node in a
@@ -126,9 +127,23 @@ pub async fn run(
             }
         }))
     };
+    // Routes to the other nodes' pods (flannel's host-gw) and the pods' masquerade rule.
+    let routes = {
+        use skiff_kubelet::hostgw::{self, HostGwOptions, SystemRoutes};
+        let options = HostGwOptions {
+            node_name: args.name()?,
+            node_ip: args.address().parse().ok(),
+            cluster_cidr: ranges.cluster_cidr.to_string(),
+        };
+        let table = Arc::new(SystemRoutes {
+            netns: node_netns.clone(),
+        });
+        let client = kube::Client::try_from(client_config.clone()).context("cannot build the API client")?;
+        tokio::spawn(hostgw::run(client, options, table, shutdown.wait()))
+    };
     let kubelet = kubelet(client_config, args, data_dir, node_netns, shutdown.wait()).await;
-    if let Some(proxy) = proxy {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), proxy).await;
+    for task in proxy.into_iter().chain([routes]) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
     kubelet
 }
@@ -166,6 +181,8 @@ async fn kubelet(
     };
     let mut config = RuncConfig::new(agent_dir, images);
     config.node_netns = cni_netns;
+    // The node's host-gw side masquerades pods' traffic leaving the cluster CIDR (see `run`).
+    config.ip_masq = false;
     config.cluster_dns = ClusterDns {
         servers: vec![args.cluster_dns.clone()],
         domain: args.cluster_domain.clone(),

@@ -135,6 +135,10 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
     if !bind.is_unspecified() {
         sans.push(bind.to_string());
     }
+    // The node's address: where other nodes' agents and the pods reach this server.
+    if !args.disable_agent || args.node_netns.is_some() {
+        sans.push(args.node.address());
+    }
     sans.extend(args.tls_san.iter().cloned());
     let pki = tls::load_or_create(&server_dir.join("tls"), &sans).context("cannot set up TLS")?;
 

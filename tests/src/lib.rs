@@ -108,10 +108,10 @@ impl Server {
         let deadline = Instant::now() + timeout;
         let mut last_error = String::new();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("skiff server exited with {status}; log:\n{}", self.log());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("skiff server exited with {status}; log:\n{}", self.log());
             }
             if self.kubeconfig().exists() {
                 match self.client().await {

@@ -53,6 +53,33 @@ impl Netns {
         ns
     }
 
+    /// Creates `skiff-<tag>-<pid>` with only loopback up: its address comes from a link
+    /// ([`Netns::link`]).
+    pub fn bare(tag: &str) -> Self {
+        let name = format!("skiff-{tag}-{}", std::process::id());
+        let ns = Self { name };
+        sh("ip", &["netns", "add", &ns.name]);
+        sh("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Joins this namespace and `peer` with a veth pair (made inside this namespace, its other end
+    /// moved straight into `peer`: the host's namespace never sees it), both ends named `ifname`, with
+    /// `addr` and `peer_addr` (CIDR notation, one subnet) on them: two machines on one link.
+    pub fn link(&self, peer: &Netns, ifname: &str, addr: &str, peer_addr: &str) {
+        sh(
+            "ip",
+            &[
+                "-n", &self.name, "link", "add", ifname, "type", "veth", "peer", "name", ifname, "netns",
+                &peer.name,
+            ],
+        );
+        for (ns, addr) in [(self, addr), (peer, peer_addr)] {
+            sh("ip", &["-n", &ns.name, "addr", "add", addr, "dev", ifname]);
+            sh("ip", &["-n", &ns.name, "link", "set", ifname, "up"]);
+        }
+    }
+
     /// `/run/netns/<name>`.
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
@@ -174,4 +201,73 @@ pub fn busybox_images_dir(parent: &Path) -> PathBuf {
 fn sh(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd).args(args).status().expect(cmd);
     assert!(status.success(), "{cmd} {args:?}");
+}
+
+/// A `skiff agent` process (a second node), running inside its own network namespace
+/// (`--node-netns`) with a data dir of its own; killed on drop, its containers removed.
+pub struct Agent {
+    child: Option<std::process::Child>,
+    /// Its data dir (`agent/` under it), removed on drop.
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `skiff agent --kubeconfig <kubeconfig> --data-dir <tmp> <extra…>` (its stderr goes to
+    /// `<data dir>/agent.log`).
+    pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("skiff-e2e-agent-")
+            .tempdir()
+            .expect("tempdir");
+        let log = std::fs::File::create(data_dir.path().join("agent.log")).expect("agent log");
+        let child = Command::new(crate::skiff_bin())
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff agent");
+        Self {
+            child: Some(child),
+            data_dir,
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL (a node lost at once) and the removal of the containers it left running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            remove_node_leftovers(self.data_dir.path());
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A copy of the kubeconfig at `from` in `dir`, its server URL's host `127.0.0.1` replaced by
+/// `host` (another node reaches the server at its node's address).
+pub fn kubeconfig_for(from: &Path, host: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(from).expect("read kubeconfig");
+    assert!(text.contains("https://127.0.0.1:"), "{text}");
+    let path = dir.join("kubeconfig-remote.yaml");
+    std::fs::write(
+        &path,
+        text.replace("https://127.0.0.1:", &format!("https://{host}:")),
+    )
+    .expect("write kubeconfig");
+    path
 }
