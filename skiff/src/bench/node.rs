@@ -86,9 +86,14 @@ const MB: f64 = 1024.0 * 1024.0;
 
 /// Runs every measurement and prints the figures.
 pub async fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse::<u32>().ok());
+    let euid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u32>()
+            .ok()
+    });
     anyhow::ensure!(
         euid == Some(0),
         "skiff bench node runs pods for real: run it as root"
@@ -196,11 +201,22 @@ async fn measure(cluster: &Cluster, args: &NodeBenchArgs, manifest: &Path) -> an
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     f.demo_memory = cluster.memory()?;
     let deleted = cluster
-        .kubectl(&["delete", "-f", &manifest.to_string_lossy(), "--wait=true", "--timeout=60s"])
+        .kubectl(&[
+            "delete",
+            "-f",
+            &manifest.to_string_lossy(),
+            "--wait=true",
+            "--timeout=60s",
+        ])
         .await?;
-    anyhow::ensure!(deleted.status.success(), "kubectl delete failed: {}", stderr(&deleted));
+    anyhow::ensure!(
+        deleted.status.success(),
+        "kubectl delete failed: {}",
+        stderr(&deleted)
+    );
     pods.wait("the demo's pods to be gone", |t| {
-        t.values().all(|p| p.deleted || !p.name.starts_with("default/web-"))
+        t.values()
+            .all(|p| p.deleted || !p.name.starts_with("default/web-"))
     })
     .await?;
 
@@ -320,7 +336,9 @@ async fn apply_demo(
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     stop.store(true, Ordering::Relaxed);
-    let probed = prober.join().map_err(|_| anyhow::anyhow!("the VIP prober panicked"))?;
+    let probed = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("the VIP prober panicked"))?;
     outcome?;
     probed?;
     eprintln!(
@@ -340,7 +358,8 @@ fn probe_vip(
     tx: &mpsc::Sender<(Instant, String)>,
 ) -> anyhow::Result<()> {
     let ns = std::fs::File::open(netns).with_context(|| format!("cannot open {}", netns.display()))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).context("cannot enter the node's namespace")?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("cannot enter the node's namespace")?;
     let addr: SocketAddr = format!("{vip}:80").parse()?;
     let ask = || -> Option<String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
@@ -484,11 +503,7 @@ impl PodTimes {
             .await
             .context("the pod watch did not sync in 30 s")?
             .context("the pod watch ended")?;
-        Ok(Self {
-            times,
-            changed,
-            task,
-        })
+        Ok(Self { times, changed, task })
     }
 
     fn snapshot(&self) -> HashMap<String, PodTime> {
@@ -594,7 +609,15 @@ impl Cluster {
         ip(&["netns", "add", &self.netns])?;
         self.netns_made = true;
         ip(&["-n", &self.netns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &self.netns, "addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"])?;
+        ip(&[
+            "-n",
+            &self.netns,
+            "addr",
+            "add",
+            &format!("{NODE_IP}/32"),
+            "dev",
+            "lo",
+        ])?;
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = std::fs::File::create(self.log_path())?;
@@ -605,7 +628,12 @@ impl Cluster {
                 .arg("server")
                 .arg("--data-dir")
                 .arg(self.data_dir())
-                .args(["--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+                .args([
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--https-listen-port",
+                    &port.to_string(),
+                ])
                 .arg("--node-netns")
                 .arg(&netns)
                 .args(["--node-name", NODE_NAME, "--node-ip", NODE_IP])
@@ -666,7 +694,11 @@ impl Cluster {
         let server = self.server_pid()?;
         let procs = processes();
         let children = |of: &dyn Fn(u32) -> bool| -> Vec<u32> {
-            procs.iter().filter(|(_, p)| of(p.ppid)).map(|(pid, _)| *pid).collect()
+            procs
+                .iter()
+                .filter(|(_, p)| of(p.ppid))
+                .map(|(pid, _)| *pid)
+                .collect()
         };
         let shims: Vec<u32> = children(&|ppid| ppid == server)
             .into_iter()
@@ -961,7 +993,13 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         Some(f.node_ready <= Duration::from_secs(1)),
         "k3s: ~50 s to Ready system pods",
     );
-    line("server RSS, node Ready, no pods", mb(f.idle_node_rss), "", None, "");
+    line(
+        "server RSS, node Ready, no pods",
+        mb(f.idle_node_rss),
+        "",
+        None,
+        "",
+    );
     let m = &f.demo_memory;
     let cluster = m.server + m.shims.1 + m.pauses.1;
     line(
@@ -975,9 +1013,21 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         "k3s: 0.5–1.4 GB",
     );
     line("  the server process", mb(m.server), "", None, "");
-    line(&format!("  {} skiff-shim", m.shims.0), mb(m.shims.1), "", None, "");
+    line(
+        &format!("  {} skiff-shim", m.shims.0),
+        mb(m.shims.1),
+        "",
+        None,
+        "",
+    );
     line(&format!("  {} pause", m.pauses.0), mb(m.pauses.1), "", None, "");
-    line("  PSS of the same (shared pages once)", mb(m.cluster_pss), "", None, "");
+    line(
+        "  PSS of the same (shared pages once)",
+        mb(m.cluster_pss),
+        "",
+        None,
+        "",
+    );
     line(
         &format!("+ {} `runc run` (each container's parent)", m.runcs.0),
         mb(m.runcs.1),
@@ -1004,7 +1054,13 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         "",
     );
     let d = &f.demo;
-    line("kubectl apply -f demo.yaml: kubectl returned", msf(d.kubectl), "", None, "");
+    line(
+        "kubectl apply -f demo.yaml: kubectl returned",
+        msf(d.kubectl),
+        "",
+        None,
+        "",
+    );
     line(
         &format!("  → all {} replicas Ready (watch)", d.replicas),
         msf(d.all_ready),
@@ -1012,7 +1068,13 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         None,
         "",
     );
-    line("  → first answer through the Service VIP", msf(d.vip_first), "", None, "");
+    line(
+        "  → first answer through the Service VIP",
+        msf(d.vip_first),
+        "",
+        None,
+        "",
+    );
     let up = d.all_ready.max(d.vip_all);
     line(
         "  → every replica Ready and answering via the VIP",
@@ -1028,18 +1090,23 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
     );
     let slo = "k8s SLO: p99 ≤ 5 s";
     let pair = |v: Option<(f64, f64)>| v.map_or("-".into(), |(a, b)| format!("{a:.0}/{b:.0} ms"));
-    let runs = |set: &[Startup], pick: fn(&Startup) -> Duration| {
-        p50_p99(set.iter().map(|s| ms(pick(s))).collect())
-    };
+    let runs =
+        |set: &[Startup], pick: fn(&Startup) -> Duration| p50_p99(set.iter().map(|s| ms(pick(s))).collect());
     let single_running = runs(&f.single, |s| s.running);
     line(
         &format!("1 pod (×{}): create → Running", f.single.len()),
         pair(single_running),
-        "≤ 300 ms",
+        "p50 ≤ 300 ms",
         single_running.map(|(p50, _)| p50 <= 300.0),
         slo,
     );
-    line("  create → Ready", pair(runs(&f.single, |s| s.ready)), "", None, "");
+    line(
+        "  create → Ready",
+        pair(runs(&f.single, |s| s.ready)),
+        "",
+        None,
+        "",
+    );
     let batch_running = runs(&f.batch, |s| s.running);
     line(
         &format!("{} pods at once: create → Running", f.batch.len()),
@@ -1048,7 +1115,13 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         batch_running.map(|(_, p99)| p99 <= 2000.0),
         slo,
     );
-    line("  create → Ready", pair(runs(&f.batch, |s| s.ready)), "", None, "");
+    line(
+        "  create → Ready",
+        pair(runs(&f.batch, |s| s.ready)),
+        "",
+        None,
+        "",
+    );
     line("  first create → last Running", msf(f.batch_wall), "", None, "");
     let node_share = f.batch_server_rss.saturating_sub(f.control_plane_rss);
     line(
@@ -1058,7 +1131,13 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         None,
         "",
     );
-    line("server RSS --disable-agent, idle", mb(f.control_plane_rss), "", None, "");
+    line(
+        "server RSS --disable-agent, idle",
+        mb(f.control_plane_rss),
+        "",
+        None,
+        "",
+    );
     line(
         "  node's share (kubelet, proxy, DNS, images)",
         mb(node_share),
@@ -1067,16 +1146,22 @@ fn print_report(f: &Figures, args: &NodeBenchArgs) {
         "",
     );
 
+    println!("\n  the kubelet's breakdown of each start (its `observed pod startup` log line), p50 / p99");
     println!(
-        "\n  the kubelet's breakdown of each start (its `observed pod startup` log line), p50 / p99"
+        "  {:<52} {:>12}  {:>12}",
+        "",
+        "1 pod",
+        format!("{} pods", args.batch)
     );
-    println!("  {:<52} {:>12}  {:>12}", "", "1 pod", format!("{} pods", args.batch));
     for (key, label) in [
         ("kubelet_ms", "first sync → Running status written"),
         ("sandbox_ms", "  sandbox (pause: bundle, runc run -d)"),
         ("network_ms", "  network (CNI ADD, /etc files)"),
         ("container_create_ms", "  container create (overlay rootfs, spec)"),
-        ("container_start_ms", "  container start (shim, runc run → running)"),
+        (
+            "container_start_ms",
+            "  container start (shim, runc run → running)",
+        ),
     ] {
         let of = |set: &[Startup]| {
             p50_p99(
