@@ -41,6 +41,7 @@ pub mod runc_exec;
 pub mod runc_runtime;
 pub mod runtime;
 pub mod server;
+pub mod startup;
 pub mod status;
 pub mod volumes;
 

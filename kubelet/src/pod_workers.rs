@@ -208,6 +208,9 @@ impl PodWorkers {
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.node.probes.remove_pod(uid);
+        if let Some(startup) = self.node.runtime.startup() {
+            startup.forget(uid);
+        }
     }
 
     /// Stops every worker (once its current sync ends): the node is shutting down.
@@ -278,6 +281,9 @@ pub async fn sync_pod(
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), ns);
+    if let Some(startup) = node.runtime.startup() {
+        startup.seen(uid);
+    }
     let rt = node.runtime.clone();
     let key = uid.to_owned();
     let mut current: Vec<Container> = blocking(move || Ok(rt.pod_status(&key)))
@@ -319,6 +325,9 @@ pub async fn sync_pod(
         }
         Plan::Kill { grace_seconds } => {
             node.probes.remove_pod(uid);
+            if let Some(startup) = node.runtime.startup() {
+                startup.forget(uid);
+            }
             let (rt, key) = (node.runtime.clone(), uid.to_owned());
             blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
             if let Some(images) = node.runtime.images() {
@@ -404,7 +413,13 @@ pub async fn sync_pod(
                     )
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some(startup) = node.runtime.startup()
+                            && new["phase"] == "Running"
+                        {
+                            startup.running(uid, &format!("{ns}/{name}"));
+                        }
+                    }
                     // Deleted meanwhile: the watch brings the delete.
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => return Err(e.into()),

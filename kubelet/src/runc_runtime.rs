@@ -28,6 +28,7 @@ use crate::{
     runtime::{
         Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, Sandbox, SandboxSpec,
     },
+    startup::{Phase, StartupTracker},
 };
 
 /// Annotation: `sandbox` or `container`.
@@ -127,6 +128,8 @@ pub struct RuncRuntime {
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Pods killed lately: a sync of a deleted pod still in flight must not bring its sandbox back.
     killed: Mutex<std::collections::VecDeque<String>>,
+    /// The phases of pods' first starts.
+    startup: StartupTracker,
 }
 
 /// How many killed pods are remembered (UIDs are never reused, so this only bounds memory).
@@ -178,6 +181,7 @@ impl RuncRuntime {
             version,
             locks: Mutex::default(),
             killed: Mutex::default(),
+            startup: StartupTracker::default(),
         })
     }
 
@@ -241,6 +245,7 @@ impl RuncRuntime {
         if !spec.host_network && spec.pod_cidr.is_none() {
             return Err(RuntimeError("the node has no pod CIDR yet".into()));
         }
+        let began = Instant::now();
         let bundle = self.pod_dir(uid).join("sandbox");
         std::fs::create_dir_all(&bundle).map_err(io_err("creating the sandbox bundle"))?;
         let rootfs = self.cfg.state_dir.join("pause-rootfs");
@@ -261,6 +266,8 @@ impl RuncRuntime {
         // The pod annotations again, for containers to carry.
         write_json(&bundle.join("pod.json"), &Self::annotations(spec, "sandbox"))?;
         self.runc.run_detached(uid, &bundle, &bundle.join("log"))?;
+        let sandbox_ran = Instant::now();
+        self.startup.add(uid, Phase::Sandbox, sandbox_ran - began);
         let attach = || -> Result<String, RuntimeError> {
             let pid = self
                 .pause_pid(uid)?
@@ -285,6 +292,7 @@ impl RuncRuntime {
             }
         };
         std::fs::write(bundle.join("ip"), &ip).map_err(io_err("recording the pod IP"))?;
+        self.startup.add(uid, Phase::Network, sandbox_ran.elapsed());
         Ok(Sandbox { id: uid.clone(), ip })
     }
 
@@ -390,6 +398,7 @@ impl RuncRuntime {
     }
 
     fn create_container(&self, uid: &str, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
+        let began = Instant::now();
         let pid = self
             .pause_pid(uid)?
             .ok_or_else(|| RuntimeError(format!("pod {uid} has no running sandbox")))?;
@@ -481,6 +490,8 @@ impl RuncRuntime {
         if log.exists() {
             let _ = std::fs::rename(&log, bundle.join("previous.log"));
         }
+        let spawning = Instant::now();
+        self.startup.add(uid, Phase::ContainerCreate, spawning - began);
         let mut shim = self
             .runc
             .spawn_monitored(
@@ -522,6 +533,7 @@ impl RuncRuntime {
         // Its pid, to tell "still ending" from "ended without a word" later (even after a restart).
         let _ = std::fs::write(bundle.join("shim.pid"), shim.id().to_string());
         std::thread::spawn(move || shim.wait());
+        self.startup.add(uid, Phase::ContainerStart, spawning.elapsed());
         Ok(self.container_status(uid, &state))
     }
 
@@ -611,6 +623,10 @@ impl ContainerRuntime for RuncRuntime {
 
     fn images(&self) -> Option<&crate::images::manager::ImageManager> {
         self.cfg.images.manager()
+    }
+
+    fn startup(&self) -> Option<&StartupTracker> {
+        Some(&self.startup)
     }
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {

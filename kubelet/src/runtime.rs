@@ -407,6 +407,11 @@ pub trait ContainerRuntime: Send + Sync {
     fn images(&self) -> Option<&crate::images::manager::ImageManager> {
         None
     }
+    /// Where the runtime times the phases of pods' first starts, when it does
+    /// ([`crate::startup`]).
+    fn startup(&self) -> Option<&crate::startup::StartupTracker> {
+        None
+    }
     /// Every pod's containers at once: what the kubelet's PLEG relists every second to notice
     /// containers that changed (exited) without the pod changing. Runtimes that can list everything
     /// in one go do better than this default.

@@ -61,6 +61,8 @@ enum BenchCommand {
     Proxy(bench::proxy::ProxyBenchArgs),
     /// Cluster DNS queries per second and latency on loopback.
     Dns(bench::dns::DnsBenchArgs),
+    /// A real single-node cluster (root): start to Node Ready, memory, the demo's apply, pod startup latency.
+    Node(bench::node::NodeBenchArgs),
 }
 
 fn main() {
@@ -104,6 +106,7 @@ fn main() {
                         Command::Bench(BenchCommand::Cluster(args)) => bench::cluster::run(args).await,
                         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy::run(args).await,
                         Command::Bench(BenchCommand::Dns(args)) => bench::dns::run(args).await,
+                        Command::Bench(BenchCommand::Node(args)) => bench::node::run(args).await,
                     }
                 })
             })

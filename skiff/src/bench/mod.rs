@@ -43,6 +43,7 @@ pub mod cluster;
 pub mod dns;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod node;
 pub mod proxy;
 mod report;
 

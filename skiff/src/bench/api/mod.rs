@@ -50,7 +50,7 @@ use super::{Cell, READERS, Run, Sample, errors_warning, percentile, progress, su
 
 mod fanout;
 mod pod;
-mod process;
+pub(super) mod process;
 mod report;
 
 use pod::PodBody;
@@ -244,7 +244,7 @@ pub fn open_sqlite(path: &Path) -> anyhow::Result<Arc<dyn Store>> {
 
 /// A kube-rs client from a kubeconfig, as the end-to-end tests build one, but without kube's retry of
 /// 429/503 replies: a refused request must count as an error here, not as a slow success.
-async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+pub(super) async fn client_from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     config.default_retry = false;
@@ -260,7 +260,7 @@ async fn post(client: &kube::Client, path: &str, body: Vec<u8>) -> anyhow::Resul
 }
 
 /// GETs `path`; the reply is read whole but not parsed. Non-2xx replies are errors.
-async fn get(client: &kube::Client, path: &str) -> anyhow::Result<String> {
+pub(super) async fn get(client: &kube::Client, path: &str) -> anyhow::Result<String> {
     Ok(client
         .request_text(http::Request::get(path).body(Vec::new())?)
         .await?)

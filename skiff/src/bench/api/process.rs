@@ -22,7 +22,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(5);
 
 /// What one start of `skiff server` measured.
-pub(super) struct ServerStart {
+pub(in crate::bench) struct ServerStart {
     /// Spawn → `/readyz` answers 200.
     pub ready: Duration,
     /// Resident memory after the idle wait.
@@ -41,7 +41,7 @@ impl Drop for Child {
 
 /// Starts `skiff server` in a fresh temp data dir, waits until it is ready, lets it sit `idle`, reads
 /// its memory, and stops it (the data dir goes with it).
-pub(super) async fn start_server(idle: Duration) -> anyhow::Result<ServerStart> {
+pub(in crate::bench) async fn start_server(idle: Duration) -> anyhow::Result<ServerStart> {
     let exe = std::env::current_exe().context("cannot find this skiff binary")?;
     let dir = tempfile::Builder::new().prefix("skiff-bench-server-").tempdir()?;
     let port = free_port()?;
