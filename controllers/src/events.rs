@@ -1,18 +1,27 @@
 //! Events that tell the story of what a controller did (`SuccessfulCreate`, `FailedCreate`, …), as
 //! upstream's `record.EventRecorder` does: best effort and off the reconcile path.
 //!
-//! kube-runtime's `events::Recorder` posts them as events.k8s.io/v1 Events (and folds repeats into a
-//! series). Posting happens on a background task fed by a bounded queue: a reconcile never waits for
+//! They are posted as events.k8s.io/v1 Events, an exact repeat folded into a series
+//! ([`SeriesRecorder`]). Posting happens on a background task fed by a bounded queue: a reconcile never waits for
 //! an event, and when the API server is slow the queue drops events instead of growing without end
 //! (upstream's broadcaster drops them too). As upstream's `EventCorrelator` does, a [`SpamFilter`] lets
 //! each object have a burst of 25 events from one component, then one per 5 minutes: a ReplicaSet
 //! creating 10,000 pods tells its first 25 `SuccessfulCreate`s, not 10,000 (each would be a write).
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::{
-    Client,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+use k8s_openapi::{
+    api::{
+        core::v1::ObjectReference,
+        events::v1::{Event as K8sEvent, EventSeries},
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::Timestamp,
 };
+use kube::{
+    Api, Client, ResourceExt as _,
+    api::{Patch, PatchParams, PostParams},
+    runtime::events::{Event, EventType, Reporter},
+};
+use serde_json::json;
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -34,7 +43,7 @@ impl EventSink {
     /// (e.g. `replicaset-controller`, upstream's component name). The task ends when the last
     /// handle is dropped.
     pub fn new(client: Client, controller: &str) -> Self {
-        let recorder = Recorder::new(
+        let mut recorder = SeriesRecorder::new(
             client,
             Reporter {
                 controller: controller.to_owned(),
@@ -86,6 +95,96 @@ impl EventSink {
         if tx.try_send((event, regarding.clone())).is_err() {
             tracing::debug!(reason, "event queue full, event dropped");
         }
+    }
+}
+
+/// How long a posted event is remembered for folding repeats into its series (kube-runtime's and
+/// client-go's cache span).
+const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
+
+/// Posts events.k8s.io/v1 Events, folding an exact repeat (same object, type, reason, action and
+/// note) into the first one's `series` as client-go's `EventCorrelator` does. kube-runtime's
+/// `Recorder` folds by reason alone, so "Scaled up replica set web-a to 3" after "… to 2" kept
+/// the first note with a count: `kubectl describe` lost the story.
+struct SeriesRecorder {
+    client: Client,
+    reporter: Reporter,
+    posted: HashMap<String, (K8sEvent, Instant)>,
+}
+
+impl SeriesRecorder {
+    fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            posted: HashMap::new(),
+        }
+    }
+
+    async fn publish(&mut self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+        let now = Instant::now();
+        self.posted.retain(|_, (_, at)| now.duration_since(*at) < SERIES_TTL);
+        let field = |f: &Option<String>| f.clone().unwrap_or_default();
+        let key = [
+            field(&regarding.uid),
+            field(&regarding.namespace),
+            field(&regarding.name),
+            field(&regarding.field_path),
+            format!("{:?}", event.type_),
+            event.reason.clone(),
+            event.action.clone(),
+            field(&event.note),
+        ]
+        .join("\u{0}");
+        let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        let stamp = Timestamp::now();
+        let posted = match self.posted.get(&key) {
+            Some((previous, _)) => {
+                let count = previous.series.as_ref().map_or(2, |s| s.count + 1);
+                let mut next = previous.clone();
+                next.series = Some(EventSeries {
+                    count,
+                    last_observed_time: MicroTime(stamp),
+                });
+                let patch = json!({ "series": next.series });
+                api.patch(&next.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                next
+            }
+            None => {
+                let name = format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or(&self.reporter.controller),
+                    stamp.as_nanosecond()
+                );
+                let fresh = K8sEvent {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: Some(namespace),
+                        ..ObjectMeta::default()
+                    },
+                    event_time: Some(MicroTime(stamp)),
+                    type_: Some(format!("{:?}", event.type_)),
+                    reason: Some(event.reason.clone()),
+                    action: Some(event.action.clone()),
+                    note: event.note.clone(),
+                    regarding: Some(regarding.clone()),
+                    related: event.secondary.clone(),
+                    reporting_controller: Some(self.reporter.controller.clone()),
+                    reporting_instance: Some(
+                        self.reporter
+                            .instance
+                            .clone()
+                            .unwrap_or_else(|| self.reporter.controller.clone()),
+                    ),
+                    ..K8sEvent::default()
+                };
+                api.create(&PostParams::default(), &fresh).await?
+            }
+        };
+        self.posted.insert(key, (posted, now));
+        Ok(())
     }
 }
 

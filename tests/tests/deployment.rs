@@ -229,6 +229,32 @@ async fn rolling_updates_rollback_pause_and_replacement() {
         .find(|r| r.name_any() == first_rs_name)
         .expect("the first ReplicaSet stays as history");
     assert_eq!(old.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    // Each step of the rollout is its own event, as `kubectl describe deployment` lists them (a
+    // recorder that folded them by reason kept only the first note).
+    let new_rs_name = rs
+        .iter()
+        .map(|r| r.name_any())
+        .find(|n| *n != first_rs_name)
+        .expect("the new ReplicaSet");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cluster.client(), "default");
+    let (down, up) = (
+        format!("Scaled down replica set {first_rs_name} from "),
+        format!("Scaled up replica set {new_rs_name} from "),
+    );
+    wait_for("one event per scaling step", || async {
+        let Ok(list) = events
+            .list(&ListParams::default().fields("involvedObject.name=web,reason=ScalingReplicaSet"))
+            .await
+        else {
+            return false;
+        };
+        let notes: std::collections::BTreeSet<&str> =
+            list.items.iter().filter_map(|e| e.message.as_deref()).collect();
+        notes.iter().filter(|n| n.starts_with(&up)).count() >= 2
+            && notes.iter().any(|n| n.starts_with(&down) && n.ends_with(" to 0"))
+            && notes.iter().any(|n| n.starts_with(&up) && n.ends_with(" to 10"))
+    })
+    .await;
 
     // Back to the first template: the first ReplicaSet is reused, as revision 3.
     set_image(&deployments, "web", "busybox:1.36").await;
