@@ -49,11 +49,14 @@ if [ "${1:-}" = "stop" ]; then
 fi
 
 bash scripts/setup.sh
+# Cargo's target directory (CARGO_TARGET_DIR when set, as cargo itself reads it).
+TARGET="${CARGO_TARGET_DIR:-target}"
+SKIFF="$TARGET/release/skiff"
 cargo build --release -p skiff
 # The node's static helpers (the pause process, the container shim) go next to the skiff binary; they
 # are their own crate, built static (pause/Cargo.toml says why).
 for bin in skiff-pause skiff-shim; do
-  cargo rustc -q --release --manifest-path pause/Cargo.toml --target-dir target --bin "$bin" -- \
+  cargo rustc -q --release --manifest-path pause/Cargo.toml --target-dir "$TARGET" --bin "$bin" -- \
     -C target-feature=+crt-static
 done
 
@@ -79,7 +82,8 @@ fi
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "skiff server already running (pid $(cat "$PIDFILE"))"
 else
-  nohup ./target/release/skiff server --data-dir "$DATA_DIR" --bind-address 127.0.0.1 \
+  # Its own session (setsid): the server outlives the shell that started it, as a daemon would.
+  setsid nohup "$SKIFF" server --data-dir "$DATA_DIR" --bind-address 127.0.0.1 \
     --https-listen-port "$PORT" "${NODE_FLAGS[@]}" >"$DATA_DIR/server.log" 2>&1 &
   echo $! >"$PIDFILE"
 fi
@@ -107,6 +111,11 @@ if [ "$(id -u)" -eq 0 ]; then
   VIP="$(kubectl get service web -o jsonpath='{.spec.clusterIP}')"
   echo
   echo "== the Service's ClusterIP $VIP, asked from inside the node's network namespace:"
+  # The proxy programs the VIP within its 1 s minimum sync period of the endpoints becoming ready.
+  for _ in $(seq 1 50); do
+    ip netns exec "$NETNS" curl -s -m 1 -o /dev/null "http://$VIP/" && break
+    sleep 0.2
+  done
   for _ in 1 2 3 4 5 6; do
     ip netns exec "$NETNS" curl -s -m 3 "http://$VIP/" | sed 's/<[^>]*>/ /g; s/  */ /g' || echo "(no answer)"
   done
@@ -126,10 +135,10 @@ Try:
   ip netns exec $NETNS curl -s http://\$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')/
   ip netns exec $NETNS iptables-save -t nat | grep -i web     # the Service's rules, in the node's namespace
   kubectl set image deployment/web httpd=busybox:nosuch; kubectl get pods -w  # ErrImagePull, ImagePullBackOff
-  ./target/release/skiff images ls --data-dir $DATA_DIR                    # the node's image store
+  $SKIFF images ls --data-dir $DATA_DIR                    # the node's image store
   runc --root $RUNC_ROOT list                                    # the containers underneath
   ip netns exec $NETNS ip addr show cni0                          # the node's pod bridge
-  ./target/release/skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing
+  $SKIFF agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing
   kubectl describe deployment web; kubectl describe node skiff-node
   kubectl get --raw /metrics | grep apiserver_request_total
   sqlite3 $DATA_DIR/server/db/state.db 'select revision, key from log'      # the store underneath
