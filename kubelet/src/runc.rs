@@ -151,25 +151,36 @@ impl Runc {
         Ok(())
     }
 
-    /// Starts `monitor` with `monitor_args` followed by the arguments of a foreground
-    /// `runc run --keep` of `id` (so runc stays the container's parent and reports its exit status
-    /// to the monitor, and the stopped container stays listed), in its own process group, the
-    /// monitor's own stdio to `log`. The caller reaps the returned child.
+    /// Starts `monitor` with `monitor_args` followed by the arguments of a detached
+    /// `runc run --pid-file <pid_file>` of `id`, in its own process group, the monitor's own stdio to
+    /// `log`. The monitor (skiff-shim) is the container's subreaper: runc exits once the container
+    /// runs and the monitor reaps the container's init itself; the stopped container stays listed
+    /// until it is deleted. The caller reaps the returned child.
     pub fn spawn_monitored(
         &self,
         monitor: &Path,
         monitor_args: &[OsString],
         id: &str,
         bundle: &Path,
+        pid_file: &Path,
         log: &Path,
     ) -> std::io::Result<Child> {
         use std::os::unix::process::CommandExt;
         let out = File::options().create(true).append(true).open(log)?;
         let errf = out.try_clone()?;
         let mut cmd = Command::new(monitor);
+        let run = [
+            "run",
+            "--detach",
+            "--pid-file",
+            path_str(pid_file),
+            "--bundle",
+            path_str(bundle),
+            id,
+        ];
         cmd.args(monitor_args)
             .arg(&self.binary)
-            .args(self.args(&["run", "--keep", "--bundle", path_str(bundle), id]))
+            .args(self.args(&run))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)

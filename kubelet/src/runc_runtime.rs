@@ -4,9 +4,10 @@
 //!
 //! - A sandbox is the pause process (`runc run -d`, config from [`oci::sandbox_spec`]) plus its CNI
 //!   attachment (ADD into `/proc/<pause-pid>/ns/net`), which gives the pod IP.
-//! - An app container is a runc container joining the pause namespaces, run in the foreground by
-//!   `skiff-shim` (the monitor that outlives the kubelet and writes the exit code to a file) with
-//!   `runc run --keep`, so a stopped container stays listed until the pod is killed.
+//! - An app container is a runc container joining the pause namespaces, started by `skiff-shim` (the
+//!   monitor that outlives the kubelet) with a detached `runc run`: runc exits once the container
+//!   runs, the shim, its subreaper, reaps it and writes the exit code to a file, and the stopped
+//!   container stays listed until the pod is killed.
 //! - Everything lives under one state directory: `runc/` (runc's `--root`), `cni/`, `pause-rootfs/`
 //!   and `pods/<uid>/{sandbox,<container>}/` (bundles, logs, exit codes, the sandbox's IP).
 //! - Whose a container is comes back from `runc list` through the annotations containerd uses
@@ -483,8 +484,12 @@ impl RuncRuntime {
         std::fs::write(bundle.join("restarts"), restarts.to_string())
             .map_err(io_err("recording restarts"))?;
         let exit_file = bundle.join("exit");
-        let _ = std::fs::remove_file(&exit_file);
-        let _ = std::fs::remove_file(bundle.join("shim.pid"));
+        // What the shim writes: the container's pid (runc's pid file, then the started file once
+        // runc has returned) and its exit code.
+        let (pid_file, started) = (bundle.join("init.pid"), bundle.join("started"));
+        for file in [&exit_file, &pid_file, &started, &bundle.join("shim.pid")] {
+            let _ = std::fs::remove_file(file);
+        }
         // A fresh log per run, as upstream's `<restartCount>.log`; the previous run's is kept beside it.
         let log = bundle.join("log");
         if log.exists() {
@@ -496,43 +501,59 @@ impl RuncRuntime {
             .runc
             .spawn_monitored(
                 &self.cfg.shim,
-                &[exit_file.clone().into(), log.clone().into()],
+                &[
+                    exit_file.clone().into(),
+                    log.clone().into(),
+                    started.clone().into(),
+                ],
                 &id,
                 &bundle,
+                &pid_file,
                 &bundle.join("shim.log"),
             )
             .map_err(io_err(format!("starting {}", self.cfg.shim.display())))?;
-        // Wait until runc has it (or it already ended); the shim is reaped by its own thread.
+        // Its pid, to tell "still ending" from "ended without a word" later (even after a restart).
+        let _ = std::fs::write(bundle.join("shim.pid"), shim.id().to_string());
+        // Wait until the shim says runc has started it, or that it ended (a failed start) — files,
+        // not `runc state` over and over: one runc process per start, not one per 5 ms.
         let deadline = Instant::now() + Duration::from_secs(10);
         let state = loop {
-            if let Some(state) = self.runc.state(&id)?.filter(|s| s.status != "created") {
-                break state;
+            if started.exists() {
+                break self.runc.state(&id)?.ok_or_else(|| {
+                    RuntimeError(format!(
+                        "container {} of pod {uid} vanished as it started",
+                        spec.name
+                    ))
+                });
             }
-            if let Ok(Some(_)) = shim.try_wait() {
+            if exit_file.exists() || matches!(shim.try_wait(), Ok(Some(_))) {
+                if started.exists() {
+                    continue; // Started, then ended at once.
+                }
                 if let Some(state) = self.runc.state(&id)? {
-                    break state;
+                    break Ok(state);
                 }
                 // runc's complaint is in the container's log (runc's stderr), the shim's in its own.
                 let said = crate::logs::read_log_text(&log)
                     + &std::fs::read_to_string(bundle.join("shim.log")).unwrap_or_default();
                 let lines: Vec<&str> = said.lines().collect();
-                return Err(RuntimeError(format!(
+                break Err(RuntimeError(format!(
                     "container {} of pod {uid} failed to start: {}",
                     spec.name,
                     lines[lines.len().saturating_sub(5)..].join("\n")
                 )));
             }
             if Instant::now() > deadline {
-                return Err(RuntimeError(format!(
+                break Err(RuntimeError(format!(
                     "container {} of pod {uid} did not start in 10 s",
                     spec.name
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        // Its pid, to tell "still ending" from "ended without a word" later (even after a restart).
-        let _ = std::fs::write(bundle.join("shim.pid"), shim.id().to_string());
+        // The shim is reaped by its own thread.
         std::thread::spawn(move || shim.wait());
+        let state = state?;
         self.startup.add(uid, Phase::ContainerStart, spawning.elapsed());
         Ok(self.container_status(uid, &state))
     }
@@ -541,7 +562,13 @@ impl RuncRuntime {
     /// stop it meanwhile).
     fn wait_for_exit(&self, uid: &str, name: &str) -> Result<Container, RuntimeError> {
         let id = Self::container_id(uid, name);
+        let exit_file = self.pod_dir(uid).join(name).join("exit");
         loop {
+            // Ended once its shim has written the exit code (or is gone): only then ask runc.
+            if !exit_file.exists() && self.shim_alive(uid, name) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             match self.runc.state(&id)? {
                 None => {
                     return Err(RuntimeError(format!("container {name} of pod {uid} was removed")));

@@ -425,6 +425,27 @@ fn a_sandbox_gets_an_ip_from_the_pod_cidr_and_its_containers_share_localhost_and
     missing.name = "other".into();
     missing.image = "nginx".into();
     assert!(rt.start_container(&pod.uid, &missing).is_err());
+    // A command the image does not have: runc fails the start, and the error says why.
+    let mut absent = sh("absent", "", false);
+    absent.command = vec!["/no/such/command".into()];
+    let err = rt.start_container(&pod.uid, &absent).unwrap_err();
+    assert!(
+        err.0.contains("failed to start") && err.0.contains("no such file or directory"),
+        "{err:?}"
+    );
+    // The web server still runs, and no runc process stays behind with it: its shim reaps it.
+    let root = rt.runc().root.to_string_lossy().into_owned();
+    let resident: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&root) && c.split(' ').next().is_some_and(|b| b.ends_with("runc")))
+        .collect();
+    assert!(resident.is_empty(), "{resident:?}");
+    let (_, containers) = rt.pod_status(&pod.uid).unwrap();
+    let web = containers.iter().find(|c| c.name == "web").unwrap();
+    assert!(matches!(web.state, ContainerState::Running { .. }), "{web:?}");
 }
 
 #[test]
