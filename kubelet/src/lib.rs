@@ -28,6 +28,7 @@ pub mod hollow;
 pub mod images;
 pub mod kubelet;
 pub mod lease;
+pub mod lifecycle;
 pub mod logs;
 pub mod node;
 pub mod oci;
