@@ -93,18 +93,33 @@ impl Cluster {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// `kubectl rollout status` of Deployment `name`, which must say it rolled out.
+    /// `kubectl rollout status` of Deployment `name`, which must say it rolled out within
+    /// `timeout_secs`.
     pub fn rolled_out(&self, name: &str, timeout_secs: u32) {
-        let out = self.ok(
+        let out = crate::kubectl_command(
+            self.server(),
+            timeout_secs + 10,
             &[
                 "rollout",
                 "status",
                 &format!("deployment/{name}"),
                 &format!("--timeout={timeout_secs}s"),
             ],
-            None,
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kubectl runs");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
         );
-        assert!(out.contains("successfully rolled out"), "{out}");
+        assert!(
+            out.status.success() && stdout.contains("successfully rolled out"),
+            "deployment/{name} did not roll out: {stderr}\n{stdout}\n{}\nserver log (end):\n{}",
+            self.try_ok(&["get", "deployments,replicasets,pods", "-o", "wide"])
+                .unwrap_or_default(),
+            self.log_tail(60)
+        );
     }
 
     /// The ClusterIP of Service `name` (namespace default).
