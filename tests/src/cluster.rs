@@ -113,6 +113,10 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
         );
+        if !out.status.success() && std::env::var_os("E2E_HOLD").is_some() {
+            eprintln!("HOLD: kubeconfig {}", self.server().kubeconfig().display());
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
         assert!(
             out.status.success() && stdout.contains("successfully rolled out"),
             "deployment/{name} did not roll out: {stderr}\n{stdout}\n{}\nserver log (end):\n{}",
@@ -135,6 +139,13 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.kill();
+            // A failed test keeps the whole server log (the data dir goes with the server).
+            if std::thread::panicking() {
+                let kept = std::env::temp_dir().join(format!("{}.log", self.netns.name));
+                if std::fs::write(&kept, server.log()).is_ok() {
+                    eprintln!("server log kept in {}", kept.display());
+                }
+            }
             remove_node_leftovers(server.data_dir.path());
         }
     }
