@@ -113,10 +113,6 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
         );
-        if !out.status.success() && std::env::var_os("E2E_HOLD").is_some() {
-            eprintln!("HOLD: kubeconfig {}", self.server().kubeconfig().display());
-            std::thread::sleep(std::time::Duration::from_secs(600));
-        }
         assert!(
             out.status.success() && stdout.contains("successfully rolled out"),
             "deployment/{name} did not roll out: {stderr}\n{stdout}\n{}\nserver log (end):\n{}",

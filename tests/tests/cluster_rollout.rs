@@ -31,7 +31,7 @@ use skiff_tests::{
 };
 
 /// The Deployment `web` (busybox httpd answering `version $VERSION pod $POD_NAME`, ready when it
-/// answers, a preStop pause as users write them) and its Service.
+/// answers, gone at once on SIGTERM, a preStop pause as users write them) and its Service.
 fn manifest(replicas: u32, min_ready_seconds: u32) -> String {
     format!(
         r#"
@@ -59,7 +59,9 @@ spec:
         imagePullPolicy: IfNotPresent
         command: ["sh", "-c"]
         args:
-        - echo "version $VERSION pod $POD_NAME" > /www/index.html && exec httpd -f -p 8080 -h /www
+        # Like real servers, it stops at SIGTERM (httpd as PID 1 would ignore it).
+        - echo "version $VERSION pod $POD_NAME" > /www/index.html; httpd -f -p 8080 -h /www &
+          trap 'kill $!; exit 0' TERM; wait
         env:
         - {{ name: VERSION, value: v1 }}
         - name: POD_NAME
