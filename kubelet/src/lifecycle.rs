@@ -87,7 +87,9 @@ pub fn run_pre_stop_hooks(
             .map(|(c, h)| {
                 scope.spawn(move || {
                     let name = c["name"].as_str().unwrap_or_default().to_owned();
-                    run_handler(runtime, pod_uid, pod_ip, c, h, timeout).err().map(|e| (name, e))
+                    run_handler(runtime, pod_uid, pod_ip, c, h, timeout)
+                        .err()
+                        .map(|e| (name, e))
                 })
             })
             .collect();
@@ -110,7 +112,10 @@ mod tests {
     fn no_hook_keeps_the_grace_period() {
         let rt = FakeRuntime::new(1);
         let c = json!({"name": "a"});
-        assert_eq!(run_pre_stop_hooks(&rt, "u", "10.0.0.1", &[c], 30), (30, Vec::new()));
+        assert_eq!(
+            run_pre_stop_hooks(&rt, "u", "10.0.0.1", &[c], 30),
+            (30, Vec::new())
+        );
     }
 
     #[test]
@@ -118,11 +123,11 @@ mod tests {
         let rt = FakeRuntime::new(1);
         let c = json!({"name": "a", "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}});
         let started = Instant::now();
-        let (left, failed) = run_pre_stop_hooks(&rt, "u", "10.0.0.1", &[c.clone()], 30);
+        let (left, failed) = run_pre_stop_hooks(&rt, "u", "10.0.0.1", std::slice::from_ref(&c), 30);
         assert!(started.elapsed() >= Duration::from_secs(1));
         assert_eq!((left, failed), (29, Vec::new()));
         // Never less than the minimum after a hook; none at all with a grace period of 0.
-        let (left, _) = run_pre_stop_hooks(&rt, "u", "10.0.0.1", &[c.clone()], 1);
+        let (left, _) = run_pre_stop_hooks(&rt, "u", "10.0.0.1", std::slice::from_ref(&c), 1);
         assert_eq!(left, MINIMUM_GRACE_SECONDS);
         let started = Instant::now();
         assert_eq!(run_pre_stop_hooks(&rt, "u", "10.0.0.1", &[c], 0).0, 0);

@@ -157,16 +157,15 @@ pub fn enter_netns(path: &str) -> std::io::Result<()> {
 /// One HTTP/1.0 GET of `/` from `addr` on a new connection (2 s to connect, 5 s to answer): the body
 /// of a 200 answer, or what went wrong.
 pub fn http_get_once(addr: SocketAddr) -> Result<String, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut conn =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))
         .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(5))))
         .map_err(|e| format!("timeouts: {e}"))?;
     conn.write_all(b"GET / HTTP/1.0\r\nHost: e2e\r\n\r\n")
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
-    conn.read_to_end(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
+    conn.read_to_end(&mut answer).map_err(|e| format!("read: {e}"))?;
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {

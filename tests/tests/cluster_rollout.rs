@@ -151,10 +151,13 @@ async fn answers_with(cluster: &Cluster, vip: SocketAddr, text: &str, within: Du
     .await;
 }
 
+/// Every request of a [`Client`]: when it started (since the client did) and what it got.
+type Requests = Vec<(Duration, Result<String, String>)>;
+
 /// A client asking the Service in a loop (a thread inside the node's namespace) until stopped.
 struct Client {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Vec<(Duration, Result<String, String>)>>>,
+    handle: Option<std::thread::JoinHandle<Requests>>,
 }
 
 impl Client {
@@ -179,13 +182,9 @@ impl Client {
     }
 
     /// Stops the loop; every request with when it started and what it got.
-    fn finish(mut self) -> Vec<(Duration, Result<String, String>)> {
+    fn finish(mut self) -> Requests {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle
-            .take()
-            .expect("client")
-            .join()
-            .expect("client thread")
+        self.handle.take().expect("client").join().expect("client thread")
     }
 }
 
@@ -275,10 +274,7 @@ async fn a_rolling_update_loses_no_request() {
     let client = Client::start(&cluster, vip);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let patched_at = Instant::now();
-    cluster.ok(
-        &["patch", "deployment", "web", "-p", &version_patch("v2")],
-        None,
-    );
+    cluster.ok(&["patch", "deployment", "web", "-p", &version_patch("v2")], None);
     cluster.rolled_out("web", 120);
     let rolled_in = patched_at.elapsed();
     // The old pods finish terminating (their preStop pause, then SIGTERM) under the client's load.
@@ -316,7 +312,10 @@ async fn a_rolling_update_loses_no_request() {
     );
     assert!(results.len() > 100, "only {} requests", results.len());
     assert_eq!(versions.get("other"), None, "{versions:?}");
-    assert!(versions.get("v1").is_some() && versions.get("v2").is_some(), "{versions:?}");
+    assert!(
+        versions.contains_key("v1") && versions.contains_key("v2"),
+        "{versions:?}"
+    );
     let last = results.last().and_then(|(_, r)| r.as_ref().ok()).expect("last");
     assert!(last.contains("version v2"), "the last answer: {last}");
     answers_with(&cluster, vip, "version v2", Duration::from_secs(10)).await;
@@ -424,10 +423,7 @@ async fn a_rollout_survives_a_sigkill_of_the_server() {
     let (mut cluster, vip) = cluster_with_web("e2e-kill", 3, 4).await;
     assert_eq!(web_pods(&cluster).len(), 3);
 
-    cluster.ok(
-        &["patch", "deployment", "web", "-p", &version_patch("v2")],
-        None,
-    );
+    cluster.ok(&["patch", "deployment", "web", "-p", &version_patch("v2")], None);
     // The middle of the rollout: a new pod ready (an old one on its way out), not all of them.
     let new_rs = skiff_tests::eventually("the new ReplicaSet", Duration::from_secs(20), || async {
         replica_set_of(&cluster, "v2")
@@ -461,8 +457,7 @@ async fn a_rollout_survives_a_sigkill_of_the_server() {
         Duration::from_secs(60),
         || async {
             let pods = web_pods(&cluster);
-            (pods.len() == 3 && pods.iter().all(|p| owner(p) == new_rs && !terminating(p)))
-                .then_some(())
+            (pods.len() == 3 && pods.iter().all(|p| owner(p) == new_rs && !terminating(p))).then_some(())
         },
     )
     .await;
@@ -482,7 +477,10 @@ async fn a_rollout_survives_a_sigkill_of_the_server() {
         ],
         None,
     );
-    assert_eq!(status, "3 3 3 3 3", "spec.replicas and status replicas/updated/ready/available");
+    assert_eq!(
+        status, "3 3 3 3 3",
+        "spec.replicas and status replicas/updated/ready/available"
+    );
     let replica_sets = cluster.ok(
         &[
             "get",
@@ -540,11 +538,8 @@ async fn pods_resolve_services_through_cluster_dns() {
     // NXDOMAIN, even once one answered (why Kubernetes' DNS debugging page uses busybox:1.28): what
     // counts is the answer it prints. It applies the search list only to names without a dot.
     let nslookup = |name: &str| {
-        let (success, out, err) = skiff_tests::kubectl(
-            cluster.server(),
-            &["exec", &pod, "--", "nslookup", name],
-            None,
-        );
+        let (success, out, err) =
+            skiff_tests::kubectl(cluster.server(), &["exec", &pod, "--", "nslookup", name], None);
         (success, out + &err)
     };
     let fqdn = "web.default.svc.cluster.local";
