@@ -117,8 +117,7 @@ struct Sync<'a> {
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.replicasets
-        .wait_until_ready()
+    crate::cache_ready::cache_ready(&ctx.replicasets)
         .await
         .map_err(|_| Error::CacheGone)?;
     let d = (*d).clone();

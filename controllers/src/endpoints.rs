@@ -425,9 +425,10 @@ async fn delete_endpoints_of(svc: &Service, services: &Store<Service>, ctx: &Con
 
 /// One sync (upstream's `syncService`).
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheGone)?;
-    ctx.endpoints
-        .wait_until_ready()
+    crate::cache_ready::cache_ready(&ctx.pods)
+        .await
+        .map_err(|_| Error::CacheGone)?;
+    crate::cache_ready::cache_ready(&ctx.endpoints)
         .await
         .map_err(|_| Error::CacheGone)?;
     let Some(selector) = utils::service_selector(&svc) else {

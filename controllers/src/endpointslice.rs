@@ -197,9 +197,9 @@ fn service_for_slice(slice: &EndpointSlice) -> Option<ObjectRef<Service>> {
 /// One sync (upstream's `syncService`).
 async fn reconcile_service(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     for ready in [
-        ctx.pods.wait_until_ready().await,
-        ctx.slices.wait_until_ready().await,
-        ctx.nodes.wait_until_ready().await,
+        crate::cache_ready::cache_ready(&ctx.pods).await,
+        crate::cache_ready::cache_ready(&ctx.slices).await,
+        crate::cache_ready::cache_ready(&ctx.nodes).await,
     ] {
         ready.map_err(|_| Error::CacheGone)?;
     }

@@ -26,6 +26,7 @@
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
+pub mod cache_ready;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;

@@ -153,9 +153,9 @@ async fn monitor_loop(
     events: EventSink,
 ) {
     let (Ok(()), Ok(()), Ok(())) = (
-        nodes.wait_until_ready().await,
-        leases.wait_until_ready().await,
-        pods.wait_until_ready().await,
+        crate::cache_ready::cache_ready(&nodes).await,
+        crate::cache_ready::cache_ready(&leases).await,
+        crate::cache_ready::cache_ready(&pods).await,
     ) else {
         return;
     };

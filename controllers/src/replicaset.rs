@@ -192,7 +192,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Err
 const MAX_PACING: Duration = Duration::from_millis(500);
 
 async fn sync(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.pods.wait_until_ready().await.map_err(|_| Error::CacheGone)?;
+    crate::cache_ready::cache_ready(&ctx.pods)
+        .await
+        .map_err(|_| Error::CacheGone)?;
     let key = rs.metadata.uid.clone().ok_or(Error::MissingUid)?;
     let namespace = rs.namespace().unwrap_or_default();
     let pods = ctx

@@ -129,17 +129,29 @@ impl Cni {
             self.ip_masq,
             &self.state_dir.join("networks"),
         );
+        // What DEL needs later: the exact network and the port mappings, written before ADD runs, so
+        // that an ADD cut short (the kubelet killed in the middle of it) is undone by the next DEL:
+        // host-local has already given the pod an address, and refuses a second ADD of the same id
+        // until a DEL releases it. The result is added once ADD succeeds.
+        let mut cache = json!({ "network": network, "result": null, "ports": ports.iter().map(|p| json!([p.host_port, p.container_port, p.protocol, p.host_ip])).collect::<Vec<_>>() });
+        self.write_cache(id, &cache)?;
         self.run_network("ADD", &loopback_config(), id, Some(netns), "lo", None, &[])?;
         let result = self.run_network("ADD", &network, id, Some(netns), POD_INTERFACE, None, ports)?;
         let ip = result_ip(&result)
             .ok_or_else(|| RuntimeError(format!("CNI result without an IPv4 address: {result}")))?;
-        // What DEL needs later: the exact network, the result, the port mappings.
-        let cache = json!({ "network": network, "result": result, "ports": ports.iter().map(|p| json!([p.host_port, p.container_port, p.protocol, p.host_ip])).collect::<Vec<_>>() });
-        let dir = self.state_dir.join("results");
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join(id), cache.to_string()))
-            .map_err(|e| RuntimeError(format!("caching the CNI result of {id}: {e}")))?;
+        cache["result"] = result;
+        self.write_cache(id, &cache)?;
         Ok(ip)
+    }
+
+    /// Records what DEL of pod `id` needs (written whole or not at all).
+    fn write_cache(&self, id: &str, cache: &Value) -> Result<(), RuntimeError> {
+        let dir = self.state_dir.join("results");
+        let tmp = dir.join(format!(".{id}.tmp"));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, cache.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, dir.join(id)))
+            .map_err(|e| RuntimeError(format!("caching the CNI result of {id}: {e}")))
     }
 
     /// Detaches pod `id` (releasing its IP, removing its veth and rules); `netns` is None once the
@@ -170,7 +182,8 @@ impl Cni {
             id,
             netns,
             POD_INTERFACE,
-            Some(&cache["result"]),
+            // No result when ADD never finished: DEL works from the network config alone.
+            Some(&cache["result"]).filter(|r| !r.is_null()),
             &ports,
         )?;
         self.run_network("DEL", &loopback_config(), id, netns, "lo", None, &[])?;

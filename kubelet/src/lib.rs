@@ -30,6 +30,7 @@ pub mod hostgw;
 pub mod images;
 pub mod kubelet;
 pub mod lease;
+pub mod lifecycle;
 pub mod logs;
 pub mod node;
 pub mod oci;

@@ -328,6 +328,39 @@ pub async fn sync_pod(
             if let Some(startup) = node.runtime.startup() {
                 startup.forget(uid);
             }
+            // preStop hooks of the running containers first (only where containers really run),
+            // within the grace period; then TERM with what is left of it.
+            let hooked: Vec<Value> = running_specs(pod, &current)
+                .into_iter()
+                .filter(|c| crate::lifecycle::pre_stop(c).is_some())
+                .collect();
+            let grace_seconds = if volume_dir.is_some() && !hooked.is_empty() {
+                let (rt, key) = (node.runtime.clone(), uid.to_owned());
+                let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_owned();
+                let (left, failed) = blocking(move || {
+                    Ok(crate::lifecycle::run_pre_stop_hooks(
+                        rt.as_ref(),
+                        &key,
+                        &ip,
+                        &hooked,
+                        grace_seconds,
+                    ))
+                })
+                .await?;
+                for (container, why) in failed {
+                    tracing::warn!(pod = %name, container = %container, error = %why, "preStop hook failed");
+                    node.events.warning(
+                        pod,
+                        Some(&container),
+                        "FailedPreStopHook",
+                        "Killing",
+                        format!("PreStopHook failed: {why}"),
+                    );
+                }
+                left
+            } else {
+                grace_seconds
+            };
             let (rt, key) = (node.runtime.clone(), uid.to_owned());
             blocking(move || rt.kill_pod(&key, grace_seconds)).await?;
             if let Some(images) = node.runtime.images() {
@@ -439,6 +472,22 @@ fn pod_ip(pod: &Value, sandbox_ip: &str, host_ip: &str) -> String {
 }
 
 /// Runs runtime calls (which fork processes and wait for them) on a blocking thread.
+/// The specs of `pod`'s containers that run now (the ones a preStop hook is for).
+fn running_specs(pod: &Value, current: &[Container]) -> Vec<Value> {
+    pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            current.iter().any(|x| {
+                Some(x.name.as_str()) == c["name"].as_str()
+                    && matches!(x.state, ContainerState::Running { .. })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {

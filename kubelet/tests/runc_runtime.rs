@@ -813,6 +813,35 @@ fn kill_pod_removes_processes_the_veth_and_the_ip_allocation() {
     assert_eq!(node.allocations(), vec![next.ip]);
 }
 
+/// The kubelet killed in the middle of a sandbox's CNI ADD (a SIGKILL of `skiff server` mid-rollout):
+/// host-local has given the pod an address but the result was never recorded, nor the pod's IP.
+/// The next sync must undo that ADD and start over, not fail for good with "duplicate allocation".
+#[test]
+fn a_cni_add_cut_short_is_undone_by_the_next_sync() {
+    require_node!();
+    let node = Node::new();
+    let rt = node.rt();
+    let pod = sandbox("3f0e6a52-0000-4000-8000-0000000000d1", "cut", "10.244.9.0/24");
+    rt.run_sandbox(&pod).unwrap();
+    // What the crash leaves: what DEL needs minus ADD's result, and no recorded pod IP.
+    let cache = node.dir.join("state/cni/results").join(&pod.uid);
+    let mut recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    recorded["result"] = serde_json::Value::Null;
+    std::fs::write(&cache, recorded.to_string()).unwrap();
+    std::fs::remove_file(rt.pod_dir(&pod.uid).join("sandbox/ip")).unwrap();
+
+    let again = rt.run_sandbox(&pod).expect("the sandbox is made again");
+    assert_eq!(
+        node.allocations(),
+        vec![again.ip.clone()],
+        "one address, the new one"
+    );
+    assert_eq!(node.veths(), 1);
+    rt.kill_pod(&pod.uid, 0).unwrap();
+    assert!(node.allocations().is_empty(), "the IP is released");
+}
+
 /// The host's links and firewall, with packet counters (which move on their own) taken out.
 fn host_network() -> String {
     let strip = |s: String| {

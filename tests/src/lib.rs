@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub mod cluster;
 pub mod node;
 
 /// The `skiff` binary under test.

@@ -6,70 +6,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use skiff_tests::{
-    Server, kubectl,
-    node::{Netns, busybox_images_dir, install_node_helpers, is_root, remove_node_leftovers},
+    cluster::{Cluster, NODE_NAME},
+    kubectl,
+    node::is_root,
 };
-
-const NODE_IP: &str = "10.200.0.1";
-
-/// The server, its node's namespace, and the node's leftovers removed on drop (in that order).
-struct Cluster {
-    server: Option<Server>,
-    netns: Netns,
-    _images: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start(tag: &str) -> Self {
-        install_node_helpers();
-        let netns = Netns::create(tag, NODE_IP);
-        let images = tempfile::Builder::new()
-            .prefix("skiff-e2e-images-")
-            .tempdir()
-            .expect("tempdir");
-        let images_dir = busybox_images_dir(images.path());
-        let server = Server::start(&[
-            "--node-netns",
-            &netns.path(),
-            "--node-name",
-            "e2e-node",
-            "--node-ip",
-            NODE_IP,
-            "--images-dir",
-            images_dir.to_str().expect("utf-8 path"),
-        ])
-        .await
-        .expect("start skiff server");
-        Self {
-            server: Some(server),
-            netns,
-            _images: images,
-        }
-    }
-
-    fn server(&self) -> &Server {
-        self.server.as_ref().expect("server")
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let (success, out, err) = kubectl(self.server(), args, stdin);
-        assert!(
-            success,
-            "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
-            self.server().log()
-        );
-        out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            server.kill();
-            remove_node_leftovers(server.data_dir.path());
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_answers_through_its_service_vip() {
@@ -82,7 +22,12 @@ async fn the_demo_answers_through_its_service_vip() {
         .expect("manifests/demo.yaml");
     cluster.ok(&["apply", "-f", "-"], Some(&demo));
     cluster.ok(
-        &["wait", "--for=condition=Ready", "node/e2e-node", "--timeout=30s"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            &format!("node/{NODE_NAME}"),
+            "--timeout=30s",
+        ],
         None,
     );
     cluster.ok(&["rollout", "status", "deployment/web", "--timeout=50s"], None);

@@ -118,7 +118,10 @@ pub async fn run_loop(
     changed: Arc<Notify>,
     events: EventSink,
 ) {
-    let (Ok(()), Ok(())) = (nodes.wait_until_ready().await, pods.wait_until_ready().await) else {
+    let (Ok(()), Ok(())) = (
+        crate::cache_ready::cache_ready(&nodes).await,
+        crate::cache_ready::cache_ready(&pods).await,
+    ) else {
         return;
     };
     // Pods whose eviction is pending: uid → (pod, when).
