@@ -555,6 +555,33 @@ async fn pods_resolve_services_through_cluster_dns() {
             "nslookup {name} gives {fqdn}'s ClusterIP {ip}:\n{out}\nresolv.conf:\n{resolv}"
         );
     }
+    // A name in another namespace: the kube-dns Service itself.
+    let (_, out) = nslookup("kube-dns.kube-system.svc.cluster.local");
+    assert!(
+        out.contains("Name:\tkube-dns.kube-system.svc.cluster.local\nAddress: 10.96.0.10"),
+        "a Service of another namespace resolves:\n{out}"
+    );
+    // A headless Service: its name gives the ready pods' IPs, and a pod with hostname and subdomain
+    // gets a name of its own.
+    let headless = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/headless.yaml"),
+    )
+    .expect("manifests/examples/headless.yaml");
+    cluster.ok(&["apply", "-f", "-"], Some(&headless));
+    cluster.ok(&["wait", "--for=condition=Ready", "pod/db-0", "--timeout=60s"], None);
+    let db_ip = cluster.ok(&["get", "pod", "db-0", "-o", "jsonpath={.status.podIP}"], None);
+    for name in ["db.default.svc.cluster.local", "db-0.db.default.svc.cluster.local"] {
+        // The EndpointSlice follows the pod's readiness; the DNS follows the slice within a second.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, out) = nslookup(name);
+            if out.contains(&format!("Name:\t{name}\nAddress: {db_ip}")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} gives db-0's IP {db_ip}:\n{out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     let (success, out) = nslookup("no-such-service.default.svc.cluster.local.");
     assert!(
         !success && !out.contains("Name:") && out.contains("NXDOMAIN"),
