@@ -145,6 +145,9 @@ pub struct NodeContext {
     pub volume_resync: Duration,
     /// Where events about the node's pods go.
     pub events: crate::events::PodEvents,
+    /// Pods the eviction manager evicted, with the status it gave them: their workers only keep
+    /// that status in the API (see [`crate::eviction`]).
+    pub evicted: Mutex<HashMap<String, Value>>,
 }
 
 /// How often projected volumes are refreshed (upstream resyncs every pod each minute).
@@ -207,10 +210,21 @@ impl PodWorkers {
     /// The pod is gone from the API: its worker stops once its current sync ends, its probes at once.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.node.evicted.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         self.node.probes.remove_pod(uid);
         if let Some(startup) = self.node.runtime.startup() {
             startup.forget(uid);
         }
+    }
+
+    /// The latest version of every pod with a worker.
+    pub fn pods(&self) -> Vec<Value> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|tx| tx.borrow().clone())
+            .collect()
     }
 
     /// Stops every worker (once its current sync ends): the node is shutting down.
@@ -283,6 +297,33 @@ pub async fn sync_pod(
     let pods: Api<Pod> = Api::namespaced(node.client.clone(), ns);
     if let Some(startup) = node.runtime.startup() {
         startup.seen(uid);
+    }
+    let deleting = pod["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
+    let evicted = node
+        .evicted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(uid)
+        .cloned();
+    if let Some(status) = evicted
+        && !deleting
+    {
+        // Evicted: the eviction manager killed it; keep its Failed status (a sync that was under way
+        // when it was evicted may have written over it).
+        node.probes.remove_pod(uid);
+        if pod["status"]["phase"] != "Failed" {
+            match pods
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(Synced::Idle);
     }
     let rt = node.runtime.clone();
     let key = uid.to_owned();
