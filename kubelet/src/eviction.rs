@@ -781,16 +781,21 @@ async fn evict(
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     tracing::warn!(pod = %format!("{ns}/{name}"), %message, "evicting a pod");
-    let status = evicted_status(pod, message, &crate::now());
-    // From here on the pod's worker only makes sure this status is what the API has.
+    // From here on the pod's worker stands down.
     node.evicted
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(uid.clone(), status.clone());
+        .insert(uid.clone(), None);
     node.events.warning(pod, None, "Evicted", "Evicting", message.to_owned());
     node.probes.remove_pod(&uid);
     let (rt, key) = (node.runtime.clone(), uid.clone());
     tokio::task::spawn_blocking(move || rt.kill_pod(&key, IMMEDIATE_EVICTION_GRACE_PERIOD_SECONDS)).await??;
+    // Killed: the status says so, and the worker makes sure it stays what the API has.
+    let status = evicted_status(pod, message, &crate::now());
+    node.evicted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid.clone(), Some(status.clone()));
     if let Some(images) = node.runtime.images() {
         images.forget_pod(&uid);
     }

@@ -145,9 +145,9 @@ pub struct NodeContext {
     pub volume_resync: Duration,
     /// Where events about the node's pods go.
     pub events: crate::events::PodEvents,
-    /// Pods the eviction manager evicted, with the status it gave them: their workers only keep
-    /// that status in the API (see [`crate::eviction`]).
-    pub evicted: Mutex<HashMap<String, Value>>,
+    /// Pods the eviction manager evicts, with the status it gave them once they are killed: their
+    /// workers stand down, and then only keep that status in the API (see [`crate::eviction`]).
+    pub evicted: Mutex<HashMap<String, Option<Value>>>,
 }
 
 /// How often projected volumes are refreshed (upstream resyncs every pod each minute).
@@ -310,10 +310,12 @@ pub async fn sync_pod(
     if let Some(status) = evicted
         && !deleting
     {
-        // Evicted: the eviction manager killed it; keep its Failed status (a sync that was under way
-        // when it was evicted may have written over it).
+        // Evicted: the eviction manager kills it; once it did, keep its Failed status (a sync that
+        // was under way when it was evicted may have written over it).
         node.probes.remove_pod(uid);
-        if pod["status"]["phase"] != "Failed" {
+        if let Some(status) = status
+            && pod["status"]["phase"] != "Failed"
+        {
             match pods
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
                 .await
