@@ -204,7 +204,9 @@ pub fn parse_thresholds(spec: &str) -> Result<Vec<Threshold>, String> {
                     .parse()
                     .map_err(|_| format!("{item:?}: invalid percentage {value:?}"))?;
                 if !(0.0..=100.0).contains(&p) || p == 0.0 {
-                    return Err(format!("{item:?}: eviction percentage must be more than 0% and at most 100%"));
+                    return Err(format!(
+                        "{item:?}: eviction percentage must be more than 0% and at most 100%"
+                    ));
                 }
                 ThresholdValue::Percentage(p / 100.0)
             }
@@ -218,7 +220,10 @@ pub fn parse_thresholds(spec: &str) -> Result<Vec<Threshold>, String> {
             }
         };
         if out.iter().any(|t| t.signal == signal) {
-            return Err(format!("found duplicate eviction threshold for signal {}", signal.name()));
+            return Err(format!(
+                "found duplicate eviction threshold for signal {}",
+                signal.name()
+            ));
         }
         out.push(Threshold { signal, value });
     }
@@ -231,7 +236,14 @@ pub fn format_bytes(n: u64) -> String {
     if n == 0 {
         return "0".into();
     }
-    for (suffix, shift) in [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
         if n.trailing_zeros() >= shift {
             return format!("{}{suffix}", n >> shift);
         }
@@ -336,12 +348,12 @@ impl NodeStats for SystemStats {
             }
         }
         if let Ok(fs) = nix::sys::statvfs::statvfs(&self.data_dir) {
-            let frsize = fs.fragment_size() as u64;
+            let frsize = fs.fragment_size();
             out.insert(
                 Signal::NodeFsAvailable,
                 Observation {
-                    available: fs.blocks_available() as u64 * frsize,
-                    capacity: fs.blocks() as u64 * frsize,
+                    available: fs.blocks_available() * frsize,
+                    capacity: fs.blocks() * frsize,
                 },
             );
             // Filesystems without inode limits (btrfs…) report none: no signal.
@@ -349,8 +361,8 @@ impl NodeStats for SystemStats {
                 out.insert(
                     Signal::NodeFsInodesFree,
                     Observation {
-                        available: fs.files_free() as u64,
-                        capacity: fs.files() as u64,
+                        available: fs.files_free(),
+                        capacity: fs.files(),
                     },
                 );
             }
@@ -418,7 +430,11 @@ pub fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
 /// A cgroup's working set: its usage less its inactive file pages (`total_inactive_file` in a
 /// cgroup-v1 memory.stat, which counts the whole subtree; `inactive_file` on v2).
 pub fn working_set(usage: u64, memory_stat: &str, v1: bool) -> u64 {
-    let key = if v1 { "total_inactive_file" } else { "inactive_file" };
+    let key = if v1 {
+        "total_inactive_file"
+    } else {
+        "inactive_file"
+    };
     let inactive = memory_stat
         .lines()
         .find_map(|l| {
@@ -442,7 +458,9 @@ fn dir_usage(dir: &Path) -> Option<(u64, u64)> {
     let (mut bytes, mut inodes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if meta.dev() != top.dev() {
@@ -521,7 +539,8 @@ impl Manager {
         }
         let mut pressure = Pressure::default();
         for (condition, at) in &self.last_observed {
-            if now.saturating_duration_since(*at) < transition || met.iter().any(|t| t.signal.condition() == *condition)
+            if now.saturating_duration_since(*at) < transition
+                || met.iter().any(|t| t.signal.condition() == *condition)
             {
                 pressure.set(*condition);
             }
@@ -610,7 +629,12 @@ pub fn rank(candidates: &mut [Candidate], signal: Signal) {
 
 /// Upstream's eviction message: "The node was low on resource: memory. Threshold quantity: 100Mi,
 /// available: 80Mi. Container x was using 200Mi, request is 0, has larger consumption of memory. "
-pub fn eviction_message(threshold: &Threshold, observed: &Observation, pod: &Value, usage: Option<&PodUsage>) -> String {
+pub fn eviction_message(
+    threshold: &Threshold,
+    observed: &Observation,
+    pod: &Value,
+    usage: Option<&PodUsage>,
+) -> String {
     let signal = threshold.signal;
     let resource = signal.resource();
     let mut message = format!(
@@ -657,8 +681,10 @@ pub fn evicted_status(pod: &Value, message: &str, now: &str) -> Value {
             c
         })
         .collect();
-    conditions.push(json!({ "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
-                            "message": message, "lastTransitionTime": now }));
+    conditions.push(
+        json!({ "type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                            "message": message, "lastTransitionTime": now }),
+    );
     let terminate = |statuses: &Value| -> Value {
         let list: Vec<Value> = statuses
             .as_array()
@@ -684,7 +710,11 @@ pub fn evicted_status(pod: &Value, message: &str, now: &str) -> Value {
             .collect();
         json!(list)
     };
-    let mut status = old.as_object().cloned().map(Value::Object).unwrap_or_else(|| json!({}));
+    let mut status = old
+        .as_object()
+        .cloned()
+        .map(Value::Object)
+        .unwrap_or_else(|| json!({}));
     status["phase"] = json!("Failed");
     status["reason"] = json!("Evicted");
     status["message"] = json!(message);
@@ -735,7 +765,11 @@ pub async fn run(config: EvictionConfig, workers: Arc<PodWorkers>, pressure: Arc
         let Some(observed) = observations.get(&threshold.signal).copied() else {
             continue;
         };
-        tracing::warn!(signal = threshold.signal.name(), available = observed.available, "eviction threshold crossed");
+        tracing::warn!(
+            signal = threshold.signal.name(),
+            available = observed.available,
+            "eviction threshold crossed"
+        );
         let pods: Vec<Value> = workers.pods().into_iter().filter(evictable).collect();
         let stats = config.stats.clone();
         let signal = threshold.signal;
@@ -786,7 +820,8 @@ async fn evict(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(uid.clone(), None);
-    node.events.warning(pod, None, "Evicted", "Evicting", message.to_owned());
+    node.events
+        .warning(pod, None, "Evicted", "Evicting", message.to_owned());
     node.probes.remove_pod(&uid);
     let (rt, key) = (node.runtime.clone(), uid.clone());
     tokio::task::spawn_blocking(move || rt.kill_pod(&key, IMMEDIATE_EVICTION_GRACE_PERIOD_SECONDS)).await??;
@@ -801,7 +836,11 @@ async fn evict(
     }
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(node.client.clone(), ns);
     match pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -878,7 +917,12 @@ mod tests {
         assert_eq!(loadavg_tasks("3.63 4.37 4.81 5/130 30856\n"), Some(130));
         assert_eq!(loadavg_tasks("garbage"), None);
         assert_eq!(
-            (format_bytes(100 << 20), format_bytes(81920 * 1024), format_bytes(1000), format_bytes(0)),
+            (
+                format_bytes(100 << 20),
+                format_bytes(81920 * 1024),
+                format_bytes(1000),
+                format_bytes(0)
+            ),
             ("100Mi".into(), "80Mi".into(), "1000".into(), "0".into())
         );
         // The real machine gives every signal it has.
@@ -938,7 +982,10 @@ mod tests {
             },
         ];
         rank(&mut pods, Signal::MemoryAvailable);
-        let order: Vec<&str> = pods.iter().map(|c| c.pod["metadata"]["name"].as_str().unwrap()).collect();
+        let order: Vec<&str> = pods
+            .iter()
+            .map(|c| c.pod["metadata"]["name"].as_str().unwrap())
+            .collect();
         assert_eq!(
             order,
             vec![
@@ -968,13 +1015,17 @@ mod tests {
             },
         ];
         rank(&mut pids, Signal::PidAvailable);
-        let order: Vec<&str> = pids.iter().map(|c| c.pod["metadata"]["name"].as_str().unwrap()).collect();
+        let order: Vec<&str> = pids
+            .iter()
+            .map(|c| c.pod["metadata"]["name"].as_str().unwrap())
+            .collect();
         assert_eq!(order, vec!["many", "few", "vip"]);
     }
 
     #[test]
     fn conditions_hold_for_the_transition_period() {
-        let thresholds = parse_thresholds("memory.available<100Mi,nodefs.available<10%,pid.available<100").unwrap();
+        let thresholds =
+            parse_thresholds("memory.available<100Mi,nodefs.available<10%,pid.available<100").unwrap();
         let obs = |mem: u64, disk: u64| -> Observations {
             [
                 (
@@ -1057,13 +1108,19 @@ mod tests {
              Container x was using 200Mi, request is 0, has larger consumption of memory. "
         );
         let s = evicted_status(&p, &message, "2026-01-01T00:00:00Z");
-        assert_eq!((s["phase"].as_str(), s["reason"].as_str()), (Some("Failed"), Some("Evicted")));
+        assert_eq!(
+            (s["phase"].as_str(), s["reason"].as_str()),
+            (Some("Failed"), Some("Evicted"))
+        );
         let conditions = s["conditions"].as_array().unwrap();
         let find = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
         assert_eq!(find("Ready")["status"], "False");
         assert_eq!(find("PodScheduled")["status"], "True");
         assert_eq!(
-            (find("DisruptionTarget")["status"].as_str(), find("DisruptionTarget")["reason"].as_str()),
+            (
+                find("DisruptionTarget")["status"].as_str(),
+                find("DisruptionTarget")["reason"].as_str()
+            ),
             (Some("True"), Some("TerminationByKubelet"))
         );
         let x = &s["containerStatuses"][0];
@@ -1072,7 +1129,15 @@ mod tests {
         assert_eq!(x["ready"], false);
         let inodes = parse_thresholds("nodefs.inodesFree<5%").unwrap()[0];
         assert_eq!(
-            eviction_message(&inodes, &Observation { available: 10, capacity: 1000 }, &p, None),
+            eviction_message(
+                &inodes,
+                &Observation {
+                    available: 10,
+                    capacity: 1000
+                },
+                &p,
+                None
+            ),
             "The node was low on resource: inodes. Threshold quantity: 50, available: 10. "
         );
         assert!(evictable(&p));

@@ -175,7 +175,10 @@ async fn post_status(client: Client, nodes: Nodes, every: Duration) {
                         .await
                         .ok()
                         .and_then(|n| serde_json::to_value(n).ok());
-                    if let Err(e) = node::update_status(&client, cfg, &stored.unwrap_or_default(), Default::default()).await {
+                    if let Err(e) =
+                        node::update_status(&client, cfg, &stored.unwrap_or_default(), Default::default())
+                            .await
+                    {
                         tracing::warn!(node = %cfg.name, error = %e, "node status update failed");
                     }
                 }

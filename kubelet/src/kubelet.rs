@@ -206,7 +206,8 @@ async fn post_status(
             .await
             .ok()
             .and_then(|n| serde_json::to_value(n).ok());
-        if let Err(e) = node::update_status(&client, &cfg, &stored.unwrap_or_default(), pressure.get()).await {
+        if let Err(e) = node::update_status(&client, &cfg, &stored.unwrap_or_default(), pressure.get()).await
+        {
             tracing::warn!(node = %cfg.name, error = %e, "node status update failed");
         }
     }

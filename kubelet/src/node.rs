@@ -229,8 +229,18 @@ mod tests {
     #[test]
     fn pressure_conditions_say_so_as_upstream() {
         let find = |s: &Value, t: &str| {
-            let c = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == t).unwrap().clone();
-            (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned(), c)
+            let c = s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone();
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+                c,
+            )
         };
         let calm = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z", Pressure::default());
         let pressed = Pressure {
@@ -238,9 +248,17 @@ mod tests {
             disk: true,
             pid: true,
         };
-        let s = node_status(&cfg(), &json!({ "status": calm }), "2026-01-01T00:01:00Z", pressed);
+        let s = node_status(
+            &cfg(),
+            &json!({ "status": calm }),
+            "2026-01-01T00:01:00Z",
+            pressed,
+        );
         let (status, reason, memory) = find(&s, "MemoryPressure");
-        assert_eq!((status.as_str(), reason.as_str()), ("True", "KubeletHasInsufficientMemory"));
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "KubeletHasInsufficientMemory")
+        );
         assert_eq!(memory["message"], "kubelet has insufficient memory available");
         assert_eq!(memory["lastTransitionTime"], "2026-01-01T00:01:00Z");
         assert_eq!(find(&s, "DiskPressure").1, "KubeletHasDiskPressure");
@@ -251,7 +269,12 @@ mod tests {
     #[test]
     fn heartbeats_move_but_transition_times_hold() {
         let first = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z", Pressure::default());
-        let later = node_status(&cfg(), &json!({ "status": first }), "2026-01-01T00:01:00Z", Pressure::default());
+        let later = node_status(
+            &cfg(),
+            &json!({ "status": first }),
+            "2026-01-01T00:01:00Z",
+            Pressure::default(),
+        );
         let ready = later["conditions"]
             .as_array()
             .unwrap()

@@ -210,7 +210,11 @@ impl PodWorkers {
     /// The pod is gone from the API: its worker stops once its current sync ends, its probes at once.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
-        self.node.evicted.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.node
+            .evicted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
         self.node.probes.remove_pod(uid);
         if let Some(startup) = self.node.runtime.startup() {
             startup.forget(uid);
@@ -317,7 +321,11 @@ pub async fn sync_pod(
             && pod["status"]["phase"] != "Failed"
         {
             match pods
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
                 .await
             {
                 Ok(_) => {}

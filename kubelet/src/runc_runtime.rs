@@ -819,7 +819,11 @@ pub fn pod_cgroup(parent: &str, uid: &str) -> String {
 
 /// The cgroup of container `name` of pod `uid` under `parent` (`/skiff/pod<uid>/<uid>_<name>`).
 pub fn container_cgroup(parent: &str, uid: &str, name: &str) -> String {
-    format!("{}/{}", pod_cgroup(parent, uid), RuncRuntime::container_id(uid, name))
+    format!(
+        "{}/{}",
+        pod_cgroup(parent, uid),
+        RuncRuntime::container_id(uid, name)
+    )
 }
 
 /// Whether the OOM killer killed a process of cgroup `path`: `oom_kill` in memory.events (cgroup v2)
