@@ -24,9 +24,13 @@
 //! `disk-pressure` and `pid-pressure` NoSchedule taints (upstream's TaintNodesByCondition), as
 //! upstream does; the kubelet only reports the conditions.
 //!
+//! While a condition holds, new pods are admitted as upstream's `Admit` says ([`admit`]): under
+//! memory pressure alone only pods that are not BestEffort (or tolerate the memory-pressure taint),
+//! under disk or PID pressure none; a rejected pod is left Failed with reason `Evicted`.
+//!
 //! Not mirrored: soft thresholds with grace periods, `--eviction-minimum-reclaim`, image garbage
-//! collection as node-level reclaim before evicting, the imagefs signals (images live on the nodefs
-//! here), and the admission check that rejects new BestEffort pods under memory pressure.
+//! collection as node-level reclaim before evicting, and the imagefs signals (images live on the
+//! nodefs here).
 
 use std::{
     collections::HashMap,
@@ -575,6 +579,41 @@ impl NodePressure {
             self.changed.notify_one();
         }
     }
+}
+
+/// Whether a new pod may start on a node under `pressure` (upstream's eviction `Admit`): None if so,
+/// else the rejection message ("The node had condition: [MemoryPressure]. ").
+pub fn admit(pod: &Value, pressure: Pressure) -> Option<String> {
+    let mut conditions = Vec::new();
+    for (on, name) in [
+        (pressure.memory, "MemoryPressure"),
+        (pressure.disk, "DiskPressure"),
+        (pressure.pid, "PIDPressure"),
+    ] {
+        if on {
+            conditions.push(name);
+        }
+    }
+    if conditions.is_empty() || priority(pod) >= SYSTEM_CRITICAL_PRIORITY {
+        return None;
+    }
+    if conditions == ["MemoryPressure"] {
+        let tolerates = pod["spec"]["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                let key = t["key"].as_str().unwrap_or_default();
+                let effect = t["effect"].as_str().unwrap_or_default();
+                let exists = t["operator"] == "Exists";
+                (key == "node.kubernetes.io/memory-pressure" || (key.is_empty() && exists))
+                    && (effect.is_empty() || effect == "NoSchedule")
+            });
+        if crate::status::qos_class(pod) != "BestEffort" || tolerates {
+            return None;
+        }
+    }
+    Some(format!("The node had condition: [{}]. ", conditions.join(" ")))
 }
 
 /// A pod the manager may evict, with what it uses of the resource to reclaim.
@@ -1141,6 +1180,27 @@ mod tests {
             "The node was low on resource: inodes. Threshold quantity: 50, available: 10. "
         );
         assert!(evictable(&p));
+        let calm = Pressure::default();
+        let memory = Pressure { memory: true, ..calm };
+        assert_eq!(admit(&p, calm), None);
+        assert_eq!(
+            admit(&p, memory),
+            None,
+            "Burstable pods come in under memory pressure"
+        );
+        let besteffort = json!({ "spec": { "containers": [{ "name": "x" }] } });
+        assert_eq!(
+            admit(&besteffort, memory).as_deref(),
+            Some("The node had condition: [MemoryPressure]. ")
+        );
+        let mut tolerant = besteffort.clone();
+        tolerant["spec"]["tolerations"] = json!([{ "key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule" }]);
+        assert_eq!(admit(&tolerant, memory), None);
+        let both = Pressure { disk: true, ..memory };
+        assert_eq!(
+            admit(&p, both).as_deref(),
+            Some("The node had condition: [MemoryPressure DiskPressure]. ")
+        );
         let mut done = p.clone();
         done["status"]["phase"] = json!("Failed");
         assert!(!evictable(&done));

@@ -105,6 +105,7 @@ pub async fn run_hollow_nodes(
             volume_resync: crate::pod_workers::VOLUME_RESYNC,
             events: crate::events::PodEvents::disabled(),
             evicted: Default::default(),
+            pressure: Default::default(),
         });
         let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         nodes.insert(cfg.name.clone(), (cfg, uid, Arc::new(PodWorkers::new(context))));

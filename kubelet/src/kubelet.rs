@@ -128,6 +128,7 @@ pub async fn run_kubelet(
             let _ = server_stopped.await;
         }));
     }
+    let pressure = Arc::new(crate::eviction::NodePressure::default());
     let node_uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     let context = Arc::new(NodeContext {
         client: client.clone(),
@@ -140,12 +141,12 @@ pub async fn run_kubelet(
         volume_resync: options.volume_resync,
         events: crate::events::PodEvents::new(client.clone(), &cfg.name),
         evicted: Default::default(),
+        pressure: pressure.clone(),
     });
     let probe_updates = context.probes.subscribe();
     let workers = Arc::new(PodWorkers::new(context));
     tracing::info!(node = %cfg.name, runtime = %runtime.version(), "kubelet registered its node");
 
-    let pressure = Arc::new(crate::eviction::NodePressure::default());
     let eviction = options
         .eviction
         .clone()

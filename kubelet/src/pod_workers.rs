@@ -148,6 +148,9 @@ pub struct NodeContext {
     /// Pods the eviction manager evicts, with the status it gave them once they are killed: their
     /// workers stand down, and then only keep that status in the API (see [`crate::eviction`]).
     pub evicted: Mutex<HashMap<String, Option<Value>>>,
+    /// The node's pressure conditions as the eviction manager last found them (new pods are
+    /// admitted by them).
+    pub pressure: Arc<crate::eviction::NodePressure>,
 }
 
 /// How often projected volumes are refreshed (upstream resyncs every pod each minute).
@@ -367,6 +370,37 @@ pub async fn sync_pod(
             .await?
             .map(|(_, c)| c)
             .unwrap_or_default();
+        }
+    }
+    // A pod new to the node (nothing of it runs, it never ran) is admitted under the node's pressure
+    // as upstream's eviction manager says, or rejected: Failed, reason Evicted.
+    let never_ran = current.is_empty() && matches!(pod["status"]["phase"].as_str(), None | Some("Pending"));
+    if never_ran
+        && !deleting
+        && let Some(why) = crate::eviction::admit(pod, node.pressure.get())
+    {
+        let rt = node.runtime.clone();
+        let key = uid.to_owned();
+        let has_sandbox = blocking(move || Ok(rt.pod_status(&key).is_some())).await?;
+        if !has_sandbox {
+            let message = format!("Pod was rejected: {why}");
+            tracing::info!(pod = %format!("{ns}/{name}"), %message, "pod rejected under node pressure");
+            node.events
+                .warning(pod, None, "Evicted", "Admit", message.clone());
+            let status = json!({ "phase": "Failed", "reason": "Evicted", "message": message });
+            match pods
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Synced::Idle);
         }
     }
     match plan(pod, &current, chrono::Utc::now(), node.backoff_base) {
