@@ -5,7 +5,8 @@
 //!
 //! The threshold is set above the machine's whole memory (`memory.available<MemTotal+1Gi`), so the
 //! real signal crosses it; the stats are armed by the test for one pass only, once both pods run, so
-//! exactly one pod is evicted and the ranking decides which.
+//! exactly one pod is evicted and the ranking decides which. While the condition holds, a new
+//! BestEffort pod is rejected.
 //!
 //! Needs root, runc, the CNI plugins and busybox (scripts/setup.sh); skipped with a note otherwise.
 //! Like tests/runc_runtime.rs, the node is a network namespace the test makes, with its own state
@@ -253,7 +254,7 @@ async fn memory_pressure_evicts_the_best_effort_pod_and_is_reported_on_the_node(
     });
     let eviction = EvictionConfig {
         thresholds: parse_thresholds(&threshold).unwrap(),
-        pressure_transition_period: Duration::from_secs(5),
+        pressure_transition_period: Duration::from_secs(10),
         monitoring_interval: Duration::from_millis(500),
         ..EvictionConfig::new(stats.clone())
     };
@@ -381,6 +382,35 @@ async fn memory_pressure_evicts_the_best_effort_pod_and_is_reported_on_the_node(
         }
     })
     .await;
+
+    // While the condition holds a new BestEffort pod is not admitted (upstream's eviction Admit).
+    let late: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "late" },
+        "spec": { "nodeName": "ev-node", "containers": [{ "name": "sleeper", "image": "busybox", "command": ["sleep", "1000"] }] }
+    }))
+    .unwrap();
+    within("a pod create", pods.create(&PostParams::default(), &late))
+        .await
+        .unwrap();
+    let rejected = eventually("the late pod is rejected", Duration::from_secs(10), || {
+        let pods = pods.clone();
+        async move {
+            let p = pod_json(&pods, "late").await?;
+            (p["status"]["phase"] == "Failed").then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(
+        (
+            rejected["status"]["reason"].as_str(),
+            rejected["status"]["message"].as_str()
+        ),
+        (
+            Some("Evicted"),
+            Some("Pod was rejected: The node had condition: [MemoryPressure]. ")
+        )
+    );
+    assert_eq!(runtime.pods().len(), 1, "nothing of the rejected pod runs");
 
     // The pressure goes after the transition period; the pod within its request still runs, and
     // the evicted one stays Failed, its sandbox not brought back.
