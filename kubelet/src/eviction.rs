@@ -854,7 +854,8 @@ async fn evict(
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
     tracing::warn!(pod = %format!("{ns}/{name}"), %message, "evicting a pod");
-    // From here on the pod's worker stands down.
+    // From here on the pod's worker stands down. Should the kill fail, the pod is still evictable
+    // (not Failed yet) and the next pass tries again.
     node.evicted
         .lock()
         .unwrap_or_else(|e| e.into_inner())
