@@ -104,6 +104,8 @@ pub async fn run_hollow_nodes(
             probes: Arc::default(),
             volume_resync: crate::pod_workers::VOLUME_RESYNC,
             events: crate::events::PodEvents::disabled(),
+            evicted: Default::default(),
+            pressure: Default::default(),
         });
         let uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         nodes.insert(cfg.name.clone(), (cfg, uid, Arc::new(PodWorkers::new(context))));
@@ -174,7 +176,10 @@ async fn post_status(client: Client, nodes: Nodes, every: Duration) {
                         .await
                         .ok()
                         .and_then(|n| serde_json::to_value(n).ok());
-                    if let Err(e) = node::update_status(&client, cfg, &stored.unwrap_or_default()).await {
+                    if let Err(e) =
+                        node::update_status(&client, cfg, &stored.unwrap_or_default(), Default::default())
+                            .await
+                    {
                         tracing::warn!(node = %cfg.name, error = %e, "node status update failed");
                     }
                 }

@@ -47,6 +47,9 @@ pub struct KubeletOptions {
     pub volume_resync: Duration,
     /// The kubelet API (logs, exec, attach), if served.
     pub server: Option<crate::server::ServerOptions>,
+    /// The eviction manager's thresholds and where its numbers come from; None runs none (the node
+    /// then never reports pressure).
+    pub eviction: Option<crate::eviction::EvictionConfig>,
 }
 
 impl KubeletOptions {
@@ -60,6 +63,7 @@ impl KubeletOptions {
             restart_backoff: crate::pod_workers::BACKOFF_BASE,
             volume_resync: crate::pod_workers::VOLUME_RESYNC,
             server: None,
+            eviction: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub async fn run_kubelet(
             let _ = server_stopped.await;
         }));
     }
+    let pressure = Arc::new(crate::eviction::NodePressure::default());
     let node_uid = stored["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
     let context = Arc::new(NodeContext {
         client: client.clone(),
@@ -135,11 +140,17 @@ pub async fn run_kubelet(
         probes: Arc::default(),
         volume_resync: options.volume_resync,
         events: crate::events::PodEvents::new(client.clone(), &cfg.name),
+        evicted: Default::default(),
+        pressure: pressure.clone(),
     });
     let probe_updates = context.probes.subscribe();
     let workers = Arc::new(PodWorkers::new(context));
     tracing::info!(node = %cfg.name, runtime = %runtime.version(), "kubelet registered its node");
 
+    let eviction = options
+        .eviction
+        .clone()
+        .map(|config| tokio::spawn(crate::eviction::run(config, workers.clone(), pressure.clone())));
     let tasks = [
         tokio::spawn(renew_lease(
             client.clone(),
@@ -147,7 +158,12 @@ pub async fn run_kubelet(
             node_uid,
             options.lease_interval,
         )),
-        tokio::spawn(post_status(client.clone(), cfg.clone(), options.status_interval)),
+        tokio::spawn(post_status(
+            client.clone(),
+            cfg.clone(),
+            options.status_interval,
+            pressure,
+        )),
         tokio::spawn(follow_node(client.clone(), workers.clone())),
         tokio::spawn(follow_pods(client, workers.clone(), runtime.clone())),
         tokio::spawn(relist(workers.clone(), runtime, options.relist_interval)),
@@ -155,7 +171,7 @@ pub async fn run_kubelet(
     ];
     shutdown.await;
     let _ = stop_server.send(());
-    for task in tasks {
+    for task in tasks.into_iter().chain(eviction) {
         task.abort();
     }
     workers.stop_all();
@@ -172,17 +188,27 @@ async fn renew_lease(client: Client, node: String, uid: String, every: Duration)
     }
 }
 
-async fn post_status(client: Client, cfg: NodeConfig, every: Duration) {
+/// Posts the node's status every `every`, and at once when its pressure changes.
+async fn post_status(
+    client: Client,
+    cfg: NodeConfig,
+    every: Duration,
+    pressure: Arc<crate::eviction::NodePressure>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await; // Registration just posted it.
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = pressure.changed.notified() => {}
+        }
         let stored = Api::<Node>::all(client.clone())
             .get(&cfg.name)
             .await
             .ok()
             .and_then(|n| serde_json::to_value(n).ok());
-        if let Err(e) = node::update_status(&client, &cfg, &stored.unwrap_or_default()).await {
+        if let Err(e) = node::update_status(&client, &cfg, &stored.unwrap_or_default(), pressure.get()).await
+        {
             tracing::warn!(node = %cfg.name, error = %e, "node status update failed");
         }
     }

@@ -19,12 +19,15 @@
 //! mounts, tarball imports and registry pulls under the pods' pull policies. [`server`] is the
 //! kubelet API (:10250) the API server proxies logs and exec to. [`hostgw`] routes the other nodes'
 //! pod CIDRs through their addresses (flannel's host-gw), so pods on different nodes reach each other.
+//! [`eviction`] watches memory, disk and PIDs, reports the node's pressure conditions, and evicts
+//! pods while a hard threshold is crossed.
 
 pub mod cni;
 pub mod container_config;
 pub mod dns;
 pub mod envvars;
 pub mod events;
+pub mod eviction;
 pub mod hollow;
 pub mod hostgw;
 pub mod images;

@@ -13,6 +13,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use crate::eviction::Pressure;
+
 /// What a node offers and how it calls itself.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -54,7 +56,7 @@ pub fn node_object(cfg: &NodeConfig) -> Value {
 
 /// The node's status: resources, addresses, info, and Ready with the pressure conditions. Conditions
 /// keep the stored `lastTransitionTime` while their status holds.
-pub fn node_status(cfg: &NodeConfig, stored: &Value, now: &str) -> Value {
+pub fn node_status(cfg: &NodeConfig, stored: &Value, now: &str, pressure: Pressure) -> Value {
     let resources = json!({
         "cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods.to_string(), "ephemeral-storage": cfg.ephemeral_storage,
     });
@@ -89,9 +91,18 @@ pub fn node_status(cfg: &NodeConfig, stored: &Value, now: &str) -> Value {
             "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         },
         "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            match pressure.memory {
+                true => cond("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                false => cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            },
+            match pressure.disk {
+                true => cond("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+                false => cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            },
+            match pressure.pid {
+                true => cond("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+                false => cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            },
             cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
     })
@@ -137,14 +148,21 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Value, kube::
         client,
         cfg,
         &serde_json::to_value(stored).map_err(kube::Error::SerdeError)?,
+        Pressure::default(),
     )
     .await
 }
 
-/// Writes the node's status (a heartbeat when nothing else changed).
-pub async fn update_status(client: &Client, cfg: &NodeConfig, stored: &Value) -> Result<Value, kube::Error> {
+/// Writes the node's status (a heartbeat when nothing else changed), with the pressure conditions
+/// `pressure` says.
+pub async fn update_status(
+    client: &Client,
+    cfg: &NodeConfig,
+    stored: &Value,
+    pressure: Pressure,
+) -> Result<Value, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let status = node_status(cfg, stored, &crate::now());
+    let status = node_status(cfg, stored, &crate::now(), pressure);
     let node = nodes
         .patch_status(
             &cfg.name,
@@ -185,7 +203,7 @@ mod tests {
 
     #[test]
     fn status_reports_resources_addresses_and_a_ready_node() {
-        let s = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z");
+        let s = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z", Pressure::default());
         assert_eq!(s["allocatable"]["pods"], "110");
         assert_eq!(s["capacity"]["cpu"], "4");
         assert_eq!(
@@ -209,9 +227,54 @@ mod tests {
     }
 
     #[test]
+    fn pressure_conditions_say_so_as_upstream() {
+        let find = |s: &Value, t: &str| {
+            let c = s["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone();
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+                c,
+            )
+        };
+        let calm = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z", Pressure::default());
+        let pressed = Pressure {
+            memory: true,
+            disk: true,
+            pid: true,
+        };
+        let s = node_status(
+            &cfg(),
+            &json!({ "status": calm }),
+            "2026-01-01T00:01:00Z",
+            pressed,
+        );
+        let (status, reason, memory) = find(&s, "MemoryPressure");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "KubeletHasInsufficientMemory")
+        );
+        assert_eq!(memory["message"], "kubelet has insufficient memory available");
+        assert_eq!(memory["lastTransitionTime"], "2026-01-01T00:01:00Z");
+        assert_eq!(find(&s, "DiskPressure").1, "KubeletHasDiskPressure");
+        assert_eq!(find(&s, "PIDPressure").1, "KubeletHasInsufficientPID");
+        assert_eq!(find(&s, "Ready").0, "True");
+    }
+
+    #[test]
     fn heartbeats_move_but_transition_times_hold() {
-        let first = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z");
-        let later = node_status(&cfg(), &json!({ "status": first }), "2026-01-01T00:01:00Z");
+        let first = node_status(&cfg(), &json!({}), "2026-01-01T00:00:00Z", Pressure::default());
+        let later = node_status(
+            &cfg(),
+            &json!({ "status": first }),
+            "2026-01-01T00:01:00Z",
+            Pressure::default(),
+        );
         let ready = later["conditions"]
             .as_array()
             .unwrap()

@@ -145,6 +145,12 @@ pub struct NodeContext {
     pub volume_resync: Duration,
     /// Where events about the node's pods go.
     pub events: crate::events::PodEvents,
+    /// Pods the eviction manager evicts, with the status it gave them once they are killed: their
+    /// workers stand down, and then only keep that status in the API (see [`crate::eviction`]).
+    pub evicted: Mutex<HashMap<String, Option<Value>>>,
+    /// The node's pressure conditions as the eviction manager last found them (new pods are
+    /// admitted by them).
+    pub pressure: Arc<crate::eviction::NodePressure>,
 }
 
 /// How often projected volumes are refreshed (upstream resyncs every pod each minute).
@@ -207,10 +213,25 @@ impl PodWorkers {
     /// The pod is gone from the API: its worker stops once its current sync ends, its probes at once.
     pub fn forget(&self, uid: &str) {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.node
+            .evicted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
         self.node.probes.remove_pod(uid);
         if let Some(startup) = self.node.runtime.startup() {
             startup.forget(uid);
         }
+    }
+
+    /// The latest version of every pod with a worker.
+    pub fn pods(&self) -> Vec<Value> {
+        self.workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|tx| tx.borrow().clone())
+            .collect()
     }
 
     /// Stops every worker (once its current sync ends): the node is shutting down.
@@ -284,6 +305,39 @@ pub async fn sync_pod(
     if let Some(startup) = node.runtime.startup() {
         startup.seen(uid);
     }
+    let deleting = pod["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|t| !t.is_null());
+    let evicted = node
+        .evicted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(uid)
+        .cloned();
+    if let Some(status) = evicted
+        && !deleting
+    {
+        // Evicted: the eviction manager kills it; once it did, keep its Failed status (a sync that
+        // was under way when it was evicted may have written over it).
+        node.probes.remove_pod(uid);
+        if let Some(status) = status
+            && pod["status"]["phase"] != "Failed"
+        {
+            match pods
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(Synced::Idle);
+    }
     let rt = node.runtime.clone();
     let key = uid.to_owned();
     let mut current: Vec<Container> = blocking(move || Ok(rt.pod_status(&key)))
@@ -316,6 +370,37 @@ pub async fn sync_pod(
             .await?
             .map(|(_, c)| c)
             .unwrap_or_default();
+        }
+    }
+    // A pod new to the node (nothing of it runs, it never ran) is admitted under the node's pressure
+    // as upstream's eviction manager says, or rejected: Failed, reason Evicted.
+    let never_ran = current.is_empty() && matches!(pod["status"]["phase"].as_str(), None | Some("Pending"));
+    if never_ran
+        && !deleting
+        && let Some(why) = crate::eviction::admit(pod, node.pressure.get())
+    {
+        let rt = node.runtime.clone();
+        let key = uid.to_owned();
+        let has_sandbox = blocking(move || Ok(rt.pod_status(&key).is_some())).await?;
+        if !has_sandbox {
+            let message = format!("Pod was rejected: {why}");
+            tracing::info!(pod = %format!("{ns}/{name}"), %message, "pod rejected under node pressure");
+            node.events
+                .warning(pod, None, "Evicted", "Admit", message.clone());
+            let status = json!({ "phase": "Failed", "reason": "Evicted", "message": message });
+            match pods
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Synced::Idle);
         }
     }
     match plan(pod, &current, chrono::Utc::now(), node.backoff_base) {

@@ -204,7 +204,7 @@ impl RuncRuntime {
 
     /// The cgroup of pod `uid` (its containers' cgroups are inside).
     pub fn pod_cgroup(&self, uid: &str) -> String {
-        format!("{}/pod{uid}", self.cfg.cgroup_parent.trim_end_matches('/'))
+        pod_cgroup(&self.cfg.cgroup_parent, uid)
     }
 
     fn lock(&self, uid: &str) -> Arc<Mutex<()>> {
@@ -810,6 +810,20 @@ fn rfc3339_secs(t: &str) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         })
         .unwrap_or_else(|_| t.to_owned())
+}
+
+/// The cgroup of pod `uid` under `parent` (`/skiff` → `/skiff/pod<uid>`).
+pub fn pod_cgroup(parent: &str, uid: &str) -> String {
+    format!("{}/pod{uid}", parent.trim_end_matches('/'))
+}
+
+/// The cgroup of container `name` of pod `uid` under `parent` (`/skiff/pod<uid>/<uid>_<name>`).
+pub fn container_cgroup(parent: &str, uid: &str, name: &str) -> String {
+    format!(
+        "{}/{}",
+        pod_cgroup(parent, uid),
+        RuncRuntime::container_id(uid, name)
+    )
 }
 
 /// Whether the OOM killer killed a process of cgroup `path`: `oom_kill` in memory.events (cgroup v2)

@@ -48,6 +48,24 @@ pub struct NodeArgs {
     /// Do not run the service proxy on this node.
     #[arg(long)]
     pub disable_proxy: bool,
+    /// Hard eviction thresholds (upstream's `--eviction-hard`): `signal<value` pairs, comma
+    /// separated, values as quantities or percentages of capacity, signals `memory.available`,
+    /// `nodefs.available`, `nodefs.inodesFree`, `pid.available`. While one is crossed the node
+    /// reports MemoryPressure, DiskPressure or PIDPressure and evicts a pod every 10 s. Empty: none.
+    #[arg(long, default_value = skiff_kubelet::eviction::DEFAULT_EVICTION_HARD, value_parser = parse_eviction_hard)]
+    pub eviction_hard: EvictionThresholds,
+    /// How long a pressure condition stays True after its threshold was last crossed (upstream's
+    /// `--eviction-pressure-transition-period`).
+    #[arg(long, default_value = "5m", value_parser = crate::components::parse_duration)]
+    pub eviction_pressure_transition_period: std::time::Duration,
+}
+
+/// Parsed `--eviction-hard` thresholds.
+#[derive(Clone, Debug)]
+pub struct EvictionThresholds(pub Vec<skiff_kubelet::eviction::Threshold>);
+
+fn parse_eviction_hard(text: &str) -> Result<EvictionThresholds, String> {
+    skiff_kubelet::eviction::parse_thresholds(text).map(EvictionThresholds)
 }
 
 /// The cluster's address ranges, which the node's proxy needs (`skiff server` has them as its own
@@ -187,6 +205,7 @@ async fn kubelet(
         servers: vec![args.cluster_dns.clone()],
         domain: args.cluster_domain.clone(),
     };
+    let stats = Arc::new(skiff_kubelet::eviction::SystemStats::for_runc(&config));
     let runtime = Arc::new(RuncRuntime::new(config).context("cannot start the container runtime")?);
     let (cpu, memory) = machine_capacity();
     let node = NodeConfig {
@@ -216,8 +235,14 @@ async fn kubelet(
         serving_names: vec![node.address.clone(), node.name.clone()],
         streams: runtime.clone(),
     };
+    let eviction = skiff_kubelet::eviction::EvictionConfig {
+        thresholds: args.eviction_hard.0.clone(),
+        pressure_transition_period: args.eviction_pressure_transition_period,
+        ..skiff_kubelet::eviction::EvictionConfig::new(stats)
+    };
     let options = KubeletOptions {
         server: Some(server),
+        eviction: Some(eviction),
         ..KubeletOptions::new(node)
     };
     let client = kube::Client::try_from(client_config).context("cannot build the API client")?;

@@ -208,4 +208,27 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn pressure_conditions_taint_no_schedule_while_they_hold() {
+        // TaintNodesByCondition: the kubelet reports MemoryPressure (its eviction manager); the
+        // taint follows the condition, on a node that is otherwise Ready.
+        let now = Timestamp::from_second(1_800_000_000).expect("valid");
+        let mut n = node("True", vec![]);
+        let pressure = |status: &str| NodeCondition {
+            type_: "MemoryPressure".into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let conditions = n.status.as_mut().unwrap().conditions.as_mut().unwrap();
+        conditions.push(pressure("True"));
+        let taints = desired_taints(&n, Some("True"), now).expect("change");
+        assert_eq!(
+            keys(&taints),
+            [("node.kubernetes.io/memory-pressure".into(), NO_SCHEDULE.into())]
+        );
+        n.spec.as_mut().unwrap().taints = Some(taints);
+        n.status.as_mut().unwrap().conditions.as_mut().unwrap()[1] = pressure("False");
+        assert_eq!(desired_taints(&n, Some("True"), now), Some(vec![]));
+    }
 }
