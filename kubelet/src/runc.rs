@@ -223,8 +223,20 @@ impl Runc {
     }
 
     /// `runc list`: every container under our root.
+    ///
+    /// runc (1.1) lists the root's directories, then reads each container's state, and fails the whole
+    /// listing when one of them is deleted in between ("stat <root>/<id>: no such file or directory"):
+    /// with pods deleted concurrently that happens often, so such a listing is taken again.
     pub fn list(&self) -> Result<Vec<State>, RuncError> {
-        let out = self.output(&["list", "--format", "json"])?;
+        let mut attempts = 0;
+        let out = loop {
+            match self.output(&["list", "--format", "json"]) {
+                Err(e) if attempts < 10 && e.stderr.contains("stat ") && e.stderr.contains("no such file or directory") => {
+                    attempts += 1;
+                }
+                other => break other?,
+            }
+        };
         // runc prints `null` when there are none.
         serde_json::from_str::<Option<Vec<State>>>(&out)
             .map(Option::unwrap_or_default)
