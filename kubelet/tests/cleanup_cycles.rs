@@ -364,6 +364,16 @@ fn sh(name: &str, script: &str, init: bool) -> ContainerSpec {
 /// One pod's life: sandbox, volumes, an init container that uses them, a running main container,
 /// then the kill (as a pod worker does for a deleted pod).
 fn cycle(rt: &RuncRuntime, i: usize, sources: &Sources) -> Result<(), String> {
+    cycle_inspected(rt, i, sources, |_| {})
+}
+
+/// [`cycle`], calling `inspect` with the pod's UID while it runs.
+fn cycle_inspected(
+    rt: &RuncRuntime,
+    i: usize,
+    sources: &Sources,
+    inspect: impl FnOnce(&str),
+) -> Result<(), String> {
     let uid = format!("c1ea0000-0000-4000-8000-{i:012x}");
     let name = format!("cycle-{i}");
     let spec = SandboxSpec {
@@ -399,6 +409,7 @@ fn cycle(rt: &RuncRuntime, i: usize, sources: &Sources) -> Result<(), String> {
         if !matches!(running.state, ContainerState::Running { .. }) {
             return Err(format!("main: {running:?}"));
         }
+        inspect(&uid);
         Ok(())
     })();
     // Deleted whatever happened.
@@ -451,6 +462,22 @@ fn deleted_pods_leave_nothing_behind_over_many_cycles() {
     let sources = sources();
     let before = node.residue();
     assert_eq!(before, Residue::default(), "a fresh node has nothing");
+
+    // The residue checks see a live pod's every trace (else their emptiness afterwards means nothing).
+    cycle_inspected(rt, 999_999, &sources, |uid| {
+        let live = node.residue();
+        let short = &uid[..8];
+        let mentions = |v: &[String]| v.iter().any(|s| s.contains(short));
+        assert!(live.runc.len() == 3 && mentions(&live.runc), "{live:#?}");
+        // The memory emptyDir's tmpfs.
+        assert!(mentions(&live.mounts), "{live:#?}");
+        assert!(mentions(&live.cgroups) && !live.cgroup_procs.is_empty(), "{live:#?}");
+        assert_eq!((live.allocations.len(), live.cni_results.len(), live.veths.len()), (1, 1, 1));
+        assert!(live.pod_files.iter().any(|f| f.ends_with("main/log")), "{live:#?}");
+        // The main container's shim.
+        assert!(!live.processes.is_empty(), "{live:#?}");
+    })
+    .unwrap();
 
     // A first wave, so what the process sets up once (lazy statics, the helpers' build) is counted in
     // the baseline.
