@@ -231,7 +231,11 @@ impl Runc {
         let mut attempts = 0;
         let out = loop {
             match self.output(&["list", "--format", "json"]) {
-                Err(e) if attempts < 10 && e.stderr.contains("stat ") && e.stderr.contains("no such file or directory") => {
+                Err(e)
+                    if attempts < 10
+                        && e.stderr.contains("stat ")
+                        && e.stderr.contains("no such file or directory") =>
+                {
                     attempts += 1;
                 }
                 other => break other?,
