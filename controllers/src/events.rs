@@ -106,14 +106,15 @@ const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 /// note) into the first one's `series` as client-go's `EventCorrelator` does. kube-runtime's
 /// `Recorder` folds by reason alone, so "Scaled up replica set web-a to 3" after "… to 2" kept
 /// the first note with a count: `kubectl describe` lost the story.
-struct SeriesRecorder {
+pub struct SeriesRecorder {
     client: Client,
     reporter: Reporter,
     posted: HashMap<String, (K8sEvent, Instant)>,
 }
 
 impl SeriesRecorder {
-    fn new(client: Client, reporter: Reporter) -> Self {
+    /// A recorder posting as `reporter`.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
         Self {
             client,
             reporter,
@@ -121,7 +122,8 @@ impl SeriesRecorder {
         }
     }
 
-    async fn publish(&mut self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+    /// Posts `event` about `regarding`, or counts it into the series of the same event posted before.
+    pub async fn publish(&mut self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let now = Instant::now();
         self.posted.retain(|_, (_, at)| now.duration_since(*at) < SERIES_TTL);
         let field = |f: &Option<String>| f.clone().unwrap_or_default();

@@ -2,8 +2,9 @@
 //! `kubectl describe pod` shows, as upstream's kubelet records them with its EventRecorder.
 //!
 //! Best effort and off the sync path: events go through a bounded queue to a task that posts them
-//! with kube-runtime's `Recorder` (events.k8s.io, which the API also serves as core Events). A pod
-//! syncing every few seconds with the same failure says so once a minute, not on every sync
+//! with the controllers' [`SeriesRecorder`] (events.k8s.io, which the API also serves as core
+//! Events; an exact repeat counts into a series, a different note or container is its own event). A
+//! pod syncing every few seconds with the same failure says so once a minute, not on every sync
 //! (upstream's event correlator folds such repeats into a count).
 
 use std::{
@@ -14,8 +15,9 @@ use std::{
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::{Event, EventType, Reporter},
 };
+use skiff_controllers::events::SeriesRecorder;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -36,7 +38,7 @@ impl PodEvents {
     /// Posts events as the kubelet of `node` (on the current tokio runtime, until the last handle
     /// is dropped).
     pub fn new(client: Client, node: &str) -> Self {
-        let recorder = Recorder::new(
+        let mut recorder = SeriesRecorder::new(
             client,
             Reporter {
                 controller: "kubelet".into(),
