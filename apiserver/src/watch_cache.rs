@@ -320,10 +320,10 @@ impl WatchCache {
         };
         state.revision = ev.revision();
         state.window.push_back(ev.clone());
-        if state.window.len() > self.opts.window {
-            if let Some(old) = state.window.pop_front() {
-                state.floor = old.revision();
-            }
+        if state.window.len() > self.opts.window
+            && let Some(old) = state.window.pop_front()
+        {
+            state.floor = old.revision();
         }
         state.watchers.retain(|_, w| {
             if !ev.kv.key.starts_with(&w.prefix) {

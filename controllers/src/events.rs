@@ -125,7 +125,8 @@ impl SeriesRecorder {
     /// Posts `event` about `regarding`, or counts it into the series of the same event posted before.
     pub async fn publish(&mut self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let now = Instant::now();
-        self.posted.retain(|_, (_, at)| now.duration_since(*at) < SERIES_TTL);
+        self.posted
+            .retain(|_, (_, at)| now.duration_since(*at) < SERIES_TTL);
         let field = |f: &Option<String>| f.clone().unwrap_or_default();
         let key = [
             field(&regarding.uid),

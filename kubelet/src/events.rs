@@ -17,8 +17,8 @@ use kube::{
     Client,
     runtime::events::{Event, EventType, Reporter},
 };
-use skiff_controllers::events::SeriesRecorder;
 use serde_json::Value;
+use skiff_controllers::events::SeriesRecorder;
 use tokio::sync::mpsc;
 
 /// Events waiting to be posted before new ones are dropped.

@@ -568,9 +568,15 @@ async fn pods_resolve_services_through_cluster_dns() {
     )
     .expect("manifests/examples/headless.yaml");
     cluster.ok(&["apply", "-f", "-"], Some(&headless));
-    cluster.ok(&["wait", "--for=condition=Ready", "pod/db-0", "--timeout=60s"], None);
+    cluster.ok(
+        &["wait", "--for=condition=Ready", "pod/db-0", "--timeout=60s"],
+        None,
+    );
     let db_ip = cluster.ok(&["get", "pod", "db-0", "-o", "jsonpath={.status.podIP}"], None);
-    for name in ["db.default.svc.cluster.local", "db-0.db.default.svc.cluster.local"] {
+    for name in [
+        "db.default.svc.cluster.local",
+        "db-0.db.default.svc.cluster.local",
+    ] {
         // The EndpointSlice follows the pod's readiness; the DNS follows the slice within a second.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -578,7 +584,10 @@ async fn pods_resolve_services_through_cluster_dns() {
             if out.contains(&format!("Name:\t{name}\nAddress: {db_ip}")) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{name} gives db-0's IP {db_ip}:\n{out}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} gives db-0's IP {db_ip}:\n{out}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -124,10 +124,10 @@ pub async fn release(store: &dyn Store, held: &Held) {
         .into_iter()
         .chain(held.ports.iter().map(|p| port_key(*p)));
     for key in keys {
-        if let Err(e) = store.delete(&key, None).await {
-            if !matches!(e, StoreError::NotFound(_)) {
-                tracing::warn!(%key, error = %e, "could not release a service allocation");
-            }
+        if let Err(e) = store.delete(&key, None).await
+            && !matches!(e, StoreError::NotFound(_))
+        {
+            tracing::warn!(%key, error = %e, "could not release a service allocation");
         }
     }
 }

@@ -182,26 +182,6 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splicing_the_resource_version_matches_decoding() {
-        for stored in [
-            json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "metadata": "{\"metadata\":{}" }, "metadata": { "name": "a" } }),
-            json!({ "a": [{ "metadata": { "x": 1 } }], "metadata": {}, "z": "\\\"" }),
-        ] {
-            let bytes = serde_json::to_vec(&stored).expect("json");
-            let spliced = with_resource_version(&bytes, 42).expect("spliced");
-            let parsed: Value = serde_json::from_slice(&spliced).expect("still JSON");
-            assert_eq!(parsed, decode_raw(&bytes, 42));
-        }
-        assert_eq!(with_resource_version(b"[1]", 1), None);
-        assert_eq!(with_resource_version(b"{\"metadata\":1}", 1), None);
-    }
-}
-
 /// The metadata-only view of an object (meta.k8s.io/v1 PartialObjectMetadata), which clients ask for
 /// with `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1` (kube's
 /// `metadata_watcher`, the garbage collector) and Table rows carry.
@@ -222,4 +202,24 @@ pub fn partial_metadata_of(bytes: &[u8], revision: Revision) -> Value {
         .unwrap_or_default();
     metadata.insert("resourceVersion".into(), Value::String(revision.to_string()));
     serde_json::json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splicing_the_resource_version_matches_decoding() {
+        for stored in [
+            json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "metadata": "{\"metadata\":{}" }, "metadata": { "name": "a" } }),
+            json!({ "a": [{ "metadata": { "x": 1 } }], "metadata": {}, "z": "\\\"" }),
+        ] {
+            let bytes = serde_json::to_vec(&stored).expect("json");
+            let spliced = with_resource_version(&bytes, 42).expect("spliced");
+            let parsed: Value = serde_json::from_slice(&spliced).expect("still JSON");
+            assert_eq!(parsed, decode_raw(&bytes, 42));
+        }
+        assert_eq!(with_resource_version(b"[1]", 1), None);
+        assert_eq!(with_resource_version(b"{\"metadata\":1}", 1), None);
+    }
 }

@@ -205,10 +205,10 @@ impl SqliteStore {
                     tick.tick().await;
                     let Some(store) = weak.upgrade() else { return };
                     let target = store.shared.revision.load(Ordering::Acquire) - retain;
-                    if target > store.shared.compacted.load(Ordering::Acquire) {
-                        if let Err(e) = store.compact(target).await {
-                            tracing::warn!(error = %e, "periodic compaction failed");
-                        }
+                    if target > store.shared.compacted.load(Ordering::Acquire)
+                        && let Err(e) = store.compact(target).await
+                    {
+                        tracing::warn!(error = %e, "periodic compaction failed");
                     }
                 }
             });
@@ -531,6 +531,9 @@ struct Writer {
     revision: Revision,
 }
 
+/// What a batch's transaction gives: each write's event (or its error), and the last revision.
+type BatchOutcome = (Vec<Result<Option<Event>>>, Option<Revision>);
+
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<WriteReq>, max_batch: usize) {
         while let Some(first) = rx.blocking_recv() {
@@ -548,7 +551,7 @@ impl Writer {
     /// Applies a group of writes in one transaction; replies only after the commit is durable.
     fn commit_batch(&mut self, batch: Vec<WriteReq>) {
         let start_revision = self.revision;
-        let outcome = (|| -> rusqlite::Result<(Vec<Result<Option<Event>>>, Option<Revision>)> {
+        let outcome = (|| -> rusqlite::Result<BatchOutcome> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -612,14 +615,14 @@ fn apply(conn: &Connection, revision: &mut Revision, op: &WriteOp) -> rusqlite::
         (None, false) => return Ok(Err(StoreError::NotFound(key.clone()))),
         _ => {}
     }
-    if let (Some(cur), Some(expected)) = (&current, expected) {
-        if cur.mod_revision != expected {
-            return Ok(Err(StoreError::Conflict {
-                key: key.clone(),
-                expected,
-                actual: cur.mod_revision,
-            }));
-        }
+    if let (Some(cur), Some(expected)) = (&current, expected)
+        && cur.mod_revision != expected
+    {
+        return Ok(Err(StoreError::Conflict {
+            key: key.clone(),
+            expected,
+            actual: cur.mod_revision,
+        }));
     }
     let rev = *revision + 1;
     let create_revision = current.as_ref().map_or(rev, |c| c.create_revision);

@@ -36,12 +36,11 @@ pub async fn bind(
     if let (Some(ns), Some(body_ns)) = (
         &scope.namespace,
         object::meta_str(binding, "namespace").filter(|n| !n.is_empty()),
-    ) {
-        if ns != body_ns {
-            return Err(ApiError::bad_request(
-                "namespace in URL does not match namespace in Binding object",
-            ));
-        }
+    ) && ns != body_ns
+    {
+        return Err(ApiError::bad_request(
+            "namespace in URL does not match namespace in Binding object",
+        ));
     }
     let node = binding["target"]["name"].as_str().unwrap_or("");
     let mut errs = Vec::new();

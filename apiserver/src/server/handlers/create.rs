@@ -28,9 +28,10 @@ pub async fn create(
     if let Some(ns) = &scope.namespace {
         match meta.get("namespace").and_then(Value::as_str) {
             Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
-                return Err(ApiError::bad_request(format!(
+                return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request"
-                )));
+                        .to_string(),
+                ));
             }
             _ => {
                 meta.insert("namespace".into(), Value::String(ns.clone()));
@@ -41,16 +42,15 @@ pub async fn create(
     }
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
     let mut generated_prefix = None;
-    if name.is_empty() {
-        if let Some(prefix) = meta
+    if name.is_empty()
+        && let Some(prefix) = meta
             .get("generateName")
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty())
-        {
-            let generated = object::generate_name(prefix);
-            generated_prefix = Some(prefix.to_owned());
-            meta.insert("name".into(), Value::String(generated));
-        }
+    {
+        let generated = object::generate_name(prefix);
+        generated_prefix = Some(prefix.to_owned());
+        meta.insert("name".into(), Value::String(generated));
     }
     // Fields only the server sets.
     meta.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));

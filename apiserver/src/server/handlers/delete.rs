@@ -184,17 +184,17 @@ async fn delete_one(
             &format!("UID in precondition: {want}, UID in object meta: {uid}"),
         ));
     }
-    if let Some(rv) = &opts.resource_version {
-        if rv.parse::<i64>().ok() != Some(current.mod_revision) {
-            return Err(precondition_failed(
-                &info.qualified(),
-                &name,
-                &format!(
-                    "ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    current.mod_revision
-                ),
-            ));
-        }
+    if let Some(rv) = &opts.resource_version
+        && rv.parse::<i64>().ok() != Some(current.mod_revision)
+    {
+        return Err(precondition_failed(
+            &info.qualified(),
+            &name,
+            &format!(
+                "ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                current.mod_revision
+            ),
+        ));
     }
 
     if let Some(pending) = mark_for_deletion(info.kind, &mut obj, opts) {

@@ -307,10 +307,9 @@ pub async fn read_object(headers: &HeaderMap, body: Body) -> Result<Value, ApiEr
     if let Some(len) = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && len > MAX_BODY
     {
-        if len > MAX_BODY {
-            return Err(ApiError::too_large(MAX_BODY));
-        }
+        return Err(ApiError::too_large(MAX_BODY));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await

@@ -93,7 +93,7 @@ pub async fn watch(api: &ApiServer, scope: &Scope, q: &ListQuery) -> Result<Resp
                     let obj = match table {
                         Some(include) => table::table(
                             info,
-                            &[obj.clone()],
+                            std::slice::from_ref(&obj),
                             json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }),
                             include,
                             true,
