@@ -326,14 +326,13 @@ impl NodeInfo {
         for port in &pod.host_ports {
             self.used_ports.remove(port);
         }
-        if let Some(owner) = &pod.owner {
-            if let Some(n) = self.owners.get_mut(owner) {
+        if let Some(owner) = &pod.owner
+            && let Some(n) = self.owners.get_mut(owner) {
                 *n -= 1;
                 if *n <= 0 {
                     self.owners.remove(owner);
                 }
             }
-        }
     }
 }
 

@@ -74,15 +74,14 @@ impl FilterPlugin for NodeAffinity {
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
             .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
-        if let Some(selector) = required {
-            if !selector
+        if let Some(selector) = required
+            && !selector
                 .node_selector_terms
                 .iter()
                 .any(|t| term_matches(t, &node.labels, &node.name))
             {
                 return fail();
             }
-        }
         Ok(())
     }
 }
