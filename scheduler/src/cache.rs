@@ -68,9 +68,10 @@ impl Cache {
     pub fn remove_pod(&mut self, uid: &str) {
         self.assumed.remove(uid);
         if let Some((node, pod)) = self.pods.remove(uid)
-            && let Some(info) = self.nodes.get_mut(&node) {
-                info.remove_pod(&pod);
-            }
+            && let Some(info) = self.nodes.get_mut(&node)
+        {
+            info.remove_pod(&pod);
+        }
     }
 
     /// Whether a pod is counted somewhere (assumed or bound).

@@ -327,12 +327,13 @@ impl NodeInfo {
             self.used_ports.remove(port);
         }
         if let Some(owner) = &pod.owner
-            && let Some(n) = self.owners.get_mut(owner) {
-                *n -= 1;
-                if *n <= 0 {
-                    self.owners.remove(owner);
-                }
+            && let Some(n) = self.owners.get_mut(owner)
+        {
+            *n -= 1;
+            if *n <= 0 {
+                self.owners.remove(owner);
             }
+        }
     }
 }
 

@@ -481,8 +481,10 @@ async fn pods_move_off_nodes_that_stop_heartbeating() {
         })
     };
     let (c1, c2) = (c.clone(), c.clone());
-    let _components = [Component::spawn(move |down| skiff_controllers::ControllerManager::new(c1, options).run(down)),
-        Component::spawn(move |down| skiff_scheduler::run(c2, down))];
+    let _components = [
+        Component::spawn(move |down| skiff_controllers::ControllerManager::new(c1, options).run(down)),
+        Component::spawn(move |down| skiff_scheduler::run(c2, down)),
+    ];
     let doomed = hollow("doomed");
     let _alive = hollow("alive");
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), "default");

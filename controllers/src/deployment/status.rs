@@ -38,16 +38,17 @@ pub fn condition<'a>(status: Option<&'a DeploymentStatus>, kind: &str) -> Option
 /// `SetDeploymentCondition`: same status and reason → nothing to do).
 pub fn set_condition(status: &mut DeploymentStatus, new: DeploymentCondition) {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
-    if let Some(old) = conditions.iter().find(|c| c.type_ == new.type_) {
-        if old.status == new.status && old.reason == new.reason {
-            return;
-        }
+    if let Some(old) = conditions.iter().find(|c| c.type_ == new.type_)
+        && old.status == new.status
+        && old.reason == new.reason
+    {
+        return;
     }
     let mut new = new;
-    if let Some(old) = conditions.iter().find(|c| c.type_ == new.type_) {
-        if old.status == new.status {
-            new.last_transition_time = old.last_transition_time.clone();
-        }
+    if let Some(old) = conditions.iter().find(|c| c.type_ == new.type_)
+        && old.status == new.status
+    {
+        new.last_transition_time = old.last_transition_time.clone();
     }
     conditions.retain(|c| c.type_ != new.type_);
     conditions.push(new);

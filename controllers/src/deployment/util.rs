@@ -65,14 +65,16 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
         let mut t = t.clone();
         if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
             labels.remove(POD_TEMPLATE_HASH);
-            if labels.is_empty() {
-                t.metadata.as_mut().map(|m| m.labels = None);
+            if labels.is_empty()
+                && let Some(m) = t.metadata.as_mut()
+            {
+                m.labels = None;
             }
         }
-        if let Some(m) = t.metadata.as_mut() {
-            if m.annotations.as_ref().is_some_and(|a| a.is_empty()) {
-                m.annotations = None;
-            }
+        if let Some(m) = t.metadata.as_mut()
+            && m.annotations.as_ref().is_some_and(|a| a.is_empty())
+        {
+            m.annotations = None;
         }
         serde_json::to_value(t).unwrap_or_default()
     };

@@ -79,9 +79,9 @@ impl FilterPlugin for NodeAffinity {
                 .node_selector_terms
                 .iter()
                 .any(|t| term_matches(t, &node.labels, &node.name))
-            {
-                return fail();
-            }
+        {
+            return fail();
+        }
         Ok(())
     }
 }
