@@ -226,17 +226,19 @@ impl Runc {
     ///
     /// runc (1.1) lists the root's directories, then reads each container's state, and fails the whole
     /// listing when one of them is deleted in between ("stat <root>/<id>: no such file or directory"):
-    /// with pods deleted concurrently that happens often, so such a listing is taken again.
+    /// with pods deleted concurrently that happens often, so such a listing is taken again, a little
+    /// later each time (16 teardowns at once on a loaded machine lost 10 immediate retries in a row).
     pub fn list(&self) -> Result<Vec<State>, RuncError> {
-        let mut attempts = 0;
+        let mut attempts: u64 = 0;
         let out = loop {
             match self.output(&["list", "--format", "json"]) {
                 Err(e)
-                    if attempts < 10
+                    if attempts < 40
                         && e.stderr.contains("stat ")
                         && e.stderr.contains("no such file or directory") =>
                 {
                     attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis((attempts * 5).min(100)));
                 }
                 other => break other?,
             }
