@@ -1,8 +1,10 @@
-//! The `skiff` binary: `skiff server` runs the control plane; `skiff bench` prints figures.
+//! The `skiff` binary: `skiff server` runs the control plane, `skiff agent` a node, `skiff apply|get|…`
+//! are the client verbs (kubectl's, see `ctl/`); `skiff bench` prints figures.
 //! Errors leave as one line naming the problem, with a non-zero exit status.
 
 mod bench;
 mod components;
+mod ctl;
 mod dns;
 mod images;
 mod node;
@@ -47,6 +49,8 @@ enum Command {
     /// Benchmarks that print figures (side by side with what they sit on).
     #[command(subcommand)]
     Bench(BenchCommand),
+    #[command(flatten)]
+    Ctl(ctl::CtlCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +111,7 @@ fn main() {
                         Command::Bench(BenchCommand::Proxy(args)) => bench::proxy::run(args).await,
                         Command::Bench(BenchCommand::Dns(args)) => bench::dns::run(args).await,
                         Command::Bench(BenchCommand::Node(args)) => bench::node::run(args).await,
+                        Command::Ctl(command) => std::process::exit(ctl::main(command).await),
                     }
                 })
             })

@@ -49,6 +49,9 @@ pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "enableServiceLinks", json!(true));
     or_insert(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     or_insert(spec, "priority", json!(0));
+    for v in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+        volume(v);
+    }
     for list in ["initContainers", "containers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             containers.iter_mut().for_each(container);
@@ -77,6 +80,47 @@ fn container(c: &mut Value) {
         for p in ports {
             or_insert(p, "protocol", json!("TCP"));
         }
+    }
+    for key in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(probe) = c.get_mut(key).filter(|p| p.is_object()) {
+            // SetDefaults_Probe.
+            or_insert(probe, "timeoutSeconds", json!(1));
+            or_insert(probe, "periodSeconds", json!(10));
+            or_insert(probe, "successThreshold", json!(1));
+            or_insert(probe, "failureThreshold", json!(3));
+            handler(probe);
+        }
+    }
+    for hook in ["postStart", "preStop"] {
+        if let Some(h) = c.get_mut("lifecycle").and_then(|l| l.get_mut(hook)) {
+            handler(h);
+        }
+    }
+    for env in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(field_ref) = env.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")) {
+            // SetDefaults_ObjectFieldSelector.
+            or_insert(field_ref, "apiVersion", json!("v1"));
+        }
+    }
+}
+
+/// SetDefaults_HTTPGetAction: path `/`, scheme HTTP (probes and lifecycle hooks).
+fn handler(h: &mut Value) {
+    if let Some(get) = h.get_mut("httpGet").filter(|g| g.is_object()) {
+        or_insert(get, "path", json!("/"));
+        or_insert(get, "scheme", json!("HTTP"));
+    }
+}
+
+/// Volume sources' defaults: file modes 0644 for projected content, as upstream's defaults.go.
+fn volume(v: &mut Value) {
+    for source in ["configMap", "secret", "downwardAPI", "projected"] {
+        if let Some(src) = v.get_mut(source).filter(|s| s.is_object()) {
+            or_insert(src, "defaultMode", json!(420));
+        }
+    }
+    if let Some(host_path) = v.get_mut("hostPath").filter(|h| h.is_object()) {
+        or_insert(host_path, "type", json!(""));
     }
 }
 
@@ -205,6 +249,29 @@ mod tests {
         );
         assert_eq!(c[1]["ports"][0]["protocol"], "TCP");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+
+    #[test]
+    fn probes_handlers_field_refs_and_volumes_get_upstream_defaults() {
+        let mut pod = json!({ "spec": {
+            "volumes": [{ "name": "c", "configMap": { "name": "x" } }, { "name": "h", "hostPath": { "path": "/x" } }],
+            "containers": [{ "name": "a", "image": "x:1",
+                "readinessProbe": { "httpGet": { "port": 80 }, "periodSeconds": 2 },
+                "livenessProbe": { "tcpSocket": { "port": 80 } },
+                "lifecycle": { "preStop": { "httpGet": { "port": 80, "path": "/stop" } } },
+                "env": [{ "name": "N", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }] }] } });
+        super::pod(&mut pod);
+        let c = &pod["spec"]["containers"][0];
+        let r = &c["readinessProbe"];
+        assert_eq!((&r["timeoutSeconds"], &r["periodSeconds"]), (&json!(1), &json!(2)));
+        assert_eq!((&r["successThreshold"], &r["failureThreshold"]), (&json!(1), &json!(3)));
+        assert_eq!((&r["httpGet"]["path"], &r["httpGet"]["scheme"]), (&json!("/"), &json!("HTTP")));
+        assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
+        assert_eq!(c["lifecycle"]["preStop"]["httpGet"]["path"], "/stop");
+        assert_eq!(c["lifecycle"]["preStop"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+        assert_eq!(pod["spec"]["volumes"][0]["configMap"]["defaultMode"], 420);
+        assert_eq!(pod["spec"]["volumes"][1]["hostPath"]["type"], "");
     }
 
     #[test]
