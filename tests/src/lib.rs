@@ -215,31 +215,82 @@ pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
 
 /// Runs kubectl (60 s at most) with `stdin`, returning (success, stdout, stderr).
 pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let out = kubectl_output(server, args, stdin);
+    (out.code == 0, out.stdout, out.stderr)
+}
+
+/// Runs kubectl (60 s at most) with `stdin`.
+pub fn kubectl_output(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    run_with_stdin(kubectl_command(server, 60, args), stdin)
+}
+
+/// A child process killed (by its PID) and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `skiff agent --hollow-nodes n` against `server`: nodes that report pods Running and Ready without
+/// running them (its log goes to `agent.log` in the server's data dir).
+pub fn hollow_nodes(server: &Server, n: usize) -> Process {
+    let log = std::fs::File::create(server.data_dir.path().join("agent.log")).expect("agent log");
+    Process(
+        Command::new(skiff_bin())
+            .args(["agent", "--hollow-nodes", &n.to_string(), "--kubeconfig"])
+            .arg(server.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn skiff agent"),
+    )
+}
+
+/// What a command-line tool run gave: exit code, stdout, stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+}
+
+/// Runs `cmd` with `stdin`, bounded by the `timeout` wrapper the command was built with.
+pub fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let mut child = kubectl_command(server, 60, args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl runs");
+        .expect("command runs");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }
-    let out = child.wait_with_output().expect("kubectl output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = child.wait_with_output().expect("command output");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `skiff <args>` (a client verb) against `server`, 60 s at most, finding the cluster through
+/// `--data-dir` (its `kubeconfig.yaml`) with no KUBECONFIG and an empty HOME, as on a fresh node.
+pub fn skiff_cli(server: &Server, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg(skiff_bin())
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("SKIFF_DATA_DIR", server.data_dir.path())
+        .env("HOME", server.data_dir.path().join("empty-home"));
+    run_with_stdin(cmd, stdin)
 }
 
 /// An API server in this process over an embedded SQLite store, for tests that need to reach under

@@ -3,12 +3,9 @@
 //! `rollout status|history|undo|restart|pause|resume`, `scale`, and `describe deployment|pod|node`
 //! print what they print against Kubernetes.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use skiff_tests::{Server, kubectl, skiff_bin};
+use skiff_tests::{Server, hollow_nodes, kubectl};
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -26,16 +23,6 @@ spec:
       - name: web
         image: busybox:1.36
 "#;
-
-/// A child process killed (by its PID) when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ok(server: &Server, args: &[&str]) -> String {
     let (success, out, err) = kubectl(server, args, None);
@@ -70,19 +57,6 @@ fn image(server: &Server) -> String {
             "-o",
             "jsonpath={.spec.template.spec.containers[0].image}",
         ],
-    )
-}
-
-fn hollow_nodes(server: &Server, n: usize) -> Process {
-    let log = std::fs::File::create(server.data_dir.path().join("agent.log")).expect("agent log");
-    Process(
-        Command::new(skiff_bin())
-            .args(["agent", "--hollow-nodes", &n.to_string(), "--kubeconfig"])
-            .arg(server.kubeconfig())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn skiff agent"),
     )
 }
 

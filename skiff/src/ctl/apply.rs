@@ -92,7 +92,7 @@ async fn apply_one(
         String::new()
     };
     let path = t.object_path(&namespace, &name);
-    let before = get_resource_version(ctx, &path).await?;
+    let before = get_object(ctx, &path).await?;
     let mut query = format!("fieldManager={FIELD_MANAGER}&force=true");
     if dry_run {
         query.push_str("&dryRun=All");
@@ -102,19 +102,34 @@ async fn apply_one(
         .header(http::header::ACCEPT, "application/json")
         .body(serde_json::to_vec(&object)?)?;
     let after: Value = ctx.client.request(request).await.map_err(api_error)?;
+    // Unchanged when the server wrote nothing, or when what differs is only what others write
+    // meanwhile (a controller's status, the resourceVersion that came with it).
     let outcome = match before {
         None => "created",
-        Some(rv) if after["metadata"]["resourceVersion"].as_str() == Some(rv.as_str()) => "unchanged",
+        Some(before) if comparable(before.clone()) == comparable(after) => "unchanged",
         Some(_) => "configured",
     };
     Ok((name, outcome))
 }
 
-/// The object's resourceVersion, or `None` when it does not exist.
-pub async fn get_resource_version(ctx: &Ctx, path: &str) -> anyhow::Result<Option<String>> {
+/// An object without what changes when nobody applied anything: status, resourceVersion and
+/// managedFields (their timestamps).
+fn comparable(mut object: Value) -> Value {
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    object
+}
+
+/// The object, or `None` when it does not exist.
+async fn get_object(ctx: &Ctx, path: &str) -> anyhow::Result<Option<Value>> {
     let request = http::Request::get(path).body(Vec::new())?;
     match ctx.client.request::<Value>(request).await {
-        Ok(v) => Ok(v["metadata"]["resourceVersion"].as_str().map(String::from)),
+        Ok(v) => Ok(Some(v)),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(api_error(e)),
     }

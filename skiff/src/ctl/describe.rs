@@ -702,7 +702,14 @@ async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> 
                 }
             }
         }
-        sec.kv(0, "Endpoints", endpoints.join(","));
+        // kubectl shows three and counts the rest.
+        let shown = endpoints.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+        let text = match endpoints.len() {
+            0 => "<none>".to_string(),
+            n if n > 3 => format!("{shown} + {} more...", n - 3),
+            _ => shown,
+        };
+        sec.field(0, "Endpoints", &text);
     }
     sec.kv(0, "Session Affinity", s(&spec["sessionAffinity"]));
     if let Some(policy) = spec["externalTrafficPolicy"].as_str() {

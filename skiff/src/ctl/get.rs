@@ -153,9 +153,9 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                 println!();
                 writer = TableWriter::default();
             }
+            printed_any |= rows.len() > 1;
             let rows = if args.no_headers { &rows[1..] } else { &rows[..] };
             print!("{}", writer.format(rows));
-            printed_any |= rows.len() > 1;
         }
         let rv = tables
             .first()

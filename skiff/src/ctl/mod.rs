@@ -19,7 +19,7 @@ pub mod resource;
 mod rollout;
 mod wait;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -260,7 +260,7 @@ async fn client_config(global: &GlobalArgs) -> anyhow::Result<kube::Config> {
 mod tests {
     use super::*;
 
-    fn global(dir: &Path, explicit: Option<&str>) -> GlobalArgs {
+    fn global(dir: &std::path::Path, explicit: Option<&str>) -> GlobalArgs {
         GlobalArgs {
             kubeconfig: explicit.map(PathBuf::from),
             namespace: None,

@@ -142,7 +142,6 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<()> {
             let answer = ctx.client.request::<Value>(request).await.map_err(api_error);
             let done = match (&wanted, answer) {
                 (Wanted::Delete, Err(e)) if is_not_found(&e) => true,
-                (_, Err(e)) if is_not_found(&e) && Instant::now() < deadline => false,
                 (_, Err(e)) => return Err(e),
                 (w, Ok(o)) => met(w, &o),
             };
