@@ -96,19 +96,20 @@ done
 curl -sf --cacert "$CA" "https://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$DATA_DIR/server.log"; exit 1; }
 
 export KUBECONFIG="$DATA_DIR/kubeconfig.yaml"
+export SKIFF_DATA_DIR="$DATA_DIR" # where `skiff get|apply|…` find the kubeconfig (KUBECONFIG names it too)
 
-command -v kubectl >/dev/null || { echo "kubectl not found: install it (Debian: kubernetes-client)"; exit 1; }
+# skiff's own client verbs (kubectl's output; the real kubectl works the same way if installed).
 echo
-echo "== kubectl apply -f manifests/demo.yaml   (a ConfigMap, a web Deployment of 3 pods, a Service)"
-kubectl apply -f manifests/demo.yaml
+echo "== skiff apply -f manifests/demo.yaml   (a ConfigMap, a web Deployment of 3 pods, a Service)"
+"$SKIFF" apply -f manifests/demo.yaml
 if [ "$(id -u)" -eq 0 ]; then
   # The node imports its images before it registers.
-  for _ in $(seq 1 200); do kubectl get node skiff-node >/dev/null 2>&1 && break; sleep 0.3; done
-  kubectl wait --for=condition=Ready node/skiff-node --timeout=60s
-  kubectl rollout status deployment/web --timeout=120s
-  kubectl get pods -o wide
-  kubectl get service web
-  VIP="$(kubectl get service web -o jsonpath='{.spec.clusterIP}')"
+  for _ in $(seq 1 200); do "$SKIFF" get node skiff-node >/dev/null 2>&1 && break; sleep 0.3; done
+  "$SKIFF" wait --for=condition=Ready node/skiff-node --timeout=60s
+  "$SKIFF" rollout status deployment/web --timeout=120s
+  "$SKIFF" get pods -o wide
+  "$SKIFF" get service web
+  VIP="$("$SKIFF" get service web -o jsonpath='{.spec.clusterIP}')"
   echo
   echo "== the Service's ClusterIP $VIP, asked from inside the node's network namespace:"
   # The proxy programs the VIP within its 1 s minimum sync period of the endpoints becoming ready.
@@ -124,23 +125,21 @@ echo
 cat <<MSG
 skiff server is running (pid $(cat "$PIDFILE")) with its node skiff-node, data in $DATA_DIR,
 log in $DATA_DIR/server.log.
-Try:
-  export KUBECONFIG=$DATA_DIR/kubeconfig.yaml
-  kubectl get pods -o wide -w                                 # then, from another shell:
-  kubectl scale deployment web --replicas=5
-  kubectl rollout restart deployment/web && kubectl rollout status deployment/web
-  kubectl get events -w; kubectl describe deployment web
-  kubectl apply -f manifests/examples/crashloop.yaml          # and the other examples there
-  kubectl explain deployment.spec.strategy
-  ip netns exec $NETNS curl -s http://\$(kubectl get svc web -o jsonpath='{.spec.clusterIP}')/
+Try (skiff's verbs print what kubectl prints; with kubectl installed, the same commands work as kubectl …):
+  export SKIFF_DATA_DIR=$DATA_DIR KUBECONFIG=$DATA_DIR/kubeconfig.yaml PATH=\$PATH:$(dirname "$SKIFF")
+  skiff get pods -o wide -w                                   # then, from another shell:
+  skiff scale deployment web --replicas=5
+  skiff rollout restart deployment/web && skiff rollout status deployment/web
+  skiff describe deployment web; skiff describe node skiff-node
+  skiff exec deploy/web -- cat /www/index.html; skiff logs deploy/web
+  skiff apply -f manifests/examples/crashloop.yaml            # and the other examples there
+  kubectl get events -w; kubectl explain deployment.spec.strategy
+  ip netns exec $NETNS curl -s http://\$(skiff get svc web -o jsonpath='{.spec.clusterIP}')/
   ip netns exec $NETNS iptables-save -t nat | grep -i web     # the Service's rules, in the node's namespace
-  kubectl set image deployment/web httpd=busybox:nosuch; kubectl get pods -w  # ErrImagePull, ImagePullBackOff
-  $SKIFF images ls --data-dir $DATA_DIR                    # the node's image store
-  runc --root $RUNC_ROOT list                                    # the containers underneath
-  ip netns exec $NETNS ip addr show cni0                          # the node's pod bridge
-  $SKIFF agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &   # nodes that run nothing
-  kubectl describe deployment web; kubectl describe node skiff-node
-  kubectl get --raw /metrics | grep apiserver_request_total
+  skiff images ls --data-dir $DATA_DIR                        # the node's image store
+  runc --root $RUNC_ROOT list                                 # the containers underneath
+  ip netns exec $NETNS ip addr show cni0                      # the node's pod bridge
+  skiff agent --hollow-nodes 3 --kubeconfig \$KUBECONFIG &    # nodes that run nothing
   sqlite3 $DATA_DIR/server/db/state.db 'select revision, key from log'      # the store underneath
 Stop it with: scripts/quickstart.sh stop
 MSG

@@ -108,6 +108,8 @@ async fn client_verbs_print_what_kubectl_prints() {
         &["get", "deploy", "web"],
         &["get", "deployment.apps/web", "service/web"],
         &["get", "rs", "--no-headers"],
+        &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"],
+        &["get", "svc", "web", "-o", "jsonpath=ip={.spec.clusterIP} port={.spec.ports[0].port}{\"\\n\"}"],
         &["get", "pods", "-n", "kube-system"],
         &["describe", "deploy", "web"],
         &["describe", "svc", "web"],
@@ -141,6 +143,9 @@ async fn client_verbs_print_what_kubectl_prints() {
         let out = same(&server, args);
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
     }
+    let unknown = skiff(&server, &["get", "pods", "-o", "yamll"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.starts_with("error: unable to match a printer suitable for the output format \"yamll\""));
     let bad = skiff_cli(&server, &["apply", "-f", "-"], Some("kind: Pod\nmetadata: {name: x}\n"));
     assert_eq!(bad.code, 1);
     assert_eq!(bad.stderr, "error: error validating data from STDIN: apiVersion not set\n");

@@ -21,8 +21,8 @@ pub struct GetArgs {
     /// `TYPE[,TYPE…] [NAME…]` or `TYPE/NAME…` (`all` is the `all` category).
     #[arg(required = true)]
     pub resources: Vec<String>,
-    /// `wide`, `yaml`, `json` or `name`.
-    #[arg(short = 'o', long, value_parser = ["wide", "yaml", "json", "name"])]
+    /// `wide`, `yaml`, `json`, `name` or `jsonpath=TEMPLATE`.
+    #[arg(short = 'o', long)]
     pub output: Option<String>,
     /// A label selector (`app=web`, `tier in (a,b)`, `!canary`).
     #[arg(short = 'l', long)]
@@ -116,8 +116,13 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
     let targets = parse_targets(catalog, &args.resources)?;
     let namespace = (!args.all_namespaces).then_some(ctx.namespace.as_str());
     match args.output.as_deref() {
+        None | Some("wide") => {}
         Some("yaml" | "json" | "name") => return print_objects(ctx, &args, &targets, namespace).await,
-        _ => {}
+        Some(o) if o.starts_with("jsonpath=") => return print_objects(ctx, &args, &targets, namespace).await,
+        Some(o) => bail!(
+            "unable to match a printer suitable for the output format \"{o}\", allowed formats are: \
+             json,jsonpath,name,wide,yaml"
+        ),
     }
     let wide = args.output.as_deref() == Some("wide");
     let prefix_names = targets.len() > 1;
@@ -332,8 +337,11 @@ async fn print_objects(
             "metadata": {"resourceVersion": ""},
         })
     };
-    let text = if args.output.as_deref() == Some("json") {
+    let output = args.output.as_deref().unwrap_or_default();
+    let text = if output == "json" {
         printer::to_json(&value)?
+    } else if let Some(template) = output.strip_prefix("jsonpath=") {
+        super::jsonpath::render(template, &value)?
     } else {
         printer::to_yaml(&value)?
     };

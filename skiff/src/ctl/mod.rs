@@ -11,6 +11,7 @@
 mod apply;
 mod describe;
 mod get;
+mod jsonpath;
 mod logs;
 mod manifest;
 mod modify;

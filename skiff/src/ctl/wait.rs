@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Ctx, api_error, get::encode_query, is_not_found, modify::parse_duration};
+use super::{Ctx, api_error, get::encode_query, jsonpath::Step, is_not_found, modify::parse_duration};
 
 /// `skiff wait` flags.
 #[derive(clap::Args, Debug)]
@@ -39,13 +39,6 @@ pub enum Wanted {
     JsonPath { path: Vec<Step>, value: String },
 }
 
-/// One step of a simple JSONPath: `.field` or `[index]`.
-#[derive(Debug, PartialEq)]
-pub enum Step {
-    Field(String),
-    Index(usize),
-}
-
 pub fn parse_for(text: &str) -> anyhow::Result<Wanted> {
     if text == "delete" {
         return Ok(Wanted::Delete);
@@ -61,22 +54,7 @@ pub fn parse_for(text: &str) -> anyhow::Result<Wanted> {
         let (expr, value) = rest
             .rsplit_once('=')
             .context("--for=jsonpath needs a value: jsonpath={.status.phase}=Running")?;
-        let expr = expr.trim_start_matches('{').trim_end_matches('}');
-        let mut path = Vec::new();
-        for part in expr.split('.').filter(|p| !p.is_empty()) {
-            let (field, mut indexes) = match part.split_once('[') {
-                Some((f, rest)) => (f, format!("[{rest}")),
-                None => (part, String::new()),
-            };
-            if !field.is_empty() {
-                path.push(Step::Field(field.to_string()));
-            }
-            while let Some(rest) = indexes.strip_prefix('[') {
-                let (n, tail) = rest.split_once(']').context("unclosed [ in --for=jsonpath")?;
-                path.push(Step::Index(n.parse().context("only numeric indexes are supported in --for=jsonpath")?));
-                indexes = tail.to_string();
-            }
-        }
+        let path = super::jsonpath::parse_path(expr.trim_start_matches('{').trim_end_matches('}'))?;
         return Ok(Wanted::JsonPath { path, value: value.to_string() });
     }
     bail!("unrecognized condition: \"{text}\" (use condition=NAME, jsonpath={{.path}}=VALUE or delete)")
@@ -93,18 +71,7 @@ pub fn met(wanted: &Wanted, o: &Value) -> bool {
             })
         }),
         Wanted::JsonPath { path, value } => {
-            let mut at = o;
-            for step in path {
-                at = match step {
-                    Step::Field(f) => &at[f.as_str()],
-                    Step::Index(i) => &at[*i],
-                };
-            }
-            match at {
-                Value::String(s) => s == value,
-                Value::Null => false,
-                other => other.to_string() == *value,
-            }
+            super::jsonpath::select(o, path).first().is_some_and(|v| super::jsonpath::text(v) == *value)
         }
     }
 }
