@@ -47,14 +47,19 @@ impl ClientArgs {
                     .parse()
                     .with_context(|| format!("--server {server:?} is not a URL"))?,
             );
-            let token = self.token.clone().context("--server needs --token")?;
-            config.auth_info.token = Some(token.into());
-            match &self.certificate_authority {
-                Some(ca) => {
+            let token = crate::join::parse(self.token.as_deref().context("--server needs --token")?);
+            config.auth_info.token = Some(token.secret.clone().into());
+            match (&self.certificate_authority, &token.ca_hash) {
+                (Some(ca), _) => {
                     let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
                     config.root_cert = Some(pem_certificates(&pem)?);
                 }
-                None => {
+                // A full join token pins the CA: fetch it and check it (join.rs).
+                (None, Some(hash)) => {
+                    let pem = crate::join::fetch_ca(&config.cluster_url, hash).await?;
+                    config.root_cert = Some(pem_certificates(pem.as_bytes())?);
+                }
+                (None, None) => {
                     tracing::warn!(
                         "no --certificate-authority: the API server's certificate is not verified"
                     );

@@ -7,6 +7,7 @@ mod components;
 mod ctl;
 mod dns;
 mod images;
+mod join;
 mod node;
 mod proxy;
 mod server;

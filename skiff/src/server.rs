@@ -39,6 +39,11 @@ pub struct ServerArgs {
     /// Port of the API server's HTTPS listener.
     #[arg(long, default_value_t = 6443)]
     pub https_listen_port: u16,
+    /// The join token's secret agents present (`skiff agent --server URL --token T`); unset: one is
+    /// generated once and kept in `<data-dir>/server/token`. The full token is written to
+    /// `<data-dir>/server/node-token`.
+    #[arg(long, env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
     /// Also write the admin kubeconfig to this path.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
@@ -214,12 +219,21 @@ pub async fn run(args: ServerArgs, host_listener: Option<std::net::TcpListener>)
     {
         tracing::warn!(%advertise, "cannot publish the kubernetes Service's endpoints: {e}");
     }
-    let router = serve::with_auth(api.router(), vec![pki.admin_token.clone()]);
+    let join_secret = crate::join::server_secret(&server_dir, args.token.as_deref(), &pki.ca_pem)
+        .context("cannot set up the join token")?;
+    let router = serve::with_auth(
+        serve::with_cacerts(api.router(), pki.ca_pem.clone()),
+        vec![pki.admin_token.clone(), join_secret],
+    );
     println!("skiff server listening on {url} (store: {})", api.store.backend());
     println!("  kubeconfig: {}", kubeconfig.display());
     println!(
         "  try:        KUBECONFIG={} kubectl get --raw /version",
         kubeconfig.display()
+    );
+    println!(
+        "  join:       skiff agent --server {url} --token $(cat {})",
+        server_dir.join("node-token").display()
     );
     let (fire, shutdown) = Shutdown::new();
     let serving = tokio::spawn(serve::serve_tls(

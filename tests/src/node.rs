@@ -214,7 +214,8 @@ pub struct Agent {
 impl Agent {
     /// Starts `skiff agent --kubeconfig <kubeconfig> --data-dir <tmp> <extra…>` (its stderr goes to
     /// `<data dir>/agent.log`).
-    pub fn start(kubeconfig: &Path, extra: &[&str]) -> Self {
+    /// `connect` says how it reaches the server (`--kubeconfig K`, or `--server URL --token T`).
+    pub fn start(connect: &[&str], extra: &[&str]) -> Self {
         let data_dir = tempfile::Builder::new()
             .prefix("skiff-e2e-agent-")
             .tempdir()
@@ -222,8 +223,7 @@ impl Agent {
         let log = std::fs::File::create(data_dir.path().join("agent.log")).expect("agent log");
         let child = Command::new(crate::skiff_bin())
             .arg("agent")
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
+            .args(connect)
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(extra)
@@ -256,18 +256,4 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A copy of the kubeconfig at `from` in `dir`, its server URL's host `127.0.0.1` replaced by
-/// `host` (another node reaches the server at its node's address).
-pub fn kubeconfig_for(from: &Path, host: &str, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(from).expect("read kubeconfig");
-    assert!(text.contains("https://127.0.0.1:"), "{text}");
-    let path = dir.join("kubeconfig-remote.yaml");
-    std::fs::write(
-        &path,
-        text.replace("https://127.0.0.1:", &format!("https://{host}:")),
-    )
-    .expect("write kubeconfig");
-    path
 }

@@ -11,8 +11,7 @@ use std::{collections::BTreeSet, time::Duration};
 use skiff_tests::{
     Server, kubectl,
     node::{
-        Agent, Netns, busybox_images_dir, install_node_helpers, is_root, kubeconfig_for,
-        remove_node_leftovers,
+        Agent, Netns, busybox_images_dir, install_node_helpers, is_root, remove_node_leftovers,
     },
 };
 
@@ -111,10 +110,13 @@ impl TwoNodes {
         ])
         .await
         .expect("start skiff server");
-        // Node B reaches the server at node A's address (in the serving certificate's names).
-        let kubeconfig = kubeconfig_for(&server.kubeconfig(), IP_A, server.data_dir.path());
+        // Node B joins as a node of another machine would: the server's URL at node A's address (in
+        // the serving certificate's names) and the join token, which pins the CA it fetches.
+        let token = std::fs::read_to_string(server.data_dir.path().join("server/node-token"))
+            .expect("the server wrote its join token");
+        let url = format!("https://{IP_A}:{}", server.port);
         let agent = Agent::start(
-            &kubeconfig,
+            &["--server", &url, "--token", token.trim()],
             &[
                 "--node-netns",
                 &b.path(),

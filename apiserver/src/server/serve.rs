@@ -23,7 +23,14 @@ use tokio_rustls::TlsAcceptor;
 use super::status::ApiError;
 
 /// Paths anyone may read, as upstream's `system:public-info-viewer` role allows.
-const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+/// `/cacerts` is the cluster CA (public anyway: every kubeconfig carries it), which joining agents
+/// fetch and check against their token's hash before they trust the server.
+const PUBLIC: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/cacerts"];
+
+/// Adds `GET /cacerts`: the cluster CA in PEM, as k3s serves it to joining agents.
+pub fn with_cacerts(router: Router, ca_pem: String) -> Router {
+    router.route("/cacerts", axum::routing::get(move || async move { ca_pem }))
+}
 
 /// Wraps `router` so every request but [`PUBLIC`] ones needs `Authorization: Bearer <token>`.
 pub fn with_auth(router: Router, tokens: Vec<String>) -> Router {
