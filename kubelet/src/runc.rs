@@ -435,4 +435,62 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&root);
     }
+
+    /// runc's `runType`: a recorded init that exited (reaped or not) or whose pid now belongs to
+    /// another process is stopped, exec fifo or not; a frozen freezer cgroup is paused.
+    #[test]
+    fn dead_zombie_and_frozen_inits_read_as_runc_reports_them() {
+        let root = std::env::temp_dir().join(format!("skiff-runc-dead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let runc = Runc::new("/nonexistent/runc", &root);
+        assert_eq!(runc.state("x").unwrap(), None, "no root: runc knows nothing");
+        let started = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            proc_stat_state_and_start(&stat).unwrap()
+        };
+        let save = |id: &str, pid: u32, start: u64, cgroups: serde_json::Value| {
+            std::fs::create_dir_all(root.join(id)).unwrap();
+            let saved = serde_json::json!({ "id": id, "init_process_pid": pid, "init_process_start": start,
+                "created": "2026-12-06T05:00:00Z", "cgroup_paths": cgroups, "config": { "labels": ["bundle=/b"] } });
+            std::fs::write(root.join(id).join("state.json"), saved.to_string()).unwrap();
+            // Left behind by a runc killed between the init's exec and its start: no matter once
+            // the init is gone.
+            std::fs::write(root.join(id).join("exec.fifo"), "").unwrap();
+        };
+        // Exited and reaped: its pid names no process (or, reused, one with another start time).
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let (_, start) = started(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        save("dead", child.id(), start, serde_json::json!({}));
+        // Exited, not reaped yet: a zombie.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let (_, zstart) = started(zombie.id());
+        while started(zombie.id()).0 != 'Z' {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        save("zombie", zombie.id(), zstart, serde_json::json!({}));
+        for id in ["dead", "zombie"] {
+            let s = runc.state(id).unwrap().unwrap();
+            assert_eq!((s.status.as_str(), s.pid), ("stopped", 0), "{id}");
+        }
+        zombie.wait().unwrap();
+        // Alive but created (waiting on its exec fifo), and the same frozen (v1 freezer).
+        let me = std::process::id();
+        let (_, mine) = started(me);
+        let freezer = root.join("freezer");
+        std::fs::create_dir_all(&freezer).unwrap();
+        std::fs::write(freezer.join("freezer.state"), "THAWED\n").unwrap();
+        save("created", me, mine, serde_json::json!({ "freezer": freezer }));
+        let s = runc.state("created").unwrap().unwrap();
+        assert_eq!((s.status.as_str(), s.pid), ("created", me as i64));
+        std::fs::write(freezer.join("freezer.state"), "FROZEN\n").unwrap();
+        assert_eq!(runc.state("created").unwrap().unwrap().status, "paused");
+        // A state.json runc would not load is an error, not a stopped container.
+        std::fs::write(root.join("dead").join("state.json"), "{").unwrap();
+        assert!(runc.state("dead").unwrap_err().stderr.contains("parsing"));
+        // Ids runc refuses are unknown, never paths out of the root.
+        assert_eq!(runc.state("../x").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
