@@ -5,7 +5,7 @@
 //! - `loopback` brings `lo` up in the pod (its own one-plugin network, as containerd runs it);
 //! - `skiff` chains `bridge` (cni0, the pods' gateway, masquerading traffic that leaves the pod CIDR
 //!   unless the node's [`crate::hostgw`] owns masquerading)
-//!   with `host-local` IPAM over the podCIDR, and `portmap` for `hostPort`s.
+//!   with `host-local` IPAM over the podCIDR, and `portmap` for a pod with `hostPort`s.
 //!
 //! ADD returns the pod IP from the result; the whole ADD (network config and result) is cached so DEL
 //! can hand each plugin its `prevResult` later, even after a kubelet restart. DEL is idempotent.
@@ -51,10 +51,18 @@ pub struct Cni {
     pub ip_masq: bool,
 }
 
-/// The pod network (bridge + host-local + portmap) over `pod_cidr`, host-local keeping its state in
-/// `data_dir`; the bridge masquerades traffic leaving the pod CIDR when `ip_masq`.
-pub fn network_config(pod_cidr: &str, bridge: &str, ip_masq: bool, data_dir: &Path) -> Value {
-    json!({
+/// The pod network (bridge + host-local, and portmap when `host_ports`) over `pod_cidr`, host-local
+/// keeping its state in `data_dir`; the bridge masquerades traffic leaving the pod CIDR when `ip_masq`.
+/// portmap only for a pod with hostPorts: it does nothing for the others but cost a process on ADD and
+/// DEL (DEL reads the network cached at ADD, so it runs the same plugins).
+pub fn network_config(
+    pod_cidr: &str,
+    bridge: &str,
+    ip_masq: bool,
+    data_dir: &Path,
+    host_ports: bool,
+) -> Value {
+    let mut net = json!({
         "cniVersion": CNI_VERSION,
         "name": NETWORK_NAME,
         "plugins": [
@@ -73,7 +81,11 @@ pub fn network_config(pod_cidr: &str, bridge: &str, ip_masq: bool, data_dir: &Pa
             },
             { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
         ]
-    })
+    });
+    if !host_ports && let Some(plugins) = net["plugins"].as_array_mut() {
+        plugins.truncate(1);
+    }
+    net
 }
 
 /// The loopback network.
@@ -128,6 +140,7 @@ impl Cni {
             &self.bridge,
             self.ip_masq,
             &self.state_dir.join("networks"),
+            !ports.is_empty(),
         );
         // What DEL needs later: the exact network and the port mappings, written before ADD runs, so
         // that an ADD cut short (the kubelet killed in the middle of it) is undone by the next DEL:
@@ -286,6 +299,7 @@ mod tests {
             "cni0",
             true,
             Path::new("/var/lib/skiff/cni/networks"),
+            true,
         );
         assert_eq!(net["name"], "skiff");
         let bridge = &net["plugins"][0];
@@ -300,11 +314,17 @@ mod tests {
         assert_eq!(bridge["ipam"]["ranges"], json!([[{ "subnet": "10.244.3.0/24" }]]));
         assert_eq!(bridge["ipam"]["dataDir"], "/var/lib/skiff/cni/networks");
         assert_eq!(net["plugins"][1]["type"], "portmap");
+        let no_ports = network_config("10.244.3.0/24", "cni0", true, Path::new("/d"), false);
+        assert_eq!(
+            no_ports["plugins"].as_array().map(Vec::len),
+            Some(1),
+            "portmap only for hostPorts"
+        );
     }
 
     #[test]
     fn plugins_get_name_version_prev_result_and_port_mappings() {
-        let net = network_config("10.244.3.0/24", "cni0", true, Path::new("/d"));
+        let net = network_config("10.244.3.0/24", "cni0", true, Path::new("/d"), true);
         let prev = json!({ "ips": [{ "address": "10.244.3.2/24" }] });
         let ports = [PortMapping {
             host_port: 8080,

@@ -1,6 +1,8 @@
 //! A thin wrapper of the runc command line, the part of containerd's `go-runc` package skiff needs:
 //! run, state, kill, delete and list, always with `--root <our state dir>` so skiff's containers never
-//! mix with anyone else's (runc's default root is /run/runc). Errors carry runc's own message.
+//! mix with anyone else's (runc's default root is /run/runc). Errors carry runc's own message. `state`
+//! and `list` read runc's state files as runc itself does (no Go process per query: the start path asks
+//! several times per pod).
 
 use std::{
     collections::BTreeMap,
@@ -189,17 +191,17 @@ impl Runc {
         cmd.spawn()
     }
 
-    /// `runc state`: None when runc does not know `id`.
+    /// What `runc state` prints, read the way runc itself reads it (without running runc, a Go
+    /// process per call): None when runc does not know `id`.
     pub fn state(&self, id: &str) -> Result<Option<State>, RuncError> {
-        match self.output(&["state", id]) {
-            Ok(out) => serde_json::from_str(&out).map(Some).map_err(|e| RuncError {
-                args: vec!["state".into(), id.into()],
-                code: Some(0),
-                stderr: format!("parsing its output: {e}"),
-            }),
-            Err(e) if e.not_found() => Ok(None),
-            Err(e) => Err(e),
+        if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+            return Ok(None);
         }
+        read_state(&self.root.join(id)).map_err(|stderr| RuncError {
+            args: vec!["state".into(), id.into()],
+            code: None,
+            stderr,
+        })
     }
 
     /// `runc kill`: sends `signal` (`TERM`, `KILL`…) to the container's init process, or with `all`
@@ -222,36 +224,125 @@ impl Runc {
         }
     }
 
-    /// `runc list`: every container under our root.
-    ///
-    /// runc (1.1) lists the root's directories, then reads each container's state, and fails the whole
-    /// listing when one of them is deleted in between ("stat <root>/<id>: no such file or directory"):
-    /// with pods deleted concurrently that happens often, so such a listing is taken again, a little
-    /// later each time (16 teardowns at once on a loaded machine lost 10 immediate retries in a row).
+    /// What `runc list` prints: every container under our root (read as runc reads it).
     pub fn list(&self) -> Result<Vec<State>, RuncError> {
-        let mut attempts: u64 = 0;
-        let out = loop {
-            match self.output(&["list", "--format", "json"]) {
-                Err(e)
-                    if attempts < 40
-                        && e.stderr.contains("stat ")
-                        && e.stderr.contains("no such file or directory") =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis((attempts * 5).min(100)));
-                }
-                other => break other?,
-            }
+        let err = |stderr: String| RuncError {
+            args: vec!["list".into()],
+            code: None,
+            stderr,
         };
-        // runc prints `null` when there are none.
-        serde_json::from_str::<Option<Vec<State>>>(&out)
-            .map(Option::unwrap_or_default)
-            .map_err(|e| RuncError {
-                args: vec!["list".into()],
-                code: Some(0),
-                stderr: format!("parsing its output: {e}"),
-            })
+        let dir = match std::fs::read_dir(&self.root) {
+            Ok(dir) => dir,
+            // runc lists nothing when its root does not exist yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(err(format!("reading {}: {e}", self.root.display()))),
+        };
+        let mut states = Vec::new();
+        for entry in dir.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // A container that vanished meanwhile (or cannot be loaded) is left out, as runc does.
+            if let Ok(Some(state)) = read_state(&entry.path()) {
+                states.push(state);
+            }
+        }
+        states.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(states)
     }
+}
+
+/// What runc keeps of a container in `<root>/<id>/state.json` (libcontainer's `State`), the part
+/// `runc state` reports.
+#[derive(Deserialize)]
+struct Saved {
+    id: String,
+    init_process_pid: i64,
+    /// The init's start time in clock ticks since boot (/proc/<pid>/stat field 22); a string in old runcs.
+    init_process_start: serde_json::Value,
+    created: String,
+    #[serde(default)]
+    config: SavedConfig,
+    #[serde(default)]
+    cgroup_paths: BTreeMap<String, String>,
+}
+
+#[derive(Default, Deserialize)]
+struct SavedConfig {
+    /// `bundle=<dir>` and the spec's annotations as `key=value`.
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+}
+
+/// `runc state` of the container whose runc directory is `dir` (libcontainer's `currentStatus`):
+/// stopped unless its init process (same pid *and* start time) lives and is not a zombie; created while
+/// its exec fifo is there; paused while its freezer says so; else running. The pid is 0 once stopped.
+fn read_state(dir: &Path) -> Result<Option<State>, String> {
+    let text = match std::fs::read(dir.join("state.json")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("reading {}/state.json: {e}", dir.display())),
+    };
+    let saved: Saved =
+        serde_json::from_slice(&text).map_err(|e| format!("parsing {}/state.json: {e}", dir.display()))?;
+    let start = match &saved.init_process_start {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let alive = saved.init_process_pid > 0
+        && std::fs::read_to_string(format!("/proc/{}/stat", saved.init_process_pid))
+            .ok()
+            .and_then(|stat| proc_stat_state_and_start(&stat))
+            .is_some_and(|(state, started)| Some(started) == start && state != 'Z' && state != 'X');
+    let frozen = || match saved.cgroup_paths.get("freezer") {
+        Some(v1) => {
+            std::fs::read_to_string(Path::new(v1).join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        }
+        None => saved.cgroup_paths.get("").is_some_and(|v2| {
+            std::fs::read_to_string(Path::new(v2).join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        }),
+    };
+    let status = if frozen() {
+        "paused"
+    } else if !alive {
+        "stopped"
+    } else if dir.join("exec.fifo").exists() {
+        "created"
+    } else {
+        "running"
+    };
+    let mut bundle = String::new();
+    let mut annotations = BTreeMap::new();
+    for label in saved.config.labels.iter().flatten() {
+        let (k, v) = label.split_once('=').unwrap_or((label, ""));
+        if k == "bundle" {
+            bundle = v.to_owned();
+        } else {
+            annotations.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    Ok(Some(State {
+        id: saved.id,
+        pid: if status == "stopped" {
+            0
+        } else {
+            saved.init_process_pid
+        },
+        status: status.to_owned(),
+        bundle,
+        created: saved.created,
+        annotations: Some(annotations),
+    }))
+}
+
+/// The state letter (field 3) and start time (field 22) of a /proc/<pid>/stat line.
+fn proc_stat_state_and_start(stat: &str) -> Option<(char, u64)> {
+    // The command (field 2) is in parentheses and may hold anything, spaces and ')' included.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 fn path_str(p: &Path) -> &str {
@@ -298,8 +389,108 @@ mod tests {
         };
         assert!(e.not_found());
         assert_eq!(RuntimeError::from(e).0, "runc state x: container does not exist");
-        // A runc that is not there is an error that says so, not a panic.
-        let missing = Runc::new("/nonexistent/runc", "/tmp");
-        assert!(missing.list().unwrap_err().stderr.contains("/nonexistent/runc"));
+    }
+
+    #[test]
+    fn state_and_list_read_runcs_state_files() {
+        let root = std::env::temp_dir().join(format!("skiff-runc-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let runc = Runc::new("/nonexistent/runc", &root);
+        assert_eq!(runc.list().unwrap(), vec![], "no root yet: nothing");
+        let me = std::process::id() as i64;
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (_, start) = proc_stat_state_and_start(&stat).unwrap();
+        let save = |id: &str, pid: i64, start: u64| {
+            std::fs::create_dir_all(root.join(id)).unwrap();
+            let saved = serde_json::json!({ "id": id, "init_process_pid": pid, "init_process_start": start,
+                "created": "2026-12-06T05:00:00.123456789Z", "rootless": false, "cgroup_paths": {},
+                "config": { "labels": [format!("bundle=/b/{id}"), "io.kubernetes.pod.uid=u1", "x=a=b"] } });
+            std::fs::write(root.join(id).join("state.json"), saved.to_string()).unwrap();
+        };
+        save("live", me, start);
+        save("reused-pid", me, start + 1);
+        save("gone", 0, start);
+        std::fs::create_dir_all(root.join("half-made")).unwrap();
+        let live = runc.state("live").unwrap().unwrap();
+        assert_eq!(
+            (live.status.as_str(), live.pid, live.bundle.as_str()),
+            ("running", me, "/b/live")
+        );
+        assert_eq!(
+            (live.annotation("io.kubernetes.pod.uid"), live.annotation("x")),
+            (Some("u1"), Some("a=b"))
+        );
+        assert_eq!(live.created, "2026-12-06T05:00:00.123456789Z");
+        let reused = runc.state("reused-pid").unwrap().unwrap();
+        assert_eq!((reused.status.as_str(), reused.pid), ("stopped", 0));
+        std::fs::write(root.join("live").join("exec.fifo"), "").unwrap();
+        assert_eq!(runc.state("live").unwrap().unwrap().status, "created");
+        assert_eq!(runc.state("half-made").unwrap(), None);
+        assert_eq!(runc.state("never").unwrap(), None);
+        let ids: Vec<String> = runc.list().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["gone", "live", "reused-pid"]);
+        assert_eq!(
+            proc_stat_state_and_start("1 (a) b) R 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 77 0"),
+            Some(('R', 77))
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// runc's `runType`: a recorded init that exited (reaped or not) or whose pid now belongs to
+    /// another process is stopped, exec fifo or not; a frozen freezer cgroup is paused.
+    #[test]
+    fn dead_zombie_and_frozen_inits_read_as_runc_reports_them() {
+        let root = std::env::temp_dir().join(format!("skiff-runc-dead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let runc = Runc::new("/nonexistent/runc", &root);
+        assert_eq!(runc.state("x").unwrap(), None, "no root: runc knows nothing");
+        let started = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            proc_stat_state_and_start(&stat).unwrap()
+        };
+        let save = |id: &str, pid: u32, start: u64, cgroups: serde_json::Value| {
+            std::fs::create_dir_all(root.join(id)).unwrap();
+            let saved = serde_json::json!({ "id": id, "init_process_pid": pid, "init_process_start": start,
+                "created": "2026-12-06T05:00:00Z", "cgroup_paths": cgroups, "config": { "labels": ["bundle=/b"] } });
+            std::fs::write(root.join(id).join("state.json"), saved.to_string()).unwrap();
+            // Left behind by a runc killed between the init's exec and its start: no matter once
+            // the init is gone.
+            std::fs::write(root.join(id).join("exec.fifo"), "").unwrap();
+        };
+        // Exited and reaped: its pid names no process (or, reused, one with another start time).
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let (_, start) = started(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        save("dead", child.id(), start, serde_json::json!({}));
+        // Exited, not reaped yet: a zombie.
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let (_, zstart) = started(zombie.id());
+        while started(zombie.id()).0 != 'Z' {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        save("zombie", zombie.id(), zstart, serde_json::json!({}));
+        for id in ["dead", "zombie"] {
+            let s = runc.state(id).unwrap().unwrap();
+            assert_eq!((s.status.as_str(), s.pid), ("stopped", 0), "{id}");
+        }
+        zombie.wait().unwrap();
+        // Alive but created (waiting on its exec fifo), and the same frozen (v1 freezer).
+        let me = std::process::id();
+        let (_, mine) = started(me);
+        let freezer = root.join("freezer");
+        std::fs::create_dir_all(&freezer).unwrap();
+        std::fs::write(freezer.join("freezer.state"), "THAWED\n").unwrap();
+        save("created", me, mine, serde_json::json!({ "freezer": freezer }));
+        let s = runc.state("created").unwrap().unwrap();
+        assert_eq!((s.status.as_str(), s.pid), ("created", me as i64));
+        std::fs::write(freezer.join("freezer.state"), "FROZEN\n").unwrap();
+        assert_eq!(runc.state("created").unwrap().unwrap().status, "paused");
+        // A state.json runc would not load is an error, not a stopped container.
+        std::fs::write(root.join("dead").join("state.json"), "{").unwrap();
+        assert!(runc.state("dead").unwrap_err().stderr.contains("parsing"));
+        // Ids runc refuses are unknown, never paths out of the root.
+        assert_eq!(runc.state("../x").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -292,7 +292,9 @@ impl RuncRuntime {
                 return Err(e);
             }
         };
-        std::fs::write(bundle.join("ip"), &ip).map_err(io_err("recording the pod IP"))?;
+        // Its presence is what lets a restarted kubelet adopt the sandbox (see `run_sandbox`), so it
+        // is there whole or not at all.
+        write_atomic(&bundle.join("ip"), ip.as_bytes()).map_err(io_err("recording the pod IP"))?;
         self.startup.add(uid, Phase::Network, sandbox_ran.elapsed());
         Ok(Sandbox { id: uid.clone(), ip })
     }
@@ -668,7 +670,9 @@ impl ContainerRuntime for RuncRuntime {
             return Err(RuntimeError(format!("pod {} was killed", spec.uid)));
         }
         match (self.runc.state(&spec.uid)?, self.sandbox_ip(&spec.uid)) {
-            (Some(state), Some(ip)) if state.status == "running" => {
+            // Adopted only whole: the pause process running and the IP recorded (a pod network's IP
+            // is never empty; only a host-network pod records none).
+            (Some(state), Some(ip)) if state.status == "running" && (spec.host_network || !ip.is_empty()) => {
                 return Ok(Sandbox {
                     id: spec.uid.clone(),
                     ip,
@@ -797,6 +801,20 @@ struct LastState {
     finished_at: String,
 }
 
+/// Writes `path` whole or not at all, even when the kubelet is SIGKILLed in the middle or read
+/// meanwhile: a temporary file beside it, renamed over it (a plain write truncates first, so a kill
+/// between the truncation and the write leaves an empty file that reads as a valid, empty value).
+/// Not fsynced: the page cache outlives the kubelet, and what a machine crash could lose belongs to
+/// a sandbox that dies with the machine anyway (its pause pid is then gone or another process, runc
+/// state says stopped and the sandbox is made again); an fsync would cost the start path 5-20 ms
+/// per pod on the shared disk.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), RuntimeError> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError(e.to_string()))?;
     std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
@@ -914,5 +932,27 @@ mod tests {
             "2026-11-22T14:04:35Z"
         );
         assert_eq!(RuncRuntime::container_id("u-1", "web"), "u-1_web");
+    }
+
+    #[test]
+    fn the_ip_file_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("skiff-ip-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ip = dir.join("ip");
+        write_atomic(&ip, b"10.244.0.7").unwrap();
+        assert_eq!(std::fs::read_to_string(&ip).unwrap(), "10.244.0.7");
+        // A writer killed before its rename leaves the old file (or none) and a temporary file that
+        // the next write replaces.
+        std::fs::write(dir.join(".ip.tmp"), "").unwrap();
+        write_atomic(&ip, b"10.244.0.8").unwrap();
+        assert_eq!(std::fs::read_to_string(&ip).unwrap(), "10.244.0.8");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["ip"], "no temporary file left");
+        assert!(write_atomic(&dir.join("missing").join("ip"), b"x").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

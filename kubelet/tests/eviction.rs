@@ -282,8 +282,12 @@ async fn memory_pressure_evicts_the_best_effort_pod_and_is_reported_on_the_node(
         let nodes = nodes.clone();
         async move { serde_json::to_value(nodes.get("ev-node").await.ok()?).ok() }
     };
-    let registered = eventually("the node registers", Duration::from_secs(20), node_json).await;
     let memory_pressure = |n: &Value| condition(n, "MemoryPressure").map(|c| c["status"].clone());
+    // Registration creates the Node, then writes its status: wait for the status, not the create.
+    let registered = eventually("the node registers", Duration::from_secs(20), || async {
+        node_json().await.filter(|n| memory_pressure(n).is_some())
+    })
+    .await;
     assert_eq!(memory_pressure(&registered), Some(json!("False")));
     let cidr = json!({ "spec": { "podCIDR": "10.244.31.0/24", "podCIDRs": ["10.244.31.0/24"] } });
     within(
