@@ -67,7 +67,7 @@ pub enum ProxyError {
 #[derive(Debug, Clone)]
 enum Applied {
     Iptables(iptables::Rules),
-    Nftables(nftables::Rules),
+    Nftables(Box<nftables::Incremental>),
     Ipvs(ipvs::Model),
 }
 
@@ -111,7 +111,7 @@ impl Programmer {
     pub fn applied_text(&self) -> Option<String> {
         Some(match self.applied.as_ref()? {
             Applied::Iptables(r) => r.text(),
-            Applied::Nftables(r) => r.full_text(),
+            Applied::Nftables(r) => r.table.rules.full_text(),
             Applied::Ipvs(m) => m.text(),
         })
     }
@@ -155,13 +155,20 @@ impl Programmer {
                 result.map(|()| Applied::Iptables(rules))
             }
             Mode::Nftables => {
-                let rules = nftables::render(snapshot, &self.config);
-                report.render = start.elapsed();
-                report.rules = rules.rule_count();
-                let partial = match &previous {
-                    Some(Applied::Nftables(old)) => rules.partial_text(old),
-                    _ => None,
+                // A partial sync re-renders only the changed service ports and diffs their parts.
+                let mut partial = None;
+                let inc = match previous {
+                    Some(Applied::Nftables(mut inc)) => match inc.update(snapshot, &self.config) {
+                        Some(update) => {
+                            partial = Some(update.text);
+                            inc
+                        }
+                        None => Box::new(nftables::Incremental::full(snapshot, &self.config)),
+                    },
+                    _ => Box::new(nftables::Incremental::full(snapshot, &self.config)),
                 };
+                report.render = start.elapsed();
+                report.rules = inc.table.rules.rule_count();
                 report.full = partial.is_none();
                 let apply = Instant::now();
                 let result = match &partial {
@@ -171,13 +178,13 @@ impl Programmer {
                         self.sink.nft(text)
                     }
                     None => {
-                        let text = rules.full_text();
+                        let text = inc.table.rules.full_text();
                         report.input_bytes = text.len();
                         self.sink.nft(&text).and_then(|()| self.sink.ensure_route())
                     }
                 };
                 report.apply = apply.elapsed();
-                result.map(|()| Applied::Nftables(rules))
+                result.map(|()| Applied::Nftables(inc))
             }
             Mode::Ipvs => {
                 let model = ipvs::render(snapshot, &self.config);
@@ -196,7 +203,20 @@ impl Programmer {
 #[derive(Default)]
 struct Pending {
     dirty: bool,
-    first_endpoint_change: Option<Instant>,
+    /// Per Service (`namespace/name`), when the proxy first saw an EndpointSlice of it change since
+    /// the last sync: upstream observes the network programming latency once per changed service
+    /// (from its trigger time), not once per sync.
+    endpoint_changes: std::collections::HashMap<String, Instant>,
+}
+
+/// The Service (`namespace/name`) an EndpointSlice event is about; None for the initial list.
+fn slice_service(event: &watcher::Result<watcher::Event<EndpointSlice>>) -> Option<String> {
+    let slice = match event {
+        Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => s,
+        _ => return None,
+    };
+    let service = slice.labels().get(crate::snapshot::LABEL_SERVICE_NAME)?;
+    Some(format!("{}/{service}", slice.namespace().unwrap_or_default()))
 }
 
 /// Whether this node can run `config`'s mode (ipvs: refused without ip_vs, and not programmed yet).
@@ -261,10 +281,12 @@ pub async fn run_with_sink(
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
         .reflect(slice_writer)
-        .for_each(move |_| {
+        .for_each(move |event| {
             if let Ok(mut p) = p.lock() {
                 p.dirty = true;
-                p.first_endpoint_change.get_or_insert_with(Instant::now);
+                if let Some(service) = slice_service(&event) {
+                    p.endpoint_changes.entry(service).or_insert_with(Instant::now);
+                }
             }
             w.notify_one();
             std::future::ready(())
@@ -297,18 +319,20 @@ pub async fn run_with_sink(
             let seen = match pending.lock() {
                 Ok(mut p) => {
                     p.dirty = false;
-                    p.first_endpoint_change.take()
+                    std::mem::take(&mut p.endpoint_changes)
                 }
-                Err(_) => None,
+                Err(_) => Default::default(),
             };
             let svcs = services.state();
             let eps = slices.state();
             let Some(mut prog) = programmer.take() else { return };
             let started = Instant::now();
             let joined = tokio::task::spawn_blocking(move || {
+                let build = Instant::now();
                 let snapshot = Snapshot::build(svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let build = build.elapsed();
                 let result = prog.sync(&snapshot, full);
-                (prog, snapshot, result)
+                (prog, snapshot, result.map(|r| (r, build)))
             })
             .await;
             let Ok((prog, snapshot, result)) = joined else {
@@ -318,7 +342,7 @@ pub async fn run_with_sink(
             programmer = Some(prog);
             last_sync = Some(started);
             match result {
-                Ok(report) => {
+                Ok((report, build)) => {
                     force_full = false;
                     if report.full {
                         last_full = started;
@@ -330,11 +354,12 @@ pub async fn run_with_sink(
                         snapshot.services.len(),
                         snapshot.endpoint_count(),
                     );
-                    if let Some(seen) = seen {
+                    for seen in seen.values() {
                         metrics.programmed(seen.elapsed().as_secs_f64());
                     }
                     tracing::debug!(
                         full = report.full,
+                        snapshot_ms = build.as_millis() as u64,
                         render_ms = report.render.as_millis() as u64,
                         apply_ms = report.apply.as_millis() as u64,
                         rules = report.rules,
@@ -348,8 +373,9 @@ pub async fn run_with_sink(
                     // The changes are not applied yet: keep them pending.
                     if let Ok(mut p) = pending.lock() {
                         p.dirty = true;
-                        if let Some(seen) = seen {
-                            p.first_endpoint_change.get_or_insert(seen);
+                        for (service, seen) in seen {
+                            let first = p.endpoint_changes.entry(service).or_insert(seen);
+                            *first = (*first).min(seen);
                         }
                     }
                 }
