@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     nftables,
     sink::{RuleSink, SinkError, SystemSink},
-    snapshot::Snapshot,
+    snapshot::{ServiceKeys, Snapshot},
 };
 
 /// How the proxy runs.
@@ -207,6 +207,66 @@ struct Pending {
     /// the last sync: upstream observes the network programming latency once per changed service
     /// (from its trigger time), not once per sync.
     endpoint_changes: std::collections::HashMap<String, Instant>,
+    /// Services whose Service or EndpointSlices changed since the last sync: the snapshot rebuilds
+    /// only their entries.
+    changed: ServiceKeys,
+    /// A watch (re)listed: the next snapshot is built from scratch.
+    relist: bool,
+    /// The Service each EndpointSlice (`namespace/name`) belonged to, to catch a slice moving.
+    slice_owner: std::collections::HashMap<String, String>,
+}
+
+impl Pending {
+    fn mark(&mut self, namespace: &str, name: &str) {
+        self.changed
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+    }
+
+    fn service_event(&mut self, event: &watcher::Result<watcher::Event<Service>>) {
+        self.dirty = true;
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
+                self.mark(&s.namespace().unwrap_or_default(), &s.name_any());
+            }
+            Ok(_) => self.relist = true,
+            Err(_) => {}
+        }
+    }
+
+    fn slice_event(&mut self, event: &watcher::Result<watcher::Event<EndpointSlice>>) {
+        self.dirty = true;
+        let (slice, deleted) = match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
+            Ok(watcher::Event::Delete(s)) => (s, true),
+            Ok(_) => {
+                self.relist = true;
+                return;
+            }
+            Err(_) => return,
+        };
+        let namespace = slice.namespace().unwrap_or_default();
+        let key = format!("{namespace}/{}", slice.name_any());
+        let owner = slice.labels().get(crate::snapshot::LABEL_SERVICE_NAME).cloned();
+        let previous = if deleted {
+            self.slice_owner.remove(&key)
+        } else {
+            match &owner {
+                Some(o) => self.slice_owner.insert(key, o.clone()),
+                None => self.slice_owner.remove(&key),
+            }
+        };
+        if let Some(previous) = previous.filter(|p| Some(p) != owner.as_ref()) {
+            self.mark(&namespace, &previous);
+        }
+        if let Some(owner) = owner {
+            self.mark(&namespace, &owner);
+        }
+        if let Some(service) = slice_service(event) {
+            self.endpoint_changes.entry(service).or_insert_with(Instant::now);
+        }
+    }
 }
 
 /// The Service (`namespace/name`) an EndpointSlice event is about; None for the initial list.
@@ -268,9 +328,9 @@ pub async fn run_with_sink(
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
         .reflect(svc_writer)
-        .for_each(move |_| {
+        .for_each(move |event| {
             if let Ok(mut p) = p.lock() {
-                p.dirty = true;
+                p.service_event(&event);
             }
             w.notify_one();
             std::future::ready(())
@@ -283,10 +343,7 @@ pub async fn run_with_sink(
         .reflect(slice_writer)
         .for_each(move |event| {
             if let Ok(mut p) = p.lock() {
-                p.dirty = true;
-                if let Some(service) = slice_service(&event) {
-                    p.endpoint_changes.entry(service).or_insert_with(Instant::now);
-                }
+                p.slice_event(&event);
             }
             w.notify_one();
             std::future::ready(())
@@ -303,6 +360,8 @@ pub async fn run_with_sink(
         let mut last_sync: Option<Instant> = None;
         let mut last_full = Instant::now();
         let mut force_full = true;
+        // The last snapshot: between full syncs only the changed Services' entries are rebuilt.
+        let mut last_snapshot: Option<Snapshot> = None;
         loop {
             if !force_full {
                 let dirty = pending.lock().map(|p| p.dirty).unwrap_or(true);
@@ -316,20 +375,32 @@ pub async fn run_with_sink(
                 tokio::time::sleep(config.min_sync_period.saturating_sub(last.elapsed())).await;
             }
             let full = force_full || last_full.elapsed() >= config.full_sync_period;
-            let seen = match pending.lock() {
+            let (seen, changed, relist) = match pending.lock() {
                 Ok(mut p) => {
                     p.dirty = false;
-                    std::mem::take(&mut p.endpoint_changes)
+                    (
+                        std::mem::take(&mut p.endpoint_changes),
+                        std::mem::take(&mut p.changed),
+                        std::mem::take(&mut p.relist),
+                    )
                 }
-                Err(_) => Default::default(),
+                Err(_) => (Default::default(), Default::default(), true),
             };
+            let previous = last_snapshot.take().filter(|_| !(full || relist));
             let svcs = services.state();
             let eps = slices.state();
             let Some(mut prog) = programmer.take() else { return };
             let started = Instant::now();
             let joined = tokio::task::spawn_blocking(move || {
                 let build = Instant::now();
-                let snapshot = Snapshot::build(svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let (all_svcs, all_eps) = (svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let snapshot = match previous {
+                    Some(mut snapshot) => {
+                        snapshot.refresh(&changed, all_svcs, all_eps);
+                        snapshot
+                    }
+                    None => Snapshot::build(all_svcs, all_eps),
+                };
                 let build = build.elapsed();
                 let result = prog.sync(&snapshot, full);
                 (prog, snapshot, result.map(|r| (r, build)))
@@ -341,6 +412,7 @@ pub async fn run_with_sink(
             };
             programmer = Some(prog);
             last_sync = Some(started);
+            let snapshot = &*last_snapshot.insert(snapshot);
             match result {
                 Ok((report, build)) => {
                     force_full = false;
