@@ -71,12 +71,15 @@ fn children_cpu() -> f64 {
     ticks / 100.0
 }
 
-/// A scratch namespace, deleted on drop.
-struct Scratch(String);
+/// A scratch network namespace, deleted on drop.
+pub struct Scratch(String);
 
 impl Scratch {
-    fn create() -> Result<Self, Error> {
-        let name = format!("skiff-bench-proxy-{}", std::process::id());
+    /// A new namespace with `lo` up (root needed).
+    pub fn create() -> Result<Self, Error> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("skiff-bench-proxy-{}-{n}", std::process::id());
         let status = Command::new("ip").args(["netns", "add", &name]).status()?;
         if !status.success() {
             return Err(format!("ip netns add {name} failed (root needed)").into());
@@ -88,7 +91,8 @@ impl Scratch {
         Ok(scratch)
     }
 
-    fn path(&self) -> std::path::PathBuf {
+    /// Its path, for `nsenter --net=`.
+    pub fn path(&self) -> std::path::PathBuf {
         format!("/run/netns/{}", self.0).into()
     }
 }
@@ -104,7 +108,7 @@ fn ip(n: usize, base: u32) -> Ipv4Addr {
 }
 
 /// N services with E endpoints each, on other nodes.
-fn snapshot(services: usize, endpoints: usize) -> Snapshot {
+pub fn snapshot(services: usize, endpoints: usize) -> Snapshot {
     let mut s = Snapshot::default();
     for i in 0..services {
         let name = ServicePortName {

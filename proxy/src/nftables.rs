@@ -65,6 +65,7 @@ impl Rules {
             + self.sets.values().map(|s| s.elements.len()).sum::<usize>()
     }
 
+    #[cfg(test)]
     fn map(&mut self, name: &str, decl: &str) -> &mut Set {
         self.sets.entry(name.to_owned()).or_insert_with(|| Set {
             kind: if decl.contains(':') { "map" } else { "set" },
@@ -73,16 +74,19 @@ impl Rules {
         })
     }
 
+    #[cfg(test)]
     fn element(&mut self, set: &str, key: String, value: Option<String>) {
         if let Some(s) = self.sets.get_mut(set) {
             s.elements.insert(key, value);
         }
     }
 
+    #[cfg(test)]
     fn chain(&mut self, name: &str) -> &mut Vec<String> {
         &mut self.chains.entry(name.to_owned()).or_default().rules
     }
 
+    #[cfg(test)]
     fn base_chain(&mut self, name: &str, hook: &str, rules: &[&str]) {
         let chain = self.chains.entry(name.to_owned()).or_default();
         chain.hook = Some(hook.to_owned());
@@ -132,7 +136,9 @@ impl Rules {
                 Some(o) if o.decl != set.decl => return None,
                 Some(_) => {}
                 None => {
-                    let _ = writeln!(out, "add {} ip {t} {name} {{ {} }}", set.kind, set.decl);
+                    // One line: the declaration needs its closing `;` before `}`.
+                    let decl = set.decl.trim_end_matches(';');
+                    let _ = writeln!(out, "add {} ip {t} {name} {{ {decl}; }}", set.kind);
                 }
             }
         }
@@ -231,9 +237,305 @@ fn sep_name(svc: &ServicePort, ep: &Endpoint) -> String {
     crate::iptables::sep_chain(svc, ep)["KUBE-SEP-".len()..].to_owned()
 }
 
+/// What one part of the table contributes: the sets it declares, the chains it owns (or shares, like
+/// `cluster-<n>`), and elements in any set. The table is the base fragment plus one per service port,
+/// so a partial sync re-renders only the changed service ports' fragments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fragment {
+    /// Sets and maps declared (their elements come from `elements`).
+    pub sets: Vec<(String, Set)>,
+    /// Chains.
+    pub chains: Vec<(String, Chain)>,
+    /// Elements: (set, key, value).
+    pub elements: Vec<(String, String, Option<String>)>,
+}
+
+impl Fragment {
+    fn map(&mut self, name: &str, decl: &str) {
+        if self.sets.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        self.sets.push((
+            name.to_owned(),
+            Set {
+                kind: if decl.contains(':') { "map" } else { "set" },
+                decl: decl.to_owned(),
+                elements: BTreeMap::new(),
+            },
+        ));
+    }
+
+    fn element(&mut self, set: &str, key: String, value: Option<String>) {
+        self.elements.push((set.to_owned(), key, value));
+    }
+
+    fn chain(&mut self, name: &str) -> &mut Vec<String> {
+        let i = match self.chains.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.chains.push((name.to_owned(), Chain::default()));
+                self.chains.len() - 1
+            }
+        };
+        &mut self.chains[i].1.rules
+    }
+
+    fn base_chain(&mut self, name: &str, hook: &str, rules: &[&str]) {
+        self.chains.push((
+            name.to_owned(),
+            Chain {
+                hook: Some(hook.to_owned()),
+                rules: rules.iter().map(|r| (*r).to_owned()).collect(),
+            },
+        ));
+    }
+}
+
+/// One reference-counted part of a [`Table`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Item {
+    Set(String),
+    Chain(String),
+    Element(String, String),
+}
+
+/// The rendered table with a count of the fragments holding each set, chain and element: fragments
+/// can be added and removed in any order and `rules` stays what rendering all of them at once gives
+/// (a shared `cluster-<n>` chain goes when its last service does).
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// The table.
+    pub rules: Rules,
+    refs: std::collections::HashMap<Item, usize>,
+}
+
+/// What an update touched, to cut the before and after views for the diff.
+#[derive(Debug, Default)]
+struct Touched {
+    sets: std::collections::BTreeSet<String>,
+    chains: std::collections::BTreeSet<String>,
+    elements: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Touched {
+    fn note(&mut self, f: &Fragment) {
+        self.sets.extend(f.sets.iter().map(|(n, _)| n.clone()));
+        self.chains.extend(f.chains.iter().map(|(n, _)| n.clone()));
+        for (set, key, _) in &f.elements {
+            self.sets.insert(set.clone());
+            self.elements.insert((set.clone(), key.clone()));
+        }
+    }
+}
+
+impl Table {
+    fn add(&mut self, f: &Fragment) {
+        for (name, set) in &f.sets {
+            let n = self.refs.entry(Item::Set(name.clone())).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.rules.sets.insert(name.clone(), set.clone());
+            }
+        }
+        for (name, chain) in &f.chains {
+            let n = self.refs.entry(Item::Chain(name.clone())).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.rules.chains.insert(name.clone(), chain.clone());
+            }
+        }
+        for (set, key, value) in &f.elements {
+            *self
+                .refs
+                .entry(Item::Element(set.clone(), key.clone()))
+                .or_default() += 1;
+            if let Some(s) = self.rules.sets.get_mut(set) {
+                s.elements.insert(key.clone(), value.clone());
+            }
+        }
+    }
+
+    fn release(&mut self, item: Item) -> bool {
+        match self.refs.get_mut(&item) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.refs.remove(&item);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, f: &Fragment) {
+        for (set, key, _) in &f.elements {
+            if self.release(Item::Element(set.clone(), key.clone()))
+                && let Some(s) = self.rules.sets.get_mut(set)
+            {
+                s.elements.remove(key);
+            }
+        }
+        for (name, _) in &f.chains {
+            if self.release(Item::Chain(name.clone())) {
+                self.rules.chains.remove(name);
+            }
+        }
+        for (name, _) in &f.sets {
+            if self.release(Item::Set(name.clone())) {
+                self.rules.sets.remove(name);
+            }
+        }
+    }
+
+    /// The part of the table `touched` names.
+    fn view(&self, touched: &Touched) -> Rules {
+        let mut r = Rules::default();
+        for name in &touched.sets {
+            if let Some(s) = self.rules.sets.get(name) {
+                r.sets.insert(
+                    name.clone(),
+                    Set {
+                        kind: s.kind,
+                        decl: s.decl.clone(),
+                        elements: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        for (set, key) in &touched.elements {
+            let value = self.rules.sets.get(set).and_then(|s| s.elements.get(key));
+            if let (Some(value), Some(s)) = (value, r.sets.get_mut(set)) {
+                s.elements.insert(key.clone(), value.clone());
+            }
+        }
+        for name in &touched.chains {
+            if let Some(c) = self.rules.chains.get(name) {
+                r.chains.insert(name.clone(), c.clone());
+            }
+        }
+        r
+    }
+}
+
+/// The inputs of one service port's fragment, and the fragment.
+#[derive(Debug, Clone)]
+struct Rendered {
+    svc: ServicePort,
+    endpoints: Vec<Endpoint>,
+    fragment: Fragment,
+}
+
+/// The table as last rendered, per service port: a partial sync compares each service port's inputs
+/// with the last ones, re-renders only those that differ, and diffs only their fragments — what
+/// upstream's nftables proxier does with its per-service chains and elements.
+#[derive(Debug, Clone, Default)]
+pub struct Incremental {
+    /// The whole table.
+    pub table: Table,
+    services: BTreeMap<crate::snapshot::ServicePortName, Rendered>,
+}
+
+/// What [`Incremental::update`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The `nft -f` input (empty when nothing changed).
+    pub text: String,
+    /// Service ports re-rendered (added, changed or removed).
+    pub changed: usize,
+}
+
+fn endpoints_of<'a>(snapshot: &'a Snapshot, svc: &ServicePort) -> &'a [Endpoint] {
+    snapshot
+        .endpoints
+        .get(&svc.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+impl Incremental {
+    /// Renders the whole table.
+    pub fn full(snapshot: &Snapshot, config: &RenderConfig) -> Self {
+        let mut inc = Self::default();
+        inc.table.add(&base(config));
+        for (name, svc) in &snapshot.services {
+            let fragment = service_fragment(snapshot, config, svc);
+            inc.table.add(&fragment);
+            inc.services.insert(
+                name.clone(),
+                Rendered {
+                    svc: svc.clone(),
+                    endpoints: endpoints_of(snapshot, svc).to_vec(),
+                    fragment,
+                },
+            );
+        }
+        inc
+    }
+
+    /// Brings the table to `snapshot`, re-rendering only the service ports whose service or endpoints
+    /// differ from the last render, and returns the `nft -f` input that applies the difference. None
+    /// when only a full sync can (a set changed type); `self` is then unusable.
+    pub fn update(&mut self, snapshot: &Snapshot, config: &RenderConfig) -> Option<Update> {
+        let mut touched = Touched::default();
+        let mut changes: Vec<(crate::snapshot::ServicePortName, Option<Rendered>)> = Vec::new();
+        for (name, svc) in &snapshot.services {
+            let eps = endpoints_of(snapshot, svc);
+            if let Some(old) = self.services.get(name) {
+                if old.svc == *svc && old.endpoints == eps {
+                    continue;
+                }
+                touched.note(&old.fragment);
+            }
+            let fragment = service_fragment(snapshot, config, svc);
+            touched.note(&fragment);
+            changes.push((
+                name.clone(),
+                Some(Rendered {
+                    svc: svc.clone(),
+                    endpoints: eps.to_vec(),
+                    fragment,
+                }),
+            ));
+        }
+        for (name, old) in &self.services {
+            if !snapshot.services.contains_key(name) {
+                touched.note(&old.fragment);
+                changes.push((name.clone(), None));
+            }
+        }
+        if changes.is_empty() {
+            return Some(Update {
+                text: String::new(),
+                changed: 0,
+            });
+        }
+        let before = self.table.view(&touched);
+        let changed = changes.len();
+        for (name, new) in changes {
+            if let Some(old) = self.services.remove(&name) {
+                self.table.remove(&old.fragment);
+            }
+            if let Some(new) = new {
+                self.table.add(&new.fragment);
+                self.services.insert(name, new);
+            }
+        }
+        let after = self.table.view(&touched);
+        let text = after.partial_text(&before)?;
+        Some(Update { text, changed })
+    }
+}
+
 /// Renders the whole table. Pure.
 pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
-    let mut r = Rules::default();
+    Incremental::full(snapshot, config).table.rules
+}
+
+/// What every table has, whatever the services.
+fn base(config: &RenderConfig) -> Fragment {
+    let mut r = Fragment::default();
     let m = MASQ_MARK;
     r.map(
         "service-ips",
@@ -312,22 +614,24 @@ pub fn render(snapshot: &Snapshot, config: &RenderConfig) -> Rules {
     }
     services.push("ip daddr . meta l4proto . th dport vmap @service-ips".into());
     services.push("fib daddr type local meta l4proto . th dport vmap @service-nodeports".into());
-
-    for svc in snapshot.services.values() {
-        render_service(&mut r, snapshot, config, svc);
-    }
-    // Hairpin: this node's endpoints (an endpoint without a node name may be here too).
-    for eps in snapshot.endpoints.values() {
-        for ep in eps {
-            if ep.node_name.as_deref().is_none_or(|n| n == config.node_name) {
-                r.element("hairpin", format!("{} . {}", ep.ip, ep.ip), None);
-            }
-        }
-    }
     r
 }
 
-fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc: &ServicePort) {
+/// One service port's part of the table. Pure.
+pub fn service_fragment(snapshot: &Snapshot, config: &RenderConfig, svc: &ServicePort) -> Fragment {
+    let mut r = Fragment::default();
+    // Hairpin: this service port's endpoints on this node (an endpoint without a node name may be
+    // here too).
+    for ep in endpoints_of(snapshot, svc) {
+        if ep.node_name.as_deref().is_none_or(|n| n == config.node_name) {
+            r.element("hairpin", format!("{} . {}", ep.ip, ep.ip), None);
+        }
+    }
+    render_service(&mut r, snapshot, config, svc);
+    r
+}
+
+fn render_service(r: &mut Fragment, snapshot: &Snapshot, config: &RenderConfig, svc: &ServicePort) {
     let cat = snapshot.categorize(svc, &config.node_name);
     let proto = svc.name.protocol.lower();
     let vip_key = format!("{} . {proto} . {}", svc.cluster_ip, svc.port);
@@ -429,10 +733,7 @@ fn render_service(r: &mut Rules, snapshot: &Snapshot, config: &RenderConfig, svc
 }
 
 /// The chain and map shared by every plain service with `n` endpoints.
-fn ensure_shared(r: &mut Rules, n: usize) {
-    if r.chains.contains_key(&format!("cluster-{n}")) {
-        return;
-    }
+fn ensure_shared(r: &mut Fragment, n: usize) {
     r.map(
         &format!("cluster-endpoints-{n}"),
         &format!("typeof ip daddr . meta l4proto . th dport . numgen random mod {n} : ip daddr . th dport"),
@@ -451,7 +752,7 @@ fn ensure_shared(r: &mut Rules, n: usize) {
 }
 
 /// A per-service chain choosing an endpoint: affinity first, then numgen over the endpoints.
-fn choice_chain(r: &mut Rules, chain: &str, svc: &ServicePort, eps: &[&Endpoint]) {
+fn choice_chain(r: &mut Fragment, chain: &str, svc: &ServicePort, eps: &[&Endpoint]) {
     let mut rules = Vec::new();
     if svc.affinity_timeout.is_some() {
         for ep in eps {
@@ -475,6 +776,148 @@ fn choice_chain(r: &mut Rules, chain: &str, svc: &ServicePort, eps: &[&Endpoint]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::snapshot::{Protocol, ServicePortName};
+
+    fn config() -> RenderConfig {
+        RenderConfig {
+            node_name: "n1".into(),
+            cluster_cidr: Some("10.244.0.0/16".parse().expect("cidr")),
+            service_cidr: "10.96.0.0/12".parse().expect("cidr"),
+            node_ips: Vec::new(),
+        }
+    }
+
+    fn name(i: usize) -> ServicePortName {
+        ServicePortName {
+            namespace: "ns".into(),
+            name: format!("svc-{i}"),
+            port: String::new(),
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn ep(ip: u32, node: &str) -> Endpoint {
+        Endpoint {
+            ip: std::net::Ipv4Addr::from(0x0af4_0000 + ip),
+            port: 8080,
+            ready: true,
+            serving: true,
+            terminating: false,
+            node_name: Some(node.into()),
+        }
+    }
+
+    /// Service i with `n` endpoints (ids from `first`); every third a NodePort.
+    fn put(s: &mut Snapshot, i: usize, first: u32, n: u32) {
+        let svc = ServicePort {
+            name: name(i),
+            cluster_ip: std::net::Ipv4Addr::from(0x0a60_0100 + i as u32),
+            port: 80,
+            node_port: i.is_multiple_of(3).then_some(30000 + i as u16),
+            affinity_timeout: None,
+            internal_local: false,
+            external_local: false,
+        };
+        s.services.insert(name(i), svc);
+        let node = |e: u32| if e.is_multiple_of(4) { "n1" } else { "n2" };
+        s.endpoints
+            .insert(name(i), (first..first + n).map(|e| ep(e, node(e))).collect());
+    }
+
+    fn many(n: usize) -> Snapshot {
+        let mut s = Snapshot::default();
+        for i in 0..n {
+            put(&mut s, i, 100 * i as u32, 3);
+        }
+        s
+    }
+
+    #[test]
+    fn a_partial_sync_touches_only_the_changed_service() {
+        let mut s = many(50);
+        let mut inc = Incremental::full(&s, &config());
+        // svc-7's first endpoint is replaced.
+        s.endpoints.get_mut(&name(7)).expect("svc-7")[0] = ep(9999, "n2");
+        let update = inc.update(&s, &config()).expect("partial");
+        assert_eq!(update.changed, 1);
+        let vip7 = "10.96.1.7 ";
+        for line in update.text.lines() {
+            assert!(line.contains(vip7) || line.contains("hairpin"), "{line}");
+        }
+        assert!(update.text.contains("10.244.39.15 . 8080"), "{}", update.text);
+        // Nothing changed: nothing to apply.
+        let again = inc.update(&s, &config()).expect("partial");
+        assert_eq!((again.text.as_str(), again.changed), ("", 0));
+        assert_eq!(inc.table.rules, render(&s, &config()));
+    }
+
+    #[test]
+    fn partials_then_full_equal_full_alone() {
+        let c = config();
+        let mut s = many(20);
+        let mut inc = Incremental::full(&s, &c);
+        let mut texts = Vec::new();
+        type Step = Box<dyn Fn(&mut Snapshot)>;
+        let steps: Vec<Step> = vec![
+            // An endpoint count no other service has: a new shared chain and map.
+            Box::new(|s| put(s, 3, 300, 7)),
+            // ... and back: the shared chain and map go.
+            Box::new(|s| put(s, 3, 300, 3)),
+            // A new service and a removed one.
+            Box::new(|s| put(s, 40, 4000, 2)),
+            Box::new(|s| {
+                s.services.remove(&name(5));
+                s.endpoints.remove(&name(5));
+            }),
+            // No endpoints: reject.
+            Box::new(|s| {
+                s.endpoints.insert(name(6), Vec::new());
+            }),
+            // Session affinity and Local policies: per-service chains.
+            Box::new(|s| {
+                if let Some(svc) = s.services.get_mut(&name(9)) {
+                    svc.affinity_timeout = Some(60);
+                    svc.external_local = true;
+                }
+            }),
+            Box::new(|s| {
+                if let Some(svc) = s.services.get_mut(&name(10)) {
+                    svc.internal_local = true;
+                }
+            }),
+            Box::new(|s| put(s, 9, 900, 2)),
+            // Many at once.
+            Box::new(|s| {
+                for i in 11..18 {
+                    put(s, i, 5000 + 10 * i as u32, (i % 4) as u32 + 1);
+                }
+            }),
+        ];
+        for step in &steps {
+            step(&mut s);
+            let update = inc.update(&s, &c).expect("partial");
+            assert!(update.changed > 0);
+            texts.push(update.text);
+            // The model after each partial is exactly the full render.
+            assert_eq!(inc.table.rules, render(&s, &c));
+            assert_eq!(inc.table.rules.full_text(), render(&s, &c).full_text());
+        }
+        // The partial texts are what diffing whole renders gives, line for line (as sets).
+        let mut prev = many(20);
+        for (step, text) in steps.iter().zip(&texts) {
+            let mut next = prev.clone();
+            step(&mut next);
+            let whole = render(&next, &c).partial_text(&render(&prev, &c)).expect("diff");
+            let sorted = |t: &str| {
+                let mut l: Vec<String> = t.lines().map(str::to_owned).collect();
+                l.sort();
+                l
+            };
+            assert_eq!(sorted(text), sorted(&whole));
+            prev = next;
+        }
+    }
 
     fn rules(elements: &[(&str, &str)], chains: &[(&str, &[&str])]) -> Rules {
         let mut r = Rules::default();

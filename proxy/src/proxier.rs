@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     nftables,
     sink::{RuleSink, SinkError, SystemSink},
-    snapshot::Snapshot,
+    snapshot::{ServiceKeys, Snapshot},
 };
 
 /// How the proxy runs.
@@ -67,7 +67,7 @@ pub enum ProxyError {
 #[derive(Debug, Clone)]
 enum Applied {
     Iptables(iptables::Rules),
-    Nftables(nftables::Rules),
+    Nftables(Box<nftables::Incremental>),
     Ipvs(ipvs::Model),
 }
 
@@ -111,7 +111,7 @@ impl Programmer {
     pub fn applied_text(&self) -> Option<String> {
         Some(match self.applied.as_ref()? {
             Applied::Iptables(r) => r.text(),
-            Applied::Nftables(r) => r.full_text(),
+            Applied::Nftables(r) => r.table.rules.full_text(),
             Applied::Ipvs(m) => m.text(),
         })
     }
@@ -155,13 +155,20 @@ impl Programmer {
                 result.map(|()| Applied::Iptables(rules))
             }
             Mode::Nftables => {
-                let rules = nftables::render(snapshot, &self.config);
-                report.render = start.elapsed();
-                report.rules = rules.rule_count();
-                let partial = match &previous {
-                    Some(Applied::Nftables(old)) => rules.partial_text(old),
-                    _ => None,
+                // A partial sync re-renders only the changed service ports and diffs their parts.
+                let mut partial = None;
+                let inc = match previous {
+                    Some(Applied::Nftables(mut inc)) => match inc.update(snapshot, &self.config) {
+                        Some(update) => {
+                            partial = Some(update.text);
+                            inc
+                        }
+                        None => Box::new(nftables::Incremental::full(snapshot, &self.config)),
+                    },
+                    _ => Box::new(nftables::Incremental::full(snapshot, &self.config)),
                 };
+                report.render = start.elapsed();
+                report.rules = inc.table.rules.rule_count();
                 report.full = partial.is_none();
                 let apply = Instant::now();
                 let result = match &partial {
@@ -171,13 +178,13 @@ impl Programmer {
                         self.sink.nft(text)
                     }
                     None => {
-                        let text = rules.full_text();
+                        let text = inc.table.rules.full_text();
                         report.input_bytes = text.len();
                         self.sink.nft(&text).and_then(|()| self.sink.ensure_route())
                     }
                 };
                 report.apply = apply.elapsed();
-                result.map(|()| Applied::Nftables(rules))
+                result.map(|()| Applied::Nftables(inc))
             }
             Mode::Ipvs => {
                 let model = ipvs::render(snapshot, &self.config);
@@ -196,7 +203,80 @@ impl Programmer {
 #[derive(Default)]
 struct Pending {
     dirty: bool,
-    first_endpoint_change: Option<Instant>,
+    /// Per Service (`namespace/name`), when the proxy first saw an EndpointSlice of it change since
+    /// the last sync: upstream observes the network programming latency once per changed service
+    /// (from its trigger time), not once per sync.
+    endpoint_changes: std::collections::HashMap<String, Instant>,
+    /// Services whose Service or EndpointSlices changed since the last sync: the snapshot rebuilds
+    /// only their entries.
+    changed: ServiceKeys,
+    /// A watch (re)listed: the next snapshot is built from scratch.
+    relist: bool,
+    /// The Service each EndpointSlice (`namespace/name`) belonged to, to catch a slice moving.
+    slice_owner: std::collections::HashMap<String, String>,
+}
+
+impl Pending {
+    fn mark(&mut self, namespace: &str, name: &str) {
+        self.changed
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned());
+    }
+
+    fn service_event(&mut self, event: &watcher::Result<watcher::Event<Service>>) {
+        self.dirty = true;
+        match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
+                self.mark(&s.namespace().unwrap_or_default(), &s.name_any());
+            }
+            Ok(_) => self.relist = true,
+            Err(_) => {}
+        }
+    }
+
+    fn slice_event(&mut self, event: &watcher::Result<watcher::Event<EndpointSlice>>) {
+        self.dirty = true;
+        let (slice, deleted) = match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
+            Ok(watcher::Event::Delete(s)) => (s, true),
+            Ok(_) => {
+                self.relist = true;
+                return;
+            }
+            Err(_) => return,
+        };
+        let namespace = slice.namespace().unwrap_or_default();
+        let key = format!("{namespace}/{}", slice.name_any());
+        let owner = slice.labels().get(crate::snapshot::LABEL_SERVICE_NAME).cloned();
+        let previous = if deleted {
+            self.slice_owner.remove(&key)
+        } else {
+            match &owner {
+                Some(o) => self.slice_owner.insert(key, o.clone()),
+                None => self.slice_owner.remove(&key),
+            }
+        };
+        if let Some(previous) = previous.filter(|p| Some(p) != owner.as_ref()) {
+            self.mark(&namespace, &previous);
+        }
+        if let Some(owner) = owner {
+            self.mark(&namespace, &owner);
+        }
+        if let Some(service) = slice_service(event) {
+            self.endpoint_changes.entry(service).or_insert_with(Instant::now);
+        }
+    }
+}
+
+/// The Service (`namespace/name`) an EndpointSlice event is about; None for the initial list.
+fn slice_service(event: &watcher::Result<watcher::Event<EndpointSlice>>) -> Option<String> {
+    let slice = match event {
+        Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => s,
+        _ => return None,
+    };
+    let service = slice.labels().get(crate::snapshot::LABEL_SERVICE_NAME)?;
+    Some(format!("{}/{service}", slice.namespace().unwrap_or_default()))
 }
 
 /// Whether this node can run `config`'s mode (ipvs: refused without ip_vs, and not programmed yet).
@@ -248,9 +328,9 @@ pub async fn run_with_sink(
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
         .reflect(svc_writer)
-        .for_each(move |_| {
+        .for_each(move |event| {
             if let Ok(mut p) = p.lock() {
-                p.dirty = true;
+                p.service_event(&event);
             }
             w.notify_one();
             std::future::ready(())
@@ -261,10 +341,9 @@ pub async fn run_with_sink(
         .default_backoff()
         .modify(|s| s.managed_fields_mut().clear())
         .reflect(slice_writer)
-        .for_each(move |_| {
+        .for_each(move |event| {
             if let Ok(mut p) = p.lock() {
-                p.dirty = true;
-                p.first_endpoint_change.get_or_insert_with(Instant::now);
+                p.slice_event(&event);
             }
             w.notify_one();
             std::future::ready(())
@@ -281,6 +360,8 @@ pub async fn run_with_sink(
         let mut last_sync: Option<Instant> = None;
         let mut last_full = Instant::now();
         let mut force_full = true;
+        // The last snapshot: between full syncs only the changed Services' entries are rebuilt.
+        let mut last_snapshot: Option<Snapshot> = None;
         loop {
             if !force_full {
                 let dirty = pending.lock().map(|p| p.dirty).unwrap_or(true);
@@ -294,21 +375,35 @@ pub async fn run_with_sink(
                 tokio::time::sleep(config.min_sync_period.saturating_sub(last.elapsed())).await;
             }
             let full = force_full || last_full.elapsed() >= config.full_sync_period;
-            let seen = match pending.lock() {
+            let (seen, changed, relist) = match pending.lock() {
                 Ok(mut p) => {
                     p.dirty = false;
-                    p.first_endpoint_change.take()
+                    (
+                        std::mem::take(&mut p.endpoint_changes),
+                        std::mem::take(&mut p.changed),
+                        std::mem::take(&mut p.relist),
+                    )
                 }
-                Err(_) => None,
+                Err(_) => (Default::default(), Default::default(), true),
             };
+            let previous = last_snapshot.take().filter(|_| !(full || relist));
             let svcs = services.state();
             let eps = slices.state();
             let Some(mut prog) = programmer.take() else { return };
             let started = Instant::now();
             let joined = tokio::task::spawn_blocking(move || {
-                let snapshot = Snapshot::build(svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let build = Instant::now();
+                let (all_svcs, all_eps) = (svcs.iter().map(|s| &**s), eps.iter().map(|s| &**s));
+                let snapshot = match previous {
+                    Some(mut snapshot) => {
+                        snapshot.refresh(&changed, all_svcs, all_eps);
+                        snapshot
+                    }
+                    None => Snapshot::build(all_svcs, all_eps),
+                };
+                let build = build.elapsed();
                 let result = prog.sync(&snapshot, full);
-                (prog, snapshot, result)
+                (prog, snapshot, result.map(|r| (r, build)))
             })
             .await;
             let Ok((prog, snapshot, result)) = joined else {
@@ -317,8 +412,9 @@ pub async fn run_with_sink(
             };
             programmer = Some(prog);
             last_sync = Some(started);
+            let snapshot = &*last_snapshot.insert(snapshot);
             match result {
-                Ok(report) => {
+                Ok((report, build)) => {
                     force_full = false;
                     if report.full {
                         last_full = started;
@@ -330,11 +426,12 @@ pub async fn run_with_sink(
                         snapshot.services.len(),
                         snapshot.endpoint_count(),
                     );
-                    if let Some(seen) = seen {
+                    for seen in seen.values() {
                         metrics.programmed(seen.elapsed().as_secs_f64());
                     }
                     tracing::debug!(
                         full = report.full,
+                        snapshot_ms = build.as_millis() as u64,
                         render_ms = report.render.as_millis() as u64,
                         apply_ms = report.apply.as_millis() as u64,
                         rules = report.rules,
@@ -348,8 +445,9 @@ pub async fn run_with_sink(
                     // The changes are not applied yet: keep them pending.
                     if let Ok(mut p) = pending.lock() {
                         p.dirty = true;
-                        if let Some(seen) = seen {
-                            p.first_endpoint_change.get_or_insert(seen);
+                        for (service, seen) in seen {
+                            let first = p.endpoint_changes.entry(service).or_insert(seen);
+                            *first = (*first).min(seen);
                         }
                     }
                 }

@@ -228,6 +228,66 @@ impl Snapshot {
     }
 }
 
+/// Services by namespace, then name: the ones a partial snapshot update rebuilds.
+pub type ServiceKeys = BTreeMap<String, BTreeSet<String>>;
+
+fn listed(keys: &ServiceKeys, namespace: &str, name: &str) -> bool {
+    keys.get(namespace).is_some_and(|names| names.contains(name))
+}
+
+impl Snapshot {
+    /// Rebuilds only the entries of the Services in `keys` from the current objects (all of them
+    /// passed; the others are skipped without being converted): afterwards `self` equals
+    /// [`Snapshot::build`] of the same objects when every Service whose Service or EndpointSlices
+    /// changed since `self` was built is in `keys`. Upstream's change trackers do the same.
+    pub fn refresh<'a>(
+        &mut self,
+        keys: &ServiceKeys,
+        services: impl IntoIterator<Item = &'a Service>,
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    ) {
+        if keys.is_empty() {
+            return;
+        }
+        self.services.retain(|k, _| !listed(keys, &k.namespace, &k.name));
+        self.endpoints.retain(|k, _| !listed(keys, &k.namespace, &k.name));
+        for svc in services {
+            let (Some(namespace), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+                continue;
+            };
+            if listed(keys, namespace, name) {
+                for port in service_ports(svc) {
+                    self.services.insert(port.name.clone(), port);
+                }
+            }
+        }
+        let mut endpoints: BTreeMap<ServicePortName, BTreeSet<Endpoint>> = BTreeMap::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_SERVICE_NAME));
+            let (Some(namespace), Some(service)) = (&slice.metadata.namespace, service) else {
+                continue;
+            };
+            if !listed(keys, namespace, service) {
+                continue;
+            }
+            for (name, ep) in slice_endpoints(slice) {
+                if self.services.contains_key(&name) {
+                    endpoints.entry(name).or_default().insert(ep);
+                }
+            }
+        }
+        self.endpoints.extend(
+            endpoints
+                .into_iter()
+                .map(|(name, eps)| (name, dedup_by_addr(eps))),
+        );
+    }
+}
+
 /// One endpoint per ip:port (two slices may list the same pod while it moves between them; the first,
 /// sorted, wins).
 fn dedup_by_addr(eps: BTreeSet<Endpoint>) -> Vec<Endpoint> {
@@ -350,6 +410,57 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Vec<(ServicePortName, Endpoint)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn refresh_of_the_changed_services_equals_a_build() {
+        let service = |name: &str, ip: &str| -> Service {
+            serde_json::from_value(json!({ "metadata": { "namespace": "ns", "name": name },
+                "spec": { "clusterIP": ip, "ports": [{ "name": "http", "port": 80 }] } }))
+            .expect("service")
+        };
+        let slice = |name: &str, svc: &str, ip: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": { "namespace": "ns", "name": name, "labels": { LABEL_SERVICE_NAME: svc } },
+                "addressType": "IPv4",
+                "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+                "endpoints": [{ "addresses": [ip] }],
+            }))
+            .expect("slice")
+        };
+        let svcs = vec![
+            service("a", "10.96.0.1"),
+            service("b", "10.96.0.2"),
+            service("c", "10.96.0.3"),
+        ];
+        let slices = vec![
+            slice("a-1", "a", "10.244.0.1"),
+            slice("b-1", "b", "10.244.0.2"),
+            slice("c-1", "c", "10.244.0.3"),
+        ];
+        let mut snap = Snapshot::build(&svcs, &slices);
+        // a's endpoint changes, b is deleted, d is new, and c's slice moves to d.
+        let svcs2 = vec![
+            service("a", "10.96.0.1"),
+            service("c", "10.96.0.3"),
+            service("d", "10.96.0.4"),
+        ];
+        let slices2 = vec![
+            slice("a-1", "a", "10.244.0.9"),
+            slice("b-1", "b", "10.244.0.2"),
+            slice("c-1", "d", "10.244.0.3"),
+        ];
+        let mut keys = ServiceKeys::new();
+        keys.entry("ns".into())
+            .or_default()
+            .extend(["a", "b", "c", "d"].map(String::from));
+        snap.refresh(&keys, &svcs2, &slices2);
+        assert_eq!(snap, Snapshot::build(&svcs2, &slices2));
+        assert_eq!(snap.services.len(), 3);
+        // Nothing listed: nothing rebuilt.
+        let before = snap.clone();
+        snap.refresh(&ServiceKeys::new(), &svcs, &slices);
+        assert_eq!(snap, before);
+    }
 
     fn svc(spec: serde_json::Value) -> Service {
         serde_json::from_value(json!({ "metadata": { "namespace": "ns", "name": "web" }, "spec": spec }))
