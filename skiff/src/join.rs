@@ -125,12 +125,33 @@ mod tests {
     fn tokens_parse_in_every_form() {
         assert_eq!(
             parse("K10ABcd::server:s3cret"),
-            JoinToken { ca_hash: Some("abcd".into()), secret: "s3cret".into() }
+            JoinToken {
+                ca_hash: Some("abcd".into()),
+                secret: "s3cret".into()
+            }
         );
-        assert_eq!(parse("K10abcd::s3cret\n"), JoinToken { ca_hash: Some("abcd".into()), secret: "s3cret".into() });
-        assert_eq!(parse("just-a-secret"), JoinToken { ca_hash: None, secret: "just-a-secret".into() });
+        assert_eq!(
+            parse("K10abcd::s3cret\n"),
+            JoinToken {
+                ca_hash: Some("abcd".into()),
+                secret: "s3cret".into()
+            }
+        );
+        assert_eq!(
+            parse("just-a-secret"),
+            JoinToken {
+                ca_hash: None,
+                secret: "just-a-secret".into()
+            }
+        );
         let full = full_token("PEM", "x");
-        assert_eq!(parse(&full), JoinToken { ca_hash: Some(ca_hash("PEM")), secret: "x".into() });
+        assert_eq!(
+            parse(&full),
+            JoinToken {
+                ca_hash: Some(ca_hash("PEM")),
+                secret: "x".into()
+            }
+        );
         assert_eq!(ca_hash("").len(), 64);
     }
 
@@ -139,11 +160,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = server_secret(dir.path(), None, "CA").unwrap();
         assert_eq!(first.len(), 32);
-        assert_eq!(server_secret(dir.path(), None, "CA").unwrap(), first, "kept across restarts");
+        assert_eq!(
+            server_secret(dir.path(), None, "CA").unwrap(),
+            first,
+            "kept across restarts"
+        );
         let node_token = std::fs::read_to_string(dir.path().join("node-token")).unwrap();
         assert_eq!(node_token, full_token("CA", &first));
         assert_eq!(server_secret(dir.path(), Some("mine"), "CA").unwrap(), "mine");
-        assert_eq!(server_secret(dir.path(), Some(&full_token("CA", "full")), "CA").unwrap(), "full");
+        assert_eq!(
+            server_secret(dir.path(), Some(&full_token("CA", "full")), "CA").unwrap(),
+            "full"
+        );
         assert!(server_secret(dir.path(), Some(&full_token("OTHER", "x")), "CA").is_err());
         assert!(server_secret(dir.path(), Some(" "), "CA").is_err());
     }

@@ -104,7 +104,10 @@ async fn the_demo_answers_through_its_service_vip() {
     };
     let page = same(&["exec", pod, "--", "cat", "/www/index.html"], None);
     assert!(page.stdout.contains(&format!("Served by pod {pod}")), "{page:?}");
-    let failed = same(&["exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+    let failed = same(
+        &["exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        None,
+    );
     assert_eq!(
         (failed.code, failed.stdout.as_str(), failed.stderr.as_str()),
         (3, "out\n", "err\ncommand terminated with exit code 3\n")
@@ -112,7 +115,10 @@ async fn the_demo_answers_through_its_service_vip() {
     let echoed = same(&["exec", "-i", pod, "--", "tr", "a-z", "A-Z"], Some("hello\n"));
     assert_eq!(echoed.stdout, "HELLO\n");
     cluster.ok(&["apply", "-f", "-"], Some(TALKER));
-    cluster.ok(&["wait", "--for=condition=Ready", "pod/talker", "--timeout=30s"], None);
+    cluster.ok(
+        &["wait", "--for=condition=Ready", "pod/talker", "--timeout=30s"],
+        None,
+    );
     skiff_tests::eventually("talker's output", Duration::from_secs(10), || async {
         let out = skiff_cli(cluster.server(), &["logs", "talker"], None);
         (out.stdout == "one\ntwo\n").then_some(())
@@ -124,7 +130,10 @@ async fn the_demo_answers_through_its_service_vip() {
     assert_eq!(same(&["logs", "talker", "-c", "b"], None).stdout, "bee\n");
     let deploy_logs = skiff_cli(cluster.server(), &["logs", "deploy/web"], None);
     assert_eq!(deploy_logs.code, 0, "{deploy_logs:?}");
-    assert!(deploy_logs.stderr.starts_with("Found 3 pods, using pod/web-"), "{deploy_logs:?}");
+    assert!(
+        deploy_logs.stderr.starts_with("Found 3 pods, using pod/web-"),
+        "{deploy_logs:?}"
+    );
     cluster.ok(&["delete", "pod", "talker", "--grace-period=1"], None);
 
     // Tear the demo down through the API: the kubelet removes the pods' containers and cgroups.

@@ -8,15 +8,27 @@ use skiff_tests::{Process, Server, run_with_stdin, skiff_bin};
 
 fn agent_args(server: &Server, token: &str, prefix: &str) -> Vec<String> {
     let url = format!("https://127.0.0.1:{}", server.port);
-    ["agent", "--hollow-nodes", "1", "--node-name-prefix", prefix, "--server", &url, "--token", token]
-        .map(String::from)
-        .to_vec()
+    [
+        "agent",
+        "--hollow-nodes",
+        "1",
+        "--node-name-prefix",
+        prefix,
+        "--server",
+        &url,
+        "--token",
+        token,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// An agent expected to give up at once (bounded by `timeout` in case it does not).
 fn refused(server: &Server, token: &str, prefix: &str) -> skiff_tests::Output {
     let mut cmd = std::process::Command::new("timeout");
-    cmd.arg("20").arg(skiff_bin()).args(agent_args(server, token, prefix));
+    cmd.arg("20")
+        .arg(skiff_bin())
+        .args(agent_args(server, token, prefix));
     run_with_stdin(cmd, None)
 }
 

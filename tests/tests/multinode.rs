@@ -10,9 +10,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use skiff_tests::{
     Server, kubectl,
-    node::{
-        Agent, Netns, busybox_images_dir, install_node_helpers, is_root, remove_node_leftovers,
-    },
+    node::{Agent, Netns, busybox_images_dir, install_node_helpers, is_root, remove_node_leftovers},
 };
 
 const IP_A: &str = "10.201.0.1";

@@ -16,7 +16,12 @@ fn skiff(server: &Server, args: &[&str]) -> Output {
 
 fn ok(server: &Server, args: &[&str]) -> String {
     let out = skiff(server, args);
-    assert_eq!(out.code, 0, "skiff {args:?} failed: {out:?}\nserver log tail:\n{}", tail(&server.log()));
+    assert_eq!(
+        out.code,
+        0,
+        "skiff {args:?} failed: {out:?}\nserver log tail:\n{}",
+        tail(&server.log())
+    );
     out.stdout
 }
 
@@ -65,7 +70,11 @@ async fn client_verbs_print_what_kubectl_prints() {
     let server = Server::start(&["--disable-agent"]).await.expect("start server");
     let _nodes = hollow_nodes(&server, 2);
     eventually("two Ready nodes", Duration::from_secs(30), || {
-        skiff(&server, &["get", "nodes"]).stdout.matches(" Ready ").count() == 2
+        skiff(&server, &["get", "nodes"])
+            .stdout
+            .matches(" Ready ")
+            .count()
+            == 2
     });
 
     // apply: created, then unchanged; a changed manifest from stdin is configured.
@@ -88,12 +97,22 @@ async fn client_verbs_print_what_kubectl_prints() {
     assert!(out.stdout.contains("service/web unchanged"), "{out:?}");
 
     // wait and rollout status as kubectl words them.
-    let out = ok(&server, &["wait", "--for=condition=Available", "deploy/web", "--timeout=60s"]);
+    let out = ok(
+        &server,
+        &["wait", "--for=condition=Available", "deploy/web", "--timeout=60s"],
+    );
     assert_eq!(out, "deployment.apps/web condition met\n");
     let out = ok(&server, &["rollout", "status", "deployment/web", "--timeout=60s"]);
-    assert!(out.ends_with("deployment \"web\" successfully rolled out\n"), "{out}");
+    assert!(
+        out.ends_with("deployment \"web\" successfully rolled out\n"),
+        "{out}"
+    );
     eventually("4 pods Running", Duration::from_secs(30), || {
-        skiff(&server, &["get", "pods", "-l", "app=web"]).stdout.matches("Running").count() == 4
+        skiff(&server, &["get", "pods", "-l", "app=web"])
+            .stdout
+            .matches("Running")
+            .count()
+            == 4
     });
 
     // Read verbs: byte for byte what kubectl prints.
@@ -104,12 +123,25 @@ async fn client_verbs_print_what_kubectl_prints() {
         &["get", "all"],
         &["get", "all", "-A"],
         &["get", "nodes", "-o", "name"],
-        &["get", "pods", "-l", "app=web", "--field-selector", "status.phase=Running"],
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            "status.phase=Running",
+        ],
         &["get", "deploy", "web"],
         &["get", "deployment.apps/web", "service/web"],
         &["get", "rs", "--no-headers"],
         &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"],
-        &["get", "svc", "web", "-o", "jsonpath=ip={.spec.clusterIP} port={.spec.ports[0].port}{\"\\n\"}"],
+        &[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath=ip={.spec.clusterIP} port={.spec.ports[0].port}{\"\\n\"}",
+        ],
         &["get", "pods", "-n", "kube-system"],
         &["describe", "deploy", "web"],
         &["describe", "svc", "web"],
@@ -118,7 +150,11 @@ async fn client_verbs_print_what_kubectl_prints() {
     ] {
         same(&server, args);
     }
-    let pod = ok(&server, &["get", "pods", "-o", "name"]).lines().next().expect("a pod").to_string();
+    let pod = ok(&server, &["get", "pods", "-o", "name"])
+        .lines()
+        .next()
+        .expect("a pod")
+        .to_string();
     same(&server, &["describe", &pod]);
     // -o json/yaml: the same objects (formatting of long strings may differ in YAML).
     let ours: serde_json::Value =
@@ -145,10 +181,21 @@ async fn client_verbs_print_what_kubectl_prints() {
     }
     let unknown = skiff(&server, &["get", "pods", "-o", "yamll"]);
     assert_eq!(unknown.code, 1);
-    assert!(unknown.stderr.starts_with("error: unable to match a printer suitable for the output format \"yamll\""));
-    let bad = skiff_cli(&server, &["apply", "-f", "-"], Some("kind: Pod\nmetadata: {name: x}\n"));
+    assert!(
+        unknown
+            .stderr
+            .starts_with("error: unable to match a printer suitable for the output format \"yamll\"")
+    );
+    let bad = skiff_cli(
+        &server,
+        &["apply", "-f", "-"],
+        Some("kind: Pod\nmetadata: {name: x}\n"),
+    );
     assert_eq!(bad.code, 1);
-    assert_eq!(bad.stderr, "error: error validating data from STDIN: apiVersion not set\n");
+    assert_eq!(
+        bad.stderr,
+        "error: error validating data from STDIN: apiVersion not set\n"
+    );
     let invalid = skiff_cli(
         &server,
         &["apply", "-f", "-"],
@@ -156,53 +203,104 @@ async fn client_verbs_print_what_kubectl_prints() {
     );
     assert_eq!(invalid.code, 1);
     assert!(
-        invalid.stderr.starts_with("Error from server (Invalid): error when applying \"STDIN\": ")
+        invalid
+            .stderr
+            .starts_with("Error from server (Invalid): error when applying \"STDIN\": ")
             && invalid.stderr.contains("spec.ports[0].port"),
         "{invalid:?}"
     );
 
     // scale, pause/resume, restart, undo: kubectl's messages and effects.
-    assert_eq!(ok(&server, &["scale", "deploy/web", "--replicas=2"]), "deployment.apps/web scaled\n");
+    assert_eq!(
+        ok(&server, &["scale", "deploy/web", "--replicas=2"]),
+        "deployment.apps/web scaled\n"
+    );
     eventually("2 replicas", Duration::from_secs(30), || {
-        skiff(&server, &["get", "deploy", "web", "-o", "json"]).stdout.contains("\"readyReplicas\": 2")
+        skiff(&server, &["get", "deploy", "web", "-o", "json"])
+            .stdout
+            .contains("\"readyReplicas\": 2")
     });
-    assert_eq!(ok(&server, &["rollout", "pause", "deploy/web"]), "deployment.apps/web paused\n");
+    assert_eq!(
+        ok(&server, &["rollout", "pause", "deploy/web"]),
+        "deployment.apps/web paused\n"
+    );
     let again = same(&server, &["rollout", "pause", "deploy/web"]);
     assert_eq!(again.code, 1);
-    assert_eq!(ok(&server, &["rollout", "resume", "deploy/web"]), "deployment.apps/web resumed\n");
-    assert_eq!(ok(&server, &["rollout", "restart", "deploy/web"]), "deployment.apps/web restarted\n");
+    assert_eq!(
+        ok(&server, &["rollout", "resume", "deploy/web"]),
+        "deployment.apps/web resumed\n"
+    );
+    assert_eq!(
+        ok(&server, &["rollout", "restart", "deploy/web"]),
+        "deployment.apps/web restarted\n"
+    );
     ok(&server, &["rollout", "status", "deploy/web", "--timeout=60s"]);
     let history = same(&server, &["rollout", "history", "deploy/web"]).stdout;
-    assert!(history.contains("\n1         <none>\n2         <none>\n"), "{history}");
-    assert_eq!(ok(&server, &["rollout", "undo", "deploy/web"]), "deployment.apps/web rolled back\n");
+    assert!(
+        history.contains("\n1         <none>\n2         <none>\n"),
+        "{history}"
+    );
+    assert_eq!(
+        ok(&server, &["rollout", "undo", "deploy/web"]),
+        "deployment.apps/web rolled back\n"
+    );
     ok(&server, &["rollout", "status", "deploy/web", "--timeout=60s"]);
     let template = ok(&server, &["get", "deploy", "web", "-o", "yaml"]);
-    assert!(!template.contains("restartedAt"), "undo went back to the template before the restart");
+    assert!(
+        !template.contains("restartedAt"),
+        "undo went back to the template before the restart"
+    );
 
     // wait --for=delete and delete, also by label; a missing object is an error unless ignored.
-    assert_eq!(ok(&server, &["delete", "svc", "web"]), "service \"web\" deleted\n");
+    assert_eq!(
+        ok(&server, &["delete", "svc", "web"]),
+        "service \"web\" deleted\n"
+    );
     let gone = skiff(&server, &["wait", "--for=delete", "svc/web", "--timeout=10s"]);
     assert_eq!(gone.code, 0, "{gone:?}");
     same(&server, &["delete", "svc", "web"]);
     assert_eq!(ok(&server, &["delete", "svc", "web", "--ignore-not-found"]), "");
     let out = ok(&server, &["delete", "-f", DEMO, "--ignore-not-found"]);
-    assert_eq!(out, "configmap \"demo-page\" deleted\ndeployment.apps \"web\" deleted\n");
+    assert_eq!(
+        out,
+        "configmap \"demo-page\" deleted\ndeployment.apps \"web\" deleted\n"
+    );
     eventually("the demo's pods gone", Duration::from_secs(60), || {
         skiff(&server, &["get", "pods"]).stderr == "No resources found in default namespace.\n"
     });
-    assert_eq!(same(&server, &["wait", "--for=condition=Ready", "pod/nope", "--timeout=1s"]).code, 1);
-    let timeout = same(&server, &["wait", "--for=condition=Nope", "ns/default", "--timeout=1s"]);
-    assert_eq!(timeout.stderr, "error: timed out waiting for the condition on namespaces/default\n");
+    assert_eq!(
+        same(
+            &server,
+            &["wait", "--for=condition=Ready", "pod/nope", "--timeout=1s"]
+        )
+        .code,
+        1
+    );
+    let timeout = same(
+        &server,
+        &["wait", "--for=condition=Nope", "ns/default", "--timeout=1s"],
+    );
+    assert_eq!(
+        timeout.stderr,
+        "error: timed out waiting for the condition on namespaces/default\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubeconfig_is_found_in_kubectls_order() {
-    let server = Server::start(&["--disable-agent", "--disable-controller-manager", "--disable-scheduler"])
-        .await
-        .expect("start server");
+    let server = Server::start(&[
+        "--disable-agent",
+        "--disable-controller-manager",
+        "--disable-scheduler",
+    ])
+    .await
+    .expect("start server");
     let run = |envs: &[(&str, &std::path::Path)], args: &[&str]| {
         let mut cmd = std::process::Command::new("timeout");
-        cmd.arg("30").arg(skiff_tests::skiff_bin()).args(args).env_remove("KUBECONFIG");
+        cmd.arg("30")
+            .arg(skiff_tests::skiff_bin())
+            .args(args)
+            .env_remove("KUBECONFIG");
         cmd.env("SKIFF_DATA_DIR", server.data_dir.path().join("no-such-dir"));
         cmd.env("HOME", server.data_dir.path().join("empty-home"));
         for (k, v) in envs {
@@ -217,20 +315,48 @@ async fn the_kubeconfig_is_found_in_kubectls_order() {
     // KUBECONFIG, the data dir, and --kubeconfig each lead to the cluster.
     let kubeconfig = server.kubeconfig();
     for out in [
-        run(&[("KUBECONFIG", &kubeconfig)], &["get", "ns", "default", "-o", "name"]),
-        run(&[("SKIFF_DATA_DIR", server.data_dir.path())], &["get", "ns", "default", "-o", "name"]),
-        run(&[], &["get", "ns", "default", "-o", "name", "--kubeconfig", kubeconfig.to_str().unwrap()]),
+        run(
+            &[("KUBECONFIG", &kubeconfig)],
+            &["get", "ns", "default", "-o", "name"],
+        ),
+        run(
+            &[("SKIFF_DATA_DIR", server.data_dir.path())],
+            &["get", "ns", "default", "-o", "name"],
+        ),
+        run(
+            &[],
+            &[
+                "get",
+                "ns",
+                "default",
+                "-o",
+                "name",
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ],
+        ),
     ] {
         assert_eq!(out.stdout, "namespace/default\n", "{out:?}");
     }
     // --kubeconfig wins over a KUBECONFIG that names a broken file.
     let broken = server.data_dir.path().join("broken.yaml");
     std::fs::write(&broken, "not: [a kubeconfig").unwrap();
-    let out = run(&[("KUBECONFIG", &broken)], &["get", "ns", "default", "-o", "name"]);
+    let out = run(
+        &[("KUBECONFIG", &broken)],
+        &["get", "ns", "default", "-o", "name"],
+    );
     assert_eq!(out.code, 1, "{out:?}");
     let out = run(
         &[("KUBECONFIG", &broken)],
-        &["get", "ns", "default", "-o", "name", "--kubeconfig", kubeconfig.to_str().unwrap()],
+        &[
+            "get",
+            "ns",
+            "default",
+            "-o",
+            "name",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.stdout, "namespace/default\n", "{out:?}");
 }

@@ -49,7 +49,12 @@ pub fn pod_spec(spec: &mut Value) {
     or_insert(spec, "enableServiceLinks", json!(true));
     or_insert(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     or_insert(spec, "priority", json!(0));
-    for v in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+    for v in spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         volume(v);
     }
     for list in ["initContainers", "containers"] {
@@ -96,7 +101,12 @@ fn container(c: &mut Value) {
             handler(h);
         }
     }
-    for env in c.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+    for env in c
+        .get_mut("env")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(field_ref) = env.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")) {
             // SetDefaults_ObjectFieldSelector.
             or_insert(field_ref, "apiVersion", json!("v1"));
@@ -263,9 +273,18 @@ mod tests {
         super::pod(&mut pod);
         let c = &pod["spec"]["containers"][0];
         let r = &c["readinessProbe"];
-        assert_eq!((&r["timeoutSeconds"], &r["periodSeconds"]), (&json!(1), &json!(2)));
-        assert_eq!((&r["successThreshold"], &r["failureThreshold"]), (&json!(1), &json!(3)));
-        assert_eq!((&r["httpGet"]["path"], &r["httpGet"]["scheme"]), (&json!("/"), &json!("HTTP")));
+        assert_eq!(
+            (&r["timeoutSeconds"], &r["periodSeconds"]),
+            (&json!(1), &json!(2))
+        );
+        assert_eq!(
+            (&r["successThreshold"], &r["failureThreshold"]),
+            (&json!(1), &json!(3))
+        );
+        assert_eq!(
+            (&r["httpGet"]["path"], &r["httpGet"]["scheme"]),
+            (&json!("/"), &json!("HTTP"))
+        );
         assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
         assert_eq!(c["lifecycle"]["preStop"]["httpGet"]["path"], "/stop");
         assert_eq!(c["lifecycle"]["preStop"]["httpGet"]["scheme"], "HTTP");

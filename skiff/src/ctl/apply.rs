@@ -48,12 +48,17 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs) -> anyhow::Result<()> {
         match result {
             Ok((t, (name, outcome))) => match args.output.as_deref() {
                 Some(_) => println!("{}/{name}", t.display()),
-                None if args.dry_run == "server" => println!("{}/{name} {outcome} (server dry run)", t.display()),
+                None if args.dry_run == "server" => {
+                    println!("{}/{name} {outcome} (server dry run)", t.display())
+                }
                 None => println!("{}/{name} {outcome}", t.display()),
             },
             Err(e) => {
                 failures += 1;
-                eprintln!("{}", super::error_line(&e.context(format!("error when applying \"{}\"", m.source))));
+                eprintln!(
+                    "{}",
+                    super::error_line(&e.context(format!("error when applying \"{}\"", m.source)))
+                );
             }
         }
     }

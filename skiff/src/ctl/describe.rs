@@ -38,8 +38,8 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<()> {
             if let Some(l) = &args.selector {
                 q.push(("labelSelector".to_string(), l.clone()));
             }
-            let request =
-                http::Request::get(format!("{}?{}", t.collection_path(ns), encode_query(&q))).body(Vec::new())?;
+            let request = http::Request::get(format!("{}?{}", t.collection_path(ns), encode_query(&q)))
+                .body(Vec::new())?;
             let list: Value = ctx.client.request(request).await.map_err(api_error)?;
             list["items"].as_array().cloned().unwrap_or_default()
         } else {
@@ -108,7 +108,11 @@ impl Section {
     fn map(&mut self, indent: usize, key: &str, map: &Value, sep: &str) {
         let entries: Vec<String> = map
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| format!("{k}{sep}{}", v.as_str().unwrap_or_default())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}{sep}{}", v.as_str().unwrap_or_default()))
+                    .collect()
+            })
             .unwrap_or_default();
         self.list(indent, key, &entries);
     }
@@ -180,7 +184,9 @@ async fn describe(ctx: &Ctx, t: &ResourceType, o: &Value) -> anyhow::Result<Stri
 }
 
 fn time(v: &Value) -> String {
-    v.as_str().map(printer::describe_time).unwrap_or_else(|| "<none>".into())
+    v.as_str()
+        .map(printer::describe_time)
+        .unwrap_or_else(|| "<none>".into())
 }
 
 fn pod(sec: &mut Section, o: &Value) {
@@ -204,7 +210,14 @@ fn pod(sec: &mut Section, o: &Value) {
     sec.map(0, "Annotations", &m["annotations"], ": ");
     if let Some(t) = m["deletionTimestamp"].as_str() {
         let grace = m["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-        sec.kv(0, "Status", format!("Terminating (lasts {})", printer::age(Some(t)).replace("<unknown>", "0s")));
+        sec.kv(
+            0,
+            "Status",
+            format!(
+                "Terminating (lasts {})",
+                printer::age(Some(t)).replace("<unknown>", "0s")
+            ),
+        );
         sec.kv(0, "Termination Grace Period", format!("{grace}s"));
     } else {
         sec.kv(0, "Status", s(&st["phase"]));
@@ -236,7 +249,9 @@ fn pod(sec: &mut Section, o: &Value) {
         ("initContainers", "initContainerStatuses", "Init Containers"),
         ("containers", "containerStatuses", "Containers"),
     ] {
-        let Some(containers) = spec[key].as_array().filter(|c| !c.is_empty()) else { continue };
+        let Some(containers) = spec[key].as_array().filter(|c| !c.is_empty()) else {
+            continue;
+        };
         sec.kv(0, title, "");
         for c in containers {
             let cs = st[status_key]
@@ -251,13 +266,21 @@ fn pod(sec: &mut Section, o: &Value) {
     let mut rows = vec![strings(&["Type", "Status"])];
     for c in st["conditions"].as_array().into_iter().flatten() {
         // kubectl writes `%v \t%v \n`: both cells carry a trailing space.
-        rows.push(vec![format!("{} ", s(&c["type"])), format!("{} ", s(&c["status"]))]);
+        rows.push(vec![
+            format!("{} ", s(&c["type"])),
+            format!("{} ", s(&c["status"])),
+        ]);
     }
     sec.rows(1, &rows);
     volumes(sec, 0, "  ", &spec["volumes"]);
     sec.kv(0, "QoS Class", s(&st["qosClass"]));
     sec.map(0, "Node-Selectors", &spec["nodeSelector"], "=");
-    let tolerations: Vec<String> = spec["tolerations"].as_array().into_iter().flatten().map(toleration).collect();
+    let tolerations: Vec<String> = spec["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(toleration)
+        .collect();
     sec.list(0, "Tolerations", &tolerations);
 }
 
@@ -275,7 +298,11 @@ fn toleration(t: &Value) -> String {
         text.push_str(&format!(":{effect}"));
     }
     if t["operator"] == "Exists" && value.is_empty() {
-        text.push_str(if key.is_empty() && effect.is_empty() { "op=Exists" } else { " op=Exists" });
+        text.push_str(if key.is_empty() && effect.is_empty() {
+            "op=Exists"
+        } else {
+            " op=Exists"
+        });
     }
     if let Some(secs) = t["tolerationSeconds"].as_i64() {
         text.push_str(&format!(" for {secs}s"));
@@ -302,7 +329,11 @@ fn volumes(sec: &mut Section, indent: usize, name_pad: &str, volumes: &Value) {
             sec.kv(i, "SecretName", field(src, "secretName"));
             sec.kv(i, "Optional", (src["optional"] == true).to_string());
         } else if let Some(src) = v.get("emptyDir") {
-            sec.kv(i, "Type", "EmptyDir (a temporary directory that shares a pod's lifetime)");
+            sec.kv(
+                i,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)",
+            );
             sec.kv_empty(i, "Medium");
             if let Some(medium) = src["medium"].as_str() {
                 sec.text.truncate(sec.text.len() - 1);
@@ -319,13 +350,25 @@ fn volumes(sec: &mut Section, indent: usize, name_pad: &str, volumes: &Value) {
                 let _ = writeln!(sec.text, "{t}");
             }
         } else if let Some(src) = v.get("persistentVolumeClaim") {
-            sec.kv(i, "Type", "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)");
+            sec.kv(
+                i,
+                "Type",
+                "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)",
+            );
             sec.kv(i, "ClaimName", field(src, "claimName"));
             sec.kv(i, "ReadOnly", (src["readOnly"] == true).to_string());
         } else if v.get("downwardAPI").is_some() {
-            sec.kv(i, "Type", "DownwardAPI (a volume populated by information about the pod)");
+            sec.kv(
+                i,
+                "Type",
+                "DownwardAPI (a volume populated by information about the pod)",
+            );
         } else if v.get("projected").is_some() {
-            sec.kv(i, "Type", "Projected (a volume that contains injected data from multiple sources)");
+            sec.kv(
+                i,
+                "Type",
+                "Projected (a volume that contains injected data from multiple sources)",
+            );
         } else if let Some((kind, _)) = v.as_object().and_then(|m| m.iter().find(|(k, _)| *k != "name")) {
             sec.kv(i, "Type", kind.clone());
         }
@@ -376,7 +419,13 @@ fn container(sec: &mut Section, name_pad: &str, c: &Value, status: Option<&Value
     let text = |key: &str| {
         ports
             .iter()
-            .map(|p| format!("{}/{}", p[key].as_i64().unwrap_or(0), p["protocol"].as_str().unwrap_or("TCP")))
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p[key].as_i64().unwrap_or(0),
+                    p["protocol"].as_str().unwrap_or("TCP")
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -405,7 +454,11 @@ fn container(sec: &mut Section, name_pad: &str, c: &Value, status: Option<&Value
             state_lines(sec, i, "Last State", &cs["lastState"]);
         }
         sec.kv(i, "Ready", if cs["ready"] == true { "True" } else { "False" });
-        sec.kv(i, "Restart Count", cs["restartCount"].as_i64().unwrap_or(0).to_string());
+        sec.kv(
+            i,
+            "Restart Count",
+            cs["restartCount"].as_i64().unwrap_or(0).to_string(),
+        );
     }
     for (field, label) in [("limits", "Limits"), ("requests", "Requests")] {
         if let Some(map) = c["resources"][field].as_object().filter(|m| !m.is_empty()) {
@@ -415,7 +468,11 @@ fn container(sec: &mut Section, name_pad: &str, c: &Value, status: Option<&Value
             }
         }
     }
-    for (field, label) in [("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"), ("startupProbe", "Startup")] {
+    for (field, label) in [
+        ("livenessProbe", "Liveness"),
+        ("readinessProbe", "Readiness"),
+        ("startupProbe", "Startup"),
+    ] {
         let p = &c[field];
         if p.is_object() {
             sec.kv(i, label, probe_text(p));
@@ -434,9 +491,15 @@ fn container(sec: &mut Section, name_pad: &str, c: &Value, status: Option<&Value
                 let from = &e["valueFrom"];
                 if let Some(f) = from["fieldRef"]["fieldPath"].as_str() {
                     let resolved = pod.map(|p| field_value(p, f)).unwrap_or_default();
-                    format!("{resolved} ({}:{f})", from["fieldRef"]["apiVersion"].as_str().unwrap_or(""))
+                    format!(
+                        "{resolved} ({}:{f})",
+                        from["fieldRef"]["apiVersion"].as_str().unwrap_or("")
+                    )
                 } else if let Some(r) = from["resourceFieldRef"]["resource"].as_str() {
-                    format!("{} ({r})", from["resourceFieldRef"]["containerName"].as_str().unwrap_or(""))
+                    format!(
+                        "{} ({r})",
+                        from["resourceFieldRef"]["containerName"].as_str().unwrap_or("")
+                    )
                 } else if let Some(k) = from["configMapKeyRef"]["key"].as_str() {
                     format!(
                         "<set to the key '{k}' of config map '{}'>\tOptional: {}",
@@ -488,8 +551,16 @@ fn field_value(pod: &Value, path: &str) -> String {
 /// probe's own values (kubectl prints what is stored).
 fn probe_text(p: &Value) -> String {
     let action = if let Some(h) = p["httpGet"].as_object() {
-        let scheme = h.get("scheme").and_then(Value::as_str).unwrap_or("").to_lowercase();
-        let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}:") };
+        let scheme = h
+            .get("scheme")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_lowercase();
+        let scheme = if scheme.is_empty() {
+            String::new()
+        } else {
+            format!("{scheme}:")
+        };
         format!(
             "http-get {scheme}//{}:{}{}",
             h.get("host").and_then(Value::as_str).unwrap_or(""),
@@ -497,11 +568,19 @@ fn probe_text(p: &Value) -> String {
             h.get("path").and_then(Value::as_str).unwrap_or(""),
         )
     } else if let Some(t) = p["tcpSocket"].as_object() {
-        format!("tcp-socket {}:{}", t.get("host").and_then(Value::as_str).unwrap_or(""), t.get("port").map(s).unwrap_or_default())
+        format!(
+            "tcp-socket {}:{}",
+            t.get("host").and_then(Value::as_str).unwrap_or(""),
+            t.get("port").map(s).unwrap_or_default()
+        )
     } else if let Some(cmd) = p["exec"]["command"].as_array() {
         format!("exec [{}]", cmd.iter().map(s).collect::<Vec<_>>().join(" "))
     } else if let Some(g) = p["grpc"].as_object() {
-        format!("grpc <pod>:{} {}", g.get("port").map(s).unwrap_or_default(), g.get("service").and_then(Value::as_str).unwrap_or(""))
+        format!(
+            "grpc <pod>:{} {}",
+            g.get("port").map(s).unwrap_or_default(),
+            g.get("service").and_then(Value::as_str).unwrap_or("")
+        )
     } else {
         "unknown".into()
     };
@@ -550,16 +629,27 @@ fn template(sec: &mut Section, tpl: &Value) {
     }
     volumes(sec, 1, "   ", &tpl["spec"]["volumes"]);
     sec.map(1, "Node-Selectors", &tpl["spec"]["nodeSelector"], "=");
-    let tolerations: Vec<String> =
-        tpl["spec"]["tolerations"].as_array().into_iter().flatten().map(toleration).collect();
+    let tolerations: Vec<String> = tpl["spec"]["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(toleration)
+        .collect();
     sec.list(1, "Tolerations", &tolerations);
 }
 
 fn conditions_table(sec: &mut Section, st: &Value) {
     sec.kv(0, "Conditions", "");
-    let mut rows = vec![strings(&["Type", "Status", "Reason"]), strings(&["----", "------", "------"])];
+    let mut rows = vec![
+        strings(&["Type", "Status", "Reason"]),
+        strings(&["----", "------", "------"]),
+    ];
     for c in st["conditions"].as_array().into_iter().flatten() {
-        rows.push(vec![s(&c["type"]), s(&c["status"]), c["reason"].as_str().unwrap_or("").to_string()]);
+        rows.push(vec![
+            s(&c["type"]),
+            s(&c["status"]),
+            c["reason"].as_str().unwrap_or("").to_string(),
+        ]);
     }
     sec.rows(1, &rows);
 }
@@ -591,30 +681,18 @@ async fn deployment(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<(
         sec.kv(
             0,
             "RollingUpdateStrategy",
-            format!("{} max unavailable, {} max surge", s(&ru["maxUnavailable"]), s(&ru["maxSurge"])),
+            format!(
+                "{} max unavailable, {} max surge",
+                s(&ru["maxUnavailable"]),
+                s(&ru["maxSurge"])
+            ),
         );
     }
     template(sec, &spec["template"]);
     conditions_table(sec, st);
     // The ReplicaSets this Deployment controls: the one matching its template is new, the rest old.
-    let rs_type = ctx.catalog().await?.resolve("replicasets.apps")?;
-    let ns = m["namespace"].as_str().unwrap_or("default");
-    let q = vec![("labelSelector".to_string(), selector_text(&spec["selector"]))];
-    let request =
-        http::Request::get(format!("{}?{}", rs_type.collection_path(Some(ns)), encode_query(&q))).body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-    let uid = &m["uid"];
     let revision = m["annotations"]["deployment.kubernetes.io/revision"].clone();
-    let owned: Vec<&Value> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|rs| {
-            rs["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == *uid && r["controller"] == true))
-        })
-        .collect();
+    let owned = super::rollout::replica_sets(ctx, o).await?;
     let describe_rs = |rs: &Value| {
         format!(
             "{} ({}/{} replicas created)",
@@ -624,15 +702,29 @@ async fn deployment(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<(
         )
     };
     let (new, old): (Vec<&Value>, Vec<&Value>) = owned
-        .into_iter()
+        .iter()
         .partition(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == revision);
     let old: Vec<String> = old
         .into_iter()
         .filter(|rs| n(&rs["spec"]["replicas"]) > 0 || n(&rs["status"]["replicas"]) > 0)
         .map(describe_rs)
         .collect();
-    sec.kv(0, "OldReplicaSets", if old.is_empty() { "<none>".into() } else { old.join(", ") });
-    sec.kv(0, "NewReplicaSet", new.first().map(|rs| describe_rs(rs)).unwrap_or_else(|| "<none>".into()));
+    sec.kv(
+        0,
+        "OldReplicaSets",
+        if old.is_empty() {
+            "<none>".into()
+        } else {
+            old.join(", ")
+        },
+    );
+    sec.kv(
+        0,
+        "NewReplicaSet",
+        new.first()
+            .map(|rs| describe_rs(rs))
+            .unwrap_or_else(|| "<none>".into()),
+    );
     Ok(())
 }
 
@@ -645,11 +737,22 @@ fn replicaset(sec: &mut Section, o: &Value) {
         sec.kv(0, "Controlled By", by);
     }
     let n = |v: &Value| v.as_i64().unwrap_or(0);
-    sec.kv(0, "Replicas", format!("{} current / {} desired", n(&st["replicas"]), n(&spec["replicas"])));
+    sec.kv(
+        0,
+        "Replicas",
+        format!(
+            "{} current / {} desired",
+            n(&st["replicas"]),
+            n(&spec["replicas"])
+        ),
+    );
     sec.kv(
         0,
         "Pods Status",
-        format!("{} Running / 0 Waiting / 0 Succeeded / 0 Failed", n(&st["readyReplicas"])),
+        format!(
+            "{} Running / 0 Waiting / 0 Succeeded / 0 Failed",
+            n(&st["readyReplicas"])
+        ),
     );
     template(sec, &spec["template"]);
 }
@@ -664,18 +767,47 @@ async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> 
         .flatten()
         .map(|(k, v)| format!("{k}={}", s(v)))
         .collect();
-    sec.kv(0, "Selector", if selector.is_empty() { "<none>".into() } else { selector.join(",") });
+    sec.kv(
+        0,
+        "Selector",
+        if selector.is_empty() {
+            "<none>".into()
+        } else {
+            selector.join(",")
+        },
+    );
     sec.kv(0, "Type", s(&spec["type"]));
     sec.kv(0, "IP Family Policy", s(&spec["ipFamilyPolicy"]));
-    sec.kv(0, "IP Families", spec["ipFamilies"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or("<none>".into()));
+    sec.kv(
+        0,
+        "IP Families",
+        spec["ipFamilies"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or("<none>".into()),
+    );
     sec.kv(0, "IP", s(&spec["clusterIP"]));
-    sec.kv(0, "IPs", spec["clusterIPs"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or("<none>".into()));
+    sec.kv(
+        0,
+        "IPs",
+        spec["clusterIPs"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .unwrap_or("<none>".into()),
+    );
     // Endpoints: the ready addresses of the Service's EndpointSlices, per port.
     let slices = ctx.catalog().await?.resolve("endpointslices.discovery.k8s.io")?;
     let ns = m["namespace"].as_str().unwrap_or("default");
-    let q = vec![("labelSelector".to_string(), format!("kubernetes.io/service-name={}", s(&m["name"])))];
-    let request =
-        http::Request::get(format!("{}?{}", slices.collection_path(Some(ns)), encode_query(&q))).body(Vec::new())?;
+    let q = vec![(
+        "labelSelector".to_string(),
+        format!("kubernetes.io/service-name={}", s(&m["name"])),
+    )];
+    let request = http::Request::get(format!(
+        "{}?{}",
+        slices.collection_path(Some(ns)),
+        encode_query(&q)
+    ))
+    .body(Vec::new())?;
     let list: Value = ctx.client.request(request).await.map_err(api_error)?;
     for p in spec["ports"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or("<unset>");
@@ -689,7 +821,10 @@ async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> 
         for slice in list["items"].as_array().into_iter().flatten() {
             let port = slice["ports"]
                 .as_array()
-                .and_then(|ps| ps.iter().find(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or("")))
+                .and_then(|ps| {
+                    ps.iter()
+                        .find(|sp| sp["name"].as_str().unwrap_or("") == p["name"].as_str().unwrap_or(""))
+                })
                 .and_then(|sp| sp["port"].as_i64());
             for ep in slice["endpoints"].as_array().into_iter().flatten() {
                 if ep["conditions"]["ready"] != false {
@@ -729,7 +864,15 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
         .flatten()
         .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
         .collect();
-    sec.kv(0, "Roles", if roles.is_empty() { "<none>".into() } else { roles.join(",") });
+    sec.kv(
+        0,
+        "Roles",
+        if roles.is_empty() {
+            "<none>".into()
+        } else {
+            roles.join(",")
+        },
+    );
     sec.map(0, "Labels", &m["labels"], "=");
     sec.map(0, "Annotations", &m["annotations"], ": ");
     sec.kv(0, "CreationTimestamp", time(&m["creationTimestamp"]));
@@ -742,8 +885,24 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
             None => format!("{}:{}", s(&t["key"]), s(&t["effect"])),
         })
         .collect();
-    sec.kv(0, "Taints", if taints.is_empty() { "<none>".into() } else { taints.join(", ") });
-    sec.kv(0, "Unschedulable", if spec["unschedulable"] == true { "true" } else { "false" });
+    sec.kv(
+        0,
+        "Taints",
+        if taints.is_empty() {
+            "<none>".into()
+        } else {
+            taints.join(", ")
+        },
+    );
+    sec.kv(
+        0,
+        "Unschedulable",
+        if spec["unschedulable"] == true {
+            "true"
+        } else {
+            "false"
+        },
+    );
     // The node's heartbeat Lease, as kubectl shows it.
     let request = http::Request::get(format!(
         "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}",
@@ -751,9 +910,19 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     ))
     .body(Vec::new())?;
     if let Ok(lease) = ctx.client.request::<Value>(request).await {
-        let or_unset = |v: &Value| if v.is_null() { "<unset>".to_string() } else { time(v) };
+        let or_unset = |v: &Value| {
+            if v.is_null() {
+                "<unset>".to_string()
+            } else {
+                time(v)
+            }
+        };
         sec.kv(0, "Lease", "");
-        sec.kv(1, "HolderIdentity", lease["spec"]["holderIdentity"].as_str().unwrap_or("<unset>"));
+        sec.kv(
+            1,
+            "HolderIdentity",
+            lease["spec"]["holderIdentity"].as_str().unwrap_or("<unset>"),
+        );
         sec.kv(1, "AcquireTime", or_unset(&lease["spec"]["acquireTime"]));
         sec.kv(1, "RenewTime", or_unset(&lease["spec"]["renewTime"]));
     }
@@ -775,8 +944,22 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
         })
         .collect();
     let mut table = vec![
-        strings(&["Type", "Status", "LastHeartbeatTime", "LastTransitionTime", "Reason", "Message"]),
-        strings(&["----", "------", "-----------------", "------------------", "------", "-------"]),
+        strings(&[
+            "Type",
+            "Status",
+            "LastHeartbeatTime",
+            "LastTransitionTime",
+            "Reason",
+            "Message",
+        ]),
+        strings(&[
+            "----",
+            "------",
+            "-----------------",
+            "------------------",
+            "------",
+            "-------",
+        ]),
     ];
     table.extend(rows);
     sec.rows(1, &table);
@@ -808,14 +991,26 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     }
     sec.kv(0, "PodCIDR", s(&spec["podCIDR"]));
     let cidrs: Vec<String> = spec["podCIDRs"].as_array().into_iter().flatten().map(s).collect();
-    sec.kv(0, "PodCIDRs", if cidrs.is_empty() { "<none>".into() } else { cidrs.join(",") });
+    sec.kv(
+        0,
+        "PodCIDRs",
+        if cidrs.is_empty() {
+            "<none>".into()
+        } else {
+            cidrs.join(",")
+        },
+    );
     // Non-terminated pods bound here.
     let pods = ctx.catalog().await?.resolve("pods")?;
     let q = vec![(
         "fieldSelector".to_string(),
-        format!("spec.nodeName={},status.phase!=Succeeded,status.phase!=Failed", s(&m["name"])),
+        format!(
+            "spec.nodeName={},status.phase!=Succeeded,status.phase!=Failed",
+            s(&m["name"])
+        ),
     )];
-    let request = http::Request::get(format!("{}?{}", pods.collection_path(None), encode_query(&q))).body(Vec::new())?;
+    let request =
+        http::Request::get(format!("{}?{}", pods.collection_path(None), encode_query(&q))).body(Vec::new())?;
     let list: Value = ctx.client.request(request).await.map_err(api_error)?;
     let items = list["items"].as_array().cloned().unwrap_or_default();
     sec.kv(0, "Non-terminated Pods", format!("({} in total)", items.len()));
@@ -829,7 +1024,10 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let mut table = vec![strings(&["Namespace", "Name", "Age"]), strings(&["---------", "----", "---"])];
+    let mut table = vec![
+        strings(&["Namespace", "Name", "Age"]),
+        strings(&["---------", "----", "---"]),
+    ];
     table.extend(rows);
     sec.rows(1, &table);
     Ok(())
@@ -868,7 +1066,10 @@ fn data(sec: &mut Section, o: &Value) {
     sec.line(0, "BinaryData");
     sec.line(0, "====");
     for (k, v) in o["binaryData"].as_object().into_iter().flatten() {
-        sec.line(0, format!("{k}: {} bytes", v.as_str().map_or(0, |b| b.len() * 3 / 4)));
+        sec.line(
+            0,
+            format!("{k}: {} bytes", v.as_str().map_or(0, |b| b.len() * 3 / 4)),
+        );
     }
     sec.line(0, "");
 }
@@ -919,7 +1120,11 @@ fn tree(sec: &mut Section, indent: usize, key: &str, v: &Value) {
 async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     let m = &o["metadata"];
     let ns = m["namespace"].as_str().unwrap_or("default");
-    let mut fields = format!("involvedObject.name={},involvedObject.uid={}", s(&m["name"]), s(&m["uid"]));
+    let mut fields = format!(
+        "involvedObject.name={},involvedObject.uid={}",
+        s(&m["name"]),
+        s(&m["uid"])
+    );
     if m["namespace"].is_string() {
         fields.push_str(&format!(",involvedObject.namespace={ns}"));
     }
@@ -950,7 +1155,10 @@ async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
             let count = e["count"].as_i64().or(e["series"]["count"].as_i64()).unwrap_or(1);
             let age = printer::age(Some(&when(e)));
             let age = if count > 1 {
-                format!("{age} (x{count} over {})", printer::age(e["firstTimestamp"].as_str().or(e["eventTime"].as_str())))
+                format!(
+                    "{age} (x{count} over {})",
+                    printer::age(e["firstTimestamp"].as_str().or(e["eventTime"].as_str()))
+                )
             } else {
                 age
             };
@@ -959,7 +1167,13 @@ async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
                 .or(e["reportingComponent"].as_str())
                 .unwrap_or("")
                 .to_string();
-            vec![s(&e["type"]), s(&e["reason"]), age, from, e["message"].as_str().unwrap_or("").trim().to_string()]
+            vec![
+                s(&e["type"]),
+                s(&e["reason"]),
+                age,
+                from,
+                e["message"].as_str().unwrap_or("").trim().to_string(),
+            ]
         })
         .collect();
     let mut table = vec![

@@ -88,7 +88,10 @@ fn query(args: &GetArgs, extra: &[(&str, &str)]) -> String {
 }
 
 fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// `k=v&…` with values percent-encoded.
@@ -133,9 +136,10 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
     for (t, names) in &targets {
         let mut tables = Vec::new();
         if names.is_empty() {
-            let request = http::Request::get(format!("{}?{}", t.collection_path(namespace), query(&args, &[])))
-                .header(http::header::ACCEPT, TABLE)
-                .body(Vec::new())?;
+            let request =
+                http::Request::get(format!("{}?{}", t.collection_path(namespace), query(&args, &[])))
+                    .header(http::header::ACCEPT, TABLE)
+                    .body(Vec::new())?;
             tables.push(ctx.client.request::<Value>(request).await.map_err(api_error)?);
         } else {
             for name in names {
@@ -151,7 +155,13 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let rows = table_rows(&tables, t, wide, args.all_namespaces && t.namespaced, prefix_names);
+        let rows = table_rows(
+            &tables,
+            t,
+            wide,
+            args.all_namespaces && t.namespaced,
+            prefix_names,
+        );
         if rows.len() > 1 || args.watch {
             // Each type's table is its own block, separated by a blank line (widths restart).
             if printed_any && !args.watch {
@@ -235,7 +245,10 @@ fn row_cells(
     if with_namespace {
         cells.insert(
             0,
-            row["object"]["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
+            row["object"]["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         );
     }
     cells
@@ -254,18 +267,33 @@ async fn watch(
     let mut streams = Vec::new();
     for (t, names, rv) in targets {
         if names.len() > 1 {
-            bail!("watch is only supported on individual resources and resource collections, but {} resources were found", names.len());
+            bail!(
+                "watch is only supported on individual resources and resource collections, but {} resources were found",
+                names.len()
+            );
         }
         let field = names.first().map(|n| format!("metadata.name={n}"));
-        let mut extra = vec![("watch", "1"), ("resourceVersion", rv.as_str()), ("allowWatchBookmarks", "true")];
+        let mut extra = vec![
+            ("watch", "1"),
+            ("resourceVersion", rv.as_str()),
+            ("allowWatchBookmarks", "true"),
+        ];
         if let Some(f) = &field {
             extra.push(("fieldSelector", f.as_str()));
         }
-        let ns = if names.is_empty() { namespace } else { Some(ctx.namespace.as_str()) };
+        let ns = if names.is_empty() {
+            namespace
+        } else {
+            Some(ctx.namespace.as_str())
+        };
         let request = http::Request::get(format!("{}?{}", t.collection_path(ns), query(args, &extra)))
             .header(http::header::ACCEPT, TABLE)
             .body(Vec::new())?;
-        let events = ctx.client.request_events::<Value>(request).await.map_err(api_error)?;
+        let events = ctx
+            .client
+            .request_events::<Value>(request)
+            .await
+            .map_err(api_error)?;
         streams.push(
             events
                 .map(move |e: Result<kube::api::WatchEvent<Value>, kube::Error>| e.map(|e| (t, e)))
@@ -276,11 +304,19 @@ async fn watch(
     while let Some(event) = merged.next().await {
         let (t, event) = event.map_err(api_error)?;
         let table = match event {
-            kube::api::WatchEvent::Added(v) | kube::api::WatchEvent::Modified(v) | kube::api::WatchEvent::Deleted(v) => v,
+            kube::api::WatchEvent::Added(v)
+            | kube::api::WatchEvent::Modified(v)
+            | kube::api::WatchEvent::Deleted(v) => v,
             kube::api::WatchEvent::Bookmark(_) => continue,
             kube::api::WatchEvent::Error(e) => bail!("watch ended: {}", e.message),
         };
-        let rows = table_rows(std::slice::from_ref(&table), t, wide, args.all_namespaces && t.namespaced, prefix_names);
+        let rows = table_rows(
+            std::slice::from_ref(&table),
+            t,
+            wide,
+            args.all_namespaces && t.namespaced,
+            prefix_names,
+        );
         print!("{}", writer.format(&rows[1..]));
         use std::io::Write;
         std::io::stdout().flush()?;
@@ -301,7 +337,8 @@ async fn print_objects(
         if names.is_empty() {
             single = false;
             let request =
-                http::Request::get(format!("{}?{}", t.collection_path(namespace), query(args, &[]))).body(Vec::new())?;
+                http::Request::get(format!("{}?{}", t.collection_path(namespace), query(args, &[])))
+                    .body(Vec::new())?;
             let list: Value = ctx.client.request(request).await.map_err(api_error)?;
             for mut item in list["items"].as_array().cloned().unwrap_or_default() {
                 item["apiVersion"] = t.api_version().into();
@@ -320,7 +357,11 @@ async fn print_objects(
     }
     if args.output.as_deref() == Some("name") {
         for (t, o) in &objects {
-            println!("{}/{}", t.display(), o["metadata"]["name"].as_str().unwrap_or_default());
+            println!(
+                "{}/{}",
+                t.display(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
         }
         if objects.is_empty() {
             eprintln!("No resources found");

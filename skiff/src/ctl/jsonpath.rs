@@ -28,7 +28,10 @@ pub fn parse_path(expr: &str) -> anyhow::Result<Vec<Step>> {
             let (index, tail) = inner.split_once(']').context("unclosed [ in a JSONPath")?;
             path.push(match index {
                 "*" => Step::All,
-                n => Step::Index(n.parse().with_context(|| format!("unsupported JSONPath index [{n}]"))?),
+                n => Step::Index(
+                    n.parse()
+                        .with_context(|| format!("unsupported JSONPath index [{n}]"))?,
+                ),
             });
             rest = tail.to_string();
         }
@@ -72,12 +75,19 @@ pub fn render(template: &str, v: &Value) -> anyhow::Result<String> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').context("unclosed { in the JSONPath template")? + open;
+        let close = rest[open..]
+            .find('}')
+            .context("unclosed { in the JSONPath template")?
+            + open;
         let expr = rest[open + 1..close].trim();
         if let Some(literal) = expr.strip_prefix('"').and_then(|e| e.strip_suffix('"')) {
             out.push_str(&literal.replace("\\n", "\n").replace("\\t", "\t"));
         } else {
-            if expr.starts_with("range") || expr.starts_with("end") || expr.contains("..") || expr.contains('?') {
+            if expr.starts_with("range")
+                || expr.starts_with("end")
+                || expr.contains("..")
+                || expr.contains('?')
+            {
                 bail!("JSONPath {{{expr}}} is not supported by skiff (paths, [N] and [*] are)");
             }
             let values = select(v, &parse_path(expr)?);
@@ -101,8 +111,14 @@ mod tests {
         ]});
         assert_eq!(render("{.items[*].metadata.name}", &list).unwrap(), "a b");
         assert_eq!(render("{.items[1].spec.ports[0].port}", &list).unwrap(), "81");
-        assert_eq!(render("first={.items[0].metadata.name}{\"\\n\"}", &list).unwrap(), "first=a\n");
-        assert_eq!(render("{.items[0].spec}", &list).unwrap(), r#"{"ports":[{"port":80}]}"#);
+        assert_eq!(
+            render("first={.items[0].metadata.name}{\"\\n\"}", &list).unwrap(),
+            "first=a\n"
+        );
+        assert_eq!(
+            render("{.items[0].spec}", &list).unwrap(),
+            r#"{"ports":[{"port":80}]}"#
+        );
         assert_eq!(render("{.missing}", &list).unwrap(), "");
         assert!(render("{range .items[*]}{end}", &list).is_err());
         assert!(render("{.items[", &list).is_err());

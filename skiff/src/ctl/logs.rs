@@ -71,23 +71,46 @@ async fn pod_for(ctx: &Ctx, target: &str) -> anyhow::Result<Value> {
     }
     let labels = object["spec"]["selector"]["matchLabels"]
         .as_object()
-        .or_else(|| object["spec"]["selector"].as_object().filter(|_| t.kind == "Service"))
-        .with_context(|| format!("cannot find the pods of {}/{name}: it has no label selector", t.display()))?;
-    let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+        .or_else(|| {
+            object["spec"]["selector"]
+                .as_object()
+                .filter(|_| t.kind == "Service")
+        })
+        .with_context(|| {
+            format!(
+                "cannot find the pods of {}/{name}: it has no label selector",
+                t.display()
+            )
+        })?;
+    let selector: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
     let pods = catalog.resolve("pods")?;
     let q = vec![("labelSelector".to_string(), selector.join(","))];
-    let request =
-        http::Request::get(format!("{}?{}", pods.collection_path(Some(&ctx.namespace)), encode_query(&q))).body(Vec::new())?;
+    let request = http::Request::get(format!(
+        "{}?{}",
+        pods.collection_path(Some(&ctx.namespace)),
+        encode_query(&q)
+    ))
+    .body(Vec::new())?;
     let list: Value = ctx.client.request(request).await.map_err(api_error)?;
     let mut items = list["items"].as_array().cloned().unwrap_or_default();
-    items.sort_by(|a, b| a["metadata"]["name"].as_str().cmp(&b["metadata"]["name"].as_str()));
+    items.sort_by(|a, b| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    });
     let count = items.len();
     let pod = items
         .into_iter()
         .next()
         .with_context(|| format!("no pods found for {}/{name}", t.display()))?;
     if count > 1 {
-        eprintln!("Found {count} pods, using pod/{}", pod["metadata"]["name"].as_str().unwrap_or(""));
+        eprintln!(
+            "Found {count} pods, using pod/{}",
+            pod["metadata"]["name"].as_str().unwrap_or("")
+        );
     }
     Ok(pod)
 }

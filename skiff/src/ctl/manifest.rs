@@ -79,12 +79,21 @@ pub fn parse(source: &str, text: &str) -> anyhow::Result<Vec<Manifest>> {
                 bail!("error validating data from {source}: {field} not set");
             }
         }
-        if doc["kind"].as_str().is_some_and(|k| k == "List" || k.ends_with("List") && doc.get("items").is_some()) {
+        if doc["kind"]
+            .as_str()
+            .is_some_and(|k| k == "List" || k.ends_with("List") && doc.get("items").is_some())
+        {
             for item in doc["items"].as_array().into_iter().flatten() {
-                out.push(Manifest { source: source.to_string(), object: item.clone() });
+                out.push(Manifest {
+                    source: source.to_string(),
+                    object: item.clone(),
+                });
             }
         } else {
-            out.push(Manifest { source: source.to_string(), object: doc });
+            out.push(Manifest {
+                source: source.to_string(),
+                object: doc,
+            });
         }
     }
     Ok(out)
@@ -110,7 +119,10 @@ mod tests {
     #[test]
     fn bad_manifests_name_the_problem() {
         let err = parse("f.yaml", "kind: Pod\nmetadata: {name: a}\n").unwrap_err();
-        assert_eq!(err.to_string(), "error validating data from f.yaml: apiVersion not set");
+        assert_eq!(
+            err.to_string(),
+            "error validating data from f.yaml: apiVersion not set"
+        );
         let err = parse("f.yaml", "a: [b\n").unwrap_err();
         assert!(err.to_string().starts_with("error parsing f.yaml"), "{err}");
         let err = parse("f.yaml", "- 1\n- 2\n").unwrap_err();
@@ -125,7 +137,11 @@ mod tests {
         std::fs::write(dir.path().join("a.yml"), doc("a")).unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
-        std::fs::write(dir.path().join("sub/c.json"), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#).unwrap();
+        std::fs::write(
+            dir.path().join("sub/c.json"),
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#,
+        )
+        .unwrap();
         let names = |recursive| -> Vec<String> {
             read_all(&[dir.path().display().to_string()], recursive)
                 .unwrap()

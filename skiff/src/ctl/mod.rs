@@ -211,7 +211,11 @@ pub async fn run(command: CtlCommand) -> anyhow::Result<()> {
 /// The kubeconfig files to merge (first wins), in kubectl's order with skiff's own file third; empty
 /// when there is none.
 pub fn kubeconfig_files(global: &GlobalArgs) -> Vec<PathBuf> {
-    lookup(global, std::env::var_os("KUBECONFIG"), std::env::var_os("HOME").map(PathBuf::from))
+    lookup(
+        global,
+        std::env::var_os("KUBECONFIG"),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
 }
 
 /// [`kubeconfig_files`] with the environment passed in (`KUBECONFIG`, `HOME`).
@@ -230,7 +234,10 @@ fn lookup(global: &GlobalArgs, env: Option<std::ffi::OsString>, home: Option<Pat
     if own.exists() {
         return vec![own];
     }
-    home.map(|h| h.join(".kube/config")).filter(|p| p.exists()).into_iter().collect()
+    home.map(|h| h.join(".kube/config"))
+        .filter(|p| p.exists())
+        .into_iter()
+        .collect()
 }
 
 async fn client_config(global: &GlobalArgs) -> anyhow::Result<kube::Config> {
@@ -294,6 +301,9 @@ mod tests {
         assert_eq!(find(None, Some(&list)), vec![env_file.clone()]);
         assert_eq!(find(None, Some("".as_ref())), vec![data.join("kubeconfig.yaml")]);
         // --kubeconfig before everything.
-        assert_eq!(find(Some("/x/explicit"), Some(&list)), vec![PathBuf::from("/x/explicit")]);
+        assert_eq!(
+            find(Some("/x/explicit"), Some(&list)),
+            vec![PathBuf::from("/x/explicit")]
+        );
     }
 }

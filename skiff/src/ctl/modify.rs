@@ -60,8 +60,12 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         bail!("invalid duration \"{text}\"");
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().with_context(|| format!("invalid duration \"{text}\""))?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits]
+            .parse()
+            .with_context(|| format!("invalid duration \"{text}\""))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let secs = match &rest[..unit_len] {
@@ -93,9 +97,18 @@ pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
                 m.object["apiVersion"].as_str().unwrap_or_default(),
                 m.object["kind"].as_str().unwrap_or_default(),
             )?;
-            let namespace = m.object["metadata"]["namespace"].as_str().unwrap_or(&ctx.namespace).to_string();
-            let name = m.object["metadata"]["name"].as_str().context("a manifest has no metadata.name")?;
-            targets.push(Target { t, namespace, name: name.to_string() });
+            let namespace = m.object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(&ctx.namespace)
+                .to_string();
+            let name = m.object["metadata"]["name"]
+                .as_str()
+                .context("a manifest has no metadata.name")?;
+            targets.push(Target {
+                t,
+                namespace,
+                name: name.to_string(),
+            });
         }
     } else if args.resources.is_empty() {
         bail!("You must provide one or more resources by argument or filename.");
@@ -124,7 +137,11 @@ pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
                     });
                 }
             } else {
-                targets.extend(names.into_iter().map(|name| Target { t, namespace: ctx.namespace.clone(), name }));
+                targets.extend(names.into_iter().map(|name| Target {
+                    t,
+                    namespace: ctx.namespace.clone(),
+                    name,
+                }));
             }
         }
         if targets.is_empty() {
@@ -238,7 +255,8 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> anyhow::Result<()> {
                     );
                 }
                 // The precondition holds only for this resourceVersion.
-                patch["metadata"] = serde_json::json!({"resourceVersion": scale["metadata"]["resourceVersion"]});
+                patch["metadata"] =
+                    serde_json::json!({"resourceVersion": scale["metadata"]["resourceVersion"]});
             }
             let request = http::Request::patch(format!("{path}?fieldManager=skiff"))
                 .header(http::header::CONTENT_TYPE, "application/merge-patch+json")

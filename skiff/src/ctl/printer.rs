@@ -86,27 +86,43 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
     let m = s / 60;
     if m < 10 {
-        return if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) };
+        return if s.is_multiple_of(60) {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        };
     }
     if m < 180 {
         return format!("{m}m");
     }
     let h = s / 3600;
     if h < 8 {
-        return if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) };
+        return if m.is_multiple_of(60) {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        };
     }
     if h < 48 {
         return format!("{h}h");
     }
     if h < 24 * 8 {
-        return if h % 24 == 0 { format!("{}d", h / 24) } else { format!("{}d{}h", h / 24, h % 24) };
+        return if h.is_multiple_of(24) {
+            format!("{}d", h / 24)
+        } else {
+            format!("{}d{}h", h / 24, h % 24)
+        };
     }
     if h < 24 * 365 * 2 {
         return format!("{}d", h / 24);
     }
     if h < 24 * 365 * 8 {
         let days = h / 24;
-        return if days % 365 == 0 { format!("{}y", days / 365) } else { format!("{}y{}d", days / 365, days % 365) };
+        return if days.is_multiple_of(365) {
+            format!("{}y", days / 365)
+        } else {
+            format!("{}y{}d", days / 365, days % 365)
+        };
     }
     format!("{}y", h / 24 / 365)
 }
@@ -116,7 +132,10 @@ pub fn age(timestamp: Option<&str>) -> String {
     let Some(then) = timestamp.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return "<unknown>".to_string();
     };
-    let secs = (chrono::Utc::now().timestamp() - then.timestamp()).max(0) as u64;
+    // Whole seconds of the exact difference (an eventTime has microseconds), as Go's
+    // `int(time.Since(t).Seconds())`: subtracting truncated seconds would run up to 1 s ahead.
+    let millis = (chrono::Utc::now() - then.with_timezone(&chrono::Utc)).num_milliseconds();
+    let secs = (millis / 1000).max(0) as u64;
     human_duration(std::time::Duration::from_secs(secs))
 }
 
@@ -169,7 +188,10 @@ mod tests {
             "metadata": {"name": "a", "managedFields": [{}]}});
         strip_managed_fields(&mut v);
         let yaml = to_yaml(&v).unwrap();
-        assert!(yaml.starts_with("apiVersion: v1\nkind: Pod\nmetadata:\n"), "{yaml}");
+        assert!(
+            yaml.starts_with("apiVersion: v1\nkind: Pod\nmetadata:\n"),
+            "{yaml}"
+        );
         assert!(!yaml.contains("managedFields"));
         assert_eq!(
             to_json(&serde_json::json!({"a": [1]})).unwrap(),
@@ -230,7 +252,10 @@ fn write_lines(lines: &[Vec<&str>], from: usize, to: usize, widths: &[usize], ou
             out.push_str(cell);
             if j + 1 < line.len() {
                 let width = widths.get(j).copied().unwrap_or(0);
-                out.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
+                out.extend(std::iter::repeat_n(
+                    ' ',
+                    width.saturating_sub(cell.chars().count()),
+                ));
             }
         }
         out.push('\n');
@@ -258,7 +283,13 @@ mod tabwriter_tests {
             "Name:       web\nNamespace:  default\nContainers:\n  httpd:\n    Image:         busybox\n    Container ID:  x\nQoS Class:         Burstable\n"
         );
         // Rows of a table inside: every column aligned over the block.
-        assert_eq!(tabwrite("  Type\tStatus\n  Ready\tTrue\n", 0, 2), "  Type   Status\n  Ready  True\n");
-        assert_eq!(describe_time("2026-12-06T06:53:16Z"), "Sun, 06 Dec 2026 06:53:16 +0000");
+        assert_eq!(
+            tabwrite("  Type\tStatus\n  Ready\tTrue\n", 0, 2),
+            "  Type   Status\n  Ready  True\n"
+        );
+        assert_eq!(
+            describe_time("2026-12-06T06:53:16Z"),
+            "Sun, 06 Dec 2026 06:53:16 +0000"
+        );
     }
 }

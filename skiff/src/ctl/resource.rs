@@ -65,7 +65,8 @@ pub struct Catalog {
     pub types: Vec<ResourceType>,
 }
 
-const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+const AGGREGATED: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
 
 impl Catalog {
     pub async fn discover(client: &kube::Client) -> anyhow::Result<Catalog> {
@@ -86,7 +87,10 @@ impl Catalog {
     /// Adds the types of one `APIGroupDiscoveryList` (the preferred, i.e. first, version of each group).
     pub fn add_discovery(&mut self, list: &Value) -> anyhow::Result<()> {
         if list["kind"] != "APIGroupDiscoveryList" {
-            bail!("the server does not serve aggregated discovery (got kind {})", list["kind"]);
+            bail!(
+                "the server does not serve aggregated discovery (got kind {})",
+                list["kind"]
+            );
         }
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -217,7 +221,13 @@ mod tests {
         for name in ["pods", "pod", "po", "Pod", "PODS"] {
             assert_eq!(c.resolve(name).unwrap().plural, "pods", "{name}");
         }
-        for name in ["deployments", "deploy", "deployment.apps", "deployments.v1.apps", "Deployment"] {
+        for name in [
+            "deployments",
+            "deploy",
+            "deployment.apps",
+            "deployments.v1.apps",
+            "Deployment",
+        ] {
             assert_eq!(c.resolve(name).unwrap().display(), "deployment.apps", "{name}");
         }
         // Core wins a tie, as kubectl's priority order does; a group picks the other.
@@ -234,7 +244,10 @@ mod tests {
     fn paths_and_names_follow_the_api_layout() {
         let c = catalog();
         let deploy = c.resolve("deploy").unwrap();
-        assert_eq!(deploy.object_path("web", "a"), "/apis/apps/v1/namespaces/web/deployments/a");
+        assert_eq!(
+            deploy.object_path("web", "a"),
+            "/apis/apps/v1/namespaces/web/deployments/a"
+        );
         assert_eq!(deploy.collection_path(None), "/apis/apps/v1/deployments");
         let node = c.resolve("no").unwrap();
         assert_eq!(node.collection_path(Some("default")), "/api/v1/nodes");

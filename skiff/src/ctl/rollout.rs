@@ -71,8 +71,14 @@ pub async fn run(ctx: &Ctx, command: RolloutCommand) -> anyhow::Result<()> {
     let (verb, args) = command.parts();
     let catalog = ctx.catalog().await?;
     for (t, names) in super::get::parse_targets(catalog, &args.resources)? {
-        if !matches!((t.group.as_str(), t.kind.as_str()), ("apps", "Deployment" | "StatefulSet" | "DaemonSet")) {
-            bail!("no {verb} is possible for {}: rollouts are for deployments, statefulsets and daemonsets", t.display());
+        if !matches!(
+            (t.group.as_str(), t.kind.as_str()),
+            ("apps", "Deployment" | "StatefulSet" | "DaemonSet")
+        ) {
+            bail!(
+                "no {verb} is possible for {}: rollouts are for deployments, statefulsets and daemonsets",
+                t.display()
+            );
         }
         if names.is_empty() {
             bail!("resource(s) were provided, but no name was specified");
@@ -112,7 +118,10 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
     match kind {
         "Deployment" => {
             if !observed {
-                return Ok(("Waiting for deployment spec update to be observed...".into(), false));
+                return Ok((
+                    "Waiting for deployment spec update to be observed...".into(),
+                    false,
+                ));
             }
             let progressing = st["conditions"]
                 .as_array()
@@ -120,38 +129,80 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
             if progressing.is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded") {
                 bail!("deployment \"{name}\" exceeded its progress deadline");
             }
-            let (want, updated, total, available) =
-                (n(&spec["replicas"]), n(&st["updatedReplicas"]), n(&st["replicas"]), n(&st["availableReplicas"]));
+            let (want, updated, total, available) = (
+                n(&spec["replicas"]),
+                n(&st["updatedReplicas"]),
+                n(&st["replicas"]),
+                n(&st["availableReplicas"]),
+            );
             Ok(if !spec["replicas"].is_null() && updated < want {
-                (format!("Waiting for deployment \"{name}\" rollout to finish: {updated} out of {want} new replicas have been updated..."), false)
+                (
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {updated} out of {want} new replicas have been updated..."
+                    ),
+                    false,
+                )
             } else if total > updated {
-                (format!("Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...", total - updated), false)
+                (
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {} old replicas are pending termination...",
+                        total - updated
+                    ),
+                    false,
+                )
             } else if available < updated {
-                (format!("Waiting for deployment \"{name}\" rollout to finish: {available} of {updated} updated replicas are available..."), false)
+                (
+                    format!(
+                        "Waiting for deployment \"{name}\" rollout to finish: {available} of {updated} updated replicas are available..."
+                    ),
+                    false,
+                )
             } else {
                 (format!("deployment \"{name}\" successfully rolled out"), true)
             })
         }
         "DaemonSet" => {
-            if spec["updateStrategy"]["type"].as_str().is_some_and(|t| t != "RollingUpdate") {
+            if spec["updateStrategy"]["type"]
+                .as_str()
+                .is_some_and(|t| t != "RollingUpdate")
+            {
                 bail!("rollout status is only available for RollingUpdate strategy type");
             }
             if !observed {
-                return Ok(("Waiting for daemon set spec update to be observed...".into(), false));
+                return Ok((
+                    "Waiting for daemon set spec update to be observed...".into(),
+                    false,
+                ));
             }
-            let (desired, updated, available) =
-                (n(&st["desiredNumberScheduled"]), n(&st["updatedNumberScheduled"]), n(&st["numberAvailable"]));
+            let (desired, updated, available) = (
+                n(&st["desiredNumberScheduled"]),
+                n(&st["updatedNumberScheduled"]),
+                n(&st["numberAvailable"]),
+            );
             Ok(if updated < desired {
-                (format!("Waiting for daemon set \"{name}\" rollout to finish: {updated} out of {desired} new pods have been updated..."), false)
+                (
+                    format!(
+                        "Waiting for daemon set \"{name}\" rollout to finish: {updated} out of {desired} new pods have been updated..."
+                    ),
+                    false,
+                )
             } else if available < desired {
-                (format!("Waiting for daemon set \"{name}\" rollout to finish: {available} of {desired} updated pods are available..."), false)
+                (
+                    format!(
+                        "Waiting for daemon set \"{name}\" rollout to finish: {available} of {desired} updated pods are available..."
+                    ),
+                    false,
+                )
             } else {
                 (format!("daemon set \"{name}\" successfully rolled out"), true)
             })
         }
         _ => {
             if n(&st["observedGeneration"]) == 0 || !observed {
-                return Ok(("Waiting for statefulset spec update to be observed...".into(), false));
+                return Ok((
+                    "Waiting for statefulset spec update to be observed...".into(),
+                    false,
+                ));
             }
             let (want, ready) = (n(&spec["replicas"]), n(&st["readyReplicas"]));
             if !spec["replicas"].is_null() && ready < want {
@@ -171,7 +222,10 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
                 )
             } else {
                 (
-                    format!("statefulset rolling update complete {} pods at revision {current}...", n(&st["currentReplicas"])),
+                    format!(
+                        "statefulset rolling update complete {} pods at revision {current}...",
+                        n(&st["currentReplicas"])
+                    ),
                     true,
                 )
             })
@@ -179,7 +233,13 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
     }
 }
 
-async fn status(ctx: &Ctx, t: &ResourceType, path: &str, _name: &str, args: &RolloutArgs) -> anyhow::Result<()> {
+async fn status(
+    ctx: &Ctx,
+    t: &ResourceType,
+    path: &str,
+    _name: &str,
+    args: &RolloutArgs,
+) -> anyhow::Result<()> {
     let timeout = parse_duration(&args.timeout)?;
     let deadline = (timeout > Duration::ZERO).then(|| Instant::now() + timeout);
     let mut last = String::new();
@@ -200,14 +260,14 @@ async fn status(ctx: &Ctx, t: &ResourceType, path: &str, _name: &str, args: &Rol
     }
 }
 
-/// A Deployment's ReplicaSets (those it controls) by revision, oldest first.
-async fn revisions(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<(i64, Value)>> {
+/// The ReplicaSets a Deployment controls (its uid in their controller ownerReference).
+pub async fn replica_sets(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<Value>> {
     let rs_type = ctx.catalog().await?.resolve("replicasets.apps")?;
     let ns = deployment["metadata"]["namespace"].as_str().unwrap_or("default");
     let request = http::Request::get(rs_type.collection_path(Some(ns))).body(Vec::new())?;
     let list: Value = ctx.client.request(request).await.map_err(api_error)?;
     let uid = &deployment["metadata"]["uid"];
-    let mut out: Vec<(i64, Value)> = list["items"]
+    Ok(list["items"]
         .as_array()
         .into_iter()
         .flatten()
@@ -216,12 +276,21 @@ async fn revisions(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<(i64, Va
                 .as_array()
                 .is_some_and(|refs| refs.iter().any(|r| r["uid"] == *uid && r["controller"] == true))
         })
+        .cloned()
+        .collect())
+}
+
+/// A Deployment's ReplicaSets by revision, oldest first.
+async fn revisions(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<(i64, Value)>> {
+    let mut out: Vec<(i64, Value)> = replica_sets(ctx, deployment)
+        .await?
+        .into_iter()
         .filter_map(|rs| {
             let revision = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
                 .as_str()?
                 .parse()
                 .ok()?;
-            Some((revision, rs.clone()))
+            Some((revision, rs))
         })
         .collect();
     out.sort_by_key(|(r, _)| *r);
@@ -230,7 +299,10 @@ async fn revisions(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<(i64, Va
 
 fn only_deployments(t: &ResourceType, verb: &str) -> anyhow::Result<()> {
     if t.kind != "Deployment" {
-        bail!("rollout {verb} of {} is not supported by skiff yet (deployments only)", t.display());
+        bail!(
+            "rollout {verb} of {} is not supported by skiff yet (deployments only)",
+            t.display()
+        );
     }
     Ok(())
 }
@@ -303,7 +375,11 @@ async fn undo(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, to_revision: 
         labels.remove("pod-template-hash");
     }
     if template == deployment["spec"]["template"] {
-        println!("{}/{name} skipped rollback (current template already matches revision {})", t.display(), target.0);
+        println!(
+            "{}/{name} skipped rollback (current template already matches revision {})",
+            t.display(),
+            target.0
+        );
         return Ok(());
     }
     let ops = serde_json::json!([
@@ -318,7 +394,10 @@ async fn undo(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, to_revision: 
 async fn restart(ctx: &Ctx, t: &ResourceType, path: &str, name: &str) -> anyhow::Result<()> {
     let o = get(ctx, path).await?;
     if o["spec"]["paused"] == true {
-        bail!("can't restart paused {} (run rollout resume first)", t.kind.to_lowercase());
+        bail!(
+            "can't restart paused {} (run rollout resume first)",
+            t.kind.to_lowercase()
+        );
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let body = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
@@ -334,11 +413,25 @@ async fn pause(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, paused: bool
     let o = get(ctx, path).await?;
     if (o["spec"]["paused"] == true) == paused {
         // kubectl names the type by its plural here: `deployments.apps "web" is already paused`.
-        let state = if paused { "is already paused" } else { "is not paused" };
+        let state = if paused {
+            "is already paused"
+        } else {
+            "is not paused"
+        };
         bail!("{}.{} \"{name}\" {state}", t.plural, t.group);
     }
-    patch(ctx, path, "application/merge-patch+json", &serde_json::json!({"spec": {"paused": paused}})).await?;
-    println!("{}/{name} {}", t.display(), if paused { "paused" } else { "resumed" });
+    patch(
+        ctx,
+        path,
+        "application/merge-patch+json",
+        &serde_json::json!({"spec": {"paused": paused}}),
+    )
+    .await?;
+    println!(
+        "{}/{name} {}",
+        t.display(),
+        if paused { "paused" } else { "resumed" }
+    );
     Ok(())
 }
 
@@ -357,7 +450,10 @@ mod tests {
             })
         };
         let msg = |o: &Value| status_message("Deployment", o).unwrap();
-        assert_eq!(msg(&d(2, 1, 3, 3, 3, 3)).0, "Waiting for deployment spec update to be observed...");
+        assert_eq!(
+            msg(&d(2, 1, 3, 3, 3, 3)).0,
+            "Waiting for deployment spec update to be observed..."
+        );
         assert_eq!(
             msg(&d(2, 2, 3, 1, 4, 3)).0,
             "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated..."
@@ -370,9 +466,13 @@ mod tests {
             msg(&d(2, 2, 3, 3, 3, 2)).0,
             "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available..."
         );
-        assert_eq!(msg(&d(2, 2, 3, 3, 3, 3)), ("deployment \"web\" successfully rolled out".into(), true));
+        assert_eq!(
+            msg(&d(2, 2, 3, 3, 3, 3)),
+            ("deployment \"web\" successfully rolled out".into(), true)
+        );
         let mut stuck = d(2, 2, 3, 1, 3, 1);
-        stuck["status"]["conditions"] = serde_json::json!([{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]);
+        stuck["status"]["conditions"] =
+            serde_json::json!([{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]);
         assert_eq!(
             status_message("Deployment", &stuck).unwrap_err().to_string(),
             "deployment \"web\" exceeded its progress deadline"
@@ -389,7 +489,10 @@ mod tests {
         });
         assert_eq!(
             status_message("StatefulSet", &sts).unwrap(),
-            ("statefulset rolling update complete 2 pods at revision db-1...".into(), true)
+            (
+                "statefulset rolling update complete 2 pods at revision db-1...".into(),
+                true
+            )
         );
         let ds = serde_json::json!({
             "metadata": {"name": "agent", "generation": 1},

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Ctx, api_error, get::encode_query, jsonpath::Step, is_not_found, modify::parse_duration};
+use super::{Ctx, api_error, get::encode_query, is_not_found, jsonpath::Step, modify::parse_duration};
 
 /// `skiff wait` flags.
 #[derive(clap::Args, Debug)]
@@ -48,14 +48,20 @@ pub fn parse_for(text: &str) -> anyhow::Result<Wanted> {
         if name.is_empty() {
             bail!("--for=condition needs a condition name");
         }
-        return Ok(Wanted::Condition { name: name.to_string(), value: value.to_string() });
+        return Ok(Wanted::Condition {
+            name: name.to_string(),
+            value: value.to_string(),
+        });
     }
     if let Some(rest) = text.strip_prefix("jsonpath=") {
         let (expr, value) = rest
             .rsplit_once('=')
             .context("--for=jsonpath needs a value: jsonpath={.status.phase}=Running")?;
         let path = super::jsonpath::parse_path(expr.trim_start_matches('{').trim_end_matches('}'))?;
-        return Ok(Wanted::JsonPath { path, value: value.to_string() });
+        return Ok(Wanted::JsonPath {
+            path,
+            value: value.to_string(),
+        });
     }
     bail!("unrecognized condition: \"{text}\" (use condition=NAME, jsonpath={{.path}}=VALUE or delete)")
 }
@@ -67,12 +73,14 @@ pub fn met(wanted: &Wanted, o: &Value) -> bool {
         Wanted::Condition { name, value } => o["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter().any(|c| {
                 c["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(name))
-                    && c["status"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(value))
+                    && c["status"]
+                        .as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(value))
             })
         }),
-        Wanted::JsonPath { path, value } => {
-            super::jsonpath::select(o, path).first().is_some_and(|v| super::jsonpath::text(v) == *value)
-        }
+        Wanted::JsonPath { path, value } => super::jsonpath::select(o, path)
+            .first()
+            .is_some_and(|v| super::jsonpath::text(v) == *value),
     }
 }
 
@@ -86,14 +94,23 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<()> {
             if args.selector.is_none() && !args.all {
                 bail!("resource(s) were provided, but no name was specified");
             }
-            let q: Vec<(String, String)> =
-                args.selector.iter().map(|l| ("labelSelector".to_string(), l.clone())).collect();
-            let request =
-                http::Request::get(format!("{}?{}", t.collection_path(Some(&ctx.namespace)), encode_query(&q)))
-                    .body(Vec::new())?;
+            let q: Vec<(String, String)> = args
+                .selector
+                .iter()
+                .map(|l| ("labelSelector".to_string(), l.clone()))
+                .collect();
+            let request = http::Request::get(format!(
+                "{}?{}",
+                t.collection_path(Some(&ctx.namespace)),
+                encode_query(&q)
+            ))
+            .body(Vec::new())?;
             let list: Value = ctx.client.request(request).await.map_err(api_error)?;
             for item in list["items"].as_array().into_iter().flatten() {
-                objects.push((t, item["metadata"]["name"].as_str().unwrap_or_default().to_string()));
+                objects.push((
+                    t,
+                    item["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                ));
             }
         } else {
             objects.extend(names.into_iter().map(|n| (t, n)));
@@ -134,11 +151,17 @@ mod tests {
         assert_eq!(parse_for("delete").unwrap(), Wanted::Delete);
         assert_eq!(
             parse_for("condition=Ready").unwrap(),
-            Wanted::Condition { name: "Ready".into(), value: "True".into() }
+            Wanted::Condition {
+                name: "Ready".into(),
+                value: "True".into()
+            }
         );
         assert_eq!(
             parse_for("condition=Available=false").unwrap(),
-            Wanted::Condition { name: "Available".into(), value: "false".into() }
+            Wanted::Condition {
+                name: "Available".into(),
+                value: "false".into()
+            }
         );
         assert_eq!(
             parse_for("jsonpath={.status.containerStatuses[0].ready}=true").unwrap(),
@@ -166,8 +189,14 @@ mod tests {
         assert!(met(&parse_for("condition=Initialized=False").unwrap(), &pod));
         assert!(!met(&parse_for("condition=Missing").unwrap(), &pod));
         assert!(met(&parse_for("jsonpath={.status.phase}=Running").unwrap(), &pod));
-        assert!(!met(&parse_for("jsonpath={.status.phase}=Pending").unwrap(), &pod));
-        assert!(met(&parse_for("jsonpath={.status.containerStatuses[0].ready}=true").unwrap(), &pod));
+        assert!(!met(
+            &parse_for("jsonpath={.status.phase}=Pending").unwrap(),
+            &pod
+        ));
+        assert!(met(
+            &parse_for("jsonpath={.status.containerStatuses[0].ready}=true").unwrap(),
+            &pod
+        ));
         assert!(!met(&parse_for("jsonpath={.status.nothing}=x").unwrap(), &pod));
     }
 }
