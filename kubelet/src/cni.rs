@@ -135,7 +135,12 @@ fn set_loopback_up() -> std::io::Result<()> {
     msg.extend_from_slice(&LOOPBACK_INDEX.to_ne_bytes());
     msg.extend_from_slice(&IFF_UP.to_ne_bytes());
     msg.extend_from_slice(&IFF_UP.to_ne_bytes());
-    sendto(socket.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+    sendto(
+        socket.as_raw_fd(),
+        &msg,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
     let mut reply = [0u8; 1024];
     let n = recv(socket.as_raw_fd(), &mut reply, MsgFlags::empty())?;
     let field = |at: usize, len: usize| reply.get(at..at + len).filter(|_| at + len <= n);

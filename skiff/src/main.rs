@@ -28,8 +28,9 @@ const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(
 /// mimalloc (v3) gives freed memory back to the OS only when a later page free finds the purge delay
 /// (1 s) over, and after a burst a quiet process frees no page for a long time: a node that started
 /// 30 pods kept ~10 MB it no longer used, for good (`bench node`, `MIMALLOC_PURGE_DELAY=0` showed
-/// it). Allocating and freeing one block above mimalloc's 512 KiB large-object limit (a page of its own) frees a page, which purges whatever is due; the block
-/// is never written, so it costs address space only, for a moment.
+/// it). A block above mimalloc's 512 KiB large-object limit is a page of its own, so allocating and
+/// freeing one frees a page, which purges whatever is due; it is never written, so it costs address
+/// space only, for a moment.
 async fn nudge_purges() {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

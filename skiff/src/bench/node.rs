@@ -19,7 +19,8 @@
 //!   Running and Ready by a watch, one at a time, then many at once; the kubelet's breakdown of each
 //!   start comes from the `observed pod startup` line it logs (`skiff_kubelet::startup` says what
 //!   each phase covers); the server's RSS with those pods running beside a `--disable-agent` server's
-//!   idle RSS, so the node's share shows.
+//!   idle RSS, so the node's share shows (with the server's anonymous and file-backed RSS and its
+//!   thread count, which say where it went).
 //!
 //! Everything is removed at the end, and on failure: the server is stopped by its PID, the runc
 //! containers it left deleted, their overlay mounts unmounted, their cgroups removed, the namespace
@@ -925,7 +926,11 @@ fn rss_detail(pid: u32) -> String {
     let field = |name: &str| proc_kb(&status, name).map(|b| b as f64 / MB).unwrap_or(f64::NAN);
     let threads = std::fs::read_to_string(&status)
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Threads:")).map(|v| v.trim().to_owned()))
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_default();
     format!(
         "anon {:.1} MB, file {:.1} MB, {threads} threads",
