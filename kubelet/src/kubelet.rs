@@ -313,7 +313,10 @@ async fn follow_probes(workers: Arc<PodWorkers>, mut updates: tokio::sync::mpsc:
     }
 }
 
-fn hand_over(workers: &Arc<PodWorkers>, pod: Pod) {
+fn hand_over(workers: &Arc<PodWorkers>, mut pod: Pod) {
+    // Nothing on the node reads managedFields, and they are often the largest part of a pod: every
+    // worker keeps its pod (and a sync clones it) for as long as the pod runs.
+    pod.metadata.managed_fields = None;
     if let Ok(pod) = serde_json::to_value(pod) {
         workers.update(pod);
     }
