@@ -3,7 +3,10 @@
 //! full syncs.
 //!
 //! Mirrors upstream's `Proxier.syncProxyRules` driven by a `BoundedFrequencyRunner`: changes mark the
-//! state dirty, a sync runs no sooner than `min_sync_period` after the previous one, a full sync runs
+//! state dirty, syncs are paced by a token bucket of one sync per `min_sync_period` with a burst of two
+//! (upstream's `burstSyncs = 2`: after a quiet spell a second change is applied at once instead of a
+//! period later, e.g. the last replicas of a new Deployment turning ready; a sync that wrote nothing
+//! gives its token back, since the pacing is there to bound rule writes), a full sync runs
 //! at start, after a failed apply, and every `full_sync_period` (upstream: an hour), and every sync in
 //! between writes only what differs from what was last applied ([`Programmer`]). The network
 //! programming latency is measured from when the proxy saw an EndpointSlice change to when the sync
@@ -357,7 +360,7 @@ pub async fn run_with_sink(
         let _ = services.wait_until_ready().await;
         let _ = slices.wait_until_ready().await;
         let mut programmer = Some(Programmer::new(config.mode, config.render.clone(), sink));
-        let mut last_sync: Option<Instant> = None;
+        let mut pacing = Pacing::new(config.min_sync_period, Instant::now());
         let mut last_full = Instant::now();
         let mut force_full = true;
         // The last snapshot: between full syncs only the changed Services' entries are rebuilt.
@@ -370,10 +373,9 @@ pub async fn run_with_sink(
                     let _ = tokio::time::timeout(until_full, wake.notified()).await;
                 }
             }
-            // At most one sync per min_sync_period.
-            if let Some(last) = last_sync {
-                tokio::time::sleep(config.min_sync_period.saturating_sub(last.elapsed())).await;
-            }
+            // One sync per min_sync_period on average, two at most back to back.
+            tokio::time::sleep(pacing.wait(Instant::now())).await;
+            pacing.take(Instant::now());
             let full = force_full || last_full.elapsed() >= config.full_sync_period;
             let (seen, changed, relist) = match pending.lock() {
                 Ok(mut p) => {
@@ -411,11 +413,15 @@ pub async fn run_with_sink(
                 return;
             };
             programmer = Some(prog);
-            last_sync = Some(started);
             let snapshot = &*last_snapshot.insert(snapshot);
             match result {
                 Ok((report, build)) => {
                     force_full = false;
+                    if !report.applied {
+                        // Nothing reached the kernel (e.g. a slice of not-yet-ready endpoints): the
+                        // pacing bounds how often rules are written, so this sync costs no token.
+                        pacing.refund();
+                    }
                     if report.full {
                         last_full = started;
                     }
@@ -461,9 +467,91 @@ pub async fn run_with_sink(
     watches.abort();
 }
 
+/// Upstream's BoundedFrequencyRunner pacing: a token bucket refilled at one token per `period`,
+/// holding at most [`BURST_SYNCS`]; a sync takes one.
+struct Pacing {
+    period: Duration,
+    tokens: f64,
+    at: Instant,
+}
+
+/// kube-proxy's `burstSyncs`.
+const BURST_SYNCS: f64 = 2.0;
+
+impl Pacing {
+    fn new(period: Duration, now: Instant) -> Pacing {
+        Pacing { period, tokens: BURST_SYNCS, at: now }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if self.period.is_zero() {
+            self.tokens = BURST_SYNCS;
+        } else {
+            let earned = now.saturating_duration_since(self.at).as_secs_f64() / self.period.as_secs_f64();
+            self.tokens = (self.tokens + earned).min(BURST_SYNCS);
+        }
+        self.at = now;
+    }
+
+    /// How long until a sync may run.
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            self.period.mul_f64(1.0 - self.tokens)
+        }
+    }
+
+    /// A sync runs now.
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+    }
+
+    /// The last sync wrote nothing: its token comes back.
+    fn refund(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(BURST_SYNCS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syncs_are_paced_one_per_period_with_a_burst_of_two() {
+        let second = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut p = Pacing::new(second, t0);
+        // After a quiet spell two syncs run back to back...
+        assert_eq!(p.wait(t0), Duration::ZERO);
+        p.take(t0);
+        assert_eq!(p.wait(t0), Duration::ZERO);
+        p.take(t0);
+        // ...then one per period.
+        assert_eq!(p.wait(t0), second);
+        let t1 = t0 + Duration::from_millis(400);
+        assert_eq!(p.wait(t1), Duration::from_millis(600));
+        let t2 = t0 + second;
+        assert_eq!(p.wait(t2), Duration::ZERO);
+        p.take(t2);
+        assert_eq!(p.wait(t2), second);
+        // A long quiet spell earns no more than the burst.
+        let t3 = t2 + Duration::from_secs(60);
+        p.take(t3);
+        p.take(t3);
+        assert_eq!(p.wait(t3), second);
+        // A sync that wrote nothing gives its token back.
+        p.refund();
+        assert_eq!(p.wait(t3), Duration::ZERO);
+        // No period: never waits.
+        let mut free = Pacing::new(Duration::ZERO, t0);
+        for _ in 0..5 {
+            free.take(t0);
+            assert_eq!(free.wait(t0), Duration::ZERO);
+        }
+    }
     use crate::{
         sink::{Call, FakeSink},
         snapshot::{Endpoint, Protocol, ServicePort, ServicePortName},
