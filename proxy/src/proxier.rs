@@ -480,7 +480,11 @@ const BURST_SYNCS: f64 = 2.0;
 
 impl Pacing {
     fn new(period: Duration, now: Instant) -> Pacing {
-        Pacing { period, tokens: BURST_SYNCS, at: now }
+        Pacing {
+            period,
+            tokens: BURST_SYNCS,
+            at: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
