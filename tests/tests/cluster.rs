@@ -68,16 +68,28 @@ async fn the_demo_answers_through_its_service_vip() {
         None,
     );
 
-    // The proxy programs the Service once its endpoints are ready (within its 1 s sync period).
+    // The proxy programs the Service's endpoints as they turn ready, at most about one sync per its
+    // 1 s min-sync period: the last replica can follow the first by that long, even after `rollout
+    // status` is done (as with kube-proxy). Wait until every replica has answered once.
     let url = format!("http://{vip}/");
-    skiff_tests::eventually("the Service VIP answers", Duration::from_secs(10), || async {
-        cluster
-            .netns
-            .exec("curl", &["-sf", "-m", "2", &url])
-            .filter(|page| page.contains("Served by pod web-"))
-    })
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    skiff_tests::eventually(
+        "every replica answers through the VIP",
+        Duration::from_secs(10),
+        || async {
+            let page = cluster
+                .netns
+                .exec("curl", &["-sf", "-m", "2", &url])
+                .unwrap_or_default();
+            let mut seen = seen.lock().unwrap();
+            if let Some(pod) = pods.iter().find(|p| page.contains(*p)) {
+                seen.insert(pod.to_string());
+            }
+            (seen.len() == pods.len()).then_some(())
+        },
+    )
     .await;
-    // 60 requests to 3 replicas: each answers (a replica missing has probability ~1e-10).
+    // Then 60 requests to 3 replicas: each answers (a replica missing has probability ~1e-10).
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..60 {
         let page = cluster
