@@ -93,10 +93,6 @@ impl Section {
     fn field(&mut self, indent: usize, key: &str, value: &str) {
         let _ = writeln!(self.text, "{}{key}:\t{value}", "  ".repeat(indent));
     }
-    /// `Key:\t` with an empty value that still takes part in the alignment.
-    fn kv_empty(&mut self, indent: usize, key: &str) {
-        let _ = writeln!(self.text, "{}{key}:\t", "  ".repeat(indent));
-    }
     /// A further value of the key above, in its value column.
     fn more(&mut self, indent: usize, value: &str) {
         let _ = writeln!(self.text, "{}\t{value}", "  ".repeat(indent));
@@ -228,11 +224,7 @@ fn pod(sec: &mut Section, o: &Value) {
     if let Some(message) = st["message"].as_str() {
         sec.kv(0, "Message", message);
     }
-    sec.kv_empty(0, "IP");
-    if let Some(ip) = st["podIP"].as_str() {
-        sec.text.truncate(sec.text.len() - 1);
-        let _ = writeln!(sec.text, "{ip}");
-    }
+    sec.field(0, "IP", st["podIP"].as_str().unwrap_or(""));
     match st["podIPs"].as_array().filter(|a| !a.is_empty()) {
         None => sec.kv(0, "IPs", "<none>"),
         Some(ips) => {
@@ -334,21 +326,12 @@ fn volumes(sec: &mut Section, indent: usize, name_pad: &str, volumes: &Value) {
                 "Type",
                 "EmptyDir (a temporary directory that shares a pod's lifetime)",
             );
-            sec.kv_empty(i, "Medium");
-            if let Some(medium) = src["medium"].as_str() {
-                sec.text.truncate(sec.text.len() - 1);
-                let _ = writeln!(sec.text, "{medium}");
-            }
+            sec.field(i, "Medium", src["medium"].as_str().unwrap_or(""));
             sec.kv(i, "SizeLimit", src["sizeLimit"].as_str().unwrap_or("<unset>"));
         } else if let Some(src) = v.get("hostPath") {
             sec.kv(i, "Type", "HostPath (bare host directory volume)");
             sec.kv(i, "Path", field(src, "path"));
-            sec.kv_empty(i, "HostPathType");
-            let t = field(src, "type");
-            if !t.is_empty() {
-                sec.text.truncate(sec.text.len() - 1);
-                let _ = writeln!(sec.text, "{t}");
-            }
+            sec.field(i, "HostPathType", &field(src, "type"));
         } else if let Some(src) = v.get("persistentVolumeClaim") {
             sec.kv(
                 i,

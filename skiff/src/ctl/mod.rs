@@ -2,7 +2,9 @@
 //! everyday commands, built on kube-rs and the server's own discovery and Table output, so what they
 //! print matches what kubectl prints against the same cluster.
 //!
-//! Each verb is one module. They share [`Ctx`]: the client, the namespace, and the resource types
+//! Each verb lives in a module named for it (delete and scale in `modify`, logs and exec in `logs`);
+//! `manifest` (reading `-f`), `printer` (tables, YAML, JSON, ages), `jsonpath` and `resource` are
+//! what they share, with [`Ctx`]: the client, the namespace, and the resource types
 //! the server advertises ([`resource::Catalog`], from aggregated discovery: plural, singular, kind and
 //! short names all resolve, as in kubectl). The cluster is found as kubectl finds it, with skiff's own
 //! kubeconfig in between: `--kubeconfig`, then `KUBECONFIG`, then `<data-dir>/kubeconfig.yaml`
