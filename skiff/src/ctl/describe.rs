@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{Ctx, api_error, get::encode_query, printer, resource::ResourceType};
+use super::{Ctx, api_error, printer, resource::ResourceType};
 
 /// `skiff describe` flags.
 #[derive(clap::Args, Debug)]
@@ -34,14 +34,7 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> anyhow::Result<()> {
     for (t, names) in targets {
         let objects: Vec<Value> = if names.is_empty() {
             let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
-            let mut q = Vec::new();
-            if let Some(l) = &args.selector {
-                q.push(("labelSelector".to_string(), l.clone()));
-            }
-            let request = http::Request::get(format!("{}?{}", t.collection_path(ns), encode_query(&q)))
-                .body(Vec::new())?;
-            let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-            list["items"].as_array().cloned().unwrap_or_default()
+            ctx.list(t, ns, args.selector.as_deref(), None).await?
         } else {
             let mut found = Vec::new();
             for name in names {
@@ -781,17 +774,8 @@ async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> 
     // Endpoints: the ready addresses of the Service's EndpointSlices, per port.
     let slices = ctx.catalog().await?.resolve("endpointslices.discovery.k8s.io")?;
     let ns = m["namespace"].as_str().unwrap_or("default");
-    let q = vec![(
-        "labelSelector".to_string(),
-        format!("kubernetes.io/service-name={}", s(&m["name"])),
-    )];
-    let request = http::Request::get(format!(
-        "{}?{}",
-        slices.collection_path(Some(ns)),
-        encode_query(&q)
-    ))
-    .body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
+    let selector = format!("kubernetes.io/service-name={}", s(&m["name"]));
+    let slices = ctx.list(slices, Some(ns), Some(&selector), None).await?;
     for p in spec["ports"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or("<unset>");
         let proto = p["protocol"].as_str().unwrap_or("TCP");
@@ -801,7 +785,7 @@ async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> 
             sec.kv(0, "NodePort", format!("{name}  {np}/{proto}"));
         }
         let mut endpoints = Vec::new();
-        for slice in list["items"].as_array().into_iter().flatten() {
+        for slice in &slices {
             let port = slice["ports"]
                 .as_array()
                 .and_then(|ps| {
@@ -985,17 +969,11 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     );
     // Non-terminated pods bound here.
     let pods = ctx.catalog().await?.resolve("pods")?;
-    let q = vec![(
-        "fieldSelector".to_string(),
-        format!(
-            "spec.nodeName={},status.phase!=Succeeded,status.phase!=Failed",
-            s(&m["name"])
-        ),
-    )];
-    let request =
-        http::Request::get(format!("{}?{}", pods.collection_path(None), encode_query(&q))).body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let fields = format!(
+        "spec.nodeName={},status.phase!=Succeeded,status.phase!=Failed",
+        s(&m["name"])
+    );
+    let items = ctx.list(pods, None, None, Some(&fields)).await?;
     sec.kv(0, "Non-terminated Pods", format!("({} in total)", items.len()));
     let rows: Vec<Vec<String>> = items
         .iter()
@@ -1111,13 +1089,8 @@ async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     if m["namespace"].is_string() {
         fields.push_str(&format!(",involvedObject.namespace={ns}"));
     }
-    let request = http::Request::get(format!(
-        "/api/v1/namespaces/{ns}/events?{}",
-        encode_query(&[("fieldSelector".to_string(), fields)])
-    ))
-    .body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    let events = ctx.catalog().await?.resolve("events")?;
+    let mut items = ctx.list(events, Some(ns), None, Some(&fields)).await?;
     if items.is_empty() {
         sec.kv(0, "Events", "<none>");
         return Ok(());

@@ -336,11 +336,15 @@ async fn print_objects(
     for (t, names) in targets {
         if names.is_empty() {
             single = false;
-            let request =
-                http::Request::get(format!("{}?{}", t.collection_path(namespace), query(args, &[])))
-                    .body(Vec::new())?;
-            let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-            for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+            let items = ctx
+                .list(
+                    t,
+                    namespace,
+                    args.selector.as_deref(),
+                    args.field_selector.as_deref(),
+                )
+                .await?;
+            for mut item in items {
                 item["apiVersion"] = t.api_version().into();
                 item["kind"] = t.kind.clone().into();
                 objects.push((*t, item));

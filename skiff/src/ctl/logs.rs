@@ -10,7 +10,7 @@ use kube::api::{Api, AttachParams, LogParams};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use super::{Ctx, api_error, get::encode_query};
+use super::{Ctx, api_error};
 
 /// `skiff logs` flags.
 #[derive(clap::Args, Debug)]
@@ -87,15 +87,9 @@ async fn pod_for(ctx: &Ctx, target: &str) -> anyhow::Result<Value> {
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect();
     let pods = catalog.resolve("pods")?;
-    let q = vec![("labelSelector".to_string(), selector.join(","))];
-    let request = http::Request::get(format!(
-        "{}?{}",
-        pods.collection_path(Some(&ctx.namespace)),
-        encode_query(&q)
-    ))
-    .body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-    let mut items = list["items"].as_array().cloned().unwrap_or_default();
+    let mut items = ctx
+        .list(pods, Some(&ctx.namespace), Some(&selector.join(",")), None)
+        .await?;
     items.sort_by(|a, b| {
         a["metadata"]["name"]
             .as_str()

@@ -79,6 +79,31 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The objects of type `t` in `namespace` (every namespace when `None`), by label and field
+    /// selector when given.
+    pub async fn list(
+        &self,
+        t: &resource::ResourceType,
+        namespace: Option<&str>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut q = Vec::new();
+        if let Some(l) = labels {
+            q.push(("labelSelector".to_string(), l.to_string()));
+        }
+        if let Some(f) = fields {
+            q.push(("fieldSelector".to_string(), f.to_string()));
+        }
+        let path = format!("{}?{}", t.collection_path(namespace), get::encode_query(&q));
+        let request = http::Request::get(path).body(Vec::new())?;
+        let mut list: serde_json::Value = self.client.request(request).await.map_err(api_error)?;
+        Ok(match list["items"].take() {
+            serde_json::Value::Array(items) => items,
+            _ => Vec::new(),
+        })
+    }
+
     /// The resource types the server serves (fetched once, on first use).
     pub async fn catalog(&self) -> anyhow::Result<&Catalog> {
         self.catalog

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Ctx, api_error, get::encode_query, is_not_found, manifest, resource::ResourceType};
+use super::{Ctx, api_error, is_not_found, manifest, resource::ResourceType};
 
 /// `skiff delete` flags.
 #[derive(clap::Args, Debug)]
@@ -118,18 +118,10 @@ pub async fn delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
                 if args.selector.is_none() && !args.all {
                     bail!("resource(s) were provided, but no name was specified");
                 }
-                let mut q = Vec::new();
-                if let Some(l) = &args.selector {
-                    q.push(("labelSelector".to_string(), l.clone()));
-                }
-                let request = http::Request::get(format!(
-                    "{}?{}",
-                    t.collection_path(Some(&ctx.namespace)),
-                    encode_query(&q)
-                ))
-                .body(Vec::new())?;
-                let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-                for item in list["items"].as_array().into_iter().flatten() {
+                let items = ctx
+                    .list(t, Some(&ctx.namespace), args.selector.as_deref(), None)
+                    .await?;
+                for item in &items {
                     targets.push(Target {
                         t,
                         namespace: ctx.namespace.clone(),

@@ -264,19 +264,16 @@ async fn status(
 pub async fn replica_sets(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<Value>> {
     let rs_type = ctx.catalog().await?.resolve("replicasets.apps")?;
     let ns = deployment["metadata"]["namespace"].as_str().unwrap_or("default");
-    let request = http::Request::get(rs_type.collection_path(Some(ns))).body(Vec::new())?;
-    let list: Value = ctx.client.request(request).await.map_err(api_error)?;
     let uid = &deployment["metadata"]["uid"];
-    Ok(list["items"]
-        .as_array()
+    Ok(ctx
+        .list(rs_type, Some(ns), None, None)
+        .await?
         .into_iter()
-        .flatten()
         .filter(|rs| {
             rs["metadata"]["ownerReferences"]
                 .as_array()
                 .is_some_and(|refs| refs.iter().any(|r| r["uid"] == *uid && r["controller"] == true))
         })
-        .cloned()
         .collect())
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::{Ctx, api_error, get::encode_query, is_not_found, jsonpath::Step, modify::parse_duration};
+use super::{Ctx, api_error, is_not_found, jsonpath::Step, modify::parse_duration};
 
 /// `skiff wait` flags.
 #[derive(clap::Args, Debug)]
@@ -94,19 +94,10 @@ pub async fn run(ctx: &Ctx, args: WaitArgs) -> anyhow::Result<()> {
             if args.selector.is_none() && !args.all {
                 bail!("resource(s) were provided, but no name was specified");
             }
-            let q: Vec<(String, String)> = args
-                .selector
-                .iter()
-                .map(|l| ("labelSelector".to_string(), l.clone()))
-                .collect();
-            let request = http::Request::get(format!(
-                "{}?{}",
-                t.collection_path(Some(&ctx.namespace)),
-                encode_query(&q)
-            ))
-            .body(Vec::new())?;
-            let list: Value = ctx.client.request(request).await.map_err(api_error)?;
-            for item in list["items"].as_array().into_iter().flatten() {
+            let items = ctx
+                .list(t, Some(&ctx.namespace), args.selector.as_deref(), None)
+                .await?;
+            for item in &items {
                 objects.push((
                     t,
                     item["metadata"]["name"].as_str().unwrap_or_default().to_string(),
