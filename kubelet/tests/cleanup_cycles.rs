@@ -13,11 +13,14 @@
 //!
 //! `SKIFF_CLEANUP_CYCLES` sets the number of pods (default [`DEFAULT_CYCLES`]).
 
+mod common;
+use common::{helpers, which};
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -57,35 +60,6 @@ fn missing() -> Option<String> {
         return Some("the CNI plugins (/usr/lib/cni) are not installed".into());
     }
     None
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// The static pause and shim, built into their own target directory (see tests/runc_runtime.rs).
-fn helpers() -> &'static (PathBuf, PathBuf) {
-    static HELPERS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    HELPERS.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pause/Cargo.toml");
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().join("pause-build");
-        for bin in ["skiff-pause", "skiff-shim"] {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["rustc", "--quiet", "--manifest-path"])
-                .arg(&manifest)
-                .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
-                .env("CARGO_TARGET_DIR", &target)
-                .status()
-                .expect("running cargo");
-            assert!(status.success(), "building {bin}");
-        }
-        let dir = target.join("debug");
-        (dir.join("skiff-pause"), dir.join("skiff-shim"))
-    })
 }
 
 /// The node: its network namespace, state directory, cgroup parent and runtime, all removed on drop.

@@ -7,10 +7,13 @@
 //! test has its own node network namespace, state directory, cgroup parent and registry, removed in
 //! Drop guards even when it fails; the registry listens on 127.0.0.1 only.
 
+mod common;
+use common::{helpers, which};
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command},
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,12 +25,6 @@ use skiff_kubelet::{
     runc_runtime::{RuncConfig, RuncRuntime, remove_cgroup},
     runtime::{ContainerRuntime, ContainerSpec, ContainerState, SandboxSpec},
 };
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
 
 fn is_root() -> bool {
     rustix_uid() == 0
@@ -119,29 +116,6 @@ fn build_image(dir: &Path, name: &str) -> PathBuf {
         .unwrap();
     assert!(status.success(), "building the busybox image");
     out
-}
-
-/// The static helpers, built once per test run into their own target directory.
-fn helpers() -> &'static (PathBuf, PathBuf) {
-    static HELPERS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    HELPERS.get_or_init(|| {
-        let manifest = repo().join("pause/Cargo.toml");
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().join("pause-build");
-        for bin in ["skiff-pause", "skiff-shim"] {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["rustc", "--quiet", "--manifest-path"])
-                .arg(&manifest)
-                .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
-                .env("CARGO_TARGET_DIR", &target)
-                .status()
-                .expect("running cargo");
-            assert!(status.success(), "building {bin}");
-        }
-        let dir = target.join("debug");
-        (dir.join("skiff-pause"), dir.join("skiff-shim"))
-    })
 }
 
 /// A node: network namespace, state directory, cgroup parent, and a runtime over the image store.

@@ -6,11 +6,14 @@
 //! namespace the test creates (`skiff-kapi-…`); its pods, runc state, cgroups and the namespace are
 //! removed by a Drop guard, even when the test fails. Every wait and every kubectl has a timeout.
 
+mod common;
+use common::{helpers, which};
+
 use std::{
     io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,12 +31,6 @@ use skiff_kubelet::{
     server::{ServerOptions, tls::pem_certificates},
 };
 use skiff_tests::{Component, InProcess, eventually};
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
 
 /// Why this test cannot run here, if it cannot.
 fn missing() -> Option<String> {
@@ -53,29 +50,6 @@ fn missing() -> Option<String> {
         return Some("the CNI plugins (/usr/lib/cni) are not installed".into());
     }
     None
-}
-
-/// The static pause and shim, built once into their own target directory.
-fn helpers() -> &'static (PathBuf, PathBuf) {
-    static HELPERS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    HELPERS.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pause/Cargo.toml");
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().join("pause-build");
-        for bin in ["skiff-pause", "skiff-shim"] {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["rustc", "--quiet", "--manifest-path"])
-                .arg(&manifest)
-                .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
-                .env("CARGO_TARGET_DIR", &target)
-                .status()
-                .expect("running cargo");
-            assert!(status.success(), "building {bin}");
-        }
-        let dir = target.join("debug");
-        (dir.join("skiff-pause"), dir.join("skiff-shim"))
-    })
 }
 
 /// The node: a network namespace, a state directory, a cgroup parent; all removed on drop.

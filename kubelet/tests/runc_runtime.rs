@@ -6,10 +6,13 @@
 //! the CNI plugins inside that namespace only, and removes all of it in a Drop guard, even when it
 //! fails. Traffic goes only between pods on that namespace's bridge (and over loopback in a pod).
 
+mod common;
+use common::{helpers, which};
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -56,38 +59,6 @@ fn nix_is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
-/// The static helpers, built once per test run into their own target directory (the outer cargo
-/// holds the shared one's lock while tests run).
-fn helpers() -> &'static (PathBuf, PathBuf) {
-    static HELPERS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    HELPERS.get_or_init(|| {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pause/Cargo.toml");
-        // target/debug/deps/<this test> → target/pause-build
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.ancestors().nth(3).unwrap().join("pause-build");
-        for bin in ["skiff-pause", "skiff-shim"] {
-            // The cargo running these tests (it says where it is), else the one on PATH.
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["rustc", "--quiet", "--manifest-path"])
-                .arg(&manifest)
-                .args(["--bin", bin, "--", "-C", "target-feature=+crt-static"])
-                .env("CARGO_TARGET_DIR", &target)
-                .status()
-                .expect("running cargo");
-            assert!(status.success(), "building {bin}");
-        }
-        let dir = target.join("debug");
-        (dir.join("skiff-pause"), dir.join("skiff-shim"))
-    })
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
