@@ -13,6 +13,12 @@
 //! [`taint_eviction`] then deletes the pods that do not tolerate a NoExecute taint, at once or when
 //! their `tolerationSeconds` run out.
 //!
+//! The NoSchedule taints of the pressure conditions are also kept on every change of a node
+//! ([`no_schedule_loop`], upstream's `doNoScheduleTaintingPass` run from its `nodeUpdateQueue`), not
+//! only every monitor period: the kubelet rejects every pod that reaches a node under pressure, and
+//! their owners replace them as fast as they can, so each second the scheduler does not know about
+//! the pressure is a storm of Failed pods (hundreds of them in the five seconds of a monitor period).
+//!
 //! Not mirrored (yet): upstream's per-zone eviction rate limits and its "full disruption" mode (no
 //! tainting while every node of a zone is down); here nodes are tainted as soon as they are seen
 //! unhealthy.
@@ -80,12 +86,20 @@ impl Default for Options {
 /// Runs the node lifecycle and taint eviction controllers until `shutdown` completes.
 pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + 'static) {
     let changed = Arc::new(Notify::new());
+    let node_changed = Arc::new(Notify::new());
     let (nodes, node_writer) = reflector::store::<Node>();
     let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .modify(|n| n.managed_fields_mut().clear())
         .reflect(node_writer)
-        .for_each(notify(&changed));
+        .for_each({
+            let (changed, node_changed) = (changed.clone(), node_changed.clone());
+            move |_| {
+                changed.notify_one();
+                node_changed.notify_one();
+                std::future::ready(())
+            }
+        });
     let (leases, lease_writer) = reflector::store::<Lease>();
     let lease_watch = watcher(
         Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
@@ -110,6 +124,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         pods.clone(),
         EventSink::new(client.clone(), CONTROLLER_NAME),
     );
+    let tainting = no_schedule_loop(client.clone(), nodes.clone(), node_changed);
     let eviction = taint_eviction::run_loop(
         client.clone(),
         nodes,
@@ -120,7 +135,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     tokio::select! {
         () = shutdown => {}
         _ = futures::future::join3(node_watch, lease_watch, pod_watch) => {}
-        _ = futures::future::join(monitor, eviction) => {}
+        _ = futures::future::join3(monitor, eviction, tainting) => {}
     }
 }
 
@@ -130,6 +145,35 @@ fn notify<T>(changed: &Arc<Notify>) -> impl FnMut(T) -> std::future::Ready<()> +
     move |_| {
         changed.notify_one();
         std::future::ready(())
+    }
+}
+
+/// Upstream's `doNoScheduleTaintingPass` for every node, each time a node changes: the NoSchedule
+/// taints follow the conditions the kubelet just posted (the NoExecute ones are left to the
+/// monitor, which owns the Ready condition's history). A write that loses a race with another
+/// (the resourceVersion guard) is retried on the watch event the other write causes.
+async fn no_schedule_loop(client: Client, nodes: Store<Node>, node_changed: Arc<Notify>) {
+    if crate::cache_ready::cache_ready(&nodes).await.is_err() {
+        return;
+    }
+    let api: Api<Node> = Api::all(client);
+    loop {
+        for node in nodes.state() {
+            let Some(taints) = taints::desired_taints(&node, None, Timestamp::now()) else {
+                continue;
+            };
+            let patch = json!({
+                "metadata": { "resourceVersion": node.resource_version() },
+                "spec": { "taints": taints },
+            });
+            if let Err(e) = api
+                .patch(&node.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                tracing::debug!(node = %node.name_any(), error = %e, "cannot update node taints, retrying on the next change");
+            }
+        }
+        node_changed.notified().await;
     }
 }
 

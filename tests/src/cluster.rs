@@ -74,10 +74,48 @@ impl Cluster {
         let (success, out, err) = kubectl(self.server(), args, stdin);
         assert!(
             success,
-            "kubectl {args:?} failed: {err}\n{out}\nserver log (end):\n{}",
+            "kubectl {args:?} failed: {err}\n{}\n{}\nserver log (end):\n{}",
+            last_lines(&out, 8),
+            self.diagnosis(),
             self.log_tail(60)
         );
         out
+    }
+
+    /// What a failed test should print first, briefly (CI keeps only the beginning and the end of a
+    /// long failure): each node's conditions and taints, how many pods are in each state, and the
+    /// latest Warning events.
+    pub fn diagnosis(&self) -> String {
+        let nodes = self
+            .try_ok(&[
+                "get",
+                "nodes",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name}:{range .status.conditions[*]} {.type}={.status}{end} taints={.spec.taints}{"\n"}{end}"#,
+            ])
+            .unwrap_or_default();
+        let pods = self
+            .try_ok(&["get", "pods", "-A", "--no-headers"])
+            .unwrap_or_default();
+        let mut states = std::collections::BTreeMap::<&str, usize>::new();
+        for status in pods.lines().filter_map(|l| l.split_whitespace().nth(3)) {
+            *states.entry(status).or_default() += 1;
+        }
+        let warnings = self
+            .try_ok(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "type=Warning",
+                "--sort-by",
+                ".lastTimestamp",
+            ])
+            .unwrap_or_default();
+        format!(
+            "nodes:\n{nodes}pods by status: {states:?}\nlatest warnings:\n{}",
+            last_lines(&warnings, 10)
+        )
     }
 
     /// kubectl `args`: its stdout when it succeeded.
@@ -115,9 +153,15 @@ impl Cluster {
         );
         assert!(
             out.status.success() && stdout.contains("successfully rolled out"),
-            "deployment/{name} did not roll out: {stderr}\n{stdout}\n{}\nserver log (end):\n{}",
-            self.try_ok(&["get", "deployments,replicasets,pods", "-o", "wide"])
-                .unwrap_or_default(),
+            "deployment/{name} did not roll out: {stderr}\n{}\n{}\n{}\nserver log (end):\n{}",
+            last_lines(&stdout, 8),
+            self.diagnosis(),
+            last_lines(
+                &self
+                    .try_ok(&["get", "deployments,replicasets,pods", "-o", "wide"])
+                    .unwrap_or_default(),
+                30
+            ),
             self.log_tail(60)
         );
     }
@@ -175,4 +219,15 @@ pub fn http_get_once(addr: SocketAddr) -> Result<String, String> {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default())
+}
+
+/// The last `n` lines of `text`, with a note of how many were left out.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skipped = lines.len().saturating_sub(n);
+    let tail = lines[skipped..].join("\n");
+    match skipped {
+        0 => tail,
+        _ => format!("[{skipped} lines before]\n{tail}"),
+    }
 }

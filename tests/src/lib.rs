@@ -89,6 +89,12 @@ impl Server {
             // The embedded agent would make this machine a node in the host's network: tests run
             // without it unless they give it a network namespace of its own.
             .args((!self.wants_agent()).then_some("--disable-agent"))
+            // A node under test must not see DiskPressure because a CI machine's shared disk is
+            // nearly full of builds (it would reject every pod): a fixed 1 GiB of free disk.
+            .args([
+                "--eviction-hard",
+                skiff_kubelet::eviction::SHARED_MACHINE_EVICTION_HARD,
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)

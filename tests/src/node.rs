@@ -226,6 +226,10 @@ impl Agent {
             .args(connect)
             .arg("--data-dir")
             .arg(data_dir.path())
+            .args([
+                "--eviction-hard",
+                skiff_kubelet::eviction::SHARED_MACHINE_EVICTION_HARD,
+            ])
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(log)

@@ -565,3 +565,75 @@ async fn a_noexecute_taint_evicts_pods_that_do_not_tolerate_it_at_once() {
     assert_eq!(notes, ["Cancelling deletion of Pod default/patient"]);
     assert!(!evicted(&pods, "patient").await);
 }
+
+/// A kubelet's DiskPressure taints its node within moments of being posted, not at the next monitor
+/// pass (one that never comes here: the period is a minute), and the taint goes when the pressure
+/// does; taints the controller does not own stay as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pressure_condition_taints_its_node_at_once() {
+    let server = start_server().await;
+    let client = server.client.clone();
+    let options = nodelifecycle::Options {
+        node_monitor_period: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let nodes: Api<Node> = Api::all(client.clone());
+    let _node = HollowNode::start(&client, "n3").await;
+    t(nodes.patch(
+        "n3",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "spec": { "taints": [{ "key": "example.com/gpu", "effect": "NoSchedule" }] } }),
+        ),
+    ))
+    .await
+    .expect("taint n3");
+    let c = client.clone();
+    let _lifecycle = Component::spawn(|shutdown| nodelifecycle::run(c, options, shutdown));
+
+    let post_disk_pressure = |status: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            let now = Timestamp::now().to_string();
+            let patch = json!({ "status": { "conditions": [
+                { "type": "Ready", "status": "True", "reason": "KubeletReady",
+                  "lastHeartbeatTime": now, "lastTransitionTime": now },
+                { "type": "DiskPressure", "status": status, "reason": "KubeletHasDiskPressure",
+                  "lastHeartbeatTime": now, "lastTransitionTime": now },
+            ]}});
+            t(nodes.patch_status("n3", &PatchParams::default(), &Patch::Merge(patch)))
+                .await
+                .expect("node status");
+        }
+    };
+    // Let the controller's first pass (and its watch) start before the pressure comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post_disk_pressure("True").await;
+    let posted = Instant::now();
+    eventually("the disk-pressure taint", Duration::from_secs(3), || async {
+        let keys = taint_keys(&nodes.get("n3").await.ok()?);
+        (keys
+            == [
+                ("example.com/gpu".to_string(), "NoSchedule".to_string()),
+                ("node.kubernetes.io/disk-pressure".into(), "NoSchedule".into()),
+            ])
+        .then_some(())
+    })
+    .await;
+    assert!(
+        posted.elapsed() < Duration::from_secs(3),
+        "tainted {:?} after the condition",
+        posted.elapsed()
+    );
+
+    post_disk_pressure("False").await;
+    eventually(
+        "the disk-pressure taint to go",
+        Duration::from_secs(3),
+        || async {
+            let keys = taint_keys(&nodes.get("n3").await.ok()?);
+            (keys == [("example.com/gpu".to_string(), "NoSchedule".to_string())]).then_some(())
+        },
+    )
+    .await;
+}

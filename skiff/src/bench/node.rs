@@ -644,12 +644,11 @@ impl Cluster {
                 .arg("--node-netns")
                 .arg(&netns)
                 .args(["--node-name", NODE_NAME, "--node-ip", NODE_IP])
-                // The default's 10% of free disk is crossed on a shared development machine (a 250 GB
-                // disk with 20 GB free), and the node then rejects every pod for DiskPressure: the
-                // bench keeps every signal but asks for 1 GiB of free disk.
+                // A share of free disk can be crossed on a shared development machine (a 250 GB
+                // disk with 20 GB free), and the node then rejects every pod for DiskPressure.
                 .args([
                     "--eviction-hard",
-                    "memory.available<100Mi,nodefs.available<1Gi,nodefs.inodesFree<5%",
+                    skiff_kubelet::eviction::SHARED_MACHINE_EVICTION_HARD,
                 ])
                 .env("NO_COLOR", "1")
                 .env_remove("RUST_LOG")
