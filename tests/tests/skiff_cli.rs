@@ -156,6 +156,36 @@ async fn client_verbs_print_what_kubectl_prints() {
         .expect("a pod")
         .to_string();
     same(&server, &["describe", &pod]);
+
+    // describe node: every pod's requests and limits and their shares of the node, then the totals
+    // (sums keep their first part's format: 1010m, 129Mi; init containers count at their largest).
+    let sized = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sized"},
+      "spec": {"nodeName": "hollow-1", "overhead": {"cpu": "10m", "memory": "1Mi"},
+        "initContainers": [
+          {"name": "setup", "image": "busybox", "resources": {"requests": {"cpu": "1", "memory": "10Mi"}}},
+          {"name": "proxy", "image": "busybox", "restartPolicy": "Always",
+           "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "32Mi"}}}],
+        "containers": [
+          {"name": "a", "image": "busybox", "resources": {"requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"},
+                                                           "limits": {"cpu": "200m", "memory": "128Mi"}}},
+          {"name": "b", "image": "busybox", "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}]}}"#;
+    let out = skiff_cli(&server, &["apply", "-f", "-"], Some(sized));
+    assert_eq!(out.code, 0, "{out:?}");
+    for node in ["hollow-0", "hollow-1"] {
+        let described = same(&server, &["describe", "node", node]);
+        assert!(
+            described.stdout.contains("Allocated resources:"),
+            "{}",
+            described.stdout
+        );
+    }
+    let described = same(&server, &["describe", "node", "hollow-1"]);
+    assert!(
+        described.stdout.contains("1010m (25%)") && described.stdout.contains("129Mi"),
+        "{}",
+        described.stdout
+    );
+    ok(&server, &["delete", "pod", "sized", "--now"]);
     // -o json/yaml: the same objects (formatting of long strings may differ in YAML).
     let ours: serde_json::Value =
         serde_json::from_str(&ok(&server, &["get", "deploy", "web", "-o", "json"])).expect("json");

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{Ctx, api_error, printer, resource::ResourceType};
+use super::{Ctx, api_error, printer, resource::ResourceType, resources};
 
 /// `skiff describe` flags.
 #[derive(clap::Args, Debug)]
@@ -974,24 +974,95 @@ async fn node(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
         s(&m["name"])
     );
     let items = ctx.list(pods, None, None, Some(&fields)).await?;
-    sec.kv(0, "Non-terminated Pods", format!("({} in total)", items.len()));
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|p| {
-            vec![
-                s(&p["metadata"]["namespace"]),
-                s(&p["metadata"]["name"]),
-                printer::age(p["metadata"]["creationTimestamp"].as_str()),
-            ]
-        })
-        .collect();
-    let mut table = vec![
-        strings(&["Namespace", "Name", "Age"]),
-        strings(&["---------", "----", "---"]),
-    ];
-    table.extend(rows);
-    sec.rows(1, &table);
+    node_resources(sec, st, &items);
     Ok(())
+}
+
+/// kubectl's `describeNodeResource`: each non-terminated pod's CPU and memory requests and limits
+/// with their share of the node's allocatable, then the totals ("Allocated resources").
+fn node_resources(sec: &mut Section, st: &Value, pods: &[Value]) {
+    let allocatable = match st["allocatable"].as_object() {
+        Some(a) if !a.is_empty() => resources::resource_list(&st["allocatable"]),
+        _ => resources::resource_list(&st["capacity"]),
+    };
+    let whole = |name: &str| allocatable.get(name).copied().unwrap_or_default();
+    let (cpu, memory) = (whole("cpu").milli_value(), whole("memory").value());
+    // `quantity (share%)`: the share of `of` (a whole, in millis for CPU); None shows 0%.
+    let share = |list: &resources::ResourceList, name: &str, of: Option<i128>| {
+        let q = list.get(name).copied().unwrap_or_default();
+        let part = if name == "cpu" { q.milli_value() } else { q.value() };
+        let percent = of.map_or(0, |of| resources::percent(part, of));
+        format!("{} ({percent}%)", q.canonical())
+    };
+    sec.kv(0, "Non-terminated Pods", format!("({} in total)", pods.len()));
+    let mut table = vec![
+        strings(&[
+            "Namespace",
+            "Name",
+            "",
+            "CPU Requests",
+            "CPU Limits",
+            "Memory Requests",
+            "Memory Limits",
+            "Age",
+        ]),
+        strings(&[
+            "---------",
+            "----",
+            "",
+            "------------",
+            "----------",
+            "---------------",
+            "-------------",
+            "---",
+        ]),
+    ];
+    for p in pods {
+        let (requests, limits) = (resources::pod_requests(p), resources::pod_limits(p));
+        table.push(vec![
+            s(&p["metadata"]["namespace"]),
+            s(&p["metadata"]["name"]),
+            String::new(),
+            share(&requests, "cpu", Some(cpu)),
+            share(&limits, "cpu", Some(cpu)),
+            share(&requests, "memory", Some(memory)),
+            share(&limits, "memory", Some(memory)),
+            printer::age(p["metadata"]["creationTimestamp"].as_str()),
+        ]);
+    }
+    sec.rows(1, &table);
+
+    sec.kv(0, "Allocated resources", "");
+    sec.line(1, "(Total limits may be over 100 percent, i.e., overcommitted.)");
+    let (requests, limits) = resources::total_requests_and_limits(pods);
+    let mut table = vec![
+        strings(&["Resource", "Requests", "Limits"]),
+        strings(&["--------", "--------", "------"]),
+    ];
+    // Totals against a zero whole show 0% (the per-pod rows divide by it all the same).
+    let total_row = |name: &str, of: i128| {
+        let of = (of != 0).then_some(of);
+        vec![
+            name.to_string(),
+            share(&requests, name, of),
+            share(&limits, name, of),
+        ]
+    };
+    table.push(total_row("cpu", cpu));
+    table.push(total_row("memory", memory));
+    table.push(total_row("ephemeral-storage", whole("ephemeral-storage").value()));
+    for name in allocatable.keys().filter(|n| n.starts_with("hugepages-")) {
+        table.push(total_row(name, whole(name).value()));
+    }
+    let standard = ["cpu", "memory", "ephemeral-storage", "pods"];
+    for name in allocatable
+        .keys()
+        .filter(|n| !n.starts_with("hugepages-") && !standard.contains(&n.as_str()))
+    {
+        let q = |list: &resources::ResourceList| list.get(name).copied().unwrap_or_default().canonical();
+        table.push(vec![name.clone(), q(&requests), q(&limits)]);
+    }
+    sec.rows(1, &table);
 }
 
 /// ConfigMaps show their data; Secrets only the size of each value.

@@ -3,8 +3,9 @@
 //! print matches what kubectl prints against the same cluster.
 //!
 //! Each verb lives in a module named for it (delete and scale in `modify`, logs and exec in `logs`);
-//! `manifest` (reading `-f`), `printer` (tables, YAML, JSON, ages), `jsonpath` and `resource` are
-//! what they share, with [`Ctx`]: the client, the namespace, and the resource types
+//! `manifest` (reading `-f`), `printer` (tables, YAML, JSON, ages), `jsonpath`, `resource` and
+//! `resources` (a pod's requests and limits, added up as kubectl does) are what they share, with
+//! [`Ctx`]: the client, the namespace, and the resource types
 //! the server advertises ([`resource::Catalog`], from aggregated discovery: plural, singular, kind and
 //! short names all resolve, as in kubectl). The cluster is found as kubectl finds it, with skiff's own
 //! kubeconfig in between: `--kubeconfig`, then `KUBECONFIG`, then `<data-dir>/kubeconfig.yaml`
@@ -19,6 +20,7 @@ mod manifest;
 mod modify;
 mod printer;
 pub mod resource;
+mod resources;
 mod rollout;
 mod wait;
 

@@ -29,11 +29,20 @@ pub enum Format {
     DecimalExponent,
 }
 
-/// A parsed quantity.
+/// A parsed quantity. The default is zero (upstream's zero `Quantity{}`, which prints `0`).
 #[derive(Clone, Copy, Debug)]
 pub struct Quantity {
     nano: i128,
     format: Format,
+}
+
+impl Default for Quantity {
+    fn default() -> Self {
+        Quantity {
+            nano: 0,
+            format: Format::DecimalSI,
+        }
+    }
 }
 
 impl PartialEq for Quantity {
@@ -210,6 +219,18 @@ fn magnitude(num: &str, denom: &str, base: u32, exponent: i64) -> u128 {
     m.min(CAP_NANO)
 }
 
+/// `q.Add(y)`: the sum, printed in the format of the first of the two that is not zero (a zero
+/// quantity takes the format of what is added to it, as upstream's does).
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    fn add(self, other: Quantity) -> Quantity {
+        let nano = (self.nano + other.nano).clamp(-(CAP_NANO as i128), CAP_NANO as i128);
+        let format = if self.nano == 0 { other.format } else { self.format };
+        Quantity { nano, format }
+    }
+}
+
 impl Quantity {
     /// Whether the quantity is below zero.
     pub fn is_negative(&self) -> bool {
@@ -226,6 +247,16 @@ impl Quantity {
     pub fn is_integer(&self) -> bool {
         let milli = self.nano.div_euclid(1_000_000) + i128::from(self.nano.rem_euclid(1_000_000) != 0);
         milli % 1000 == 0
+    }
+
+    /// `Value()`: whole units, rounded up.
+    pub fn value(&self) -> i128 {
+        -(-self.nano).div_euclid(NANO)
+    }
+
+    /// `MilliValue()`: thousandths of a unit, rounded up.
+    pub fn milli_value(&self) -> i128 {
+        -(-self.nano).div_euclid(NANO / 1000)
     }
 
     /// The canonical form (`Quantity.String()`): `1500m`, `1Gi`, `1e3`, `0`.
@@ -273,5 +304,34 @@ impl Quantity {
             (_, e) => format!("e{e}"),
         };
         format!("{m}{suffix}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Quantity {
+        parse(s).expect(s)
+    }
+
+    #[test]
+    fn sums_print_in_the_first_nonzero_format() {
+        assert_eq!((q("100m") + q("250m")).canonical(), "350m");
+        assert_eq!((q("64Mi") + q("64Mi")).canonical(), "128Mi");
+        assert_eq!((Quantity::default() + q("64Mi")).canonical(), "64Mi");
+        assert_eq!((q("1") + q("500m")).canonical(), "1500m");
+        // A binary sum that is no whole number of Ki prints as plain bytes.
+        assert_eq!((q("1Gi") + q("500M")).canonical(), "1573741824");
+        assert_eq!(Quantity::default().canonical(), "0");
+    }
+
+    #[test]
+    fn values_round_up() {
+        assert_eq!(q("1500m").value(), 2);
+        assert_eq!(q("1500m").milli_value(), 1500);
+        assert_eq!(q("1n").milli_value(), 1);
+        assert_eq!(q("2Gi").value(), 2 << 30);
+        assert_eq!(q("-1500m").value(), -1);
     }
 }
