@@ -7,6 +7,8 @@
 //!
 //! - [`replicaset`]: keeps `spec.replicas` pods per ReplicaSet (upstream's replicaset controller).
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (upstream's deployment controller).
+//! - [`daemon`]: one pod of each DaemonSet on every node that should run it, rolled out through
+//!   ControllerRevisions (upstream's daemonset controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -22,11 +24,13 @@
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
-//! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`backoff`] (the
+//! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`scheduling`]
+//! (taints, tolerations and node affinity, shared with the scheduler), [`backoff`] (the
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
 pub mod cache_ready;
+pub mod daemon;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -40,6 +44,7 @@ pub mod pod_control;
 pub mod pod_util;
 pub mod ranking;
 pub mod replicaset;
+pub mod scheduling;
 pub mod slow_start;
 
 use std::future::Future;
@@ -117,6 +122,7 @@ impl ControllerManager {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(run_replicaset(client.clone(), signal()));
         tasks.spawn(run_deployment(client.clone(), signal()));
+        tasks.spawn(run_daemonset(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(
@@ -156,6 +162,12 @@ impl ControllerManager {
 pub async fn run_deployment(client: Client, shutdown: impl Future<Output = ()>) {
     let events = EventSink::new(client.clone(), deployment::CONTROLLER_NAME);
     deployment::run(client, events, shutdown).await;
+}
+
+/// Runs the DaemonSet controller until `shutdown` completes.
+pub async fn run_daemonset(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), daemon::CONTROLLER_NAME);
+    daemon::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.

@@ -17,7 +17,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Node, Pod, Taint, Toleration},
+    api::core::v1::{Node, Pod, Taint},
     jiff::{SignedDuration, Timestamp},
 };
 use kube::{
@@ -36,23 +36,7 @@ pub const CONTROLLER_NAME: &str = "taint-eviction-controller";
 /// The reason of its events.
 pub const REASON: &str = "TaintManagerEviction";
 
-/// `ToleratesTaint`: the effect and key match (empty matches any), and the value is equal (operator
-/// `Equal`, the default) or anything (`Exists`).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or("");
-    let key = toleration.key.as_deref().unwrap_or("");
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("") {
-        "" | "Equal" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        "Exists" => true,
-        _ => false,
-    }
-}
+pub use crate::scheduling::tolerates;
 
 /// When a pod is to be evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +224,10 @@ async fn evict(client: &Client, events: &EventSink, pod: &Pod) {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::{api::core::v1::PodSpec, apimachinery::pkg::apis::meta::v1::Time};
+    use k8s_openapi::{
+        api::core::v1::{PodSpec, Toleration},
+        apimachinery::pkg::apis::meta::v1::Time,
+    };
 
     use super::*;
 

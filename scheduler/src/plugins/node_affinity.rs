@@ -1,55 +1,12 @@
 //! NodeAffinity: `spec.nodeSelector` and required node affinity filter nodes; preferred node affinity
 //! scores them by the summed weights of the terms they match.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use skiff_controllers::scheduling::term_matches;
 
 use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Reason, ScorePlugin, default_normalize};
 
 /// The plugin.
 pub struct NodeAffinity;
-
-/// Whether a node's labels (and name, for `matchFields`) satisfy one requirement.
-fn requirement(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.clone().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        // Gt/Lt compare integers; a value that is not one never matches.
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// A term matches when all its expressions and fields do (an empty term matches nothing, as upstream).
-fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs
-        .iter()
-        .all(|r| requirement(r, labels.get(&r.key).map(String::as_str)))
-        && fields
-            .iter()
-            .all(|r| requirement(r, (r.key == "metadata.name").then_some(name)))
-}
 
 impl FilterPlugin for NodeAffinity {
     fn name(&self) -> &'static str {

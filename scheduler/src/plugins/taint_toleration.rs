@@ -1,30 +1,13 @@
 //! TaintToleration: a node's NoSchedule and NoExecute taints keep out the pods that do not tolerate
 //! them; PreferNoSchedule taints the pod does not tolerate lower the node's score.
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
+use k8s_openapi::api::core::v1::Toleration;
+pub use skiff_controllers::scheduling::tolerates;
 
 use crate::framework::{FilterPlugin, NodeInfo, PodInfo, Reason, ScorePlugin, default_normalize};
 
 /// The plugin.
 pub struct TaintToleration;
-
-/// Whether `toleration` tolerates `taint` (upstream's `Toleration.ToleratesTaint`).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or("");
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        // An empty key with Exists matches every taint.
-        "Exists" => true,
-        "Equal" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        _ => false,
-    }
-}
 
 impl FilterPlugin for TaintToleration {
     fn name(&self) -> &'static str {
@@ -77,6 +60,8 @@ impl ScorePlugin for TaintToleration {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Taint;
+
     use super::*;
 
     fn taint(key: &str, value: &str, effect: &str) -> Taint {
