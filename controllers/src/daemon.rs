@@ -388,38 +388,15 @@ fn failed_pod_may_go(ctx: &Context, key: &str) -> Result<(), Duration> {
 /// The DaemonSet's pods (`getDaemonPods`): those it controls that its selector still matches, and
 /// orphans it matches, adopted; those it controls but no longer matches are released.
 async fn claim(ds: &DaemonSet, selector: &Selector, ctx: &Context) -> Result<Vec<Arc<Pod>>, Error> {
-    let uid = ds.metadata.uid.as_deref().unwrap_or_default();
     let namespace = ds.namespace().unwrap_or_default();
     let candidates = ctx
         .pods
         .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
-    let owner = controller_ref(ds);
-    let mut claimed = Vec::new();
-    for pod in candidates {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let matches = selector.matches(&labels);
-        match pod_util::controller_of(&pod.metadata) {
-            Some(c) if c.uid == uid => {
-                if matches {
-                    claimed.push(pod);
-                } else {
-                    match ctx.pod_control.release_pod(&pod, uid).await {
-                        Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 422 => {}
-                        other => other?,
-                    }
-                }
-            }
-            None if matches && !pod_util::is_terminating(&pod) => {
-                match ctx.pod_control.adopt_pod(&pod, &owner).await {
-                    Ok(()) => claimed.push(pod),
-                    Err(e) if pod_control::is_gone(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(claimed)
+    let matches = |p: &Pod| selector.matches(&p.metadata.labels.clone().unwrap_or_default());
+    Ok(ctx
+        .pod_control
+        .claim_pods(candidates, &controller_ref(ds), matches)
+        .await?)
 }
 
 /// `getNodesToDaemonPods`: the pods by the node they run on or are pinned to (finished pods that

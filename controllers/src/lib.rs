@@ -9,6 +9,8 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (upstream's deployment controller).
 //! - [`daemon`]: one pod of each DaemonSet on every node that should run it, rolled out through
 //!   ControllerRevisions (upstream's daemonset controller).
+//! - [`statefulset`]: pods with stable names and network identity, created, deleted and updated
+//!   in order (upstream's statefulset controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -25,7 +27,8 @@
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
 //! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`scheduling`]
-//! (taints, tolerations and node affinity, shared with the scheduler), [`backoff`] (the
+//! (taints, tolerations and node affinity, shared with the scheduler), [`history`]
+//! (ControllerRevisions), [`backoff`] (the
 //! workqueue's per-item rate limiter), [`events`] (the event recorder) and [`pod_util`].
 
 pub mod backoff;
@@ -37,6 +40,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod history;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -46,6 +50,7 @@ pub mod ranking;
 pub mod replicaset;
 pub mod scheduling;
 pub mod slow_start;
+pub mod statefulset;
 
 use std::future::Future;
 
@@ -123,6 +128,7 @@ impl ControllerManager {
         tasks.spawn(run_replicaset(client.clone(), signal()));
         tasks.spawn(run_deployment(client.clone(), signal()));
         tasks.spawn(run_daemonset(client.clone(), signal()));
+        tasks.spawn(run_statefulset(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(
@@ -168,6 +174,12 @@ pub async fn run_deployment(client: Client, shutdown: impl Future<Output = ()>) 
 pub async fn run_daemonset(client: Client, shutdown: impl Future<Output = ()>) {
     let events = EventSink::new(client.clone(), daemon::CONTROLLER_NAME);
     daemon::run(client, events, shutdown).await;
+}
+
+/// Runs the StatefulSet controller until `shutdown` completes.
+pub async fn run_statefulset(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), statefulset::CONTROLLER_NAME);
+    statefulset::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.

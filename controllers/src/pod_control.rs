@@ -176,6 +176,44 @@ impl PodControl {
         self.patch(pod, patch).await
     }
 
+    /// `ClaimPods` (upstream's `PodControllerRefManager`): of `candidates` (one namespace's pods),
+    /// those the owner with `controller_ref` controls and `matches` still accepts, and orphans it
+    /// accepts, adopted; pods it controls that `matches` no longer accepts are released.
+    pub async fn claim_pods(
+        &self,
+        candidates: Vec<std::sync::Arc<Pod>>,
+        controller_ref: &OwnerReference,
+        matches: impl Fn(&Pod) -> bool,
+    ) -> Result<Vec<std::sync::Arc<Pod>>, kube::Error> {
+        let uid = controller_ref.uid.as_str();
+        let mut claimed = Vec::new();
+        for pod in candidates {
+            let wanted = matches(&pod);
+            match crate::pod_util::controller_of(&pod.metadata) {
+                Some(c) if c.uid == uid => {
+                    if wanted {
+                        claimed.push(pod);
+                    } else {
+                        match self.release_pod(&pod, uid).await {
+                            // Gone, or no longer ours (422): either way not ours to count.
+                            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 422 => {}
+                            other => other?,
+                        }
+                    }
+                }
+                None if wanted && !crate::pod_util::is_terminating(&pod) => {
+                    match self.adopt_pod(&pod, controller_ref).await {
+                        Ok(()) => claimed.push(pod),
+                        Err(e) if is_gone(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(claimed)
+    }
+
     async fn patch(&self, pod: &Pod, patch: serde_json::Value) -> Result<(), kube::Error> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
         self.pods(namespace)

@@ -14,27 +14,22 @@ use k8s_openapi::{
     apimachinery::pkg::runtime::RawExtension,
 };
 use kube::Resource;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::plan::REVISION_HASH_LABEL;
 use crate::deployment::util::compute_hash;
+use crate::history::REVISION_HASH_LABEL;
 
 /// Upstream's default `revisionHistoryLimit` of a DaemonSet.
 pub const DEFAULT_HISTORY_LIMIT: i32 = 10;
 
 /// `getPatch`: the patch that restores the DaemonSet's current pod template.
 pub fn patch(ds: &DaemonSet) -> Value {
-    let template = ds.spec.as_ref().map(|s| &s.template);
-    let mut template = serde_json::to_value(template).unwrap_or(Value::Null);
-    if let Some(t) = template.as_object_mut() {
-        t.insert("$patch".into(), json!("replace"));
-    }
-    json!({ "spec": { "template": template } })
+    crate::history::template_patch(&ds.spec.clone().unwrap_or_default().template)
 }
 
 /// `Match`: whether `revision` holds the DaemonSet's current template.
 pub fn matches(ds: &DaemonSet, revision: &ControllerRevision) -> bool {
-    revision.data.as_ref().is_some_and(|d| d.0 == patch(ds))
+    crate::history::holds(revision, &ds.spec.clone().unwrap_or_default().template)
 }
 
 /// The hash a revision stands for: its label, or (a revision written without one) its name.
@@ -95,7 +90,7 @@ pub fn split(ds: &DaemonSet, revisions: &[Arc<ControllerRevision>]) -> Split {
 
 /// The number the current revision should have: one more than any old one.
 pub fn next_revision(old: &[Arc<ControllerRevision>]) -> i64 {
-    old.iter().map(|r| r.revision).max().unwrap_or(0) + 1
+    crate::history::next_revision(old.iter().map(AsRef::as_ref))
 }
 
 /// `cleanupHistory`: beyond `revisionHistoryLimit` old revisions, the oldest that no live pod was
