@@ -147,6 +147,7 @@ async fn client_verbs_print_what_kubectl_prints() {
         &["describe", "svc", "web"],
         &["describe", "configmap", "demo-page"],
         &["rollout", "history", "deployment/web"],
+        &["rollout", "history", "deployment/web", "--revision=1"],
     ] {
         same(&server, args);
     }
@@ -198,6 +199,64 @@ async fn client_verbs_print_what_kubectl_prints() {
     assert_eq!(list["kind"], "List");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(4));
     assert!(list["items"][0]["metadata"].get("managedFields").is_none());
+
+    // DaemonSets and StatefulSets: status, history (ControllerRevisions) and undo as kubectl's.
+    let workloads = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: { name: agent }
+spec:
+  selector: { matchLabels: { app: agent } }
+  template:
+    metadata: { labels: { app: agent } }
+    spec: { containers: [{ name: agent, image: "busybox:1.36" }] }
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: db }
+spec:
+  replicas: 2
+  serviceName: db
+  selector: { matchLabels: { app: db } }
+  template:
+    metadata: { labels: { app: db } }
+    spec: { containers: [{ name: db, image: "busybox:1.36" }] }
+"#;
+    let out = skiff_cli(&server, &["apply", "-f", "-"], Some(workloads));
+    assert_eq!(out.code, 0, "{out:?}");
+    for target in ["daemonset/agent", "statefulset/db"] {
+        ok(&server, &["rollout", "status", target, "--timeout=60s"]);
+        let out = kubectl_output(&server, &["set", "image", target, "*=busybox:1.37"], None);
+        assert_eq!(out.code, 0, "{out:?}");
+        ok(&server, &["rollout", "status", target, "--timeout=60s"]);
+        for args in [
+            &["rollout", "status", target][..],
+            &["rollout", "history", target],
+            &["rollout", "history", target, "--revision=1"],
+            &["rollout", "history", target, "--revision=9"],
+        ] {
+            same(&server, args);
+        }
+        let kind = target.split('/').next().unwrap_or_default();
+        let undone = ok(&server, &["rollout", "undo", target]);
+        assert_eq!(
+            undone,
+            format!("{kind}.apps/{} rolled back\n", &target[kind.len() + 1..])
+        );
+        ok(&server, &["rollout", "status", target, "--timeout=60s"]);
+        // Now revisions 2 and 3; the template already is revision 3's.
+        same(&server, &["rollout", "history", target]);
+        let skipped = ok(&server, &["rollout", "undo", target, "--to-revision=3"]);
+        assert!(
+            skipped.ends_with("skipped rollback (current template already matches revision 3)\n"),
+            "{skipped}"
+        );
+        same(&server, &["rollout", "undo", target, "--to-revision=7"]);
+    }
+    assert_eq!(
+        ok(&server, &["delete", "daemonset/agent", "statefulset/db"]),
+        "daemonset.apps \"agent\" deleted\nstatefulset.apps \"db\" deleted\n"
+    );
 
     // Errors: as kubectl's, exit 1.
     for args in [

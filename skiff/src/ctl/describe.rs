@@ -86,9 +86,10 @@ impl Section {
     fn field(&mut self, indent: usize, key: &str, value: &str) {
         let _ = writeln!(self.text, "{}{key}:\t{value}", "  ".repeat(indent));
     }
-    /// A further value of the key above, in its value column.
-    fn more(&mut self, indent: usize, value: &str) {
-        let _ = writeln!(self.text, "{}\t{value}", "  ".repeat(indent));
+    /// A further value of the key above, in its value column. kubectl writes these lines without
+    /// the key's indent (which aligned output cannot show, but raw output does).
+    fn more(&mut self, _indent: usize, value: &str) {
+        let _ = writeln!(self.text, "\t{value}");
     }
     fn line(&mut self, indent: usize, text: impl AsRef<str>) {
         let _ = writeln!(self.text, "{}{}", "  ".repeat(indent), text.as_ref());
@@ -406,7 +407,10 @@ fn container(sec: &mut Section, name_pad: &str, c: &Value, status: Option<&Value
             .join(", ")
     };
     match ports.len() {
-        0 => sec.kv(i, "Port", "<none>"),
+        0 => {
+            sec.kv(i, "Port", "<none>");
+            sec.kv(i, "Host Port", "<none>");
+        }
         1 => {
             sec.kv(i, "Port", text("containerPort"));
             sec.kv(i, "Host Port", text("hostPort"));
@@ -590,6 +594,14 @@ fn selector_text(sel: &Value) -> String {
     parts.join(",")
 }
 
+/// kubectl's `DescribePodTemplate` as `rollout history --revision` prints it: the describe lines
+/// with their tabs as they are (no alignment).
+pub fn pod_template_text(tpl: &Value) -> String {
+    let mut sec = Section::default();
+    template(&mut sec, tpl);
+    sec.text
+}
+
 fn template(sec: &mut Section, tpl: &Value) {
     sec.kv(0, "Pod Template", "");
     sec.map(1, "Labels", &tpl["metadata"]["labels"], "=");
@@ -598,6 +610,12 @@ fn template(sec: &mut Section, tpl: &Value) {
     }
     if let Some(sa) = tpl["spec"]["serviceAccountName"].as_str() {
         sec.kv(1, "Service Account", sa);
+    }
+    if let Some(inits) = tpl["spec"]["initContainers"].as_array().filter(|a| !a.is_empty()) {
+        sec.kv(1, "Init Containers", "");
+        for c in inits {
+            container(sec, "   ", c, None, None);
+        }
     }
     sec.kv(1, "Containers", "");
     for c in tpl["spec"]["containers"].as_array().into_iter().flatten() {

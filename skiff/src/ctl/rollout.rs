@@ -1,7 +1,8 @@
 //! `skiff rollout status|history|undo|restart|pause|resume`, with kubectl's messages. Status reads
 //! the workload's status the way kubectl's status viewers do (observedGeneration first, then updated,
 //! old and available replicas); history and undo read a Deployment's ReplicaSets and their
-//! `deployment.kubernetes.io/revision` annotations; restart stamps the pod template with
+//! `deployment.kubernetes.io/revision` annotations, or a DaemonSet's or StatefulSet's
+//! ControllerRevisions (undo applies the revision's patch, as kubectl does); restart stamps the pod template with
 //! `kubectl.kubernetes.io/restartedAt` (so any tool's restart looks the same to the controllers).
 
 use std::time::{Duration, Instant};
@@ -10,13 +11,13 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::{Ctx, api_error, modify::parse_duration, printer, resource::ResourceType};
+use super::{Ctx, api_error, modify::parse_duration, resource::ResourceType};
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
     /// Watch a rollout until it completes.
     Status(RolloutArgs),
-    /// The revisions of a Deployment.
+    /// The revisions of a Deployment, DaemonSet or StatefulSet.
     History(RolloutArgs),
     /// Roll back to the previous revision (or `--to-revision`).
     Undo(RolloutArgs),
@@ -198,6 +199,10 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
             })
         }
         _ => {
+            let strategy = &spec["updateStrategy"];
+            if strategy["type"] != "RollingUpdate" {
+                bail!("rollout status is only available for RollingUpdate strategy type");
+            }
             if n(&st["observedGeneration"]) == 0 || !observed {
                 return Ok((
                     "Waiting for statefulset spec update to be observed...".into(),
@@ -207,6 +212,23 @@ pub fn status_message(kind: &str, o: &Value) -> anyhow::Result<(String, bool)> {
             let (want, ready) = (n(&spec["replicas"]), n(&st["readyReplicas"]));
             if !spec["replicas"].is_null() && ready < want {
                 return Ok((format!("Waiting for {} pods to be ready...", want - ready), false));
+            }
+            let updated = n(&st["updatedReplicas"]);
+            if strategy["rollingUpdate"].is_object() {
+                let partition = &strategy["rollingUpdate"]["partition"];
+                if !spec["replicas"].is_null() && !partition.is_null() && updated < want - n(partition) {
+                    return Ok((
+                        format!(
+                            "Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...",
+                            want - n(partition)
+                        ),
+                        false,
+                    ));
+                }
+                return Ok((
+                    format!("partitioned roll out complete: {updated} new pods have been updated..."),
+                    true,
+                ));
             }
             let (update, current) = (
                 st["updateRevision"].as_str().unwrap_or_default(),
@@ -277,20 +299,70 @@ pub async fn replica_sets(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<V
         .collect())
 }
 
-/// A Deployment's ReplicaSets by revision, oldest first.
-async fn revisions(ctx: &Ctx, deployment: &Value) -> anyhow::Result<Vec<(i64, Value)>> {
-    let mut out: Vec<(i64, Value)> = replica_sets(ctx, deployment)
-        .await?
-        .into_iter()
-        .filter_map(|rs| {
-            let revision = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                .as_str()?
-                .parse()
-                .ok()?;
-            Some((revision, rs))
-        })
-        .collect();
-    out.sort_by_key(|(r, _)| *r);
+/// One revision of a workload: its number, pod template and change cause, and for a DaemonSet or
+/// StatefulSet the patch of its ControllerRevision (what undo applies).
+struct Revision {
+    number: i64,
+    template: Value,
+    cause: Option<String>,
+    patch: Option<Value>,
+}
+
+/// A workload's revisions, oldest first: a Deployment's ReplicaSets by their
+/// `deployment.kubernetes.io/revision` annotation, a DaemonSet's or StatefulSet's
+/// ControllerRevisions (those it controls) by their `revision`.
+async fn revisions(ctx: &Ctx, t: &ResourceType, o: &Value) -> anyhow::Result<Vec<Revision>> {
+    let cause = |v: &Value| {
+        v["metadata"]["annotations"]["kubernetes.io/change-cause"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+    };
+    let mut out: Vec<Revision> = if t.kind == "Deployment" {
+        replica_sets(ctx, o)
+            .await?
+            .into_iter()
+            .filter_map(|rs| {
+                let number = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()?
+                    .parse()
+                    .ok()?;
+                Some(Revision {
+                    number,
+                    // As the ReplicaSet has it (`rollout history` shows its pod-template-hash).
+                    template: rs["spec"]["template"].clone(),
+                    cause: cause(&rs),
+                    patch: None,
+                })
+            })
+            .collect()
+    } else {
+        let revisions = ctx.catalog().await?.resolve("controllerrevisions.apps")?;
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+        let uid = &o["metadata"]["uid"];
+        ctx.list(revisions, Some(ns), None, None)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|o| o["uid"] == *uid && o["controller"] == true))
+            })
+            .map(|r| {
+                let mut template = r["data"]["spec"]["template"].clone();
+                if let Some(t) = template.as_object_mut() {
+                    t.remove("$patch");
+                }
+                Revision {
+                    number: r["revision"].as_i64().unwrap_or(0),
+                    template,
+                    cause: cause(&r),
+                    patch: Some(r["data"].clone()),
+                }
+            })
+            .collect()
+    };
+    out.sort_by_key(|r| r.number);
     Ok(out)
 }
 
@@ -305,32 +377,34 @@ fn only_deployments(t: &ResourceType, verb: &str) -> anyhow::Result<()> {
 }
 
 async fn history(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, revision: i64) -> anyhow::Result<()> {
-    only_deployments(t, "history")?;
-    let deployment = get(ctx, path).await?;
-    let revisions = revisions(ctx, &deployment).await?;
+    let o = get(ctx, path).await?;
+    let revisions = revisions(ctx, t, &o).await?;
+    // kubectl prints `TYPE/NAME <with revision #N>` and then what the history viewer gave.
+    let with = if revision > 0 {
+        format!("with revision #{revision}")
+    } else {
+        String::new()
+    };
+    if revisions.is_empty() {
+        println!("{}/{name} {with}\nNo rollout history found.", t.display());
+        return Ok(());
+    }
     if revision > 0 {
-        let (_, rs) = revisions
+        let r = revisions
             .iter()
-            .find(|(r, _)| *r == revision)
-            .with_context(|| format!("unable to find the specified revision {revision}"))?;
-        let mut template = rs["spec"]["template"].clone();
-        if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
-            labels.remove("pod-template-hash");
-        }
-        println!("{}/{name} with revision #{revision}", t.display());
-        println!("Pod Template:");
-        for line in printer::to_yaml(&template)?.lines() {
-            println!("  {line}");
-        }
+            .find(|r| r.number == revision)
+            .context("unable to find the specified revision")?;
+        println!("{}/{name} {with}", t.display());
+        println!("{}", super::describe::pod_template_text(&r.template));
         return Ok(());
     }
     println!("{}/{name} ", t.display());
     let mut rows = vec![vec!["REVISION".to_string(), "CHANGE-CAUSE".to_string()]];
-    for (r, rs) in &revisions {
-        let cause = rs["metadata"]["annotations"]["kubernetes.io/change-cause"]
-            .as_str()
-            .unwrap_or("<none>");
-        rows.push(vec![r.to_string(), cause.to_string()]);
+    for r in &revisions {
+        rows.push(vec![
+            r.number.to_string(),
+            r.cause.clone().unwrap_or_else(|| "<none>".into()),
+        ]);
     }
     // kubectl's history table pads by 2, not the 3 of `get`.
     let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0) + 2;
@@ -342,48 +416,86 @@ async fn history(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, revision: 
 }
 
 async fn undo(ctx: &Ctx, t: &ResourceType, path: &str, name: &str, to_revision: i64) -> anyhow::Result<()> {
-    only_deployments(t, "undo")?;
-    let deployment = get(ctx, path).await?;
-    if deployment["spec"]["paused"] == true {
+    let o = get(ctx, path).await?;
+    if t.kind != "Deployment" {
+        return undo_to_controller_revision(ctx, t, path, name, &o, to_revision).await;
+    }
+    if o["spec"]["paused"] == true {
         bail!(
             "you cannot rollback a paused deployment; resume it first with 'skiff rollout resume {}/{name}' and try again",
             t.display()
         );
     }
-    let revisions = revisions(ctx, &deployment).await?;
-    let current: i64 = deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+    let revisions = revisions(ctx, t, &o).await?;
+    let current: i64 = o["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
         .as_str()
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
     let target = if to_revision > 0 {
         revisions
             .iter()
-            .find(|(r, _)| *r == to_revision)
+            .find(|r| r.number == to_revision)
             .with_context(|| format!("unable to find specified revision {to_revision} in history"))?
     } else {
         revisions
             .iter()
             .rev()
-            .find(|(r, _)| *r < current)
+            .find(|r| r.number < current)
             .with_context(|| format!("no rollout history found for deployment \"{name}\""))?
     };
-    let mut template = target.1["spec"]["template"].clone();
+    // The ReplicaSet's template less its pod-template-hash is the Deployment's.
+    let mut template = target.template.clone();
     if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
         labels.remove("pod-template-hash");
     }
-    if template == deployment["spec"]["template"] {
+    if template == o["spec"]["template"] {
         println!(
             "{}/{name} skipped rollback (current template already matches revision {})",
             t.display(),
-            target.0
+            target.number
         );
         return Ok(());
     }
     let ops = serde_json::json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": deployment["metadata"]["resourceVersion"]},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": o["metadata"]["resourceVersion"]},
         {"op": "replace", "path": "/spec/template", "value": template},
     ]);
     patch(ctx, path, "application/json-patch+json", &ops).await?;
+    println!("{}/{name} rolled back", t.display());
+    Ok(())
+}
+
+/// kubectl's DaemonSet and StatefulSet rollbackers: the revision asked for (the one before the
+/// newest when none is), skipped when the template already matches it, else its patch applied.
+async fn undo_to_controller_revision(
+    ctx: &Ctx,
+    t: &ResourceType,
+    path: &str,
+    name: &str,
+    o: &Value,
+    to_revision: i64,
+) -> anyhow::Result<()> {
+    let not_found = || anyhow::anyhow!("unable to find specified revision {to_revision} in history");
+    if to_revision < 0 {
+        return Err(not_found());
+    }
+    let revisions = revisions(ctx, t, o).await?;
+    let target = match to_revision {
+        0 if revisions.len() <= 1 => return Err(not_found()),
+        0 => &revisions[revisions.len() - 2],
+        n => revisions.iter().find(|r| r.number == n).ok_or_else(not_found)?,
+    };
+    if target.template == o["spec"]["template"] {
+        println!(
+            "{}/{name} skipped rollback (current template already matches revision {to_revision})",
+            t.display()
+        );
+        return Ok(());
+    }
+    let patch_body = target.patch.clone().unwrap_or_default();
+    patch(ctx, path, "application/strategic-merge-patch+json", &patch_body)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed restoring revision {}: {e}", target.number))?;
     println!("{}/{name} rolled back", t.display());
     Ok(())
 }
@@ -480,7 +592,7 @@ mod tests {
     fn statefulset_and_daemonset_status() {
         let sts = serde_json::json!({
             "metadata": {"name": "db", "generation": 1},
-            "spec": {"replicas": 2},
+            "spec": {"replicas": 2, "updateStrategy": {"type": "RollingUpdate"}},
             "status": {"observedGeneration": 1, "readyReplicas": 2, "currentReplicas": 2,
                        "updateRevision": "db-1", "currentRevision": "db-1"}
         });
@@ -489,6 +601,18 @@ mod tests {
             (
                 "statefulset rolling update complete 2 pods at revision db-1...".into(),
                 true
+            )
+        );
+        let partitioned = serde_json::json!({
+            "metadata": {"name": "db", "generation": 1},
+            "spec": {"replicas": 3, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}},
+            "status": {"observedGeneration": 1, "readyReplicas": 3, "updatedReplicas": 1}
+        });
+        assert_eq!(
+            status_message("StatefulSet", &partitioned).unwrap(),
+            (
+                "Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...".into(),
+                false
             )
         );
         let ds = serde_json::json!({
