@@ -9,6 +9,7 @@
 //! - [`deployment`]: rolls Deployments out through ReplicaSets (upstream's deployment controller).
 //! - [`daemon`]: one pod of each DaemonSet on every node that should run it, rolled out through
 //!   ControllerRevisions (upstream's daemonset controller).
+//! - [`job`]: runs each Job's pods to completion (upstream's job controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -37,6 +38,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -123,6 +125,7 @@ impl ControllerManager {
         tasks.spawn(run_replicaset(client.clone(), signal()));
         tasks.spawn(run_deployment(client.clone(), signal()));
         tasks.spawn(run_daemonset(client.clone(), signal()));
+        tasks.spawn(run_job(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(
@@ -168,6 +171,12 @@ pub async fn run_deployment(client: Client, shutdown: impl Future<Output = ()>) 
 pub async fn run_daemonset(client: Client, shutdown: impl Future<Output = ()>) {
     let events = EventSink::new(client.clone(), daemon::CONTROLLER_NAME);
     daemon::run(client, events, shutdown).await;
+}
+
+/// Runs the Job controller until `shutdown` completes.
+pub async fn run_job(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), job::CONTROLLER_NAME);
+    job::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.
