@@ -376,7 +376,11 @@ type NewAndOld = (Option<Arc<Pod>>, Option<Arc<Pod>>);
 
 /// `findUpdatedPodsOnNode`: the node's new and old pod, or None when it has more than one of
 /// either (the manage loop cleans that up first).
-fn updated_and_old(ds: &DaemonSet, pods: &[Arc<Pod>], hash: &str) -> Option<NewAndOld> {
+fn updated_and_old(
+    ds: &DaemonSet,
+    pods: &[Arc<Pod>],
+    hash: &str,
+) -> Option<NewAndOld> {
     let (mut new, mut old) = (None, None);
     for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let slot = if is_updated(ds, pod, hash) {
