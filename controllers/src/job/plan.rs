@@ -181,8 +181,7 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
             .map(|s| start + Duration::from_secs(s.max(0) as u64));
         if failed > spec.backoff_limit.unwrap_or(6) {
             failure = Some(BACKOFF_LIMIT_EXCEEDED);
-        } else if let Some(deadline) = deadline.filter(|d| *d <= now) {
-            let _ = deadline;
+        } else if deadline.is_some_and(|d| d <= now) {
             failure = Some(DEADLINE_EXCEEDED);
         } else {
             success = match spec.completions {
