@@ -11,6 +11,7 @@
 //!   ControllerRevisions (upstream's daemonset controller).
 //! - [`statefulset`]: pods with stable names and network identity, created, deleted and updated
 //!   in order (upstream's statefulset controller).
+//! - [`job`]: runs each Job's pods to completion (upstream's job controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -41,6 +42,7 @@ pub mod events;
 pub mod expectations;
 pub mod garbagecollector;
 pub mod history;
+pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -129,6 +131,7 @@ impl ControllerManager {
         tasks.spawn(run_deployment(client.clone(), signal()));
         tasks.spawn(run_daemonset(client.clone(), signal()));
         tasks.spawn(run_statefulset(client.clone(), signal()));
+        tasks.spawn(run_job(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(
@@ -180,6 +183,12 @@ pub async fn run_daemonset(client: Client, shutdown: impl Future<Output = ()>) {
 pub async fn run_statefulset(client: Client, shutdown: impl Future<Output = ()>) {
     let events = EventSink::new(client.clone(), statefulset::CONTROLLER_NAME);
     statefulset::run(client, events, shutdown).await;
+}
+
+/// Runs the Job controller until `shutdown` completes.
+pub async fn run_job(client: Client, shutdown: impl Future<Output = ()>) {
+    let events = EventSink::new(client.clone(), job::CONTROLLER_NAME);
+    job::run(client, events, shutdown).await;
 }
 
 /// Runs the ReplicaSet controller until `shutdown` completes.

@@ -44,7 +44,8 @@ impl FieldValidation {
 macro_rules! with_kind_type {
     ($info:expr, $t:ident => $body:expr) => {{
         use k8s_openapi::api::{
-            apps::v1 as apps, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+            discovery::v1 as discovery,
         };
         let info: &$crate::server::registry::ResourceInfo = $info;
         match (info.group, info.kind) {
@@ -107,6 +108,10 @@ macro_rules! with_kind_type {
                 }
                 "ControllerRevision" => {
                     type $t = apps::ControllerRevision;
+                    Some($body)
+                }
+                "Job" => {
+                    type $t = batch::Job;
                     Some($body)
                 }
                 "EndpointSlice" => {

@@ -222,6 +222,70 @@ pub fn daemonset(obj: &mut Value) {
     }
 }
 
+/// Job (`SetDefaults_Job`): completions and parallelism 1 when both are unset, else parallelism 1;
+/// backoffLimit 6 (the largest int32 with a per-index limit); NonIndexed; not suspended; pods
+/// replaced once TerminatingOrFailed (Failed with a pod failure policy); a Job without labels
+/// takes its template's.
+pub fn job(obj: &mut Value) {
+    template(obj);
+    let spec = child(obj, "spec");
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec["completions"] = json!(1);
+    }
+    or_insert(spec, "parallelism", json!(1));
+    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    or_insert(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
+    or_insert(spec, "completionMode", json!("NonIndexed"));
+    or_insert(spec, "suspend", json!(false));
+    let failure_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
+    or_insert(
+        spec,
+        "podReplacementPolicy",
+        json!(if failure_policy {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
+    );
+    job_labels_from_template(obj);
+}
+
+fn job_labels_from_template(obj: &mut Value) {
+    let template_labels = obj["spec"]["template"]["metadata"]["labels"].clone();
+    let empty = obj["metadata"]["labels"].as_object().is_none_or(|m| m.is_empty());
+    if template_labels.is_object() && empty {
+        child(obj, "metadata")["labels"] = template_labels;
+    }
+}
+
+/// What upstream's Job strategy does on create (`PrepareForCreate` and `generateSelector`): unless
+/// `spec.manualSelector`, the template gets the `controller-uid` and `job-name` labels (both the
+/// `batch.kubernetes.io/` and the legacy keys, unless already set: validation then rejects a
+/// wrong value) and the selector matches `batch.kubernetes.io/controller-uid`. Needs the uid, so
+/// it runs after the server assigned one.
+pub fn job_prepare_for_create(obj: &mut Value) {
+    if obj["spec"]["manualSelector"] == json!(true) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let name = obj["metadata"]["name"].clone();
+    let spec = child(obj, "spec");
+    let labels = child(child(child(spec, "template"), "metadata"), "labels");
+    for key in ["job-name", "batch.kubernetes.io/job-name"] {
+        or_insert(labels, key, name.clone());
+    }
+    for key in ["controller-uid", "batch.kubernetes.io/controller-uid"] {
+        or_insert(labels, key, uid.clone());
+    }
+    let match_labels = child(child(spec, "selector"), "matchLabels");
+    or_insert(match_labels, "batch.kubernetes.io/controller-uid", uid);
+    // Upstream's defaulting runs again when the stored object is read back, so a Job created
+    // without labels shows its template's, generated ones included.
+    job_labels_from_template(obj);
+}
+
 /// Service: ClusterIP, no session affinity, ports TCP with targetPort = port.
 pub fn service(obj: &mut Value) {
     let spec = child(obj, "spec");

@@ -248,6 +248,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
         ..BASE
     },
     ResourceInfo {
+        group: "batch",
+        resource: "jobs",
+        singular: "job",
+        kind: "Job",
+        categories: &["all"],
+        subresources: &[Status],
+        default: defaults::job,
+        ..BASE
+    },
+    ResourceInfo {
         group: "apps",
         resource: "controllerrevisions",
         singular: "controllerrevision",
@@ -402,6 +412,6 @@ impl ResourceInfo {
 
     /// Whether `metadata.generation` counts spec changes (the workloads controllers roll out).
     pub fn tracks_generation(&self) -> bool {
-        self.group == "apps" && self.kind != "ControllerRevision"
+        (self.group == "apps" && self.kind != "ControllerRevision") || self.kind == "Job"
     }
 }

@@ -219,6 +219,20 @@ fn columns(resource: &str) -> Vec<Column> {
                 1,
             ),
         ],
+        "jobs" => vec![
+            NAME,
+            ("Status", "Status of the job.", 0),
+            (
+                "Completions",
+                "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs.",
+                0,
+            ),
+            ("Duration", "Time required to complete the job.", 0),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ],
         "controllerrevisions" => vec![
             NAME,
             ("Controller", "Controller of the object.", 0),
@@ -325,6 +339,19 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
         }
         "services" => service_cells(name, obj, age),
         "nodes" => node_cells(name, obj, age),
+        "jobs" => {
+            let (c, i) = containers_images(&spec["template"]["spec"]);
+            vec![
+                name,
+                job_status(obj),
+                job_completions(obj),
+                job_duration(status),
+                age,
+                c,
+                i,
+                selector(&spec["selector"]),
+            ]
+        }
         "controllerrevisions" => {
             let owner = obj["metadata"]["ownerReferences"]
                 .as_array()
@@ -348,6 +375,62 @@ fn cells(resource: &str, obj: &Value) -> Vec<Value> {
         _ => vec![name, age],
     };
     cells.into_iter().map(Value::String).collect()
+}
+
+/// `printJob`'s Status column: the first true condition that decides it, in upstream's order.
+fn job_status(job: &Value) -> String {
+    let has = |t: &str| {
+        job["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if !job["metadata"]["deletionTimestamp"].is_null() {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    status.to_owned()
+}
+
+/// `printJob`'s Completions column: `succeeded/completions`, or `succeeded/1 of parallelism` for a
+/// work-queue Job.
+fn job_completions(job: &Value) -> String {
+    let succeeded = int(&job["status"]["succeeded"]);
+    let spec = &job["spec"];
+    match spec["completions"].as_i64() {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match int(&spec["parallelism"]) {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    }
+}
+
+/// `printJob`'s Duration column: from startTime to completionTime, or to now while running.
+fn job_duration(status: &Value) -> String {
+    let time = |f: &str| {
+        status[f]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    match (time("startTime"), time("completionTime")) {
+        (None, _) => String::new(),
+        (Some(start), None) => human_duration((chrono::Utc::now() - start).num_seconds()),
+        (Some(start), Some(end)) => human_duration((end - start).num_seconds()),
+    }
 }
 
 fn containers_images(pod_spec: &Value) -> (String, String) {

@@ -7,7 +7,8 @@ use super::{Scope, WriteQuery, json_response, with_warnings};
 use crate::{
     fieldmanager,
     server::{
-        ApiServer, admission, allocator, decode, object, registry::Subresource, status::ApiError, validation,
+        ApiServer, admission, allocator, decode, defaults, object, registry::Subresource, status::ApiError,
+        validation,
     },
     storage::StoreError,
 };
@@ -69,6 +70,9 @@ pub async fn create(
         object::meta_mut(&mut obj).insert("generation".into(), Value::from(1));
     }
     (info.default)(&mut obj);
+    if info.kind == "Job" {
+        defaults::job_prepare_for_create(&mut obj);
+    }
     admission::admit_create(info.kind, &mut obj);
     obj["kind"] = Value::String(info.kind.to_owned());
     obj["apiVersion"] = Value::String(info.api_version());

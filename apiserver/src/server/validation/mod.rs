@@ -5,6 +5,7 @@
 //!   Service, ConfigMap, Secret, Namespace, Node, ServiceAccount, Endpoints, Event;
 //! - kubernetes `pkg/apis/apps/validation/validation.go`: Deployment, ReplicaSet, StatefulSet,
 //!   DaemonSet, ControllerRevision;
+//! - kubernetes `pkg/apis/batch/validation/validation.go`: Job;
 //! - kubernetes `pkg/apis/discovery/validation` and `pkg/apis/coordination/validation`: EndpointSlice,
 //!   Lease (basics);
 //! - apimachinery `pkg/api/validation` (ObjectMeta), `pkg/apis/meta/v1/validation` (labels,
@@ -21,6 +22,7 @@ use serde_json::Value;
 use super::registry::FieldError;
 
 mod apps;
+mod batch;
 mod container;
 mod field;
 mod kinds;
@@ -59,6 +61,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldError> 
         "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "ControllerRevision" => {
             apps::update(kind, new, old, &mut errs);
         }
+        "Job" => batch::update(new, old, &mut errs),
         "ConfigMap" | "Secret" => kinds::config_update(kind, new, old, &mut errs),
         "Service" => service::service_update(new, old, &mut errs),
         "Node" => kinds::node_update(new, old, &mut errs),
@@ -78,6 +81,7 @@ fn validate(kind: &str, obj: &Value, mode: Mode, errs: &mut Errs) {
         "StatefulSet" => apps::stateful_set(obj, mode, errs),
         "DaemonSet" => apps::daemon_set(obj, mode, errs),
         "ControllerRevision" => apps::controller_revision(obj, mode, errs),
+        "Job" => batch::job(obj, mode, errs),
         "ConfigMap" => kinds::config_map(obj, mode, errs),
         "Secret" => kinds::secret(obj, mode, errs),
         "Namespace" => kinds::namespace(obj, mode, errs),

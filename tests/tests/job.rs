@@ -1,0 +1,231 @@
+//! Jobs with the real kubectl against `skiff server` and two hollow nodes. Hollow nodes keep pods
+//! Running forever, so the test ends each pod itself by patching its status to Succeeded or
+//! Failed, as a kubelet would. A Job of 3 completions and parallelism 2 never runs more than two
+//! pods and completes after three successes (`kubectl wait --for=condition=complete`, `kubectl get
+//! jobs` showing `Complete 3/3`); a Job whose pods fail beyond its backoffLimit ends Failed with
+//! BackoffLimitExceeded; deleting a Job deletes its pods.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::{Server, hollow_nodes, kubectl};
+
+const WORK: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: work
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox:1.36
+"#;
+
+const DOOMED: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: doomed
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: doomed
+        image: busybox:1.36
+"#;
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(server, args, None);
+    assert!(
+        success,
+        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
+        tail(&server.log())
+    );
+    out
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The job's pods as (name, phase, being deleted).
+fn pods(server: &Server, job: &str) -> Vec<(String, String, bool)> {
+    let out = ok(
+        server,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("batch.kubernetes.io/job-name={job}"),
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+        ],
+    );
+    out.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            let name = parts.next()?.to_owned();
+            let phase = parts.next().unwrap_or("").to_owned();
+            let deleting = !parts.next().unwrap_or("").is_empty();
+            Some((name, phase, deleting))
+        })
+        .collect()
+}
+
+fn finish(server: &Server, pod: &str, phase: &str) {
+    let patch = format!(r#"{{"status":{{"phase":"{phase}"}}}}"#);
+    ok(
+        server,
+        &[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+    );
+}
+
+fn condition(server: &Server, job: &str, type_: &str, field: &str) -> String {
+    ok(
+        server,
+        &[
+            "get",
+            "job",
+            job,
+            "-o",
+            &format!(r#"jsonpath={{.status.conditions[?(@.type=="{type_}")].{field}}}"#),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_to_completion_fail_past_their_backoff_limit_and_take_their_pods_along() {
+    let server = Server::start(&["--disable-agent"]).await.expect("start server");
+    let _nodes = hollow_nodes(&server, 2);
+    eventually("two nodes", Duration::from_secs(30), || {
+        ok(&server, &["get", "nodes", "-o", "name"]).lines().count() == 2
+    });
+    let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(WORK));
+    assert!(success, "{out}{err}");
+
+    // Succeed one running pod at a time; never more than parallelism pods run.
+    let started = Instant::now();
+    let mut succeeded = 0;
+    while succeeded < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "stuck at {succeeded}: {:?}",
+            pods(&server, "work")
+        );
+        let all = pods(&server, "work");
+        let active: Vec<_> = all
+            .iter()
+            .filter(|(_, phase, deleting)| !deleting && phase != "Succeeded" && phase != "Failed")
+            .collect();
+        assert!(active.len() <= 2, "more than parallelism pods active: {all:?}");
+        if let Some((name, _, _)) = active.iter().find(|(_, phase, _)| phase == "Running") {
+            finish(&server, name, "Succeeded");
+            succeeded += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ok(
+        &server,
+        &["wait", "--for=condition=complete", "job/work", "--timeout=30s"],
+    );
+    let row = ok(&server, &["get", "jobs", "work", "--no-headers"]);
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&columns[..3], ["work", "Complete", "3/3"], "{row}");
+    let header = ok(&server, &["get", "jobs", "-o", "wide"]);
+    assert!(
+        header.lines().next().unwrap_or("").split_whitespace().eq([
+            "NAME",
+            "STATUS",
+            "COMPLETIONS",
+            "DURATION",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]),
+        "{header}"
+    );
+    assert_eq!(
+        condition(&server, "work", "SuccessCriteriaMet", "reason"),
+        "CompletionsReached"
+    );
+    assert_eq!(pods(&server, "work").len(), 3, "finished pods stay");
+    assert_eq!(
+        ok(
+            &server,
+            &["get", "job", "work", "-o", "jsonpath={.status.succeeded}"]
+        ),
+        "3"
+    );
+
+    // Failures beyond backoffLimit 1: the second failed pod ends the Job.
+    let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(DOOMED));
+    assert!(success, "{out}{err}");
+    let started = Instant::now();
+    let mut failed = 0;
+    while failed < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stuck at {failed}: {:?}",
+            pods(&server, "doomed")
+        );
+        if let Some((name, _, _)) = pods(&server, "doomed")
+            .iter()
+            .find(|(_, phase, deleting)| phase == "Running" && !deleting)
+        {
+            finish(&server, name, "Failed");
+            failed += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    ok(
+        &server,
+        &["wait", "--for=condition=failed", "job/doomed", "--timeout=30s"],
+    );
+    assert_eq!(
+        condition(&server, "doomed", "Failed", "reason"),
+        "BackoffLimitExceeded"
+    );
+    let row = ok(&server, &["get", "jobs", "doomed", "--no-headers"]);
+    assert!(
+        row.split_whitespace().eq(["doomed", "Failed", "0/1"]
+            .into_iter()
+            .chain(row.split_whitespace().skip(3))),
+        "{row}"
+    );
+    assert_eq!(
+        pods(&server, "doomed").len(),
+        2,
+        "no pod after the limit: {:?}",
+        pods(&server, "doomed")
+    );
+
+    // Deleting a Job deletes its pods.
+    ok(&server, &["delete", "job", "work", "--wait=false"]);
+    eventually("the work pods gone", Duration::from_secs(30), || {
+        pods(&server, "work").is_empty()
+    });
+}
