@@ -142,7 +142,9 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         failed: Mutex::default(),
     });
     let running = controller
-        .watches_stream(pods, move |pod| daemonsets_for_pod(&for_pods, &pod))
+        .watches_stream(pods, move |pod| {
+            pod_util::controllers_for_pod(&for_pods, &pod, "DaemonSet", "apps", |ds| selector(ds).ok())
+        })
         .watches_stream(nodes, move |_| {
             for_nodes
                 .state()
@@ -206,28 +208,6 @@ fn pod_watch(
         })
         .reflect(writer)
         .touched_objects()
-}
-
-/// Which DaemonSets a pod event concerns: its controller if that is a DaemonSet; for an orphan,
-/// every DaemonSet of its namespace whose selector matches it.
-fn daemonsets_for_pod(daemonsets: &Store<DaemonSet>, pod: &Pod) -> Vec<ObjectRef<DaemonSet>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    if let Some(owner) = pod_util::controller_of(&pod.metadata) {
-        return if owner.kind == "DaemonSet" && owner.api_version.starts_with("apps/") {
-            vec![ObjectRef::new(&owner.name).within(&namespace)]
-        } else {
-            vec![]
-        };
-    }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    daemonsets
-        .state_filter(|ds| {
-            ds.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && matches!(selector(ds), Ok(s) if !s.selects_all() && s.matches(&labels))
-        })
-        .iter()
-        .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-        .collect()
 }
 
 fn selector(ds: &DaemonSet) -> Result<Selector, Error> {

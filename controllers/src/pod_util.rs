@@ -1,6 +1,7 @@
 //! Small questions asked about a Pod by every workload controller, as upstream answers them:
 //! `IsPodActive` (pkg/controller/controller_utils.go), `IsPodReady` / `IsPodAvailable`
-//! (pkg/api/v1/pod/util.go) and `metav1.GetControllerOf`.
+//! (pkg/api/v1/pod/util.go) and `metav1.GetControllerOf`; and which controllers a pod event
+//! concerns ([`controllers_for_pod`], their `addPod`/`updatePod`/`deletePod` handlers).
 
 use k8s_openapi::{
     api::core::v1::{Pod, PodCondition},
@@ -87,6 +88,41 @@ pub fn node_name(pod: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .unwrap_or("")
+}
+
+/// Which objects of `kind` (in API group `group`) a pod event concerns, as upstream's workload
+/// controllers resolve it: the pod's controller if it is one of them; for an orphan, every one of its
+/// namespace whose selector (`selector`: None when unusable) selects something and matches the pod,
+/// as one of them may adopt it.
+pub fn controllers_for_pod<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    pod: &Pod,
+    kind: &str,
+    group: &str,
+    selector: impl Fn(&K) -> Option<kube::core::Selector>,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    use kube::{core::SelectorExt, runtime::reflector::ObjectRef};
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        let ours = owner.kind == kind && owner.api_version.starts_with(&format!("{group}/"));
+        return if ours {
+            vec![ObjectRef::new(&owner.name).within(&namespace)]
+        } else {
+            vec![]
+        };
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    store
+        .state_filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace.as_str())
+                && selector(o).is_some_and(|s| !s.selects_all() && s.matches(&labels))
+        })
+        .iter()
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    core::SelectorExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::{Action, Config},
@@ -90,7 +89,11 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         pacing: Default::default(),
     });
     let running = controller
-        .watches_stream(pods, move |pod| replica_sets_for_pod(&mapper_cache, &pod))
+        .watches_stream(pods, move |pod| {
+            pod_util::controllers_for_pod(&mapper_cache, &pod, "ReplicaSet", "apps", |rs| {
+                plan::selector(rs).ok().flatten()
+            })
+        })
         .graceful_shutdown_on(async move {
             let _ = stopped.await;
         })
@@ -131,29 +134,6 @@ fn pod_watch(
         })
         .reflect(writer)
         .touched_objects()
-}
-
-/// Which ReplicaSets a pod event concerns: its controller if that is a ReplicaSet; for an orphan,
-/// every ReplicaSet of its namespace whose (non-empty) selector matches, as one may adopt it.
-fn replica_sets_for_pod(replicasets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    if let Some(owner) = pod_util::controller_of(&pod.metadata) {
-        let is_rs = owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/");
-        return if is_rs {
-            vec![ObjectRef::new(&owner.name).within(&namespace)]
-        } else {
-            vec![]
-        };
-    }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    replicasets
-        .state_filter(|rs| {
-            rs.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && matches!(plan::selector(rs), Ok(Some(s)) if !s.selects_all() && s.matches(&labels))
-        })
-        .iter()
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
 }
 
 /// One sync (upstream's `syncReplicaSet`): plan over the cache, claim, manage, write the status.

@@ -107,7 +107,9 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         backoff: Backoff::new(),
     });
     let running = controller
-        .watches_stream(pods, move |pod| sets_for_pod(&sets, &pod))
+        .watches_stream(pods, move |pod| {
+            pod_util::controllers_for_pod(&sets, &pod, "StatefulSet", "apps", |set| selector(set).ok())
+        })
         .watches_stream(revisions, |revision| {
             pod_util::controller_of(&revision.metadata)
                 .filter(|o| o.kind == "StatefulSet")
@@ -130,27 +132,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
     }
     let _ = stop.send(());
     running.await;
-}
-
-/// Which StatefulSets a pod event concerns: its controller if that is a StatefulSet; for an
-/// orphan, the sets of its namespace whose selector matches it.
-fn sets_for_pod(sets: &Store<StatefulSet>, pod: &Pod) -> Vec<ObjectRef<StatefulSet>> {
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    if let Some(owner) = pod_util::controller_of(&pod.metadata) {
-        return if owner.kind == "StatefulSet" && owner.api_version.starts_with("apps/") {
-            vec![ObjectRef::new(&owner.name).within(&namespace)]
-        } else {
-            vec![]
-        };
-    }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    sets.state_filter(|set| {
-        set.metadata.namespace.as_deref() == Some(namespace.as_str())
-            && matches!(selector(set), Ok(s) if !s.selects_all() && s.matches(&labels))
-    })
-    .iter()
-    .map(|set| ObjectRef::from_obj(set.as_ref()))
-    .collect()
 }
 
 fn selector(set: &StatefulSet) -> Result<Selector, Error> {

@@ -145,6 +145,13 @@ impl Server {
         std::fs::read_to_string(self.data_dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The last `lines` lines of its log (enough to see why a test failed, short enough to read).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// The admin kubeconfig the server wrote.
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.path().join("kubeconfig.yaml")
@@ -223,6 +230,28 @@ pub fn kubectl_command(server: &Server, secs: u32, args: &[&str]) -> Command {
 pub fn kubectl(server: &Server, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let out = kubectl_output(server, args, stdin);
     (out.code == 0, out.stdout, out.stderr)
+}
+
+/// Runs kubectl `args` (60 s at most), which must succeed: its stdout. A failure panics with
+/// kubectl's output and the end of the server's log.
+pub fn kubectl_ok(server: &Server, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(server, args, None);
+    assert!(
+        success,
+        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
+        server.log_tail(30)
+    );
+    out
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `within`; then panics naming `what` (for
+/// blocking checks such as kubectl runs; [`eventually`] is the async one).
+pub fn poll_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Runs kubectl (60 s at most) with `stdin`.

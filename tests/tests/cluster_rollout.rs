@@ -596,5 +596,53 @@ async fn pods_resolve_services_through_cluster_dns() {
         !success && !out.contains("Name:") && out.contains("NXDOMAIN"),
         "an unknown name does not resolve:\n{out}"
     );
+
+    // The other examples on a real node: a Job's pods run to completion; a DaemonSet's pod runs on
+    // the node and knows which.
+    for example in ["job.yaml", "daemonset.yaml"] {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests/examples")
+                .join(example),
+        )
+        .expect("an example");
+        cluster.ok(&["apply", "-f", "-"], Some(&text));
+    }
+    cluster.ok(
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/countdown",
+            "--timeout=90s",
+        ],
+        None,
+    );
+    assert_eq!(
+        cluster.ok(
+            &["get", "job", "countdown", "-o", "jsonpath={.status.succeeded}"],
+            None
+        ),
+        "5"
+    );
+    let logs = cluster.ok(&["logs", "job/countdown"], None);
+    assert!(logs.contains("3\n2\n1\ndone on countdown-"), "{logs}");
+    cluster.ok(
+        &["rollout", "status", "daemonset/node-logger", "--timeout=60s"],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = cluster
+            .try_ok(&["logs", "daemonset/node-logger"])
+            .unwrap_or_default();
+        if logs.contains(&format!("alive on {NODE_NAME}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the DaemonSet's pod never logged: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     eprintln!("test took {:?}", started.elapsed());
 }

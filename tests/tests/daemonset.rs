@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use skiff_tests::{Server, hollow_nodes, kubectl};
+use skiff_tests::{Server, hollow_nodes, kubectl, kubectl_ok as ok, poll_until};
 
 const DAEMONSET: &str = r#"
 apiVersion: apps/v1
@@ -25,21 +25,6 @@ spec:
       - name: agent
         image: busybox:1.36
 "#;
-
-fn ok(server: &Server, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(server, args, None);
-    assert!(
-        success,
-        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
-        tail(&server.log())
-    );
-    out
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
 
 fn rolled_out(server: &Server) {
     let out = ok(server, &["rollout", "status", "daemonset/agent", "--timeout=60s"]);
@@ -74,15 +59,6 @@ fn placed(server: &Server) -> Vec<(String, String)> {
     live
 }
 
-/// Polls until `check` holds, for at most `within`.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn on_every_node(server: &Server, image: &str) -> bool {
     placed(server)
         == ["hollow-0", "hollow-1", "hollow-2"]
@@ -94,7 +70,7 @@ fn on_every_node(server: &Server, image: &str) -> bool {
 async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
     let server = Server::start(&["--disable-agent"]).await.expect("start server");
     let _nodes = hollow_nodes(&server, 3);
-    eventually("three nodes", Duration::from_secs(30), || {
+    poll_until("three nodes", Duration::from_secs(30), || {
         ok(&server, &["get", "nodes", "-o", "name"]).lines().count() == 3
     });
     let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(DAEMONSET));
@@ -124,7 +100,7 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
         ],
     );
     ok(&server, &["delete", victim.trim(), "--wait=false"]);
-    eventually("the pod on hollow-1 replaced", Duration::from_secs(20), || {
+    poll_until("the pod on hollow-1 replaced", Duration::from_secs(20), || {
         on_every_node(&server, "busybox:1.36")
             && !ok(&server, &["get", "pods", "-o", "name"]).contains(victim.trim())
     });
@@ -179,7 +155,7 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
     let out = ok(&server, &["rollout", "undo", "daemonset/agent"]);
     assert_eq!(out, "daemonset.apps/agent rolled back\n");
     rolled_out(&server);
-    eventually(
+    poll_until(
         "the first image back on every node",
         Duration::from_secs(30),
         || on_every_node(&server, "busybox:1.36"),
@@ -194,10 +170,10 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
 
     // A NoExecute taint it does not tolerate takes the node's pod away; untainted, it returns.
     ok(&server, &["taint", "nodes", "hollow-2", "dedicated=db:NoExecute"]);
-    eventually("no agent on hollow-2", Duration::from_secs(20), || {
+    poll_until("no agent on hollow-2", Duration::from_secs(20), || {
         placed(&server).iter().all(|(n, _)| n != "hollow-2")
     });
-    eventually("desired 2", Duration::from_secs(20), || {
+    poll_until("desired 2", Duration::from_secs(20), || {
         ok(
             &server,
             &[
@@ -213,7 +189,7 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
         &server,
         &["taint", "nodes", "hollow-2", "dedicated=db:NoExecute-"],
     );
-    eventually("the agent back on hollow-2", Duration::from_secs(20), || {
+    poll_until("the agent back on hollow-2", Duration::from_secs(20), || {
         on_every_node(&server, "busybox:1.36")
     });
 
@@ -229,7 +205,7 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
             r#"{"spec":{"template":{"spec":{"nodeSelector":{"edge":"true"}}}}}"#,
         ],
     );
-    eventually("only hollow-0", Duration::from_secs(30), || {
+    poll_until("only hollow-0", Duration::from_secs(30), || {
         placed(&server)
             .iter()
             .map(|(n, _)| n.as_str())
@@ -247,7 +223,7 @@ async fn a_daemonset_runs_one_pod_per_node_and_rolls_out_through_revisions() {
 
     // Deleting it takes its pods and revisions along.
     ok(&server, &["delete", "daemonset", "agent"]);
-    eventually("no agent pods or revisions", Duration::from_secs(30), || {
+    poll_until("no agent pods or revisions", Duration::from_secs(30), || {
         placed(&server).is_empty()
             && ok(&server, &["get", "controllerrevisions", "-o", "name"])
                 .trim()

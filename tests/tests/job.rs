@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_tests::{Server, hollow_nodes, kubectl};
+use skiff_tests::{Server, hollow_nodes, kubectl, kubectl_ok as ok, poll_until};
 
 const WORK: &str = r#"
 apiVersion: batch/v1
@@ -39,29 +39,6 @@ spec:
       - name: doomed
         image: busybox:1.36
 "#;
-
-fn ok(server: &Server, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(server, args, None);
-    assert!(
-        success,
-        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
-        tail(&server.log())
-    );
-    out
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// The job's pods as (name, phase, being deleted).
 fn pods(server: &Server, job: &str) -> Vec<(String, String, bool)> {
@@ -120,7 +97,7 @@ fn condition(server: &Server, job: &str, type_: &str, field: &str) -> String {
 async fn jobs_run_to_completion_fail_past_their_backoff_limit_and_take_their_pods_along() {
     let server = Server::start(&["--disable-agent"]).await.expect("start server");
     let _nodes = hollow_nodes(&server, 2);
-    eventually("two nodes", Duration::from_secs(30), || {
+    poll_until("two nodes", Duration::from_secs(30), || {
         ok(&server, &["get", "nodes", "-o", "name"]).lines().count() == 2
     });
     let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(WORK));
@@ -225,7 +202,7 @@ async fn jobs_run_to_completion_fail_past_their_backoff_limit_and_take_their_pod
 
     // Deleting a Job deletes its pods.
     ok(&server, &["delete", "job", "work", "--wait=false"]);
-    eventually("the work pods gone", Duration::from_secs(30), || {
+    poll_until("the work pods gone", Duration::from_secs(30), || {
         pods(&server, "work").is_empty()
     });
 }

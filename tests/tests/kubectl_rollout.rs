@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use skiff_tests::{Server, hollow_nodes, kubectl};
+use skiff_tests::{Server, hollow_nodes, kubectl, kubectl_ok as ok};
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -23,21 +23,6 @@ spec:
       - name: web
         image: busybox:1.36
 "#;
-
-fn ok(server: &Server, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(server, args, None);
-    assert!(
-        success,
-        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
-        tail(&server.log())
-    );
-    out
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
 
 fn rolled_out(server: &Server) {
     let out = ok(server, &["rollout", "status", "deployment/web", "--timeout=60s"]);

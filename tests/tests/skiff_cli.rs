@@ -4,9 +4,9 @@
 //! leave the cluster as kubectl would. skiff finds the cluster only through `--data-dir`'s
 //! kubeconfig (no KUBECONFIG, an empty HOME), which also tests that lookup.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use skiff_tests::{Output, Server, hollow_nodes, kubectl_output, skiff_cli};
+use skiff_tests::{Output, Server, hollow_nodes, kubectl_output, poll_until, skiff_cli};
 
 const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/demo.yaml");
 
@@ -20,14 +20,9 @@ fn ok(server: &Server, args: &[&str]) -> String {
         out.code,
         0,
         "skiff {args:?} failed: {out:?}\nserver log tail:\n{}",
-        tail(&server.log())
+        server.log_tail(30)
     );
     out.stdout
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// kubectl and skiff print exactly the same for `args` (stdout, stderr, exit code). Ages can tick
@@ -56,20 +51,11 @@ fn same(server: &Server, args: &[&str]) -> Output {
     );
 }
 
-/// Polls `check` every 200 ms for up to `within`.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_verbs_print_what_kubectl_prints() {
     let server = Server::start(&["--disable-agent"]).await.expect("start server");
     let _nodes = hollow_nodes(&server, 2);
-    eventually("two Ready nodes", Duration::from_secs(30), || {
+    poll_until("two Ready nodes", Duration::from_secs(30), || {
         skiff(&server, &["get", "nodes"])
             .stdout
             .matches(" Ready ")
@@ -107,7 +93,7 @@ async fn client_verbs_print_what_kubectl_prints() {
         out.ends_with("deployment \"web\" successfully rolled out\n"),
         "{out}"
     );
-    eventually("4 pods Running", Duration::from_secs(30), || {
+    poll_until("4 pods Running", Duration::from_secs(30), || {
         skiff(&server, &["get", "pods", "-l", "app=web"])
             .stdout
             .matches("Running")
@@ -304,7 +290,7 @@ spec:
         ok(&server, &["scale", "deploy/web", "--replicas=2"]),
         "deployment.apps/web scaled\n"
     );
-    eventually("2 replicas", Duration::from_secs(30), || {
+    poll_until("2 replicas", Duration::from_secs(30), || {
         skiff(&server, &["get", "deploy", "web", "-o", "json"])
             .stdout
             .contains("\"readyReplicas\": 2")
@@ -354,7 +340,7 @@ spec:
         out,
         "configmap \"demo-page\" deleted\ndeployment.apps \"web\" deleted\n"
     );
-    eventually("the demo's pods gone", Duration::from_secs(60), || {
+    poll_until("the demo's pods gone", Duration::from_secs(60), || {
         skiff(&server, &["get", "pods"]).stderr == "No resources found in default namespace.\n"
     });
     assert_eq!(

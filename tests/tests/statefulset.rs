@@ -16,7 +16,7 @@ use kube::{
 };
 use serde_json::json;
 use skiff_apiserver::watch_cache::WatchCacheOptions;
-use skiff_tests::{Component, InProcess, Server, hollow_nodes, kubectl};
+use skiff_tests::{Component, InProcess, Server, hollow_nodes, kubectl, kubectl_ok as ok, poll_until};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -151,29 +151,6 @@ spec:
         image: busybox:1.36
 "#;
 
-fn ok(server: &Server, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(server, args, None);
-    assert!(
-        success,
-        "kubectl {args:?} failed: {err}\n{out}\nserver log:\n{}",
-        tail(&server.log())
-    );
-    out
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn rolled_out(server: &Server) -> String {
     ok(server, &["rollout", "status", "statefulset/web", "--timeout=60s"])
 }
@@ -215,16 +192,16 @@ async fn statefulsets_with_kubectl() {
     // Scale up and down through the scale subresource.
     ok(&server, &["scale", "statefulset", "web", "--replicas=5"]);
     rolled_out(&server);
-    eventually("five pods", Duration::from_secs(30), || pods(&server).len() == 5);
+    poll_until("five pods", Duration::from_secs(30), || pods(&server).len() == 5);
     ok(&server, &["scale", "statefulset", "web", "--replicas=2"]);
-    eventually("web-0 and web-1 only", Duration::from_secs(30), || {
+    poll_until("web-0 and web-1 only", Duration::from_secs(30), || {
         pods(&server) == ["web-0=busybox:1.36", "web-1=busybox:1.36"]
     });
 
     // An image change rolls out; history has two revisions; undo goes back.
     ok(&server, &["set", "image", "statefulset/web", "web=busybox:1.37"]);
     rolled_out(&server);
-    eventually("the new image everywhere", Duration::from_secs(30), || {
+    poll_until("the new image everywhere", Duration::from_secs(30), || {
         pods(&server) == ["web-0=busybox:1.37", "web-1=busybox:1.37"]
     });
     let history = ok(&server, &["rollout", "history", "statefulset/web"]);
@@ -238,7 +215,7 @@ async fn statefulsets_with_kubectl() {
         ok(&server, &["rollout", "undo", "statefulset/web"]),
         "statefulset.apps/web rolled back\n"
     );
-    eventually("the old image back", Duration::from_secs(30), || {
+    poll_until("the old image back", Duration::from_secs(30), || {
         pods(&server) == ["web-0=busybox:1.36", "web-1=busybox:1.36"]
     });
 
@@ -254,7 +231,7 @@ async fn statefulsets_with_kubectl() {
         ],
     );
     ok(&server, &["set", "image", "statefulset/web", "web=busybox:1.38"]);
-    eventually("web-1 updated", Duration::from_secs(30), || {
+    poll_until("web-1 updated", Duration::from_secs(30), || {
         pods(&server) == ["web-0=busybox:1.36", "web-1=busybox:1.38"]
     });
     let status = rolled_out(&server);
@@ -277,7 +254,7 @@ async fn statefulsets_with_kubectl() {
         + "  volumeClaimTemplates:\n  - metadata: { name: data }\n    spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }\n";
     let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(&with_claims));
     assert!(success, "{out}{err}\n{with_claims}");
-    eventually("the FailedCreate event", Duration::from_secs(30), || {
+    poll_until("the FailedCreate event", Duration::from_secs(30), || {
         ok(
             &server,
             &[
@@ -295,7 +272,7 @@ async fn statefulsets_with_kubectl() {
 
     // Deleting the set takes its pods and revisions along.
     ok(&server, &["delete", "statefulset", "web", "db"]);
-    eventually("no pods or revisions", Duration::from_secs(30), || {
+    poll_until("no pods or revisions", Duration::from_secs(30), || {
         pods(&server).is_empty()
             && ok(&server, &["get", "controllerrevisions", "-o", "name"])
                 .trim()
