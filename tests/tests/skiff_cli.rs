@@ -207,16 +207,57 @@ spec:
   template:
     metadata: { labels: { app: db } }
     spec: { containers: [{ name: db, image: "busybox:1.36" }] }
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: { name: store }
+spec:
+  serviceName: store
+  selector: { matchLabels: { app: store } }
+  template:
+    metadata: { labels: { app: store } }
+    spec: { containers: [{ name: store, image: "busybox:1.36" }] }
+  volumeClaimTemplates:
+  - metadata: { name: data, labels: { tier: disk } }
+    spec: { accessModes: [ReadWriteOnce], resources: { requests: { storage: 1Gi } } }
+---
+apiVersion: batch/v1
+kind: Job
+metadata: { name: pi }
+spec:
+  backoffLimit: 2
+  activeDeadlineSeconds: 600
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{ name: pi, image: "busybox:1.36", command: [sh, -c, "echo 3.14"] }]
 "#;
     let out = skiff_cli(&server, &["apply", "-f", "-"], Some(workloads));
     assert_eq!(out.code, 0, "{out:?}");
+    poll_until("the Job's pod", Duration::from_secs(30), || {
+        kubectl_output(
+            &server,
+            &["get", "job", "pi", "-o", "jsonpath={.status.active}"],
+            None,
+        )
+        .stdout
+            == "1"
+    });
+    for args in [
+        &["describe", "job", "pi"][..],
+        &["describe", "rs"],
+        &["describe", "statefulset", "store"],
+    ] {
+        same(&server, args);
+    }
     for target in ["daemonset/agent", "statefulset/db"] {
         ok(&server, &["rollout", "status", target, "--timeout=60s"]);
         let out = kubectl_output(&server, &["set", "image", target, "*=busybox:1.37"], None);
         assert_eq!(out.code, 0, "{out:?}");
         ok(&server, &["rollout", "status", target, "--timeout=60s"]);
         for args in [
-            &["rollout", "status", target][..],
+            &["describe", target][..],
+            &["rollout", "status", target],
             &["rollout", "history", target],
             &["rollout", "history", target, "--revision=1"],
             &["rollout", "history", target, "--revision=9"],
@@ -240,8 +281,17 @@ spec:
         same(&server, &["rollout", "undo", target, "--to-revision=7"]);
     }
     assert_eq!(
-        ok(&server, &["delete", "daemonset/agent", "statefulset/db"]),
-        "daemonset.apps \"agent\" deleted\nstatefulset.apps \"db\" deleted\n"
+        ok(
+            &server,
+            &[
+                "delete",
+                "daemonset/agent",
+                "statefulset/db",
+                "statefulset/store",
+                "job/pi"
+            ]
+        ),
+        "daemonset.apps \"agent\" deleted\nstatefulset.apps \"db\" deleted\nstatefulset.apps \"store\" deleted\njob.batch \"pi\" deleted\n"
     );
 
     // Errors: as kubectl's, exit 1.

@@ -194,13 +194,17 @@ pub fn replicaset(obj: &mut Value) {
     or_insert(child(obj, "spec"), "replicas", json!(1));
 }
 
-/// StatefulSet: one replica, OrderedReady, RollingUpdate with partition 0.
+/// StatefulSet: one replica, OrderedReady, RollingUpdate with partition 0, claims retained (upstream's
+/// StatefulSetAutoDeletePVC defaults, on since 1.27).
 pub fn statefulset(obj: &mut Value) {
     template(obj);
     let spec = child(obj, "spec");
     or_insert(spec, "replicas", json!(1));
     or_insert(spec, "podManagementPolicy", json!("OrderedReady"));
     or_insert(spec, "revisionHistoryLimit", json!(10));
+    let retention = child(spec, "persistentVolumeClaimRetentionPolicy");
+    or_insert(retention, "whenDeleted", json!("Retain"));
+    or_insert(retention, "whenScaled", json!("Retain"));
     let strategy = child(spec, "updateStrategy");
     or_insert(strategy, "type", json!("RollingUpdate"));
     if strategy["type"] == "RollingUpdate" {

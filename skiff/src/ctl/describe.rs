@@ -144,7 +144,8 @@ fn s(v: &Value) -> String {
 fn header(sec: &mut Section, o: &Value, t: &ResourceType) {
     let m = &o["metadata"];
     sec.kv(0, "Name", s(&m["name"]));
-    if t.namespaced {
+    // kubectl 1.32's DaemonSet describer names no namespace (later ones do).
+    if t.namespaced && t.kind != "DaemonSet" {
         sec.kv(0, "Namespace", s(&m["namespace"]));
     }
 }
@@ -163,7 +164,10 @@ async fn describe(ctx: &Ctx, t: &ResourceType, o: &Value) -> anyhow::Result<Stri
     match (t.group.as_str(), t.kind.as_str()) {
         ("", "Pod") => pod(&mut sec, o),
         ("apps", "Deployment") => deployment(ctx, &mut sec, o).await?,
-        ("apps", "ReplicaSet") => replicaset(&mut sec, o),
+        ("apps", "ReplicaSet") => replicaset(ctx, &mut sec, o).await?,
+        ("apps", "DaemonSet") => daemonset(ctx, &mut sec, o).await?,
+        ("apps", "StatefulSet") => statefulset(ctx, &mut sec, o).await?,
+        ("batch", "Job") => job(&mut sec, o),
         ("", "Service") => service(ctx, &mut sec, o).await?,
         ("", "Node") => node(ctx, &mut sec, o).await?,
         ("", "ConfigMap" | "Secret") => data(&mut sec, o),
@@ -722,7 +726,226 @@ async fn deployment(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<(
     Ok(())
 }
 
-fn replicaset(sec: &mut Section, o: &Value) {
+/// kubectl's `getPodStatusForController`: the phases of the pods `o`'s selector finds that `o`
+/// controls, as `Pods Status` shows them.
+async fn pods_status(ctx: &Ctx, o: &Value) -> anyhow::Result<String> {
+    let pods = ctx.catalog().await?.resolve("pods")?;
+    let namespace = o["metadata"]["namespace"].as_str();
+    let selector = selector_text(&o["spec"]["selector"]);
+    let items = ctx
+        .list(
+            pods,
+            namespace,
+            Some(selector.as_str()).filter(|s| !s.is_empty()),
+            None,
+        )
+        .await?;
+    let mut counts = [0; 4];
+    for pod in items.iter().filter(|p| {
+        p["metadata"]["ownerReferences"].as_array().is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["controller"] == true && r["uid"] == o["metadata"]["uid"])
+        })
+    }) {
+        match pod["status"]["phase"].as_str() {
+            Some("Running") => counts[0] += 1,
+            Some("Pending") => counts[1] += 1,
+            Some("Succeeded") => counts[2] += 1,
+            Some("Failed") => counts[3] += 1,
+            _ => {}
+        }
+    }
+    let [running, waiting, succeeded, failed] = counts;
+    Ok(format!(
+        "{running} Running / {waiting} Waiting / {succeeded} Succeeded / {failed} Failed"
+    ))
+}
+
+/// kubectl's DaemonSet describer (the node counts are written without a tab, as kubectl does).
+async fn daemonset(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
+    let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
+    sec.kv(0, "Selector", selector_text(&spec["selector"]));
+    sec.kv(
+        0,
+        "Node-Selector",
+        format_labels(&spec["template"]["spec"]["nodeSelector"]),
+    );
+    sec.map(0, "Labels", &m["labels"], "=");
+    sec.map(0, "Annotations", &m["annotations"], ": ");
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    for (label, field) in [
+        ("Desired Number of Nodes Scheduled", "desiredNumberScheduled"),
+        ("Current Number of Nodes Scheduled", "currentNumberScheduled"),
+        (
+            "Number of Nodes Scheduled with Up-to-date Pods",
+            "updatedNumberScheduled",
+        ),
+        ("Number of Nodes Scheduled with Available Pods", "numberAvailable"),
+        ("Number of Nodes Misscheduled", "numberMisscheduled"),
+    ] {
+        sec.line(0, format!("{label}: {}", n(&st[field])));
+    }
+    sec.kv(0, "Pods Status", pods_status(ctx, o).await?);
+    template(sec, &spec["template"]);
+    Ok(())
+}
+
+/// kubectl's StatefulSet describer (1.32's).
+async fn statefulset(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
+    let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    sec.kv(0, "CreationTimestamp", time(&m["creationTimestamp"]));
+    sec.kv(0, "Selector", selector_text(&spec["selector"]));
+    sec.map(0, "Labels", &m["labels"], "=");
+    sec.map(0, "Annotations", &m["annotations"], ": ");
+    // kubectl 1.32 (the one skiff is held to) shows neither the service name, nor the pod
+    // management policy, nor the claim retention policy; later ones do.
+    sec.kv(
+        0,
+        "Replicas",
+        format!("{} desired | {} total", n(&spec["replicas"]), n(&st["replicas"])),
+    );
+    let strategy = &spec["updateStrategy"];
+    sec.field(0, "Update Strategy", strategy["type"].as_str().unwrap_or(""));
+    if let Some(partition) = strategy["rollingUpdate"]["partition"].as_i64() {
+        sec.kv(1, "Partition", partition.to_string());
+        if let Some(max) = strategy["rollingUpdate"].get("maxUnavailable") {
+            sec.kv(1, "MaxUnavailable", s(max));
+        }
+    }
+    sec.kv(0, "Pods Status", pods_status(ctx, o).await?);
+    template(sec, &spec["template"]);
+    let claims = spec["volumeClaimTemplates"].as_array().filter(|c| !c.is_empty());
+    let Some(claims) = claims else {
+        sec.kv(0, "Volume Claims", "<none>");
+        return Ok(());
+    };
+    sec.kv(0, "Volume Claims", "");
+    for claim in claims {
+        let class = claim["metadata"]["annotations"]["volume.beta.kubernetes.io/storage-class"]
+            .as_str()
+            .or(claim["spec"]["storageClassName"].as_str())
+            .unwrap_or("");
+        sec.kv(1, "Name", s(&claim["metadata"]["name"]));
+        sec.field(1, "StorageClass", class);
+        sec.map(1, "Labels", &claim["metadata"]["labels"], "=");
+        sec.map(1, "Annotations", &claim["metadata"]["annotations"], "=");
+        let capacity = claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap_or("<default>");
+        sec.kv(1, "Capacity", capacity);
+        let modes: Vec<String> = claim["spec"]["accessModes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        sec.kv(1, "Access Modes", format!("[{}]", modes.join(" ")));
+    }
+    Ok(())
+}
+
+/// kubectl's Job describer.
+fn job(sec: &mut Section, o: &Value) {
+    let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    sec.kv(0, "Selector", selector_text(&spec["selector"]));
+    sec.map(0, "Labels", &m["labels"], "=");
+    sec.map(0, "Annotations", &m["annotations"], ": ");
+    if let Some(by) = owner(o) {
+        sec.kv(0, "Controlled By", by);
+    }
+    if let Some(p) = spec["parallelism"].as_i64() {
+        sec.kv(0, "Parallelism", p.to_string());
+    }
+    sec.kv(
+        0,
+        "Completions",
+        spec["completions"]
+            .as_i64()
+            .map_or("<unset>".into(), |c| c.to_string()),
+    );
+    if let Some(mode) = spec["completionMode"].as_str() {
+        sec.field(0, "Completion Mode", mode);
+    }
+    if let Some(suspend) = spec["suspend"].as_bool() {
+        sec.kv(0, "Suspend", suspend.to_string());
+    }
+    if let Some(limit) = spec["backoffLimit"].as_i64() {
+        sec.kv(0, "Backoff Limit", limit.to_string());
+    }
+    if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_i64() {
+        sec.kv(0, "TTL Seconds After Finished", ttl.to_string());
+    }
+    if st["startTime"].is_string() {
+        sec.kv(0, "Start Time", time(&st["startTime"]));
+    }
+    if st["completionTime"].is_string() {
+        sec.kv(0, "Completed At", time(&st["completionTime"]));
+    }
+    let at = |v: &Value| {
+        v.as_str()
+            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+    };
+    if let (Some(start), Some(end)) = (at(&st["startTime"]), at(&st["completionTime"])) {
+        let took = (end - start).to_std().unwrap_or_default();
+        sec.kv(0, "Duration", printer::human_duration(took));
+    }
+    if let Some(deadline) = spec["activeDeadlineSeconds"].as_i64() {
+        sec.kv(0, "Active Deadline Seconds", format!("{deadline}s"));
+    }
+    let statuses = match st["ready"].as_i64() {
+        None => format!(
+            "{} Active / {} Succeeded / {} Failed",
+            n(&st["active"]),
+            n(&st["succeeded"]),
+            n(&st["failed"])
+        ),
+        Some(ready) => format!(
+            "{} Active ({ready} Ready) / {} Succeeded / {} Failed",
+            n(&st["active"]),
+            n(&st["succeeded"]),
+            n(&st["failed"])
+        ),
+    };
+    sec.kv(0, "Pods Statuses", statuses);
+    if spec["completionMode"] == "Indexed" {
+        sec.kv(
+            0,
+            "Completed Indexes",
+            cap_indexes(st["completedIndexes"].as_str().unwrap_or(""), 50),
+        );
+    }
+    template(sec, &spec["template"]);
+}
+
+/// `capIndexesListOrNone`: a long list of indexes cut after the first comma past `soft_limit`.
+fn cap_indexes(indexes: &str, soft_limit: usize) -> String {
+    if indexes.is_empty() {
+        return "<none>".into();
+    }
+    match indexes.get(soft_limit..).and_then(|rest| rest.find(',')) {
+        Some(i) => format!("{}...", &indexes[..soft_limit + i + 1]),
+        None => indexes.to_owned(),
+    }
+}
+
+/// `labels.FormatLabels`: `k=v,…` sorted by key, `<none>` when empty.
+fn format_labels(map: &Value) -> String {
+    let pairs: Vec<String> = map
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", s(v)))
+        .collect();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+async fn replicaset(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
     sec.kv(0, "Selector", selector_text(&spec["selector"]));
     sec.map(0, "Labels", &m["labels"], "=");
@@ -740,15 +963,9 @@ fn replicaset(sec: &mut Section, o: &Value) {
             n(&spec["replicas"])
         ),
     );
-    sec.kv(
-        0,
-        "Pods Status",
-        format!(
-            "{} Running / 0 Waiting / 0 Succeeded / 0 Failed",
-            n(&st["readyReplicas"])
-        ),
-    );
+    sec.kv(0, "Pods Status", pods_status(ctx, o).await?);
     template(sec, &spec["template"]);
+    Ok(())
 }
 
 async fn service(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
@@ -1197,15 +1414,23 @@ async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|e| {
-            let count = e["count"].as_i64().or(e["series"]["count"].as_i64()).unwrap_or(1);
-            let age = printer::age(Some(&when(e)));
-            let age = if count > 1 {
+            // As kubectl's DescribeEvents: the age of the first occurrence (eventTime, else
+            // firstTimestamp), and for a series or a repeated event the age of the last one too.
+            let first = printer::age(e["eventTime"].as_str().or(e["firstTimestamp"].as_str()));
+            let count = e["count"].as_i64().unwrap_or(0);
+            let age = if e["series"].is_object() {
                 format!(
-                    "{age} (x{count} over {})",
-                    printer::age(e["firstTimestamp"].as_str().or(e["eventTime"].as_str()))
+                    "{} (x{} over {first})",
+                    printer::age(e["series"]["lastObservedTime"].as_str()),
+                    e["series"]["count"].as_i64().unwrap_or(0)
+                )
+            } else if count > 1 {
+                format!(
+                    "{} (x{count} over {first})",
+                    printer::age(e["lastTimestamp"].as_str())
                 )
             } else {
-                age
+                first
             };
             let from = e["source"]["component"]
                 .as_str()
@@ -1217,7 +1442,13 @@ async fn events(ctx: &Ctx, sec: &mut Section, o: &Value) -> anyhow::Result<()> {
                 s(&e["reason"]),
                 age,
                 from,
-                e["message"].as_str().unwrap_or("").trim().to_string(),
+                match e["involvedObject"]["fieldPath"]
+                    .as_str()
+                    .filter(|p| !p.is_empty())
+                {
+                    Some(path) => format!("{path}: {}", e["message"].as_str().unwrap_or("").trim()),
+                    None => e["message"].as_str().unwrap_or("").trim().to_string(),
+                },
             ]
         })
         .collect();
