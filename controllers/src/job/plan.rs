@@ -13,6 +13,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::indexed;
 use crate::pod_util;
 
 /// Condition types (upstream's `batch.JobConditionType`).
@@ -50,6 +51,8 @@ pub struct Plan {
     pub status: JobStatus,
     /// Pods to create.
     pub create: usize,
+    /// For an Indexed Job, the completion index of each pod to create (`create` of them).
+    pub indexes: Vec<i32>,
     /// Active pods to delete.
     pub delete: Vec<Arc<Pod>>,
     /// When to look again even if nothing changes (the active deadline).
@@ -134,7 +137,7 @@ fn set_condition(job_status: &mut JobStatus, type_: &str, status: &str, why: (&s
     }
 }
 
-/// One sync's decisions (upstream's `syncJob` + `manageJob` for NonIndexed Jobs).
+/// One sync's decisions (upstream's `syncJob` + `manageJob`).
 pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     let old = job.status.clone().unwrap_or_default();
     if finished(&old) {
@@ -147,7 +150,22 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     let c = count(job, pods);
     let mut status = old.clone();
     // Counts never go down: a finished pod deleted by someone else stays counted.
-    let succeeded = old.succeeded.unwrap_or(0).max(c.succeeded);
+    let mut succeeded = old.succeeded.unwrap_or(0).max(c.succeeded);
+    // An Indexed Job counts succeeded indexes, not pods: those recorded in `completedIndexes`
+    // stay succeeded even when their pods are gone (upstream's `calculateSucceededIndexes`).
+    let indexed = indexed::is_indexed(job);
+    let completions = spec.completions.unwrap_or(0);
+    let succeeded_indexes = if indexed {
+        let recorded = old.completed_indexes.as_deref().unwrap_or("");
+        indexed::succeeded_indexes(recorded, pods, completions)
+    } else {
+        Default::default()
+    };
+    if indexed {
+        succeeded = succeeded_indexes.len() as i32;
+        let completed = indexed::format_indexes(&succeeded_indexes);
+        status.completed_indexes = (!completed.is_empty()).then_some(completed);
+    }
     let failed = old.failed.unwrap_or(0).max(c.failed);
     status.succeeded = Some(succeeded);
     status.failed = Some(failed);
@@ -268,19 +286,32 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         if spec.pod_replacement_policy.as_deref() == Some("Failed") {
             want = (want - c.terminating).max(0);
         }
-        let active = c.active.len() as i32;
-        if active < want {
+        // An Indexed Job first drops the active pods no index needs (upstream's
+        // `activePodsForRemoval`); the rest count against `want`.
+        let (surplus, kept) = if indexed {
+            indexed::surplus(&c.active, &succeeded_indexes, completions)
+        } else {
+            (Vec::new(), c.active.clone())
+        };
+        plan.delete = surplus;
+        let active = kept.len() as i32;
+        if active < want && indexed {
+            let missing = (want - active) as usize;
+            plan.indexes = indexed::first_pending(missing, completions, &succeeded_indexes, &kept);
+            plan.create = plan.indexes.len();
+        } else if active < want {
             plan.create = (want - active) as usize;
         } else if active > want {
             // Not-ready pods go first, then the newest (as upstream's ranking, in short).
-            let mut ranked = c.active.clone();
+            let mut ranked = kept;
             ranked.sort_by_key(|p| {
                 (
                     pod_util::is_ready(p),
                     std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)),
                 )
             });
-            plan.delete = ranked.into_iter().take((active - want) as usize).collect();
+            plan.delete
+                .extend(ranked.into_iter().take((active - want) as usize));
         }
     }
     status.active = Some(c.active.len() as i32);
