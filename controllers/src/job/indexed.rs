@@ -4,8 +4,8 @@
 //! upstream's compressed interval string (`"0-2,5"`).
 //!
 //! Here: reading a pod's index, parsing and formatting the interval string, which indexes to start
-//! next (lowest first), which active pods are surplus (an invalid or out-of-range index, a second
-//! pod of one index, or an index that already succeeded), and the pod template of one index.
+//! next (lowest first), which active pods are surplus (an invalid or out-of-range index, or a
+//! second pod of one index), and the pod template of one index.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,6 +16,8 @@ use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodTemplateSpec},
 };
+
+use crate::pod_util;
 
 /// The annotation (and, as upstream since 1.28, the label) holding a pod's completion index.
 pub const COMPLETION_INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
@@ -88,27 +90,29 @@ pub fn succeeded_indexes(recorded: &str, pods: &[Arc<Pod>], completions: i32) ->
     set
 }
 
-/// Splits active pods into (surplus, kept) (upstream's `appendDuplicatedIndexPodsForRemoval`,
-/// plus pods of an index that already succeeded: a succeeded index is never run again). Of
-/// several pods of one index the oldest is kept, so a sync never swaps one for another.
-pub fn surplus(
-    active: &[Arc<Pod>],
-    succeeded: &BTreeSet<i32>,
-    completions: i32,
-) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+/// Splits active pods into (surplus, kept) (upstream's `appendDuplicatedIndexPodsForRemoval`):
+/// pods without a valid index below `completions` go, and of several pods of one index the most
+/// advanced stays (ready, then running, then the oldest; upstream's `ActivePods` order, in short),
+/// so the work furthest along is kept. An active pod of an index that already succeeded is left
+/// to finish, as upstream; it is never replaced.
+pub fn surplus(active: &[Arc<Pod>], completions: i32) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
     let mut rm = Vec::new();
     let mut by_index: BTreeMap<i32, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in active {
         match completion_index(pod) {
-            Some(i) if i < completions && !succeeded.contains(&i) => {
-                by_index.entry(i).or_default().push(pod.clone())
-            }
+            Some(i) if i < completions => by_index.entry(i).or_default().push(pod.clone()),
             _ => rm.push(pod.clone()),
         }
     }
     let mut kept = Vec::new();
     for (_, mut pods) in by_index {
-        pods.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+        pods.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(pod_util::is_ready(p)),
+                p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"),
+                p.metadata.creation_timestamp.clone().map(|t| t.0),
+            )
+        });
         let mut pods = pods.into_iter();
         kept.extend(pods.next());
         rm.extend(pods);

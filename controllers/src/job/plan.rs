@@ -289,7 +289,7 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         // An Indexed Job first drops the active pods no index needs (upstream's
         // `activePodsForRemoval`); the rest count against `want`.
         let (surplus, kept) = if indexed {
-            indexed::surplus(&c.active, &succeeded_indexes, completions)
+            indexed::surplus(&c.active, completions)
         } else {
             (Vec::new(), c.active.clone())
         };

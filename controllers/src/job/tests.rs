@@ -279,6 +279,7 @@ fn a_failed_index_is_run_again_and_counts_toward_the_backoff_limit() {
 
 #[test]
 fn surplus_pods_of_an_indexed_job_go_and_a_succeeded_index_never_runs_again() {
+    // Index 0 succeeded; its running duplicate is left to finish (as upstream) and not replaced.
     let pods = [
         indexed_pod("0", "Succeeded", 9),
         indexed_pod("0", "Running", 8),
@@ -296,9 +297,16 @@ fn surplus_pods_of_an_indexed_job_go_and_a_succeeded_index_never_runs_again() {
     deleted.sort();
     assert_eq!(
         deleted,
-        ["x-0-Running-8", "x-1-Running-3", "x-7-Running-2", "x-x-Running-1"]
+        ["x-1-Running-3", "x-7-Running-2", "x-x-Running-1"],
+        "the older pod of index 1 stays"
     );
-    assert_eq!(p.indexes, vec![2], "the older pod of index 1 stays");
+    assert!(p.indexes.is_empty(), "two active: parallelism 3 but 2 left");
+    let p = plan::plan(&indexed_job(4, 3, 6), &pods[..4], now());
+    assert_eq!(
+        p.indexes,
+        vec![2],
+        "the lowest index neither succeeded nor running"
+    );
 }
 
 #[test]
