@@ -13,7 +13,8 @@
 //! Indexed Jobs ([`indexed`]): each pod runs one completion index, the lowest missing ones start
 //! first, a failed index is run again (its failures count toward `backoffLimit`), a succeeded one
 //! never is, and the Job completes once every index succeeded (`status.completedIndexes`, and
-//! `succeeded` counts indexes). Pods are named `<job>-<index>-`.
+//! `succeeded` counts indexes). Pods are named `<job>-<index>-`. With `backoffLimitPerIndex` each
+//! index has its own failure budget instead (`status.failedIndexes`, `maxFailedIndexes`).
 //!
 //! Counting finished pods. Upstream puts the `batch.kubernetes.io/job-tracking` finalizer on every
 //! pod and moves finished pods through `status.uncountedTerminatedPods` into the counters, so a
@@ -27,10 +28,10 @@
 //! never double-counted). A pod deleted before it finished counts as failed, as upstream's
 //! `isPodFailed` with `podReplacementPolicy: TerminatingOrFailed` (not while suspended).
 //!
-//! Not mirrored (yet): pod failure and success policies, `backoffLimitPerIndex` (with
-//! `maxFailedIndexes` and `status.failedIndexes`), elastic Indexed Jobs (changing `completions`),
-//! the exponential delay before a failed pod is replaced, restart counting for `OnFailure` pods,
-//! adopting orphan pods. `ttlSecondsAfterFinished` is [`crate::ttlafterfinished`]'s, as upstream.
+//! Not mirrored (yet): pod failure and success policies, elastic Indexed Jobs (changing
+//! `completions`), the exponential delay before a failed pod is replaced, restart counting for
+//! `OnFailure` pods, adopting orphan pods. `ttlSecondsAfterFinished` is
+//! [`crate::ttlafterfinished`]'s, as upstream.
 
 pub mod indexed;
 pub mod plan;
@@ -181,7 +182,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let plan = plan::plan(&job, &pods, Timestamp::now());
     let owner = job.object_ref(&());
     if let Some((reason, message)) = plan.event {
-        if reason == plan::BACKOFF_LIMIT_EXCEEDED.0 || reason == plan::DEADLINE_EXCEEDED.0 {
+        if plan::FAILURES.iter().any(|f| f.0 == reason) {
             ctx.events.warning(&owner, reason, "Sync", message.to_owned());
         } else {
             ctx.events.normal(&owner, reason, "Sync", message.to_owned());
@@ -217,7 +218,7 @@ async fn manage(job: &Job, key: &str, plan: &plan::Plan, ctx: &Context) -> Vec<E
         let (created, error) = slow_start_batch(create, INITIAL_BATCH_SIZE, || {
             let (template, prefix) = match indexes.next().filter(|_| indexed) {
                 Some(i) => (
-                    indexed::template_for(&name, &template, i),
+                    indexed::template_for(&name, &template, i, plan.failure_counts.get(&i).copied()),
                     indexed::generate_name(&name, i),
                 ),
                 None => (template.clone(), pod_control::pods_prefix(&name)),

@@ -4,8 +4,17 @@
 //! upstream's compressed interval string (`"0-2,5"`).
 //!
 //! Here: reading a pod's index, parsing and formatting the interval string, which indexes to start
-//! next (lowest first), which active pods are surplus (an invalid or out-of-range index, or a
-//! second pod of one index), and the pod template of one index.
+//! next (lowest first), which active pods are surplus (an invalid or out-of-range index, a failed
+//! index, or a second pod of one index), and the pod template of one index.
+//!
+//! With `backoffLimitPerIndex` each index has its own budget of failures: a replacement pod
+//! carries its index's failures so far in `batch.kubernetes.io/job-index-failure-count`, an index
+//! whose failures exceed the limit is failed for good (`status.failedIndexes`, same format) and not
+//! run again, and the Job fails once more than `maxFailedIndexes` indexes failed
+//! (`MaxFailedIndexesExceeded`) or once every index succeeded or failed with some failed
+//! (`FailedIndexes`); the Job-wide `backoffLimit` is not applied. Not mirrored: the ignored-failure
+//! count of pod failure policies, and delaying a failed pod's deletion until its replacement exists
+//! (here finished pods are never deleted by the controller).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,6 +30,8 @@ use crate::pod_util;
 
 /// The annotation (and, as upstream since 1.28, the label) holding a pod's completion index.
 pub const COMPLETION_INDEX_KEY: &str = "batch.kubernetes.io/job-completion-index";
+/// The annotation with the number of earlier failures of a pod's index (`backoffLimitPerIndex`).
+pub const INDEX_FAILURE_COUNT_KEY: &str = "batch.kubernetes.io/job-index-failure-count";
 /// The environment variable every container of an Indexed Job's pod gets its index in.
 pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// Upstream's `MaxGeneratedNameLength`: the longest `generateName` prefix it keeps whole.
@@ -91,16 +102,22 @@ pub fn succeeded_indexes(recorded: &str, pods: &[Arc<Pod>], completions: i32) ->
 }
 
 /// Splits active pods into (surplus, kept) (upstream's `appendDuplicatedIndexPodsForRemoval`):
-/// pods without a valid index below `completions` go, and of several pods of one index the most
-/// advanced stays (ready, then running, then the oldest; upstream's `ActivePods` order, in short),
-/// so the work furthest along is kept. An active pod of an index that already succeeded is left
+/// pods without a valid index below `completions` or of a `failed` index go, and of several pods
+/// of one index the most advanced stays (ready, then running, then the oldest; upstream's
+/// `ActivePods` order, in short), so the work furthest along is kept. An active pod of an index that already succeeded is left
 /// to finish, as upstream; it is never replaced.
-pub fn surplus(active: &[Arc<Pod>], completions: i32) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
+pub fn surplus(
+    active: &[Arc<Pod>],
+    completions: i32,
+    failed: &BTreeSet<i32>,
+) -> (Vec<Arc<Pod>>, Vec<Arc<Pod>>) {
     let mut rm = Vec::new();
     let mut by_index: BTreeMap<i32, Vec<Arc<Pod>>> = BTreeMap::new();
     for pod in active {
         match completion_index(pod) {
-            Some(i) if i < completions => by_index.entry(i).or_default().push(pod.clone()),
+            Some(i) if i < completions && !failed.contains(&i) => {
+                by_index.entry(i).or_default().push(pod.clone())
+            }
             _ => rm.push(pod.clone()),
         }
     }
@@ -120,17 +137,53 @@ pub fn surplus(active: &[Arc<Pod>], completions: i32) -> (Vec<Arc<Pod>>, Vec<Arc
     (rm, kept)
 }
 
-/// Up to `count` indexes below `completions` that neither succeeded nor have an active pod, lowest
-/// first (upstream's `firstPendingIndexes`).
-pub fn first_pending(
-    count: usize,
-    completions: i32,
-    succeeded: &BTreeSet<i32>,
-    active: &[Arc<Pod>],
-) -> Vec<i32> {
+/// The number of earlier failures of `pod`'s index its annotation records (0 when absent).
+fn failure_count(pod: &Pod) -> i32 {
+    let annotations = pod.metadata.annotations.as_ref();
+    annotations
+        .and_then(|a| a.get(INDEX_FAILURE_COUNT_KEY))
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0)
+        .max(0)
+}
+
+fn is_failed(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+}
+
+/// The failures so far of each index with a Failed pod: one more than the count its latest failed
+/// pod carried (upstream's `getNewIndexFailureCounts`), so the replacement carries it on.
+pub fn failure_counts(pods: &[Arc<Pod>]) -> BTreeMap<i32, i32> {
+    let mut counts = BTreeMap::new();
+    for pod in pods.iter().filter(|p| is_failed(p)) {
+        if let Some(i) = completion_index(pod) {
+            let n = failure_count(pod).saturating_add(1);
+            let entry = counts.entry(i).or_insert(n);
+            *entry = (*entry).max(n);
+        }
+    }
+    counts
+}
+
+/// The failed indexes with `backoffLimitPerIndex` = `limit`: those recorded in `failedIndexes`
+/// plus those whose failures exceed the limit (upstream's `isIndexFailed`), below `completions`.
+pub fn failed_indexes(recorded: &str, pods: &[Arc<Pod>], completions: i32, limit: i32) -> BTreeSet<i32> {
+    let mut set = parse_indexes(recorded, completions);
+    set.extend(
+        failure_counts(pods)
+            .into_iter()
+            .filter(|&(i, n)| i < completions && n > limit)
+            .map(|(i, _)| i),
+    );
+    set
+}
+
+/// Up to `count` indexes below `completions` that are neither `done` (succeeded or failed) nor
+/// have an active pod, lowest first (upstream's `firstPendingIndexes`).
+pub fn first_pending(count: usize, completions: i32, done: &BTreeSet<i32>, active: &[Arc<Pod>]) -> Vec<i32> {
     let running: BTreeSet<i32> = active.iter().filter_map(|p| completion_index(p)).collect();
     (0..completions)
-        .filter(|i| !succeeded.contains(i) && !running.contains(i))
+        .filter(|i| !done.contains(i) && !running.contains(i))
         .take(count)
         .collect()
 }
@@ -167,13 +220,21 @@ pub fn add_env(template: &mut PodTemplateSpec) {
 }
 
 /// The template of the pod for `index` (upstream's `manageJob` for an index): the annotation and
-/// label, and `hostname` `<job>-<index>` (the subdomain is left to the user, as upstream).
-pub fn template_for(job_name: &str, template: &PodTemplateSpec, index: i32) -> PodTemplateSpec {
+/// label, and `hostname` `<job>-<index>` (the subdomain is left to the user, as upstream); with
+/// `backoffLimitPerIndex`, the index's `failures` so far.
+pub fn template_for(
+    job_name: &str,
+    template: &PodTemplateSpec,
+    index: i32,
+    failures: Option<i32>,
+) -> PodTemplateSpec {
     let mut template = template.clone();
     let meta = template.metadata.get_or_insert_with(Default::default);
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(COMPLETION_INDEX_KEY.to_owned(), index.to_string());
+    let annotations = meta.annotations.get_or_insert_with(Default::default);
+    annotations.insert(COMPLETION_INDEX_KEY.to_owned(), index.to_string());
+    if let Some(n) = failures {
+        annotations.insert(INDEX_FAILURE_COUNT_KEY.to_owned(), n.to_string());
+    }
     meta.labels
         .get_or_insert_with(Default::default)
         .insert(COMPLETION_INDEX_KEY.to_owned(), index.to_string());

@@ -347,7 +347,7 @@ fn an_index_pod_template_carries_its_index() {
     };
     indexed::add_env(&mut template);
     indexed::add_env(&mut template);
-    let t = indexed::template_for("work", &template, 4);
+    let t = indexed::template_for("work", &template, 4, None);
     let spec = t.spec.unwrap();
     assert_eq!(spec.hostname.as_deref(), Some("work-4"));
     for c in spec
@@ -376,4 +376,79 @@ fn an_index_pod_template_carries_its_index() {
     assert_eq!(indexed::generate_name("work", 12), "work-12-");
     let long = "a".repeat(60);
     assert_eq!(indexed::generate_name(&long, 3), format!("{}-3-", "a".repeat(55)));
+}
+
+/// A failed pod of `index` that carried `failures` earlier failures of its index.
+fn failed_pod(index: &str, failures: i32, age: i64) -> Arc<Pod> {
+    let mut p = (*indexed_pod(index, "Failed", age)).clone();
+    p.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(indexed::INDEX_FAILURE_COUNT_KEY.to_owned(), failures.to_string());
+    Arc::new(p)
+}
+
+fn per_index_job(completions: i32, parallelism: i32, limit: i32, max: Option<i32>) -> Job {
+    let mut j = indexed_job(completions, parallelism, i32::MAX);
+    let spec = j.spec.as_mut().unwrap();
+    spec.backoff_limit_per_index = Some(limit);
+    spec.max_failed_indexes = max;
+    j
+}
+
+#[test]
+fn with_a_backoff_limit_per_index_a_replacement_carries_its_index_failures() {
+    let p = plan::plan(&per_index_job(3, 2, 1, None), &[], now());
+    assert_eq!(p.status.failed_indexes.as_deref(), Some(""));
+    assert_eq!(p.failure_counts, [(0, 0), (1, 0)].into_iter().collect());
+    // Index 0 failed once (within the limit of 1): run again, carrying the one failure.
+    let pods = [failed_pod("0", 0, 9), indexed_pod("1", "Running", 8)];
+    let p = plan::plan(&per_index_job(3, 2, 1, None), &pods, now());
+    assert_eq!(p.indexes, vec![0]);
+    assert_eq!(p.failure_counts, [(0, 1)].into_iter().collect());
+    assert_eq!(p.status.failed_indexes.as_deref(), Some(""));
+}
+
+#[test]
+fn an_index_past_its_limit_fails_for_good_and_fails_the_job_in_the_end() {
+    // Index 0 failed twice (limit 1): failed, not run again; the others go on.
+    let pods = [
+        failed_pod("0", 0, 9),
+        failed_pod("0", 1, 8),
+        indexed_pod("1", "Succeeded", 7),
+    ];
+    let j = per_index_job(3, 3, 1, None);
+    let p = plan::plan(&j, &pods, now());
+    assert_eq!(p.status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(p.indexes, vec![2]);
+    assert!(!plan::has_condition(&p.status, conditions::FAILURE_TARGET));
+    // Index 2 succeeds: every index done, one failed.
+    let mut all = pods.to_vec();
+    all.push(indexed_pod("2", "Succeeded", 1));
+    let p = plan::plan(&j, &all, now());
+    assert!(plan::has_condition(&p.status, conditions::FAILED));
+    let failed = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == conditions::FAILED);
+    assert_eq!(failed.unwrap().reason.as_deref(), Some("FailedIndexes"));
+    assert_eq!(p.status.completed_indexes.as_deref(), Some("1-2"));
+    // With maxFailedIndexes 0 the first failed index ends the Job, and its running pods go.
+    let pods = [failed_pod("0", 1, 9), indexed_pod("1", "Running", 7)];
+    let p = plan::plan(&per_index_job(3, 3, 1, Some(0)), &pods, now());
+    let target = p
+        .status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == conditions::FAILURE_TARGET);
+    assert_eq!(
+        target.unwrap().reason.as_deref(),
+        Some("MaxFailedIndexesExceeded")
+    );
+    assert_eq!(p.delete.len(), 1);
+    assert!(p.indexes.is_empty());
 }
