@@ -6,7 +6,8 @@
 //! BackoffLimitExceeded; deleting a Job deletes its pods. An Indexed Job of 3 completions runs
 //! one pod per index (annotation, label, `JOB_COMPLETION_INDEX` and hostname) and completes with
 //! `completedIndexes` "0-2"; a Job with `ttlSecondsAfterFinished: 1` is deleted with its pods soon
-//! after it completes.
+//! after it completes. With `backoffLimitPerIndex: 0` a failed index is not run again and the Job
+//! ends Failed with `FailedIndexes` once the other index succeeded.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,24 @@ spec:
   completionMode: Indexed
   completions: 3
   parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox:1.36
+"#;
+
+const PER_INDEX: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: per-index
+spec:
+  completionMode: Indexed
+  completions: 2
+  parallelism: 2
+  backoffLimitPerIndex: 0
   template:
     spec:
       restartPolicy: Never
@@ -371,4 +390,64 @@ async fn indexed_jobs_run_each_index_once_and_finished_jobs_expire_after_their_t
         pods(&server, "short-lived").is_empty()
     });
     ok(&server, &["get", "job", "indexed"]);
+
+    // backoffLimitPerIndex 0: index 0 fails once and is done for; index 1 succeeds.
+    let (success, out, err) = kubectl(&server, &["apply", "-f", "-"], Some(PER_INDEX));
+    assert!(success, "{out}{err}");
+    let index_of = |pod: &serde_json::Value| {
+        pod["metadata"]["annotations"][KEY]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    poll_until("both per-index pods running", Duration::from_secs(30), || {
+        pod_objects(&server, "per-index")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count()
+            == 2
+    });
+    for pod in pod_objects(&server, "per-index") {
+        assert_eq!(
+            pod["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"], "0",
+            "{pod}"
+        );
+        let phase = if index_of(&pod) == "0" {
+            "Failed"
+        } else {
+            "Succeeded"
+        };
+        finish(
+            &server,
+            pod["metadata"]["name"].as_str().unwrap_or_default(),
+            phase,
+        );
+    }
+    ok(
+        &server,
+        &["wait", "--for=condition=failed", "job/per-index", "--timeout=30s"],
+    );
+    assert_eq!(
+        condition(&server, "per-index", "Failed", "reason"),
+        "FailedIndexes"
+    );
+    let field = |path: &str| {
+        ok(
+            &server,
+            &[
+                "get",
+                "job",
+                "per-index",
+                "-o",
+                &format!("jsonpath={{.status.{path}}}"),
+            ],
+        )
+    };
+    assert_eq!(field("failedIndexes"), "0");
+    assert_eq!(field("completedIndexes"), "1");
+    assert_eq!(
+        pod_objects(&server, "per-index").len(),
+        2,
+        "index 0 not run again"
+    );
 }
