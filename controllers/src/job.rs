@@ -1,5 +1,5 @@
-//! The Job controller: runs a Job's pods to completion, as upstream's pkg/controller/job does for
-//! NonIndexed Jobs, on kube-runtime's `Controller`.
+//! The Job controller: runs a Job's pods to completion, as upstream's pkg/controller/job does, on
+//! kube-runtime's `Controller`.
 //!
 //! A sync (upstream's `syncJob`) takes the pods the Job controls and, once earlier creates and
 //! deletes are all seen ([expectations](crate::expectations)), plans over them ([`plan`]): up to
@@ -9,6 +9,12 @@
 //! enough succeeded — the final condition is added once no pod of the Job is left running, as
 //! upstream does since 1.31; `suspend` deletes the active pods and sets `Suspended`. Pods are
 //! created from the template with `generateName: <job>-` and the Job as controller.
+//!
+//! Indexed Jobs ([`indexed`]): each pod runs one completion index, the lowest missing ones start
+//! first, a failed index is run again (its failures count toward `backoffLimit`), a succeeded one
+//! never is, and the Job completes once every index succeeded (`status.completedIndexes`, and
+//! `succeeded` counts indexes). Pods are named `<job>-<index>-`. With `backoffLimitPerIndex` each
+//! index has its own failure budget instead (`status.failedIndexes`, `maxFailedIndexes`).
 //!
 //! Counting finished pods. Upstream puts the `batch.kubernetes.io/job-tracking` finalizer on every
 //! pod and moves finished pods through `status.uncountedTerminatedPods` into the counters, so a
@@ -22,11 +28,12 @@
 //! never double-counted). A pod deleted before it finished counts as failed, as upstream's
 //! `isPodFailed` with `podReplacementPolicy: TerminatingOrFailed` (not while suspended).
 //!
-//! Not mirrored (yet): Indexed completion, pod failure and success policies, backoff per index,
-//! the exponential delay before a failed pod is replaced, restart counting for `OnFailure` pods,
-//! adopting orphan pods, `ttlSecondsAfterFinished` (upstream's separate ttl-after-finished
-//! controller).
+//! Not mirrored (yet): pod failure and success policies, elastic Indexed Jobs (changing
+//! `completions`), the exponential delay before a failed pod is replaced, restart counting for
+//! `OnFailure` pods, adopting orphan pods. `ttlSecondsAfterFinished` is
+//! [`crate::ttlafterfinished`]'s, as upstream.
 
+pub mod indexed;
 pub mod plan;
 #[cfg(test)]
 mod tests;
@@ -175,7 +182,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
     let plan = plan::plan(&job, &pods, Timestamp::now());
     let owner = job.object_ref(&());
     if let Some((reason, message)) = plan.event {
-        if reason == plan::BACKOFF_LIMIT_EXCEEDED.0 || reason == plan::DEADLINE_EXCEEDED.0 {
+        if plan::FAILURES.iter().any(|f| f.0 == reason) {
             ctx.events.warning(&owner, reason, "Sync", message.to_owned());
         } else {
             ctx.events.normal(&owner, reason, "Sync", message.to_owned());
@@ -199,21 +206,37 @@ async fn manage(job: &Job, key: &str, plan: &plan::Plan, ctx: &Context) -> Vec<E
     if create > 0 {
         ctx.expectations.expect_creations(key, create, Instant::now());
         let namespace = job.namespace().unwrap_or_default();
-        let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-        let prefix = pod_control::pods_prefix(&job.name_any());
+        let mut template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let name = job.name_any();
+        let indexed = indexed::is_indexed(job);
+        if indexed {
+            indexed::add_env(&mut template);
+        }
         let controller_ref = controller_ref(job);
-        let (created, error) = slow_start_batch(create, INITIAL_BATCH_SIZE, || async {
-            match ctx
-                .pod_control
-                .create_pod(&namespace, &template, &prefix, &owner, controller_ref.clone())
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(Error::Api(e)) if pod_control::is_namespace_terminating(&e) => {
-                    ctx.expectations.creation_observed(key);
-                    Ok(())
+        // The batch calls in order, so each call takes the next index of the plan.
+        let mut indexes = plan.indexes.iter().copied();
+        let (created, error) = slow_start_batch(create, INITIAL_BATCH_SIZE, || {
+            let (template, prefix) = match indexes.next().filter(|_| indexed) {
+                Some(i) => (
+                    indexed::template_for(&name, &template, i, plan.failure_counts.get(&i).copied()),
+                    indexed::generate_name(&name, i),
+                ),
+                None => (template.clone(), pod_control::pods_prefix(&name)),
+            };
+            let (namespace, owner, controller_ref) = (&namespace, &owner, controller_ref.clone());
+            async move {
+                match ctx
+                    .pod_control
+                    .create_pod(namespace, &template, &prefix, owner, controller_ref)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(Error::Api(e)) if pod_control::is_namespace_terminating(&e) => {
+                        ctx.expectations.creation_observed(key);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             }
         })
         .await;

@@ -12,6 +12,8 @@
 //! - [`statefulset`]: pods with stable names and network identity, created, deleted and updated
 //!   in order (upstream's statefulset controller).
 //! - [`job`]: runs each Job's pods to completion (upstream's job controller).
+//! - [`ttlafterfinished`]: deletes finished Jobs once their `ttlSecondsAfterFinished` passed
+//!   (upstream's ttl-after-finished controller).
 //! - [`garbagecollector`]: deletes objects whose owners are gone and carries out foreground and
 //!   orphan deletions (upstream's garbage collector).
 //! - [`namespace`]: empties a namespace being deleted, then lets it go (upstream's namespace
@@ -53,6 +55,7 @@ pub mod replicaset;
 pub mod scheduling;
 pub mod slow_start;
 pub mod statefulset;
+pub mod ttlafterfinished;
 
 use std::future::Future;
 
@@ -132,6 +135,7 @@ impl ControllerManager {
         tasks.spawn(run_daemonset(client.clone(), signal()));
         tasks.spawn(run_statefulset(client.clone(), signal()));
         tasks.spawn(run_job(client.clone(), signal()));
+        tasks.spawn(ttlafterfinished::run(client.clone(), signal()));
         tasks.spawn(garbagecollector::run(client.clone(), signal()));
         tasks.spawn(namespace::run(client.clone(), signal()));
         tasks.spawn(endpointslice::run(

@@ -2,7 +2,11 @@
 //! from a Job and the pods it owns, the status it should have, how many pods to create and which
 //! to delete. No I/O, no clock: `now` is passed in.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use k8s_openapi::{
     api::{
@@ -13,6 +17,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+use super::indexed;
 use crate::pod_util;
 
 /// Condition types (upstream's `batch.JobConditionType`).
@@ -39,6 +44,20 @@ pub const DEADLINE_EXCEEDED: (&str, &str) = (
     "DeadlineExceeded",
     "Job was active longer than specified deadline",
 );
+/// More indexes failed than `maxFailedIndexes` (with `backoffLimitPerIndex`).
+pub const MAX_FAILED_INDEXES_EXCEEDED: (&str, &str) = (
+    "MaxFailedIndexesExceeded",
+    "Job has exceeded the specified maximal number of failed indexes",
+);
+/// Every index succeeded or failed, and some failed (with `backoffLimitPerIndex`).
+pub const FAILED_INDEXES: (&str, &str) = ("FailedIndexes", "Job has failed indexes");
+/// The endings that fail a Job, by reason.
+pub const FAILURES: [(&str, &str); 4] = [
+    BACKOFF_LIMIT_EXCEEDED,
+    DEADLINE_EXCEEDED,
+    MAX_FAILED_INDEXES_EXCEEDED,
+    FAILED_INDEXES,
+];
 /// Enough pods succeeded.
 pub const COMPLETIONS_REACHED: (&str, &str) =
     ("CompletionsReached", "Reached expected number of succeeded pods");
@@ -50,6 +69,11 @@ pub struct Plan {
     pub status: JobStatus,
     /// Pods to create.
     pub create: usize,
+    /// For an Indexed Job, the completion index of each pod to create (`create` of them).
+    pub indexes: Vec<i32>,
+    /// With `backoffLimitPerIndex`, the failures so far of each index to create (the pod's
+    /// `batch.kubernetes.io/job-index-failure-count`; 0 when absent).
+    pub failure_counts: BTreeMap<i32, i32>,
     /// Active pods to delete.
     pub delete: Vec<Arc<Pod>>,
     /// When to look again even if nothing changes (the active deadline).
@@ -134,7 +158,7 @@ fn set_condition(job_status: &mut JobStatus, type_: &str, status: &str, why: (&s
     }
 }
 
-/// One sync's decisions (upstream's `syncJob` + `manageJob` for NonIndexed Jobs).
+/// One sync's decisions (upstream's `syncJob` + `manageJob`).
 pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     let old = job.status.clone().unwrap_or_default();
     if finished(&old) {
@@ -147,7 +171,34 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     let c = count(job, pods);
     let mut status = old.clone();
     // Counts never go down: a finished pod deleted by someone else stays counted.
-    let succeeded = old.succeeded.unwrap_or(0).max(c.succeeded);
+    let mut succeeded = old.succeeded.unwrap_or(0).max(c.succeeded);
+    // An Indexed Job counts succeeded indexes, not pods: those recorded in `completedIndexes`
+    // stay succeeded even when their pods are gone (upstream's `calculateSucceededIndexes`).
+    let indexed = indexed::is_indexed(job);
+    let completions = spec.completions.unwrap_or(0);
+    let succeeded_indexes = if indexed {
+        let recorded = old.completed_indexes.as_deref().unwrap_or("");
+        indexed::succeeded_indexes(recorded, pods, completions)
+    } else {
+        Default::default()
+    };
+    if indexed {
+        succeeded = succeeded_indexes.len() as i32;
+        let completed = indexed::format_indexes(&succeeded_indexes);
+        status.completed_indexes = (!completed.is_empty()).then_some(completed);
+    }
+    // With a backoff limit per index an index fails on its own (upstream's `isIndexFailed`); the
+    // recorded ones stay failed.
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+    let failed_indexes = match per_index {
+        Some(limit) => {
+            let recorded = old.failed_indexes.as_deref().unwrap_or("");
+            let set = indexed::failed_indexes(recorded, pods, completions, limit);
+            status.failed_indexes = Some(indexed::format_indexes(&set));
+            set
+        }
+        None => BTreeSet::new(),
+    };
     let failed = old.failed.unwrap_or(0).max(c.failed);
     status.succeeded = Some(succeeded);
     status.failed = Some(failed);
@@ -164,11 +215,10 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         .flatten()
         .find(|c| c.type_ == conditions::FAILURE_TARGET && c.status == "True")
         .map(|c| {
-            if c.reason.as_deref() == Some(DEADLINE_EXCEEDED.0) {
-                DEADLINE_EXCEEDED
-            } else {
-                BACKOFF_LIMIT_EXCEEDED
-            }
+            FAILURES
+                .into_iter()
+                .find(|f| c.reason.as_deref() == Some(f.0))
+                .unwrap_or(BACKOFF_LIMIT_EXCEEDED)
         });
     let mut success = has_condition(&status, conditions::SUCCESS_CRITERIA_MET);
     if failure.is_none() && !success && !suspended {
@@ -179,10 +229,15 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         let deadline = spec
             .active_deadline_seconds
             .map(|s| start + Duration::from_secs(s.max(0) as u64));
-        if failed > spec.backoff_limit.unwrap_or(6) {
+        let failed_indexes = failed_indexes.len() as i32;
+        if per_index.is_none() && failed > spec.backoff_limit.unwrap_or(6) {
             failure = Some(BACKOFF_LIMIT_EXCEEDED);
         } else if deadline.is_some_and(|d| d <= now) {
             failure = Some(DEADLINE_EXCEEDED);
+        } else if per_index.is_some() && spec.max_failed_indexes.is_some_and(|max| failed_indexes > max) {
+            failure = Some(MAX_FAILED_INDEXES_EXCEEDED);
+        } else if failed_indexes > 0 && succeeded + failed_indexes >= completions {
+            failure = Some(FAILED_INDEXES);
         } else {
             success = match spec.completions {
                 Some(want) => succeeded >= want,
@@ -268,19 +323,39 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         if spec.pod_replacement_policy.as_deref() == Some("Failed") {
             want = (want - c.terminating).max(0);
         }
-        let active = c.active.len() as i32;
-        if active < want {
+        // An Indexed Job first drops the active pods no index needs (upstream's
+        // `activePodsForRemoval`); the rest count against `want`.
+        let (surplus, kept) = if indexed {
+            indexed::surplus(&c.active, completions, &failed_indexes)
+        } else {
+            (Vec::new(), c.active.clone())
+        };
+        plan.delete = surplus;
+        let active = kept.len() as i32;
+        if active < want && indexed {
+            let missing = (want - active) as usize;
+            let done = &succeeded_indexes | &failed_indexes;
+            plan.indexes = indexed::first_pending(missing, completions, &done, &kept);
+            if per_index.is_some() {
+                let counts = indexed::failure_counts(pods);
+                plan.failure_counts = (plan.indexes.iter())
+                    .map(|i| (*i, counts.get(i).copied().unwrap_or(0)))
+                    .collect();
+            }
+            plan.create = plan.indexes.len();
+        } else if active < want {
             plan.create = (want - active) as usize;
         } else if active > want {
             // Not-ready pods go first, then the newest (as upstream's ranking, in short).
-            let mut ranked = c.active.clone();
+            let mut ranked = kept;
             ranked.sort_by_key(|p| {
                 (
                     pod_util::is_ready(p),
                     std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)),
                 )
             });
-            plan.delete = ranked.into_iter().take((active - want) as usize).collect();
+            plan.delete
+                .extend(ranked.into_iter().take((active - want) as usize));
         }
     }
     status.active = Some(c.active.len() as i32);
