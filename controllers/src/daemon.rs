@@ -92,7 +92,14 @@ struct Context {
 pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output = ()>) {
     let expectations = Arc::new(ControllerExpectations::new());
     let (pod_cache, pod_writer) = reflector::store::<Pod>();
-    let pods = pod_watch(&client, pod_cache.clone(), pod_writer, expectations.clone());
+    let pods = crate::pod_informer::watch(
+        &client,
+        "DaemonSet",
+        "apps",
+        pod_cache.clone(),
+        pod_writer,
+        Some(expectations.clone()),
+    );
     let (node_cache, node_writer) = reflector::store::<Node>();
     // Only a node that comes, goes, or changes what placement reads concerns the DaemonSets; its
     // heartbeats (a status write every few seconds) do not.
@@ -186,28 +193,6 @@ fn node_fingerprint(node: &Node) -> String {
         node.metadata.deletion_timestamp.is_some(),
     ])
     .to_string()
-}
-
-/// The pod watch: expectations first, then the cache, then the triggers (as the ReplicaSet
-/// controller's).
-fn pod_watch(
-    client: &Client,
-    cache: Store<Pod>,
-    writer: reflector::store::Writer<Pod>,
-    expectations: Arc<ControllerExpectations>,
-) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
-    watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|pod| pod.managed_fields_mut().clear())
-        .inspect_ok(move |event| {
-            expectations.observe(event, |pod| {
-                cache
-                    .get(&ObjectRef::from_obj(pod))
-                    .is_some_and(|cached| cached.metadata.uid == pod.metadata.uid)
-            })
-        })
-        .reflect(writer)
-        .touched_objects()
 }
 
 fn selector(ds: &DaemonSet) -> Result<Selector, Error> {

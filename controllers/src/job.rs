@@ -40,7 +40,7 @@ mod tests;
 
 use std::{collections::HashSet, future::Future, sync::Arc, time::Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::{
     api::{
         batch::v1::{Job, JobStatus},
@@ -53,7 +53,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::{Action, Config},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -92,19 +92,14 @@ struct Context {
 pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output = ()>) {
     let expectations = Arc::new(ControllerExpectations::new());
     let (pod_cache, pod_writer) = reflector::store::<Pod>();
-    let seen = pod_cache.clone();
-    let observed = expectations.clone();
-    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|pod| pod.managed_fields_mut().clear())
-        .inspect_ok(move |event| {
-            observed.observe(event, |pod| {
-                seen.get(&ObjectRef::from_obj(pod))
-                    .is_some_and(|cached| cached.metadata.uid == pod.metadata.uid)
-            })
-        })
-        .reflect(pod_writer)
-        .touched_objects();
+    let pods = crate::pod_informer::watch(
+        &client,
+        "Job",
+        "batch",
+        pod_cache.clone(),
+        pod_writer,
+        Some(expectations.clone()),
+    );
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -28,7 +28,8 @@
 //!   controllers).
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
-//! (`ControllerExpectations`), [`pod_control`] (`RealPodControl` and the controllerRef patches),
+//! (`ControllerExpectations`), [`pod_informer`] (the workload controllers' pod watch),
+//! [`pod_control`] (`RealPodControl` and the controllerRef patches),
 //! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`scheduling`]
 //! (taints, tolerations and node affinity, shared with the scheduler), [`history`]
 //! (ControllerRevisions), [`backoff`] (the
@@ -49,6 +50,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pod_control;
+pub mod pod_informer;
 pub mod pod_util;
 pub mod ranking;
 pub mod replicaset;

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::{
     api::{apps::v1::ReplicaSet, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -29,9 +29,9 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::{Action, Config},
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -72,7 +72,14 @@ struct Context {
 pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output = ()>) {
     let expectations = Arc::new(ControllerExpectations::new());
     let (pod_cache, pod_writer) = reflector::store::<Pod>();
-    let pods = pod_watch(&client, pod_cache.clone(), pod_writer, expectations.clone());
+    let pods = crate::pod_informer::watch(
+        &client,
+        "ReplicaSet",
+        "apps",
+        pod_cache.clone(),
+        pod_writer,
+        Some(expectations.clone()),
+    );
 
     let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
@@ -111,29 +118,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
     }
     let _ = stop.send(());
     running.await;
-}
-
-/// The pod watch: expectations see each event before the cache applies it (so they can tell a new
-/// pod from an update), then the cache, then the controller's triggers (deletes included).
-fn pod_watch(
-    client: &Client,
-    cache: Store<Pod>,
-    writer: reflector::store::Writer<Pod>,
-    expectations: Arc<ControllerExpectations>,
-) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
-    watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        // The controller never reads managed fields; dropping them keeps the cache smaller.
-        .modify(|pod| pod.managed_fields_mut().clear())
-        .inspect_ok(move |event| {
-            expectations.observe(event, |pod| {
-                cache
-                    .get(&ObjectRef::from_obj(pod))
-                    .is_some_and(|cached| cached.metadata.uid == pod.metadata.uid)
-            })
-        })
-        .reflect(writer)
-        .touched_objects()
 }
 
 /// One sync (upstream's `syncReplicaSet`): plan over the cache, claim, manage, write the status.

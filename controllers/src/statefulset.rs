@@ -77,11 +77,14 @@ struct Context {
 /// Runs the StatefulSet controller until `shutdown` completes, then lets running syncs finish.
 pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output = ()>) {
     let (pod_cache, pod_writer) = reflector::store::<Pod>();
-    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(pod_writer)
-        .touched_objects();
+    let pods = crate::pod_informer::watch(
+        &client,
+        "StatefulSet",
+        "apps",
+        pod_cache.clone(),
+        pod_writer,
+        None,
+    );
     let (revision_cache, revision_writer) = reflector::store::<ControllerRevision>();
     let revisions = watcher(
         Api::<ControllerRevision>::all(client.clone()),
