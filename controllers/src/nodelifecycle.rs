@@ -86,7 +86,7 @@ impl Default for Options {
 /// Runs the node lifecycle and taint eviction controllers until `shutdown` completes.
 pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + 'static) {
     let changed = Arc::new(Notify::new());
-    let node_changed = Arc::new(Notify::new());
+    let node_changed = Arc::new(NodesChanged::default());
     let (nodes, node_writer) = reflector::store::<Node>();
     let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -94,9 +94,11 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         .reflect(node_writer)
         .for_each({
             let (changed, node_changed) = (changed.clone(), node_changed.clone());
-            move |_| {
+            move |event| {
                 changed.notify_one();
-                node_changed.notify_one();
+                if let Ok(watcher::Event::Apply(node) | watcher::Event::InitApply(node)) = &event {
+                    node_changed.mark(node.name_any());
+                }
                 std::future::ready(())
             }
         });
@@ -148,17 +150,20 @@ fn notify<T>(changed: &Arc<Notify>) -> impl FnMut(T) -> std::future::Ready<()> +
     }
 }
 
-/// Upstream's `doNoScheduleTaintingPass` for every node, each time a node changes: the NoSchedule
-/// taints follow the conditions the kubelet just posted (the NoExecute ones are left to the
-/// monitor, which owns the Ready condition's history). A write that loses a race with another
+/// Upstream's `doNoScheduleTaintingPass` for each node that changes (its `nodeUpdateQueue`): the
+/// NoSchedule taints follow the conditions the kubelet just posted (the NoExecute ones are left to
+/// the monitor, which owns the Ready condition's history). A write that loses a race with another
 /// (the resourceVersion guard) is retried on the watch event the other write causes.
-async fn no_schedule_loop(client: Client, nodes: Store<Node>, node_changed: Arc<Notify>) {
+async fn no_schedule_loop(client: Client, nodes: Store<Node>, node_changed: Arc<NodesChanged>) {
     if crate::cache_ready::cache_ready(&nodes).await.is_err() {
         return;
     }
     let api: Api<Node> = Api::all(client);
+    // Every node once, then only those that changed (a heartbeat of each of 1,000 nodes every 10 s
+    // must not make every event a pass over all of them).
+    let mut batch: Vec<Arc<Node>> = nodes.state();
     loop {
-        for node in nodes.state() {
+        for node in batch {
             let Some(taints) = taints::desired_taints(&node, None, Timestamp::now()) else {
                 continue;
             };
@@ -173,7 +178,30 @@ async fn no_schedule_loop(client: Client, nodes: Store<Node>, node_changed: Arc<
                 tracing::debug!(node = %node.name_any(), error = %e, "cannot update node taints, retrying on the next change");
             }
         }
-        node_changed.notified().await;
+        node_changed.notify.notified().await;
+        batch = node_changed
+            .take()
+            .into_iter()
+            .filter_map(|name| nodes.get(&ObjectRef::new(&name)))
+            .collect();
+    }
+}
+
+/// The names of the nodes changed since the NoSchedule tainting last looked, and its wake-up.
+#[derive(Default)]
+struct NodesChanged {
+    names: std::sync::Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+impl NodesChanged {
+    fn mark(&self, name: String) {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
