@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus},
@@ -136,7 +136,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
     let daemonsets = controller.store();
     let (for_pods, for_nodes) = (daemonsets.clone(), daemonsets.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         pod_control: PodControl::new(client.clone(), events.clone()),
         events,
@@ -148,39 +147,27 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         backoff: Backoff::new(),
         failed: Mutex::default(),
     });
-    let running = controller
-        .watches_stream(pods, move |pod| {
-            pod_util::controllers_for_pod(&for_pods, &pod, "DaemonSet", "apps", |ds| selector(ds).ok())
-        })
-        .watches_stream(nodes, move |_| {
-            for_nodes
-                .state()
-                .iter()
-                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(revisions, |revision| {
-            pod_util::controller_of(&revision.metadata)
-                .filter(|o| o.kind == "DaemonSet")
-                .map(|o| ObjectRef::new(&o.name).within(&revision.namespace().unwrap_or_default()))
-        })
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "daemonset controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("daemonset controller", shutdown, |stopped| {
+        controller
+            .watches_stream(pods, move |pod| {
+                pod_util::controllers_for_pod(&for_pods, &pod, "DaemonSet", "apps", |ds| selector(ds).ok())
+            })
+            .watches_stream(nodes, move |_| {
+                for_nodes
+                    .state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+            .watches_stream(revisions, |revision| {
+                pod_util::controller_of(&revision.metadata)
+                    .filter(|o| o.kind == "DaemonSet")
+                    .map(|o| ObjectRef::new(&o.name).within(&revision.namespace().unwrap_or_default()))
+            })
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 /// What of a node decides where daemon pods run: its labels, taints and unschedulable flag.
@@ -569,33 +556,12 @@ async fn write_status(ds: &DaemonSet, status: &DaemonSetStatus, client: &Client)
     if same {
         return Ok(());
     }
-    // A merge patch leaves out what is None: zeroed optional counts are written as null.
-    let mut body = serde_json::to_value(status).map_err(|e| Error::Encode(e.to_string()))?;
-    for field in ["updatedNumberScheduled", "numberAvailable", "numberUnavailable"] {
-        if body.get(field).is_none() {
-            body[field] = serde_json::Value::Null;
-        }
-    }
-    let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
-    match api
-        .patch_status(
-            &ds.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // Zeroed optional counts are left out of `status`: written as null.
+    let nulls = ["updatedNumberScheduled", "numberAvailable", "numberUnavailable"];
+    crate::runner::patch_status(ds, status, &nulls, client).await
 }
 
 /// After a failed sync, retry with a per-DaemonSet exponential backoff.
 fn error_policy(ds: Arc<DaemonSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(ds.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(daemonset = %ds.name_any(), %error, ?delay, "sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&ds, error, &ctx.backoff)
 }

@@ -19,7 +19,6 @@ pub mod util;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentStatus, ReplicaSet},
@@ -71,39 +70,22 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
     let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns_stream(rs_stream)
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         client,
         replicasets: rs_cache,
         events,
         backoff: Backoff::new(),
     });
-    let running = controller
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "deployment controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("deployment controller", shutdown, |stopped| {
+        controller
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 fn error_policy(d: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(d.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(deployment = %d.name_any(), %error, ?delay, "sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&d, error, &ctx.backoff)
 }
 
 /// One sync of a Deployment, working on copies of it and its ReplicaSets.

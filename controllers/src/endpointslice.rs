@@ -162,30 +162,17 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
     let _forget = AbortOnDrop(tokio::spawn(forget));
     let memberships = Memberships::new();
     let service_cache = services.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = Controller::for_stream(service_events, services)
-        .with_config(Config::default().concurrency(CONCURRENT_SYNCS))
-        .watches_stream(pod_events, move |pod| {
-            memberships.services_for_pod(&service_cache, &pods, &pod)
-        })
-        .watches_stream(slice_events, |slice| service_for_slice(&slice))
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile_service, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "endpointslice controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("endpointslice controller", shutdown, |stopped| {
+        Controller::for_stream(service_events, services)
+            .with_config(Config::default().concurrency(CONCURRENT_SYNCS))
+            .watches_stream(pod_events, move |pod| {
+                memberships.services_for_pod(&service_cache, &pods, &pod)
+            })
+            .watches_stream(slice_events, |slice| service_for_slice(&slice))
+            .graceful_shutdown_on(stopped)
+            .run(reconcile_service, error_policy, context)
+    })
+    .await;
 }
 
 /// The Service a slice belongs to, by its `kubernetes.io/service-name` label.

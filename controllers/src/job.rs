@@ -40,7 +40,6 @@ mod tests;
 
 use std::{collections::HashSet, future::Future, sync::Arc, time::Instant};
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{
         batch::v1::{Job, JobStatus},
@@ -51,7 +50,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::{Action, Config},
@@ -59,7 +57,6 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 
 use crate::{
     Error,
@@ -102,7 +99,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
     );
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         pod_control: PodControl::new(client.clone(), events.clone()),
         events,
@@ -111,29 +107,17 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         expectations,
         backoff: Backoff::new(),
     });
-    let running = controller
-        .watches_stream(pods, |pod| {
-            pod_util::controller_of(&pod.metadata)
-                .filter(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
-                .map(|o| ObjectRef::new(&o.name).within(&pod.namespace().unwrap_or_default()))
-        })
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "job controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("job controller", shutdown, |stopped| {
+        controller
+            .watches_stream(pods, |pod| {
+                pod_util::controller_of(&pod.metadata)
+                    .filter(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
+                    .map(|o| ObjectRef::new(&o.name).within(&pod.namespace().unwrap_or_default()))
+            })
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 fn controller_ref(job: &Job) -> OwnerReference {
@@ -269,33 +253,11 @@ async fn write_status(job: &Job, status: &JobStatus, client: &Client) -> Result<
     if &old == status {
         return Ok(());
     }
-    let mut body = serde_json::to_value(status).map_err(|e| Error::Encode(e.to_string()))?;
-    // A merge patch leaves out what is None: a cleared start time is written as null.
-    for field in ["startTime", "completionTime"] {
-        if body.get(field).is_none() {
-            body[field] = serde_json::Value::Null;
-        }
-    }
-    let api: Api<Job> = Api::namespaced(client.clone(), &job.namespace().unwrap_or_default());
-    match api
-        .patch_status(
-            &job.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // A cleared start or completion time is left out of `status`: written as null.
+    crate::runner::patch_status(job, status, &["startTime", "completionTime"], client).await
 }
 
 /// After a failed sync, retry with a per-Job exponential backoff.
 fn error_policy(job: Arc<Job>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(job.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(job = %job.name_any(), %error, ?delay, "sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&job, error, &ctx.backoff)
 }

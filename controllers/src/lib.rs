@@ -29,7 +29,8 @@
 //!
 //! Shared pieces, each named after the upstream helper it mirrors: [`expectations`]
 //! (`ControllerExpectations`), [`pod_informer`] (the workload controllers' pod watch),
-//! [`pod_control`] (`RealPodControl` and the controllerRef patches),
+//! [`pod_control`] (`RealPodControl` and the controllerRef patches), [`runner`] (running a
+//! controller until shutdown, status writes, retries),
 //! [`ranking`] (`ActivePodsWithRanks`), [`slow_start`] (`slowStartBatch`), [`scheduling`]
 //! (taints, tolerations and node affinity, shared with the scheduler), [`history`]
 //! (ControllerRevisions), [`backoff`] (the
@@ -54,6 +55,7 @@ pub mod pod_informer;
 pub mod pod_util;
 pub mod ranking;
 pub mod replicaset;
+pub mod runner;
 pub mod scheduling;
 pub mod slow_start;
 pub mod statefulset;

@@ -12,7 +12,6 @@ pub mod deleter;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -43,29 +42,16 @@ struct Context {
 pub async fn run(client: Client, shutdown: impl Future<Output = ()>) {
     let controller = Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         client,
         backoff: Backoff::new(),
     });
-    let running = controller
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "namespace controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("namespace controller", shutdown, |stopped| {
+        controller
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 /// How long until a namespace deleted at `deleted` may be processed (zero once the grace period

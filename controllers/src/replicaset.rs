@@ -19,7 +19,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{apps::v1::ReplicaSet, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -27,7 +26,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::{Action, Config},
@@ -35,7 +33,6 @@ use kube::{
         watcher,
     },
 };
-use serde_json::json;
 
 pub use self::{
     plan::{BURST_REPLICAS, Input, Manage, Plan, plan, related_pods},
@@ -85,7 +82,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
     let replicasets = controller.store();
     let mapper_cache = replicasets.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         pod_control: PodControl::new(client.clone(), events),
         client,
@@ -95,29 +91,17 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         backoff: Backoff::new(),
         pacing: Default::default(),
     });
-    let running = controller
-        .watches_stream(pods, move |pod| {
-            pod_util::controllers_for_pod(&mapper_cache, &pod, "ReplicaSet", "apps", |rs| {
-                plan::selector(rs).ok().flatten()
+    crate::runner::until_shutdown("replicaset controller", shutdown, |stopped| {
+        controller
+            .watches_stream(pods, move |pod| {
+                pod_util::controllers_for_pod(&mapper_cache, &pod, "ReplicaSet", "apps", |rs| {
+                    plan::selector(rs).ok().flatten()
+                })
             })
-        })
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "replicaset controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 /// One sync (upstream's `syncReplicaSet`): plan over the cache, claim, manage, write the status.
@@ -225,11 +209,7 @@ async fn sync(rs: Arc<ReplicaSet>, ctx: Arc<Context>, busy: &mut Duration) -> Re
 /// After a failed sync, retry with a per-ReplicaSet exponential backoff (upstream's rate-limited
 /// requeue).
 fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(rs.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(replicaset = %rs.name_any(), %error, ?delay, "sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&rs, error, &ctx.backoff)
 }
 
 /// The ReplicaSets with the same controller as `rs` (none when it has no controller, as upstream).
@@ -376,23 +356,6 @@ async fn update_status(
     status: &k8s_openapi::api::apps::v1::ReplicaSetStatus,
     client: &Client,
 ) -> Result<(), Error> {
-    let mut body = serde_json::to_value(status).map_err(|e| Error::Encode(e.to_string()))?;
     // A merge patch only removes the conditions list when told to with null.
-    if status.conditions.is_none() {
-        body["conditions"] = serde_json::Value::Null;
-    }
-    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &rs.namespace().unwrap_or_default());
-    match api
-        .patch_status(
-            &rs.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: there is no status left to write.
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    crate::runner::patch_status(rs, status, &["conditions"], client).await
 }

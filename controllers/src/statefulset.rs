@@ -24,7 +24,6 @@ mod tests;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus},
@@ -100,7 +99,6 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
     )
     .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
     let sets = controller.store();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         pod_control: PodControl::new(client.clone(), events.clone()),
         events,
@@ -109,32 +107,20 @@ pub async fn run(client: Client, events: EventSink, shutdown: impl Future<Output
         revisions: revision_cache,
         backoff: Backoff::new(),
     });
-    let running = controller
-        .watches_stream(pods, move |pod| {
-            pod_util::controllers_for_pod(&sets, &pod, "StatefulSet", "apps", |set| selector(set).ok())
-        })
-        .watches_stream(revisions, |revision| {
-            pod_util::controller_of(&revision.metadata)
-                .filter(|o| o.kind == "StatefulSet")
-                .map(|o| ObjectRef::new(&o.name).within(&revision.namespace().unwrap_or_default()))
-        })
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "statefulset controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("statefulset controller", shutdown, |stopped| {
+        controller
+            .watches_stream(pods, move |pod| {
+                pod_util::controllers_for_pod(&sets, &pod, "StatefulSet", "apps", |set| selector(set).ok())
+            })
+            .watches_stream(revisions, |revision| {
+                pod_util::controller_of(&revision.metadata)
+                    .filter(|o| o.kind == "StatefulSet")
+                    .map(|o| ObjectRef::new(&o.name).within(&revision.namespace().unwrap_or_default()))
+            })
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 fn selector(set: &StatefulSet) -> Result<Selector, Error> {
@@ -554,33 +540,12 @@ async fn write_status(set: &StatefulSet, status: &StatefulSetStatus, client: &Cl
     if set.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let mut body = serde_json::to_value(status).map_err(|e| Error::Encode(e.to_string()))?;
-    // A merge patch leaves out what is None: zeroed optional counts are written as null.
-    for field in ["readyReplicas", "currentReplicas", "updatedReplicas"] {
-        if body.get(field).is_none() {
-            body[field] = serde_json::Value::Null;
-        }
-    }
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &set.namespace().unwrap_or_default());
-    match api
-        .patch_status(
-            &set.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": body })),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    // Zeroed optional counts are left out of `status`: written as null.
+    let nulls = ["readyReplicas", "currentReplicas", "updatedReplicas"];
+    crate::runner::patch_status(set, status, &nulls, client).await
 }
 
 /// After a failed sync, retry with a per-StatefulSet exponential backoff.
 fn error_policy(set: Arc<StatefulSet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(set.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(statefulset = %set.name_any(), %error, ?delay, "sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&set, error, &ctx.backoff)
 }

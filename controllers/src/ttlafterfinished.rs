@@ -12,7 +12,6 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::{api::batch::v1::Job, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -60,29 +59,16 @@ struct Context {
 pub async fn run(client: Client, shutdown: impl Future<Output = ()>) {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().concurrency(CONCURRENT_SYNCS));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let context = Arc::new(Context {
         client,
         backoff: Backoff::new(),
     });
-    let running = controller
-        .graceful_shutdown_on(async move {
-            let _ = stopped.await;
-        })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "ttl-after-finished controller");
-            }
-            std::future::ready(())
-        });
-    tokio::pin!(running);
-    tokio::select! {
-        () = &mut running => return,
-        () = shutdown => {}
-    }
-    let _ = stop.send(());
-    running.await;
+    crate::runner::until_shutdown("ttl-after-finished controller", shutdown, |stopped| {
+        controller
+            .graceful_shutdown_on(stopped)
+            .run(reconcile, error_policy, context)
+    })
+    .await;
 }
 
 /// The action for a Job that expires in `left` (or never).
@@ -133,11 +119,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Error> {
 
 /// After a failed sync, retry with a per-Job exponential backoff.
 fn error_policy(job: Arc<Job>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx
-        .backoff
-        .next_delay(job.metadata.uid.as_deref().unwrap_or_default());
-    tracing::debug!(job = %job.name_any(), %error, ?delay, "ttl sync failed, retrying");
-    Action::requeue(delay)
+    crate::runner::retry(&job, error, &ctx.backoff)
 }
 
 #[cfg(test)]
